@@ -1,0 +1,12 @@
+"""Imports every built-in component, so registration never depends on import order."""
+
+from tfllm.components.attention import mha  # noqa: F401
+from tfllm.components.ffn import mlp, swiglu  # noqa: F401
+from tfllm.components.heads import lm  # noqa: F401
+from tfllm.components.norm import layernorm, rmsnorm  # noqa: F401
+from tfllm.components.positional import alibi, learned, none, rope, sinusoidal  # noqa: F401
+from tfllm.components.tokenizers import byte, char  # noqa: F401
+from tfllm.models import decoder  # noqa: F401
+from tfllm.tasks import causal_lm  # noqa: F401
+from tfllm.training import optimizers, schedules, callbacks  # noqa: F401
+from tfllm.data import text  # noqa: F401

@@ -1,0 +1,172 @@
+"""The `tfllm` console script: one command, Hydra per subcommand.
+
+    tfllm train [overrides]                       train (Hydra multirun with -m)
+    tfllm generate ckpt=RUN_DIR prompt="..."      continue a prompt with a trained model
+    tfllm list [kind]                             registered components and their packages
+
+TensorFlow is imported only inside the commands that need it, so `tfllm --help` is instant.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+USAGE = """usage: tfllm <command> [hydra overrides]
+
+commands:
+  train      train a model: tfllm train [experiment=shakespeare_char] [key=value ...]
+  generate   sample from a trained run: tfllm generate ckpt=RUN_DIR prompt="ROMEO:"
+  list       list registered components: tfllm list [kind]
+
+Hydra flags work after the command: --cfg job, --help, -m (multirun).
+"""
+
+
+def config_dir() -> str:
+    """Where the shipped `conf/` lives: `tfllm.conf` in a wheel, `conf/` in a source checkout.
+
+    (Editable installs map only the `tfllm` package, not the `tfllm.conf` alias.)
+    """
+    import importlib.util
+    from pathlib import Path
+
+    try:
+        spec = importlib.util.find_spec("tfllm.conf")
+    except ModuleNotFoundError:
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        return str(Path(list(spec.submodule_search_locations)[0]).resolve())
+    checkout = Path(__file__).resolve().parent.parent / "conf"
+    if (checkout / "config.yaml").exists():
+        return str(checkout)
+    raise CommandError("tfllm's config files are missing: reinstall tfllm")
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one line, exit status 2."""
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def _hydra_command(name: str, config_name: str, fn: Callable[[Any], Any],
+                   argv: Sequence[str]) -> None:
+    import hydra
+
+    sys.argv = [f"tfllm {name}", *argv]
+    app = hydra.main(config_path=config_dir(), config_name=config_name, version_base="1.3")(fn)
+    app()
+
+
+def _report(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Turn config and input errors into one clear line instead of a traceback."""
+
+    def wrapper(cfg: Any) -> Any:
+        from tfllm.registry import ConfigError, RegistryError
+
+        try:
+            return fn(cfg)
+        except (ConfigError, RegistryError, CommandError, FileNotFoundError) as e:
+            print(f"tfllm: error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__module__ = fn.__module__
+    return wrapper
+
+
+@_report
+def train_job(cfg: Any) -> float | None:
+    from tfllm.config import to_plain
+    from tfllm.registry import ConfigError
+
+    plain = to_plain(cfg)
+    run_dir = plain.pop("run_dir")
+    if not run_dir:
+        raise ConfigError("run_dir is empty")
+    from tfllm.config import validate_train_config
+
+    validate_train_config(plain)  # fail before TensorFlow starts anything heavy
+    from tfllm.training.trainer import Trainer
+
+    logs = Trainer(plain, run_dir).fit()
+    summary = ", ".join(f"{k}={v:.4g}" for k, v in logs.items())
+    print(f"\ntrained to {run_dir}: {summary}")
+    return logs.get("val_loss")
+
+
+@_report
+def generate_job(cfg: Any) -> None:
+    from tfllm.config import to_plain
+    from tfllm.generation.decoder import GenerationConfig, Generator
+    from tfllm.runs import load_run
+
+    plain = to_plain(cfg)
+    model, tokenizer, _ = load_run(plain["ckpt"])
+    prompts = plain["prompts"] if plain["prompts"] is not None else [plain["prompt"]]
+    gen_config = GenerationConfig(
+        max_new_tokens=plain["max_new_tokens"], temperature=plain["temperature"],
+        top_k=plain["top_k"], top_p=plain["top_p"],
+        num_return_sequences=plain["num_return_sequences"], seed=plain["seed"],
+        stop=tuple(plain["stop"]), stop_at_eos=plain["stop_at_eos"],
+    )
+    try:
+        gen_config.validate()
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    generator = Generator(model, tokenizer, jit_compile=plain["jit_compile"])
+    outputs = generator.generate(prompts, gen_config)
+    for prompt, completions in zip(prompts, outputs, strict=True):
+        for text in completions:
+            sys.stdout.write(prompt + text + "\n")
+            if len(prompts) > 1 or len(completions) > 1:
+                sys.stdout.write("-" * 40 + "\n")
+    sys.stdout.flush()
+
+
+def list_command(argv: Sequence[str]) -> None:
+    from tfllm import registry
+
+    kind = argv[0] if argv else None
+    try:
+        entries = registry.list_entries(kind)
+    except registry.RegistryError as e:
+        print(f"tfllm: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    width = max((len(f"{e.kind}/{e.name}") for e in entries), default=10)
+    pkg_width = max((len(e.package) for e in entries), default=7)
+    for e in entries:
+        print(f"{e.kind + '/' + e.name:<{width}}  {e.package:<{pkg_width}}  {e.summary}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    _quiet_tensorflow()
+    logging.basicConfig(level=logging.WARNING)
+    command, rest = argv[0], argv[1:]
+    if command == "train":
+        _hydra_command("train", "config", train_job, rest)
+    elif command == "generate":
+        _hydra_command("generate", "generate", generate_job, rest)
+    elif command == "list":
+        list_command(rest)
+    else:
+        import difflib
+
+        close = difflib.get_close_matches(command, ["train", "generate", "list"], n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        print(f"tfllm: error: unknown command '{command}'.{hint}\n\n{USAGE}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

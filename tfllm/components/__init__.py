@@ -1,0 +1,1 @@
+"""Registered building blocks: tokenizers, positional encodings, attention, FFN, norms, heads."""

@@ -1,0 +1,229 @@
+"""Multi-head attention with grouped key/value heads, sliding windows and a KV cache."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from tfllm.registry import register
+
+_MASKED = -1e9
+
+
+def write_cache(cache, update, start):
+    """Write `update` `(B, Hkv, T, Dh)` into `cache` `(B, Hkv, S, Dh)` at time steps `start..`.
+
+    A scatter of core ops (not `XlaDynamicUpdateSlice`), so exported graphs run on TF Serving
+    with or without XLA.
+    """
+    shape = tf.shape(update)
+    b, h, t = shape[0], shape[1], shape[2]
+    bi, hi, ti = tf.meshgrid(tf.range(b), tf.range(h), start + tf.range(t), indexing="ij")
+    indices = tf.stack([bi, hi, ti], axis=-1)  # (B, Hkv, T, 3)
+    return tf.tensor_scatter_nd_update(cache, indices, tf.cast(update, cache.dtype))
+
+
+@register("attention", "mha")
+class MultiHeadAttention(keras.layers.Layer):
+    """Multi-head self-attention; `num_kv_heads` makes it grouped-query or multi-query.
+
+    Queries have `num_heads` heads; keys and values have `num_kv_heads` heads, each shared by
+    `num_heads // num_kv_heads` query heads (GQA; `num_kv_heads=1` is MQA). A `window` limits
+    each query to the `window` most recent keys (itself included). Causal masking is on for
+    decoders and off for encoders. With `cache=(k, v)` the layer appends the new keys/values at
+    `cache_index` and attends over the cache, for incremental decoding.
+
+    Args:
+        hidden_dim: int. Model width (set by the model).
+        num_heads: int. Query heads (set by the model).
+        num_kv_heads: int or None. Key/value heads; `None` means `num_heads`.
+        head_dim: int or None. Per-head size; `None` means `hidden_dim // num_heads`.
+        window: int or None. Sliding-window size in tokens; `None` for full attention.
+        causal: bool. Mask future keys.
+        dropout: float. Dropout on the attention probabilities.
+        use_bias: bool. Biases on the projections.
+        initializer_range: float. Standard deviation of the normal kernel initializer.
+
+    Call arguments:
+        x: `(B, T, hidden_dim)` inputs.
+        positions: optional `(T,)` int32 positions of `x` (default `cache_index + 0..T-1`).
+        padding_mask: optional `(B, S)` bool/int, true for real key tokens.
+        cache: optional tuple `(k, v)`, each `(B, num_kv_heads, S, head_dim)`.
+        cache_index: int32 scalar, where `x` starts inside the cache.
+        positional: optional shared `PositionalEncoding` whose rotation and bias hooks apply.
+        training: bool, for dropout.
+
+    Returns:
+        `(B, T, hidden_dim)`, or `(output, (k, v))` when a cache was given.
+
+    Example:
+
+    >>> import numpy as np
+    >>> attn = MultiHeadAttention(hidden_dim=16, num_heads=4, num_kv_heads=2)
+    >>> attn(np.ones((2, 5, 16), "float32")).shape
+    TensorShape([2, 5, 16])
+
+    Reference: Vaswani et al. 2017; Shazeer 2019 (MQA); Ainslie et al. 2023 (GQA);
+    Beltagy et al. 2020 (sliding windows).
+    """
+
+    def __init__(
+        self,
+        hidden_dim: int,
+        num_heads: int,
+        num_kv_heads: int | None = None,
+        head_dim: int | None = None,
+        window: int | None = None,
+        causal: bool = True,
+        dropout: float = 0.0,
+        use_bias: bool = True,
+        initializer_range: float = 0.02,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if num_heads <= 0:
+            raise ValueError(f"num_heads must be positive, got {num_heads}")
+        if num_kv_heads <= 0 or num_heads % num_kv_heads:
+            raise ValueError(
+                f"num_kv_heads must be a positive divisor of num_heads={num_heads}, "
+                f"got {num_kv_heads}"
+            )
+        if head_dim is None:
+            if hidden_dim % num_heads:
+                raise ValueError(
+                    f"hidden_dim={hidden_dim} is not divisible by num_heads={num_heads}; "
+                    "set head_dim explicitly"
+                )
+            head_dim = hidden_dim // num_heads
+        if window is not None and window <= 0:
+            raise ValueError(f"window must be a positive number of tokens or None, got {window}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.hidden_dim = hidden_dim
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.window = window
+        self.causal = causal
+        self.dropout = dropout
+        self.use_bias = use_bias
+        self.initializer_range = initializer_range
+        init = keras.initializers.RandomNormal(stddev=initializer_range)
+        # One fused projection for q, k and v: a single matmul is faster on CPU.
+        self.qkv_proj = keras.layers.Dense(
+            (num_heads + 2 * num_kv_heads) * head_dim,
+            use_bias=use_bias,
+            kernel_initializer=init,
+            dtype=self.dtype_policy,
+            name="qkv_proj",
+        )
+        self.out_proj = keras.layers.Dense(
+            hidden_dim,
+            use_bias=use_bias,
+            kernel_initializer=init,
+            dtype=self.dtype_policy,
+            name="out_proj",
+        )
+        self.attention_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        self.qkv_proj.build(input_shape)
+        self.out_proj.build((None, None, self.num_heads * self.head_dim))
+        self.built = True
+
+    def call(
+        self,
+        x,
+        positions=None,
+        padding_mask=None,
+        cache=None,
+        cache_index=None,
+        positional=None,
+        training=None,
+    ):
+        h, kvh, dh = self.num_heads, self.num_kv_heads, self.head_dim
+        groups = h // kvh
+        shape = tf.shape(x)
+        b, t = shape[0], shape[1]
+        start = tf.constant(0, "int32") if cache_index is None else tf.cast(cache_index, "int32")
+        if positions is None:
+            positions = start + tf.range(t)  # (T,)
+
+        qkv = self.qkv_proj(x)  # (B, T, (H + 2 Hkv) * Dh)
+        q, k, v = tf.split(qkv, [h * dh, kvh * dh, kvh * dh], axis=-1)
+        q = tf.reshape(q, [b, t, h, dh])  # (B, T, H, Dh)
+        k = tf.reshape(k, [b, t, kvh, dh])  # (B, T, Hkv, Dh)
+        v = tf.reshape(v, [b, t, kvh, dh])
+        if positional is not None:
+            q = positional.rotate_query(q, positions)
+            k = positional.rotate_key(k, positions)
+        q = tf.transpose(q, [0, 2, 1, 3])  # (B, H, T, Dh)
+        k = tf.transpose(k, [0, 2, 1, 3])  # (B, Hkv, T, Dh)
+        v = tf.transpose(v, [0, 2, 1, 3])
+
+        if cache is not None:
+            k = write_cache(cache[0], k, start)  # (B, Hkv, S, Dh)
+            v = write_cache(cache[1], v, start)
+            key_positions = tf.range(tf.shape(k)[2])  # (S,)
+            valid_keys = key_positions < start + t
+        else:
+            key_positions = positions
+            valid_keys = None
+        s = tf.shape(k)[2]
+
+        # Query heads are grouped per kv head: head = kv_head * groups + g.
+        qg = tf.reshape(q, [b, kvh, groups * t, dh])  # (B, Hkv, G*T, Dh)
+        scores = tf.matmul(qg, k, transpose_b=True)  # (B, Hkv, G*T, S)
+        scores = tf.reshape(scores, [b, h, t, s])  # (B, H, T, S)
+        scores = tf.cast(scores, "float32") * (dh**-0.5)
+
+        if positional is not None:
+            bias = positional.attention_bias(positions, key_positions)
+            if bias is not None:
+                scores = scores + tf.cast(bias, "float32")  # (H or 1, T, S) broadcast
+
+        allowed = tf.ones([t, s], dtype=tf.bool)
+        distance = positions[:, None] - key_positions[None, :]  # (T, S)
+        if self.causal:
+            allowed = allowed & (distance >= 0)
+        if self.window is not None:
+            allowed = allowed & (distance < self.window)
+            if not self.causal:
+                allowed = allowed & (distance > -self.window)
+        if valid_keys is not None:
+            allowed = allowed & valid_keys[None, :]
+        allowed = allowed[None, None]  # (1, 1, T, S)
+        if padding_mask is not None:
+            allowed = allowed & tf.cast(padding_mask, tf.bool)[:, None, None, :]  # (B, 1, T, S)
+        scores = tf.where(allowed, scores, _MASKED)
+
+        probs = tf.nn.softmax(scores, axis=-1)  # (B, H, T, S) float32
+        probs = self.attention_dropout(tf.cast(probs, self.compute_dtype), training=training)
+        probs = tf.reshape(probs, [b, kvh, groups * t, s])  # (B, Hkv, G*T, S)
+        out = tf.matmul(probs, tf.cast(v, probs.dtype))  # (B, Hkv, G*T, Dh)
+        out = tf.reshape(out, [b, h, t, dh])  # (B, H, T, Dh)
+        out = tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [b, t, h * dh])  # (B, T, H*Dh)
+        out = self.out_proj(out)  # (B, T, D)
+        if cache is not None:
+            return out, (k, v)
+        return out
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.hidden_dim,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_dim=self.hidden_dim,
+            num_heads=self.num_heads,
+            num_kv_heads=self.num_kv_heads,
+            head_dim=self.head_dim,
+            window=self.window,
+            causal=self.causal,
+            dropout=self.dropout,
+            use_bias=self.use_bias,
+            initializer_range=self.initializer_range,
+        )
+        return config

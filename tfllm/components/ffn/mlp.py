@@ -1,0 +1,91 @@
+"""The two-layer position-wise MLP of GPT-2 and BERT."""
+
+from __future__ import annotations
+
+import keras
+
+from tfllm.registry import register
+
+_ACTIVATIONS = ("relu", "gelu", "gelu_approximate", "silu")
+
+
+@register("ffn", "mlp")
+class MLP(keras.layers.Layer):
+    """`Dense(intermediate_dim, activation) -> Dense(hidden_dim)`, applied at every position.
+
+    Args:
+        hidden_dim: int. Model width (set by the model).
+        intermediate_dim: int. Inner width (set by the model, usually `4 * hidden_dim`).
+        activation: str. One of `relu`, `gelu`, `gelu_approximate` (GPT-2's tanh form), `silu`.
+        use_bias: bool. Biases on both projections.
+        initializer_range: float. Standard deviation of the normal kernel initializer.
+
+    Call arguments:
+        x: `(B, T, hidden_dim)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> MLP(hidden_dim=8, intermediate_dim=32)(np.ones((2, 3, 8), "float32")).shape
+    TensorShape([2, 3, 8])
+
+    Reference: Vaswani et al. 2017; Hendrycks & Gimpel 2016 (GELU).
+    """
+
+    def __init__(
+        self,
+        hidden_dim: int,
+        intermediate_dim: int,
+        activation: str = "gelu",
+        use_bias: bool = True,
+        initializer_range: float = 0.02,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {_ACTIVATIONS}, got '{activation}'")
+        if intermediate_dim <= 0:
+            raise ValueError(f"intermediate_dim must be positive, got {intermediate_dim}")
+        self.hidden_dim = hidden_dim
+        self.intermediate_dim = intermediate_dim
+        self.activation = activation
+        self.use_bias = use_bias
+        self.initializer_range = initializer_range
+        init = keras.initializers.RandomNormal(stddev=initializer_range)
+        self.up = keras.layers.Dense(
+            intermediate_dim, use_bias=use_bias, kernel_initializer=init,
+            dtype=self.dtype_policy, name="up",
+        )
+        self.down = keras.layers.Dense(
+            hidden_dim, use_bias=use_bias, kernel_initializer=init,
+            dtype=self.dtype_policy, name="down",
+        )
+
+    def build(self, input_shape):
+        self.up.build(input_shape)
+        self.down.build(tuple(input_shape[:-1]) + (self.intermediate_dim,))
+        self.built = True
+
+    def call(self, x):
+        h = self.up(x)  # (B, T, I)
+        if self.activation == "gelu_approximate":
+            h = keras.activations.gelu(h, approximate=True)
+        elif self.activation == "gelu":
+            h = keras.activations.gelu(h, approximate=False)
+        else:
+            h = keras.activations.get(self.activation)(h)
+        return self.down(h)  # (B, T, D)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_dim=self.hidden_dim,
+            intermediate_dim=self.intermediate_dim,
+            activation=self.activation,
+            use_bias=self.use_bias,
+            initializer_range=self.initializer_range,
+        )
+        return config

@@ -1,0 +1,79 @@
+"""The gated SiLU feed-forward block of PaLM and Llama."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from tfllm.registry import register
+
+
+@register("ffn", "swiglu")
+class SwiGLU(keras.layers.Layer):
+    """`down(silu(gate(x)) * up(x))`; gate and up share one fused projection.
+
+    Args:
+        hidden_dim: int. Model width (set by the model).
+        intermediate_dim: int. Inner width (set by the model). To match an MLP's parameter
+            count use about `8/3 * hidden_dim`.
+        use_bias: bool. Biases on the projections (Llama has none).
+        initializer_range: float. Standard deviation of the normal kernel initializer.
+
+    Call arguments:
+        x: `(B, T, hidden_dim)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> SwiGLU(hidden_dim=8, intermediate_dim=16)(np.ones((2, 3, 8), "float32")).shape
+    TensorShape([2, 3, 8])
+
+    Reference: Shazeer 2020, "GLU Variants Improve Transformer".
+    """
+
+    def __init__(
+        self,
+        hidden_dim: int,
+        intermediate_dim: int,
+        use_bias: bool = False,
+        initializer_range: float = 0.02,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if intermediate_dim <= 0:
+            raise ValueError(f"intermediate_dim must be positive, got {intermediate_dim}")
+        self.hidden_dim = hidden_dim
+        self.intermediate_dim = intermediate_dim
+        self.use_bias = use_bias
+        self.initializer_range = initializer_range
+        init = keras.initializers.RandomNormal(stddev=initializer_range)
+        self.gate_up = keras.layers.Dense(
+            2 * intermediate_dim, use_bias=use_bias, kernel_initializer=init,
+            dtype=self.dtype_policy, name="gate_up",
+        )
+        self.down = keras.layers.Dense(
+            hidden_dim, use_bias=use_bias, kernel_initializer=init,
+            dtype=self.dtype_policy, name="down",
+        )
+
+    def build(self, input_shape):
+        self.gate_up.build(input_shape)
+        self.down.build(tuple(input_shape[:-1]) + (self.intermediate_dim,))
+        self.built = True
+
+    def call(self, x):
+        gate, up = ops.split(self.gate_up(x), 2, axis=-1)  # (B, T, I) each
+        return self.down(ops.silu(gate) * up)  # (B, T, D)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_dim=self.hidden_dim,
+            intermediate_dim=self.intermediate_dim,
+            use_bias=self.use_bias,
+            initializer_range=self.initializer_range,
+        )
+        return config

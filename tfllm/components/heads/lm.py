@@ -1,0 +1,98 @@
+"""The language-modelling head: hidden states to vocabulary logits."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from tfllm.registry import register
+
+
+@register("head", "lm")
+class LMHead(keras.layers.Layer):
+    """Projects hidden states to vocabulary logits, tied or untied to the token embedding.
+
+    Tied (the default, as in GPT-2 and SmolLM2) reuses the token embedding matrix `E` and
+    computes `x @ E^T`; untied learns its own `(hidden_dim, vocabulary_size)` kernel. Logits are
+    returned in float32 so the loss is stable under mixed precision.
+
+    Args:
+        vocabulary_size: int. Number of tokens (set by the model).
+        tie_embeddings: bool. Reuse the token embedding.
+        use_bias: bool. Learn a per-token bias.
+        initializer_range: float. Standard deviation of the untied kernel's initializer.
+
+    Call arguments:
+        x: `(B, T, D)` hidden states.
+        token_embedding: the backbone's `keras.layers.Embedding` (required when tied).
+
+    Example:
+
+    >>> import numpy as np
+    >>> head = LMHead(vocabulary_size=11, tie_embeddings=False)
+    >>> head(np.ones((2, 3, 8), "float32")).shape
+    TensorShape([2, 3, 11])
+
+    Reference: Press & Wolf 2017, "Using the Output Embedding to Improve Language Models".
+    """
+
+    def __init__(
+        self,
+        vocabulary_size: int,
+        tie_embeddings: bool = True,
+        use_bias: bool = False,
+        initializer_range: float = 0.02,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if vocabulary_size <= 0:
+            raise ValueError(f"vocabulary_size must be positive, got {vocabulary_size}")
+        self.vocabulary_size = vocabulary_size
+        self.tie_embeddings = tie_embeddings
+        self.use_bias = use_bias
+        self.initializer_range = initializer_range
+
+    def build(self, input_shape):
+        if not self.tie_embeddings:
+            self.kernel = self.add_weight(
+                name="kernel",
+                shape=(input_shape[-1], self.vocabulary_size),
+                initializer=keras.initializers.RandomNormal(stddev=self.initializer_range),
+            )
+        self.bias = (
+            self.add_weight(name="bias", shape=(self.vocabulary_size,), initializer="zeros")
+            if self.use_bias
+            else None
+        )
+        self.built = True
+
+    def call(self, x, token_embedding=None):
+        if self.tie_embeddings:
+            if token_embedding is None:
+                raise ValueError("a tied LM head needs the backbone's token_embedding")
+            kernel = ops.transpose(token_embedding.embeddings)  # (D, V)
+        else:
+            kernel = self.kernel  # (D, V)
+        logits = ops.matmul(x, ops.cast(kernel, x.dtype))  # (B, T, V)
+        logits = ops.cast(logits, "float32")
+        if self.bias is not None:
+            logits = logits + ops.cast(self.bias, "float32")
+        return logits
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.vocabulary_size,)
+
+    def compute_output_spec(self, x, token_embedding=None):
+        return keras.KerasTensor(
+            tuple(x.shape[:-1]) + (self.vocabulary_size,), dtype="float32"
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            vocabulary_size=self.vocabulary_size,
+            tie_embeddings=self.tie_embeddings,
+            use_bias=self.use_bias,
+            initializer_range=self.initializer_range,
+        )
+        return config

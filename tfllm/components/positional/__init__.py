@@ -1,0 +1,1 @@
+"""Positional encodings (registry kind `positional`)."""

@@ -1,0 +1,1 @@
+"""Tokenizers (registry kind `tokenizer`). Each runs as TensorFlow ops inside a graph."""

@@ -1,0 +1,265 @@
+"""The tokenizer contract: TF ops for graphs (and SavedModels), a Python API for people."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+SPECIAL_ROLES = ("pad", "unk", "bos", "eos", "mask", "cls", "sep")
+CONFIG_FILE = "tokenizer.json"
+
+
+class Tokenizer(keras.layers.Layer):
+    """Base class of registered tokenizers.
+
+    Graph side (usable inside `tf.function` and SavedModels): calling the layer maps a string
+    tensor `(B,)` to ragged int32 ids `(B, None)`; `detokenize` maps ids back to strings.
+    Python side: `tokenize`, `encode`, `decode`, `batch_decode`, `convert_tokens_to_ids`,
+    `convert_ids_to_tokens`. Subclasses define `_token_bytes()` (every id's surface bytes, used
+    to detokenize) and `call`.
+
+    Args:
+        special_tokens: dict mapping roles (`pad`, `unk`, `bos`, `eos`, `mask`, `cls`, `sep`)
+            to token strings. Subclasses decide where those tokens live in the vocabulary.
+        **kwargs: Passed to `keras.layers.Layer`.
+    """
+
+    def __init__(self, special_tokens: dict[str, str] | None = None, **kwargs):
+        kwargs.setdefault("trainable", False)
+        kwargs.setdefault("dtype", "int32")
+        super().__init__(**kwargs)
+        special_tokens = dict(special_tokens or {})
+        for role in special_tokens:
+            if role not in SPECIAL_ROLES:
+                raise ValueError(
+                    f"special_tokens: unknown role '{role}'; roles are {', '.join(SPECIAL_ROLES)}"
+                )
+        self.special_tokens = special_tokens
+        self._tables: dict[str, Any] = {}
+
+    # ----- vocabulary -------------------------------------------------------------------------
+    @property
+    def vocabulary_size(self) -> int:
+        raise NotImplementedError
+
+    def _token_bytes(self) -> list[bytes]:
+        """The surface bytes of every id, in id order (special tokens as their own text)."""
+        raise NotImplementedError
+
+    def get_vocabulary(self) -> list[str]:
+        return [t.decode("utf-8", errors="replace") for t in self._token_bytes()]
+
+    def special_token_ids(self) -> dict[str, int]:
+        return {role: self.token_to_id(tok) for role, tok in self.special_tokens.items()}
+
+    def token_to_id(self, token: str) -> int:
+        index = self._token_index()
+        key = token.encode("utf-8")
+        if key not in index:
+            raise KeyError(f"token {token!r} is not in the vocabulary")
+        return index[key]
+
+    def id_to_token(self, token_id: int) -> str:
+        table = self._token_bytes()
+        if not 0 <= token_id < len(table):
+            raise ValueError(f"token id {token_id} is outside [0, {len(table)})")
+        return table[token_id].decode("utf-8", errors="replace")
+
+    def _token_index(self) -> dict[bytes, int]:
+        if "index" not in self._tables:
+            self._tables["index"] = {t: i for i, t in enumerate(self._token_bytes())}
+        return self._tables["index"]
+
+    def _id(self, role: str) -> int | None:
+        tok = self.special_tokens.get(role)
+        return None if tok is None else self.token_to_id(tok)
+
+    @property
+    def pad_id(self) -> int | None:
+        return self._id("pad")
+
+    @property
+    def bos_id(self) -> int | None:
+        return self._id("bos")
+
+    @property
+    def eos_id(self) -> int | None:
+        return self._id("eos")
+
+    @property
+    def unk_id(self) -> int | None:
+        return self._id("unk")
+
+    # ----- graph ops --------------------------------------------------------------------------
+    def _graph_tables(self):
+        if "graph" not in self._tables:
+            strings = tf.constant(self._token_bytes(), dtype=tf.string)
+            special = np.zeros(self.vocabulary_size, dtype=bool)
+            for tid in self.special_token_ids().values():
+                special[tid] = True
+            self._tables["graph"] = (strings, tf.constant(special))
+        return self._tables["graph"]
+
+    def detokenize(self, token_ids, skip_special_tokens: bool = True):
+        """Map ids `(B, T)` (dense or ragged) or `(T,)` to strings `(B,)` or a scalar string.
+
+        Ids outside the vocabulary are dropped. Byte sequences that are not valid UTF-8 are
+        repaired with U+FFFD, so the result is always valid UTF-8.
+        """
+        strings, special = self._graph_tables()
+        ids = token_ids
+        if not isinstance(ids, tf.RaggedTensor):
+            ids = tf.convert_to_tensor(ids)
+        scalar = ids.shape.rank == 1
+        if scalar:
+            ids = ids[None] if isinstance(ids, tf.RaggedTensor) else tf.expand_dims(ids, 0)
+        if not isinstance(ids, tf.RaggedTensor):
+            ids = tf.RaggedTensor.from_tensor(ids)
+        ids = tf.cast(ids, tf.int32)
+        keep = (ids >= 0) & (ids < self.vocabulary_size)
+        ids = tf.ragged.boolean_mask(ids, keep)
+        if skip_special_tokens:
+            ids = tf.ragged.boolean_mask(ids, ~tf.gather(special, ids))
+        text = tf.strings.reduce_join(tf.gather(strings, ids), axis=-1)
+        text = tf.strings.unicode_transcode(
+            text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
+        )
+        return text[0] if scalar else text
+
+    # ----- python API -------------------------------------------------------------------------
+    def tokenize(self, text: str) -> list[str]:
+        """Split one string into token strings."""
+        return self.convert_ids_to_tokens(self.encode_one(text))
+
+    def encode_one(self, text: str) -> list[int]:
+        """Ids of one string, without special tokens."""
+        ids = self(tf.constant([text]))
+        return ids[0].numpy().tolist()
+
+    def convert_tokens_to_ids(self, tokens: str | Sequence[str]) -> int | list[int]:
+        if isinstance(tokens, str):
+            return self.token_to_id(tokens)
+        return [self.token_to_id(t) for t in tokens]
+
+    def convert_ids_to_tokens(self, ids: int | Sequence[int]) -> str | list[str]:
+        if isinstance(ids, (int, np.integer)):
+            return self.id_to_token(int(ids))
+        return [self.id_to_token(int(i)) for i in ids]
+
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        add_bos: bool = False,
+        add_eos: bool = False,
+        max_length: int | None = None,
+        padding: bool | str = False,
+        truncation: bool = False,
+    ) -> dict[str, Any]:
+        """Encode one string or a batch.
+
+        Args:
+            texts: A string or a list of strings.
+            add_bos: Prepend the `bos` token (which must be configured).
+            add_eos: Append the `eos` token (which must be configured).
+            max_length: Length limit for truncation and `padding="max_length"`.
+            padding: `False`, `True`/`"longest"` (pad to the longest) or `"max_length"`.
+            truncation: Cut sequences to `max_length` (keeping the start).
+
+        Returns:
+            `{"input_ids", "attention_mask"}`: lists for a single string; for a batch, lists of
+            lists, or int32 arrays when padded.
+        """
+        single = isinstance(texts, str)
+        batch = [texts] if single else list(texts)
+        if not batch:
+            return {"input_ids": [], "attention_mask": []}
+        ragged = self(tf.constant(batch, dtype=tf.string))
+        seqs = [row.tolist() for row in ragged.numpy()]
+        for role, flag in (("bos", add_bos), ("eos", add_eos)):
+            if flag and self._id(role) is None:
+                raise ValueError(f"add_{role}=True but no '{role}' special token is configured")
+        bos, eos = self.bos_id, self.eos_id
+        seqs = [([bos] if add_bos else []) + s + ([eos] if add_eos else []) for s in seqs]
+        if truncation:
+            if max_length is None:
+                raise ValueError("truncation=True needs max_length")
+            seqs = [s[:max_length] for s in seqs]
+        masks = [[1] * len(s) for s in seqs]
+        if padding:
+            if self.pad_id is None:
+                raise ValueError("padding needs a 'pad' special token")
+            if padding == "max_length":
+                if max_length is None:
+                    raise ValueError("padding='max_length' needs max_length")
+                width = max_length
+            elif padding in (True, "longest"):
+                width = max(len(s) for s in seqs)
+            else:
+                raise ValueError(f"padding must be False, True, 'longest' or 'max_length', "
+                                 f"got {padding!r}")
+            masks = [m + [0] * (width - len(m)) for m in masks]
+            seqs = [s + [self.pad_id] * (width - len(s)) for s in seqs]
+            ids_out: Any = np.asarray(seqs, dtype=np.int32)
+            mask_out: Any = np.asarray(masks, dtype=np.int32)
+        else:
+            ids_out, mask_out = seqs, masks
+        if single:
+            return {"input_ids": ids_out[0], "attention_mask": mask_out[0]}
+        return {"input_ids": ids_out, "attention_mask": mask_out}
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        """Text of one id sequence."""
+        out = self.detokenize(tf.constant(list(ids), tf.int32), skip_special_tokens)
+        return out.numpy().decode("utf-8")
+
+    def batch_decode(self, batch: Sequence[Sequence[int]], skip_special_tokens: bool = True):
+        """Texts of several id sequences (of any lengths)."""
+        ragged = tf.ragged.constant([list(map(int, b)) for b in batch], dtype=tf.int32,
+                                    ragged_rank=1) if len(batch) else None
+        if ragged is None:
+            return []
+        return [t.decode("utf-8") for t in self.detokenize(ragged, skip_special_tokens).numpy()]
+
+    # ----- Keras plumbing ---------------------------------------------------------------------
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor(tuple(inputs.shape) + (None,), dtype="int32", ragged=True)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(special_tokens=dict(self.special_tokens))
+        return config
+
+    # ----- files ------------------------------------------------------------------------------
+    def save_to_directory(self, directory: str) -> None:
+        """Write `tokenizer.json` (its Keras config) plus any assets into `directory`."""
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, CONFIG_FILE), "w", encoding="utf-8") as f:
+            json.dump(keras.saving.serialize_keras_object(self), f, indent=1)
+        self.save_assets(directory)
+
+    def save_assets(self, dir_path: str) -> None:
+        """Write vocabulary files (none for tokenizers whose config holds everything)."""
+
+    def load_assets(self, dir_path: str) -> None:
+        """Read what `save_assets` wrote."""
+
+
+def load_tokenizer(directory: str) -> Tokenizer:
+    """Load a tokenizer saved with `Tokenizer.save_to_directory`."""
+    from tfllm import registry
+
+    registry.ensure_loaded()
+    path = os.path.join(directory, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no {CONFIG_FILE} in {directory}: not a saved tokenizer")
+    with open(path, encoding="utf-8") as f:
+        config = json.load(f)
+    tokenizer = keras.saving.deserialize_keras_object(config)
+    tokenizer.load_assets(directory)
+    return tokenizer

@@ -1,0 +1,1 @@
+"""tf.data pipelines: corpora, packing, batching and sharding under a strategy."""

@@ -1,0 +1,1 @@
+"""Blocks and backbones assembled from registered components."""

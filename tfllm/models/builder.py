@@ -1,0 +1,32 @@
+"""From a resolved config to a tokenizer and a task model, through the registry alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from tfllm import registry
+from tfllm.components.tokenizers.base import Tokenizer
+
+
+def build_tokenizer(cfg: dict[str, Any]) -> Tokenizer:
+    """The tokenizer named by `cfg["tokenizer"]` (not yet adapted to a corpus)."""
+    return registry.build("tokenizer", cfg["tokenizer"], key="tokenizer")
+
+
+def build_model(cfg: dict[str, Any], vocabulary_size: int) -> keras.Model:
+    """Backbone (`model` group, with the component groups) wrapped by the `task`."""
+    spec = dict(cfg["model"])
+    name = spec.pop("name")
+    backbone_spec = {"name": name, **spec}
+    for group in ("attention", "positional", "ffn", "norm"):
+        backbone_spec[group] = dict(cfg[group])
+    backbone = registry.build(
+        "model", backbone_spec, {"vocabulary_size": vocabulary_size}, key="model"
+    )
+    task = dict(cfg["task"])
+    task_spec = {"name": task.pop("name"), **task}
+    return registry.build(
+        "task", task_spec, {"backbone": backbone, "head": dict(cfg["head"])}, key="task"
+    )

@@ -1,0 +1,225 @@
+"""The decoder-only backbone (GPT, Llama): embeddings, causal blocks, final norm."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from tfllm import registry
+from tfllm.models.block import TransformerBlock
+
+
+@registry.register("model", "decoder")
+class DecoderBackbone(keras.Model):
+    """A stack of causal transformer blocks over token embeddings; returns hidden states.
+
+    Built only from registry specs, so any registered (or plugin) positional encoding,
+    attention, FFN or norm drops in. One positional layer is shared by all blocks. Supports a
+    KV cache for incremental decoding (see `init_cache`).
+
+    Args:
+        vocabulary_size: int. Number of tokens.
+        num_layers: int. Number of blocks.
+        hidden_dim: int. Model width.
+        num_heads: int. Query heads per attention layer.
+        intermediate_dim: int or None. FFN inner width (`4 * hidden_dim` if None).
+        max_sequence_length: int. Longest sequence (positions, caches, generation).
+        dropout: float. Embedding and residual dropout.
+        norm_placement: str. `pre` or `post`.
+        attention: dict. Attention spec, e.g. `{"name": "mha", "num_kv_heads": 2}`.
+        positional: dict. Positional spec, e.g. `{"name": "rope"}`.
+        ffn: dict. FFN spec.
+        norm: dict. Norm spec.
+        initializer_range: float. Standard deviation of the normal initializers.
+
+    Call arguments:
+        token_ids: `(B, T)` int32.
+        padding_mask: optional `(B, T)`, true for real tokens.
+        cache: optional list of per-layer `(k, v)` caches.
+        cache_index: int32 scalar, where `token_ids` start inside the cache.
+
+    Returns:
+        Hidden states `(B, T, hidden_dim)`, or `(hidden, cache)` when a cache was given.
+
+    Example:
+
+    >>> import numpy as np
+    >>> model = DecoderBackbone(vocabulary_size=50, num_layers=2, hidden_dim=16, num_heads=4,
+    ...                         max_sequence_length=32, positional={"name": "rope"})
+    >>> model(np.zeros((2, 8), "int32")).shape
+    TensorShape([2, 8, 16])
+    """
+
+    causal = True
+
+    def __init__(
+        self,
+        vocabulary_size: int,
+        num_layers: int,
+        hidden_dim: int,
+        num_heads: int,
+        intermediate_dim: int | None = None,
+        max_sequence_length: int = 1024,
+        dropout: float = 0.0,
+        norm_placement: str = "pre",
+        attention: dict[str, Any] | None = None,
+        positional: dict[str, Any] | None = None,
+        ffn: dict[str, Any] | None = None,
+        norm: dict[str, Any] | None = None,
+        initializer_range: float = 0.02,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        for key, value in (
+            ("vocabulary_size", vocabulary_size),
+            ("num_layers", num_layers),
+            ("hidden_dim", hidden_dim),
+            ("num_heads", num_heads),
+            ("max_sequence_length", max_sequence_length),
+        ):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{key} must be a positive integer, got {value!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.vocabulary_size = vocabulary_size
+        self.num_layers = num_layers
+        self.hidden_dim = hidden_dim
+        self.num_heads = num_heads
+        self.intermediate_dim = intermediate_dim or 4 * hidden_dim
+        self.max_sequence_length = max_sequence_length
+        self.dropout = dropout
+        self.norm_placement = norm_placement
+        self.attention_spec = dict(attention or {"name": "mha"})
+        self.positional_spec = dict(positional or {"name": "learned"})
+        self.ffn_spec = dict(ffn or {"name": "mlp"})
+        self.norm_spec = dict(norm or {"name": "layernorm"})
+        self.initializer_range = initializer_range
+        dtype = self.dtype_policy
+        head_dim = self.attention_spec.get("head_dim") or hidden_dim // num_heads
+        context = dict(
+            hidden_dim=hidden_dim,
+            num_heads=num_heads,
+            head_dim=head_dim,
+            max_sequence_length=max_sequence_length,
+            initializer_range=initializer_range,
+        )
+        self.token_embedding = keras.layers.Embedding(
+            vocabulary_size,
+            hidden_dim,
+            embeddings_initializer=keras.initializers.RandomNormal(stddev=initializer_range),
+            dtype=dtype,
+            name="token_embedding",
+        )
+        self.positional = registry.build(
+            "positional", self.positional_spec, context, key="positional", dtype=dtype,
+            name="positional",
+        )
+        self.embedding_dropout = keras.layers.Dropout(dropout, dtype=dtype)
+        self.blocks = [
+            TransformerBlock(
+                hidden_dim=hidden_dim,
+                num_heads=num_heads,
+                intermediate_dim=self.intermediate_dim,
+                attention=self.attention_spec,
+                ffn=self.ffn_spec,
+                norm=self.norm_spec,
+                norm_placement=norm_placement,
+                dropout=dropout,
+                causal=self.causal,
+                initializer_range=initializer_range,
+                dtype=dtype,
+                name=f"block_{i}",
+            )
+            for i in range(num_layers)
+        ]
+        self.final_norm = (
+            registry.build("norm", self.norm_spec, context, dtype=dtype, name="final_norm")
+            if norm_placement == "pre"
+            else None
+        )
+        self.build((None, None))
+
+    @property
+    def head_dim(self) -> int:
+        return self.blocks[0].attention.head_dim
+
+    @property
+    def num_kv_heads(self) -> int:
+        return self.blocks[0].attention.num_kv_heads
+
+    def build(self, input_shape):
+        hidden_shape = (None, None, self.hidden_dim)
+        self.token_embedding.build(input_shape)
+        self.positional.build(hidden_shape)
+        for block in self.blocks:
+            block.build(hidden_shape)
+        if self.final_norm is not None:
+            self.final_norm.build(hidden_shape)
+        self.built = True
+
+    def init_cache(self, batch_size, max_length) -> list[tuple[Any, Any]]:
+        """Zero KV caches: one `(k, v)` pair per layer, each `(B, Hkv, max_length, head_dim)`."""
+        shape = [batch_size, self.num_kv_heads, max_length, self.head_dim]
+        dtype = self.compute_dtype
+        return [(tf.zeros(shape, dtype), tf.zeros(shape, dtype)) for _ in self.blocks]
+
+    def call(self, token_ids, padding_mask=None, cache=None, cache_index=None, training=None):
+        t = tf.shape(token_ids)[1]
+        start = tf.constant(0, "int32") if cache_index is None else tf.cast(cache_index, "int32")
+        positions = start + tf.range(t)  # (T,)
+        x = self.token_embedding(token_ids)  # (B, T, D)
+        x = self.positional.embed(x, positions)
+        x = self.embedding_dropout(x, training=training)
+        new_cache = []
+        for i, block in enumerate(self.blocks):
+            out = block(
+                x,
+                positions=positions,
+                padding_mask=padding_mask,
+                cache=None if cache is None else cache[i],
+                cache_index=cache_index,
+                positional=self.positional,
+                training=training,
+            )
+            if cache is None:
+                x = out
+            else:
+                x, layer_cache = out
+                new_cache.append(layer_cache)
+        if self.final_norm is not None:
+            x = self.final_norm(x)  # (B, T, D)
+        if cache is not None:
+            return x, new_cache
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape) + (self.hidden_dim,)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+            "vocabulary_size": self.vocabulary_size,
+            "num_layers": self.num_layers,
+            "hidden_dim": self.hidden_dim,
+            "num_heads": self.num_heads,
+            "intermediate_dim": self.intermediate_dim,
+            "max_sequence_length": self.max_sequence_length,
+            "dropout": self.dropout,
+            "norm_placement": self.norm_placement,
+            "attention": self.attention_spec,
+            "positional": self.positional_spec,
+            "ffn": self.ffn_spec,
+            "norm": self.norm_spec,
+            "initializer_range": self.initializer_range,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+        return cls(**config)

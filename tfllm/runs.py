@@ -1,0 +1,36 @@
+"""Loading what a training run left in its directory: config, tokenizer, latest weights."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import tensorflow as tf
+
+from tfllm.components.tokenizers.base import Tokenizer, load_tokenizer
+from tfllm.config import load_run_config
+from tfllm.models.builder import build_model
+from tfllm.registry import ConfigError
+from tfllm.training.trainer import CHECKPOINT_DIR, TOKENIZER_DIR
+
+
+def load_run(run_dir: str, checkpoint: str | None = None) -> tuple[Any, Tokenizer, dict]:
+    """Rebuild a run's model from its saved config and restore its latest checkpoint.
+
+    Args:
+        run_dir: a directory written by `tfllm train`.
+        checkpoint: a specific checkpoint prefix (default: the latest).
+
+    Returns:
+        `(model, tokenizer, config)`.
+    """
+    if not os.path.isdir(run_dir):
+        raise ConfigError(f"ckpt: no such directory: {run_dir}")
+    cfg = load_run_config(run_dir)
+    tokenizer = load_tokenizer(os.path.join(run_dir, TOKENIZER_DIR))
+    model = build_model(cfg, tokenizer.vocabulary_size)
+    path = checkpoint or tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINT_DIR))
+    if path is None:
+        raise ConfigError(f"ckpt: {run_dir} has no checkpoint yet")
+    tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
+    return model, tokenizer, cfg

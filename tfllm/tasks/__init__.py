@@ -1,0 +1,1 @@
+"""Tasks: a backbone plus a head, a loss and metrics (registry kind `task`)."""

@@ -1,0 +1,101 @@
+"""Causal language modelling: predict every next token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from tfllm import registry
+
+
+@registry.register("task", "causal_lm")
+class CausalLM(keras.Model):
+    """A decoder backbone with an LM head, trained on next-token cross-entropy.
+
+    Args:
+        backbone: a decoder backbone (e.g. `DecoderBackbone`), or its serialized config.
+        head: dict. Head spec; the head is offered `vocabulary_size` from the backbone.
+
+    Call arguments:
+        token_ids: `(B, T)` int32.
+        padding_mask: optional `(B, T)`.
+
+    Returns:
+        float32 logits `(B, T, vocabulary_size)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from tfllm.models.decoder import DecoderBackbone
+    >>> backbone = DecoderBackbone(vocabulary_size=50, num_layers=1, hidden_dim=16,
+    ...                            num_heads=2, max_sequence_length=16)
+    >>> lm = CausalLM(backbone)
+    >>> lm(np.zeros((2, 8), "int32")).shape
+    TensorShape([2, 8, 50])
+    """
+
+    def __init__(self, backbone: Any, head: dict[str, Any] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(backbone, dict):
+            backbone = keras.saving.deserialize_keras_object(backbone)
+        self.backbone = backbone
+        self.head_spec = dict(head or {"name": "lm"})
+        self.head = registry.build(
+            "head",
+            self.head_spec,
+            {"vocabulary_size": backbone.vocabulary_size},
+            key="head",
+            dtype=backbone.dtype_policy,
+            name="lm_head",
+        )
+        self.head.build((None, None, backbone.hidden_dim))
+        self.built = True
+
+    @property
+    def vocabulary_size(self) -> int:
+        return self.backbone.vocabulary_size
+
+    @property
+    def max_sequence_length(self) -> int:
+        return self.backbone.max_sequence_length
+
+    def call(self, token_ids, padding_mask=None, training=None):
+        hidden = self.backbone(token_ids, padding_mask=padding_mask, training=training)
+        return self.head(hidden, token_embedding=self.backbone.token_embedding)  # (B, T, V)
+
+    def call_with_cache(self, token_ids, cache, cache_index):
+        """Logits for `token_ids` placed at `cache_index`, and the updated cache."""
+        hidden, cache = self.backbone(token_ids, cache=cache, cache_index=cache_index)
+        logits = self.head(hidden, token_embedding=self.backbone.token_embedding)
+        return logits, cache
+
+    def init_cache(self, batch_size, max_length):
+        return self.backbone.init_cache(batch_size, max_length)
+
+    def loss_terms(self, batch: dict[str, Any], training: bool = False):
+        """Summed token cross-entropy and the summed token weights for one batch.
+
+        `batch` holds `token_ids` `(B, T)`, `labels` `(B, T)` and optionally `loss_weights`
+        (zero for tokens that carry no loss) and `padding_mask`.
+        """
+        logits = self(batch["token_ids"], padding_mask=batch.get("padding_mask"),
+                      training=training)  # (B, T, V)
+        labels = tf.cast(batch["labels"], tf.int32)
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        weights = batch.get("loss_weights")
+        weights = tf.ones_like(ce) if weights is None else tf.cast(weights, ce.dtype)
+        return tf.reduce_sum(ce * weights), tf.reduce_sum(weights)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "head": self.head_spec,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

@@ -1,0 +1,1 @@
+"""Strategies, optimizers, schedules, callbacks and the trainer."""

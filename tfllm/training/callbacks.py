@@ -1,0 +1,138 @@
+"""Trainer callbacks (registry kind `callback`): progress bar, TensorBoard, text samples."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+import keras
+import tensorflow as tf
+
+from tfllm.registry import register
+
+if TYPE_CHECKING:
+    from tfllm.training.trainer import Trainer
+
+
+class TrainerCallback:
+    """Hooks the trainer calls on the chief. Override what you need.
+
+    `logs` holds floats: `loss`, `learning_rate`, `grad_norm`, `tokens_per_sec`, and after
+    evaluation `val_loss`, `val_perplexity`.
+    """
+
+    def on_train_begin(self, trainer: Trainer) -> None: ...
+
+    def on_step_end(self, trainer: Trainer, step: int, logs: dict[str, float]) -> None: ...
+
+    def on_eval_end(self, trainer: Trainer, step: int, logs: dict[str, float]) -> None: ...
+
+    def on_train_end(self, trainer: Trainer, logs: dict[str, float]) -> None: ...
+
+
+@register("callback", "progress")
+class ProgressBar(TrainerCallback):
+    """A Keras progress bar over optimizer steps, on stderr.
+
+    Args:
+        verbose: int. 1 draws a bar (interactive), 2 prints one line per update (logs).
+    """
+
+    def __init__(self, verbose: int | None = None):
+        self.verbose = verbose if verbose is not None else (1 if sys.stderr.isatty() else 2)
+        self.bar: Any = None
+
+    def on_train_begin(self, trainer):
+        self.bar = keras.utils.Progbar(
+            trainer.max_steps, verbose=self.verbose, stateful_metrics=["loss", "lr", "val_loss"],
+            unit_name="step",
+        )
+        self.bar.update(trainer.start_step)
+
+    def on_step_end(self, trainer, step, logs):
+        values = [("loss", logs["loss"]), ("lr", logs["learning_rate"]),
+                  ("tok/s", logs["tokens_per_sec"])]
+        self.bar.update(step, values=values)
+
+    def on_eval_end(self, trainer, step, logs):
+        self.bar.update(step, values=[("val_loss", logs["val_loss"])])
+
+
+@register("callback", "tensorboard")
+class TensorBoard(TrainerCallback):
+    """Scalars (loss, learning rate, gradient norm, tokens/s, val loss, perplexity) to
+    `<run_dir>/tensorboard`."""
+
+    def __init__(self, subdir: str = "tensorboard"):
+        self.subdir = subdir
+        self.writer: Any = None
+
+    def on_train_begin(self, trainer):
+        self.writer = tf.summary.create_file_writer(os.path.join(trainer.run_dir, self.subdir))
+
+    def _write(self, step, logs, prefix=""):
+        with self.writer.as_default(step=step):
+            for key, value in logs.items():
+                tf.summary.scalar(prefix + key, value)
+        self.writer.flush()
+
+    def on_step_end(self, trainer, step, logs):
+        self._write(step, logs, "train/")
+
+    def on_eval_end(self, trainer, step, logs):
+        self._write(step, logs, "eval/")
+
+    def on_train_end(self, trainer, logs):
+        self.writer.close()
+
+
+@register("callback", "text_samples")
+class TextSamples(TrainerCallback):
+    """Generates text from fixed prompts every `every` steps; logs it to TensorBoard.
+
+    Args:
+        every: int. Steps between samples (also at the end of training).
+        prompts: list of str. Prompts to continue.
+        max_new_tokens: int. Length of each sample.
+        temperature: float. Sampling temperature (0 is greedy).
+        top_k: int. Top-k filter.
+    """
+
+    def __init__(self, every: int = 500, prompts: tuple[str, ...] = ("\n",),
+                 max_new_tokens: int = 64, temperature: float = 0.8, top_k: int = 40,
+                 subdir: str = "tensorboard"):
+        self.every = every
+        self.prompts = list(prompts)
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.top_k = top_k
+        self.subdir = subdir
+        self.writer: Any = None
+        self.samples: list[tuple[int, list[str]]] = []
+
+    def on_train_begin(self, trainer):
+        self.writer = tf.summary.create_file_writer(os.path.join(trainer.run_dir, self.subdir))
+
+    def _sample(self, trainer, step):
+        from tfllm.generation.decoder import GenerationConfig, Generator
+
+        limit = trainer.model.max_sequence_length - 1
+        config = GenerationConfig(max_new_tokens=min(self.max_new_tokens, limit),
+                                  temperature=self.temperature, top_k=self.top_k, seed=step)
+        gen = Generator(trainer.model, trainer.tokenizer)
+        texts = [c[0] for c in gen.generate(self.prompts, config)]
+        self.samples.append((step, texts))
+        with self.writer.as_default(step=step):
+            for i, (prompt, text) in enumerate(zip(self.prompts, texts, strict=True)):
+                tf.summary.text(f"samples/{i}", f"**{prompt!r}** → {text}")
+        self.writer.flush()
+
+    def on_step_end(self, trainer, step, logs):
+        if self.every and step % self.every == 0:
+            self._sample(trainer, step)
+
+    def on_train_end(self, trainer, logs):
+        if not self.samples or self.samples[-1][0] != trainer.step:
+            self._sample(trainer, trainer.step)
+        self.writer.close()

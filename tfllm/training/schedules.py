@@ -1,0 +1,106 @@
+"""Learning-rate schedules (registry kind `schedule`)."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+from tfllm.registry import register
+
+
+@register("schedule", "cosine")
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup to `peak_learning_rate`, then cosine decay to `min_learning_rate`.
+
+    Matches nanoGPT: step `s < warmup_steps` gives `peak * (s + 1) / (warmup_steps + 1)`; after
+    `decay_steps` the rate stays at `min_learning_rate`.
+
+    Args:
+        peak_learning_rate: float. Rate at the end of warmup.
+        warmup_steps: int. Linear warmup length.
+        decay_steps: int. Step at which the cosine reaches `min_learning_rate` (usually the
+            run's `max_steps`).
+        min_learning_rate: float. Final rate.
+
+    Example:
+
+    >>> schedule = WarmupCosine(1e-3, warmup_steps=10, decay_steps=100, min_learning_rate=1e-4)
+    >>> round(float(schedule(100)), 6)
+    0.0001
+    """
+
+    def __init__(
+        self,
+        peak_learning_rate: float,
+        warmup_steps: int,
+        decay_steps: int,
+        min_learning_rate: float = 0.0,
+    ):
+        if peak_learning_rate <= 0:
+            raise ValueError(f"peak_learning_rate must be positive, got {peak_learning_rate}")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if decay_steps <= warmup_steps:
+            raise ValueError(
+                f"decay_steps ({decay_steps}) must be larger than warmup_steps ({warmup_steps})"
+            )
+        if not 0 <= min_learning_rate <= peak_learning_rate:
+            raise ValueError(
+                f"min_learning_rate must be in [0, peak_learning_rate], got {min_learning_rate}"
+            )
+        self.peak_learning_rate = peak_learning_rate
+        self.warmup_steps = warmup_steps
+        self.decay_steps = decay_steps
+        self.min_learning_rate = min_learning_rate
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        warm = self.peak_learning_rate * (step + 1.0) / (self.warmup_steps + 1.0)
+        progress = (step - self.warmup_steps) / float(self.decay_steps - self.warmup_steps)
+        progress = ops.clip(progress, 0.0, 1.0)
+        cosine = 0.5 * (1.0 + ops.cos(math.pi * progress))
+        decayed = self.min_learning_rate + cosine * (
+            self.peak_learning_rate - self.min_learning_rate
+        )
+        return ops.where(step < self.warmup_steps, warm, decayed)
+
+    def get_config(self):
+        return {
+            "peak_learning_rate": self.peak_learning_rate,
+            "warmup_steps": self.warmup_steps,
+            "decay_steps": self.decay_steps,
+            "min_learning_rate": self.min_learning_rate,
+        }
+
+
+@register("schedule", "constant")
+class ConstantWithWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup to `peak_learning_rate`, then constant.
+
+    Args:
+        peak_learning_rate: float. The rate after warmup.
+        warmup_steps: int. Linear warmup length (0 for none).
+
+    Example:
+
+    >>> float(ConstantWithWarmup(1e-3, warmup_steps=0)(5))
+    0.001
+    """
+
+    def __init__(self, peak_learning_rate: float, warmup_steps: int = 0):
+        if peak_learning_rate <= 0:
+            raise ValueError(f"peak_learning_rate must be positive, got {peak_learning_rate}")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        self.peak_learning_rate = peak_learning_rate
+        self.warmup_steps = warmup_steps
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        warm = self.peak_learning_rate * (step + 1.0) / (self.warmup_steps + 1.0)
+        return ops.where(step < self.warmup_steps, warm, self.peak_learning_rate)
+
+    def get_config(self):
+        return {"peak_learning_rate": self.peak_learning_rate, "warmup_steps": self.warmup_steps}

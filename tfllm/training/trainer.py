@@ -1,0 +1,296 @@
+"""The training loop: a custom step under tf.distribute, with checkpoints and resumption.
+
+A custom loop rather than `Model.fit`: it runs unchanged under MultiWorkerMirroredStrategy
+(where Keras 3 `fit` fails, tensorflow#72388), clips by the *global* gradient norm after the
+cross-replica all-reduce (Keras clips per replica, before it), and makes the input a pure
+function of the step so a resumed run is bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfllm import registry
+from tfllm.components.tokenizers.base import load_tokenizer
+from tfllm.config import save_run_config, validate_train_config
+from tfllm.models.builder import build_model, build_tokenizer
+from tfllm.registry import ConfigError
+from tfllm.training.strategy import build_strategy, is_chief
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_DIR = "tokenizer"
+CHECKPOINT_DIR = "checkpoints"
+METRICS_FILE = "metrics.json"
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class Trainer:
+    """Trains the task a resolved config describes, in `run_dir`.
+
+    Args:
+        cfg: the resolved (plain) training config.
+        run_dir: where the config, tokenizer, checkpoints, TensorBoard logs and metrics go.
+    """
+
+    def __init__(self, cfg: dict[str, Any], run_dir: str):
+        self.cfg = validate_train_config(cfg)
+        self.run_dir = os.path.abspath(run_dir)
+        tr = self.cfg["trainer"]
+        self.max_steps: int = tr["max_steps"]
+        self.accum: int = tr["grad_accum_steps"]
+        self.seed: int = int(self.cfg.get("seed", 0))
+        self.step = 0
+        self.start_step = 0
+        keras.utils.set_random_seed(self.seed)
+        if tr["deterministic"]:
+            tf.config.experimental.enable_op_determinism()
+        if tr["mixed_precision"]:
+            keras.mixed_precision.set_global_policy(tr["mixed_precision"])
+        self.strategy = build_strategy(tr["strategy"], tr["logical_cpus"])
+        self.chief = is_chief(self.strategy)
+        self.dataset = registry.build("dataset", self.cfg["data"], key="data")
+        self.tokenizer = self._tokenizer()
+        self.tokens = self.dataset.token_splits(self.tokenizer)
+        with self.strategy.scope():
+            self.model = build_model(self.cfg, self.tokenizer.vocabulary_size)
+            schedule_spec = dict(self.cfg["schedule"])
+            self.schedule = registry.build("schedule", schedule_spec, key="schedule")
+            self.optimizer = registry.build(
+                "optimizer", self.cfg["optimizer"],
+                {"learning_rate": self.schedule, "variables": self.model.trainable_variables},
+                key="optimizer",
+            )
+            if tr["mixed_precision"] == "mixed_float16":
+                self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
+            self.optimizer.build(self.model.trainable_variables)
+            self.step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.model, optimizer=self.optimizer, step=self.step_var
+        )
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, self._checkpoint_dir(), max_to_keep=tr["keep_checkpoints"],
+            checkpoint_name="ckpt",
+        )
+        self.callbacks = [
+            registry.build("callback", {"name": c} if isinstance(c, str) else c,
+                           key="trainer.callbacks")
+            for c in tr["callbacks"]
+        ] if self.chief else []
+        self._compile_steps()
+
+    # ----- setup ------------------------------------------------------------------------------
+    def _tokenizer(self):
+        saved = os.path.join(self.run_dir, TOKENIZER_DIR)
+        if os.path.exists(os.path.join(saved, "tokenizer.json")):
+            return load_tokenizer(saved)
+        tokenizer = build_tokenizer(self.cfg)
+        if getattr(tokenizer, "vocabulary", "fixed") is None:
+            train_docs, _ = self.dataset.texts()
+            tokenizer.adapt(train_docs)
+        return tokenizer
+
+    def _checkpoint_dir(self) -> str:
+        if self.chief:
+            return os.path.join(self.run_dir, CHECKPOINT_DIR)
+        task_id = getattr(self.strategy.cluster_resolver, "task_id", 0)
+        return os.path.join(self.run_dir, ".workers", f"worker_{task_id}")
+
+    def _restore(self) -> None:
+        mode = self.cfg["trainer"]["resume"]
+        latest = self.manager.latest_checkpoint
+        if mode == "must" and latest is None:
+            raise ConfigError(f"trainer.resume=must but {self._checkpoint_dir()} has no checkpoint")
+        if mode == "never" or latest is None:
+            if mode != "never" and os.path.isdir(self._checkpoint_dir()):
+                log.info("no checkpoint in %s: starting from step 0", self._checkpoint_dir())
+            return
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        self.start_step = int(self.step_var.numpy())
+        log.info("resumed from %s at step %d", latest, self.start_step)
+
+    # ----- steps ------------------------------------------------------------------------------
+    def _compile_steps(self) -> None:
+        model, optimizer, accum = self.model, self.optimizer, self.accum
+        clip = float(self.cfg["trainer"]["clip_norm"])
+        variables = model.trainable_variables
+        jit = bool(self.cfg["trainer"]["jit_compile"])
+        single = self.strategy.num_replicas_in_sync == 1
+
+        def gradients(batch, total_weight):
+            micro = {k: tf.reshape(v, [accum, -1, *v.shape[1:]]) for k, v in batch.items()}
+            grads = [tf.zeros_like(v) for v in variables]
+            loss_sum = tf.constant(0.0, tf.float32)
+            for a in range(accum):  # static and small: unrolled
+                mb = {k: v[a] for k, v in micro.items()}
+                with tf.GradientTape() as tape:
+                    ls, _ = model.loss_terms(mb, training=True)
+                    scaled = optimizer.scale_loss(ls / total_weight)
+                g = tape.gradient(scaled, variables)
+                grads = [x + tf.cast(y, x.dtype) for x, y in zip(grads, g, strict=True)]
+                loss_sum += tf.cast(ls, tf.float32)
+            return grads, loss_sum
+
+        grad_fn = gradients if single else tf.function(gradients, jit_compile=jit)
+
+        def replica_step(batch):
+            ctx = tf.distribute.get_replica_context()
+            total_weight = ctx.all_reduce("sum", tf.reduce_sum(batch["loss_weights"]))
+            grads, loss_sum = grad_fn(batch, total_weight)
+            global_grads = ctx.all_reduce("sum", grads) if not single else grads
+            scale = getattr(optimizer, "dynamic_scale", None)
+            norm = tf.linalg.global_norm(global_grads)
+            if scale is not None:
+                norm = norm / tf.cast(scale, norm.dtype)
+            factor = tf.constant(1.0) if clip <= 0 else clip / tf.maximum(norm, clip)
+            optimizer.apply([g * tf.cast(factor, g.dtype) for g in grads], variables)
+            loss = ctx.all_reduce("sum", loss_sum) / total_weight
+            return loss, norm
+
+        step_fn = tf.function(replica_step, jit_compile=jit) if single else replica_step
+        strategy = self.strategy
+
+        @tf.function
+        def run_steps(iterator, n):
+            loss_total = tf.constant(0.0)
+            norm = tf.constant(0.0)
+            for _ in tf.range(n):
+                loss, norm = strategy.run(step_fn, args=(next(iterator),))
+                loss = strategy.experimental_local_results(loss)[0]
+                norm = strategy.experimental_local_results(norm)[0]
+                loss_total += loss
+            self.step_var.assign_add(tf.cast(n, tf.int64))
+            return loss_total / tf.cast(n, tf.float32), norm
+
+        def replica_eval(batch):
+            ctx = tf.distribute.get_replica_context()
+            ls, w = model.loss_terms(batch, training=False)
+            return ctx.all_reduce("sum", tf.cast(ls, tf.float32)), ctx.all_reduce("sum", w)
+
+        eval_fn = tf.function(replica_eval, jit_compile=jit) if single else replica_eval
+
+        @tf.function
+        def run_eval(batch):
+            ls, w = strategy.run(eval_fn, args=(batch,))
+            return (strategy.experimental_local_results(ls)[0],
+                    strategy.experimental_local_results(w)[0])
+
+        self._run_steps = run_steps
+        self._run_eval = run_eval
+
+    # ----- data -------------------------------------------------------------------------------
+    def _train_iterator(self):
+        start, count = self.start_step, self.max_steps - self.start_step
+        fn = lambda ctx: self.dataset.train_dataset(self.tokens.train, ctx, start, count)
+        return iter(self.strategy.distribute_datasets_from_function(fn))
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation loss and perplexity over `trainer.eval_batches` batches."""
+        max_batches = self.cfg["trainer"]["eval_batches"]
+        n_batches = {}
+
+        def fn(ctx):
+            ds, n = self.dataset.eval_dataset(self.tokens.val, ctx, max_batches)
+            n_batches["n"] = n
+            return ds
+
+        dist = self.strategy.distribute_datasets_from_function(fn)
+        if n_batches.get("n", 1) == 0:
+            log.warning("validation text is shorter than one batch: no validation loss")
+            return {}
+        total, weight = 0.0, 0.0
+        for batch in dist:
+            ls, w = self._run_eval(batch)
+            total += float(ls)
+            weight += float(w)
+        if weight == 0:
+            return {}
+        loss = total / weight
+        return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0))}
+
+    # ----- loop -------------------------------------------------------------------------------
+    def _save_artifacts(self) -> None:
+        if not self.chief:
+            return
+        save_run_config(self.cfg, self.run_dir)
+        tok_dir = os.path.join(self.run_dir, TOKENIZER_DIR)
+        if not os.path.exists(os.path.join(tok_dir, "tokenizer.json")):
+            self.tokenizer.save_to_directory(tok_dir)
+
+    def _save_checkpoint(self) -> None:
+        self.manager.save(checkpoint_number=self.step)
+
+    def fit(self) -> dict[str, float]:
+        """Train to `trainer.max_steps`; return the final logs."""
+        tr = self.cfg["trainer"]
+        self._save_artifacts()
+        self._restore()
+        self.step = self.start_step
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        logs: dict[str, float] = {}
+        if self.step >= self.max_steps:
+            log.info("already at step %d of %d", self.step, self.max_steps)
+        iterator = self._train_iterator() if self.step < self.max_steps else None
+        spe = tr["steps_per_execution"]
+        events = [tr["log_every"], tr["eval_every"], tr["checkpoint_every"]]
+        tokens_per_step = self.dataset.batch_size * self.dataset.sequence_length
+        while self.step < self.max_steps:
+            n = min([spe, self.max_steps - self.step] + [e - self.step % e for e in events])
+            t0 = time.perf_counter()
+            loss, norm = self._run_steps(iterator, tf.constant(n, tf.int64))
+            loss, norm = float(loss), float(norm)
+            elapsed = time.perf_counter() - t0
+            self.step += n
+            if not (math.isfinite(loss) and math.isfinite(norm)):
+                raise TrainingDivergedError(
+                    f"loss became {loss} (gradient norm {norm}) at step {self.step}; the last "
+                    f"good checkpoint is {self.manager.latest_checkpoint}. Lower the learning "
+                    "rate, raise trainer.clip_norm's strictness, or check the data."
+                )
+            logs = {
+                "loss": loss,
+                "learning_rate": float(self.schedule(self.step - 1)),
+                "grad_norm": norm,
+                "tokens_per_sec": tokens_per_step * n / max(elapsed, 1e-9),
+            }
+            if self.step % tr["log_every"] == 0 or self.step == self.max_steps:
+                for cb in self.callbacks:
+                    cb.on_step_end(self, self.step, logs)
+            if self.step % tr["eval_every"] == 0 or self.step == self.max_steps:
+                eval_logs = self.evaluate()
+                logs.update(eval_logs)
+                if eval_logs:
+                    for cb in self.callbacks:
+                        cb.on_eval_end(self, self.step, eval_logs)
+            if self.step % tr["checkpoint_every"] == 0 or self.step == self.max_steps:
+                self._save_checkpoint()
+        if self.chief:
+            self._finish(logs)
+        for cb in self.callbacks:
+            cb.on_train_end(self, logs)
+        return logs
+
+    def _finish(self, logs: dict[str, float]) -> None:
+        metrics = {"step": self.step, **{k: float(v) for k, v in logs.items()}}
+        with open(os.path.join(self.run_dir, METRICS_FILE), "w", encoding="utf-8") as f:
+            json.dump(metrics, f, indent=1)
+        workers = os.path.join(self.run_dir, ".workers")
+        if os.path.isdir(workers):
+            shutil.rmtree(workers, ignore_errors=True)
+
+    def weights(self) -> list[np.ndarray]:
+        return [v.numpy() for v in self.model.weights]
