@@ -31,6 +31,31 @@ def filter_logits(logits, temperature, top_k, top_p):
     return tf.where(logits < cutoff, _NEG, logits)
 
 
+def _mix32(x):
+    """A 32-bit integer hash (Wellons' lowbias32): wrapping uint32 arithmetic only."""
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
+    x = x * tf.constant(0x7FEB352D, tf.uint32)
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 15))
+    x = x * tf.constant(0x846CA68B, tf.uint32)
+    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
+
+
+def hash_uniform(shape, seed):
+    """Uniform floats in (0, 1) of a 2-D `shape`, a pure function of `seed` `(2,)` and position.
+
+    TensorFlow's stateless generators (Philox, ThreeFry) give different streams under XLA and
+    on the CPU kernels; this counter-based hash gives the same bits everywhere, so a seed
+    reproduces a sample in eager, graph, XLA and exported graphs alike.
+    """
+    seed = tf.cast(seed, tf.uint32)
+    key = _mix32(_mix32(seed[0] + tf.constant(0x9E3779B9, tf.uint32)) ^ seed[1])
+    rows = tf.range(shape[0], dtype=tf.int32)[:, None] * shape[1]
+    counter = tf.cast(rows + tf.range(shape[1], dtype=tf.int32)[None, :], tf.uint32)
+    bits = _mix32(_mix32(counter ^ key) + key)
+    mantissa = tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32)  # 24 random bits
+    return (mantissa + 0.5) * (1.0 / (1 << 24))
+
+
 def sample_next(logits, temperature, top_k, top_p, seed):
     """Pick one token per row. `temperature <= 0` means greedy.
 
@@ -45,5 +70,6 @@ def sample_next(logits, temperature, top_k, top_p, seed):
     logits = tf.cast(logits, tf.float32)
     greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
     filtered = filter_logits(logits, temperature, top_k, top_p)
-    sampled = tf.random.stateless_categorical(filtered, 1, seed=seed, dtype=tf.int32)[:, 0]
+    gumbel = -tf.math.log(-tf.math.log(hash_uniform(tf.shape(filtered), seed)))
+    sampled = tf.argmax(filtered + gumbel, axis=-1, output_type=tf.int32)
     return tf.where(tf.cast(temperature, tf.float32) > 0.0, sampled, greedy)
