@@ -136,7 +136,7 @@ def validate_train_config(cfg: dict[str, Any]) -> dict[str, Any]:
     _known("model", m["name"])
     registry.resolve_args("dataset", data, {"sequence_length": 1, "batch_size": 1}, key="data")
     registry.resolve_args("optimizer", cfg["optimizer"], {"learning_rate": 1.0}, key="optimizer")
-    registry.resolve_args("schedule", cfg["schedule"], {}, key="schedule")
+    registry.build("schedule", cfg["schedule"], {}, key="schedule")  # pure Python: cheap
     registry.resolve_args("task", {"name": cfg["task"]["name"]}, {"backbone": None}, key="task")
     for i, cb in enumerate(tr["callbacks"]):
         spec = {"name": cb} if isinstance(cb, str) else cb

@@ -11,6 +11,7 @@ from tfllm.components.tokenizers.base import Tokenizer, load_tokenizer
 from tfllm.config import load_run_config
 from tfllm.models.builder import build_model
 from tfllm.registry import ConfigError
+from tfllm.training.checkpoint import model_variables
 from tfllm.training.trainer import CHECKPOINT_DIR, TOKENIZER_DIR
 
 
@@ -32,5 +33,6 @@ def load_run(run_dir: str, checkpoint: str | None = None) -> tuple[Any, Tokenize
     path = checkpoint or tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINT_DIR))
     if path is None:
         raise ConfigError(f"ckpt: {run_dir} has no checkpoint yet")
-    tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
+    status = tf.train.Checkpoint(model=model_variables(model)).restore(path).expect_partial()
+    status.assert_existing_objects_matched()
     return model, tokenizer, cfg

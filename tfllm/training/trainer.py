@@ -25,6 +25,7 @@ from tfllm.components.tokenizers.base import load_tokenizer
 from tfllm.config import save_run_config, validate_train_config
 from tfllm.models.builder import build_model, build_tokenizer
 from tfllm.registry import ConfigError
+from tfllm.training.checkpoint import model_variables
 from tfllm.training.strategy import build_strategy, is_chief
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ class Trainer:
         self.tokenizer = self._tokenizer()
         self.tokens = self.dataset.token_splits(self.tokenizer)
         with self.strategy.scope():
+            # Re-seed here so initial weights do not depend on what set-up consumed before.
+            keras.utils.set_random_seed(self.seed)
             self.model = build_model(self.cfg, self.tokenizer.vocabulary_size)
             schedule_spec = dict(self.cfg["schedule"])
             self.schedule = registry.build("schedule", schedule_spec, key="schedule")
@@ -79,7 +82,7 @@ class Trainer:
             self.optimizer.build(self.model.trainable_variables)
             self.step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.checkpoint = tf.train.Checkpoint(
-            model=self.model, optimizer=self.optimizer, step=self.step_var
+            model=model_variables(self.model), optimizer=self.optimizer, step=self.step_var
         )
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self._checkpoint_dir(), max_to_keep=tr["keep_checkpoints"],

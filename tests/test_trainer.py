@@ -1,0 +1,109 @@
+"""The trainer in-process: learning, accumulation, schedules, the saved run directory."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from tfllm.cli import config_dir
+from tfllm.config import load_run_config, to_plain
+from tfllm.registry import ConfigError
+from tfllm.runs import load_run
+from tfllm.training.schedules import WarmupCosine
+from tfllm.training.trainer import Trainer
+
+
+def train_config(corpus, *overrides):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=["debug=fast", f"data.path={corpus}",
+                                           "run_dir=unused", *overrides])
+    plain = to_plain(cfg)
+    plain.pop("run_dir")
+    return plain
+
+
+def test_loss_falls_and_the_run_directory_is_complete(tiny_corpus, tmp_path):
+    cfg = train_config(tiny_corpus, "trainer.max_steps=60", "trainer.eval_every=30",
+                       "schedule.peak_learning_rate=3e-3", "trainer.callbacks=[tensorboard]")
+    trainer = Trainer(cfg, str(tmp_path))
+    first = trainer.evaluate()["val_loss"]
+    logs = trainer.fit()
+    assert logs["val_loss"] < first - 0.5
+    assert abs(first - np.log(trainer.tokenizer.vocabulary_size)) < 0.3  # init ~ uniform
+    for name in ("config.yaml", "metrics.json", "tokenizer/tokenizer.json",
+                 "checkpoints/checkpoint"):
+        assert (tmp_path / name).exists(), name
+    assert os.listdir(tmp_path / "tensorboard")
+    assert load_run_config(str(tmp_path))["trainer"]["max_steps"] == 60
+    assert json.loads((tmp_path / "metrics.json").read_text())["step"] == 60
+    # A model-only restore (generation, export) brings back every weight exactly.
+    model, tokenizer, _ = load_run(str(tmp_path))
+    assert len(model.weights) == len(trainer.model.weights)
+    for restored, trained in zip(model.weights, trainer.model.weights, strict=True):
+        np.testing.assert_array_equal(restored.numpy(), trained.numpy(), err_msg=trained.path)
+    assert tokenizer.get_config() == trainer.tokenizer.get_config()
+
+
+def test_gradient_accumulation_matches_the_full_batch(tiny_corpus, tmp_path):
+    weights = []
+    for accum in (1, 2):
+        cfg = train_config(tiny_corpus, "trainer.max_steps=4", f"trainer.grad_accum_steps={accum}",
+                           "trainer.steps_per_execution=2", "trainer.callbacks=[]",
+                           "trainer.jit_compile=false")
+        trainer = Trainer(cfg, str(tmp_path / f"a{accum}"))
+        trainer.fit()
+        weights.append(trainer.weights())
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-6)
+
+
+def test_weight_decay_skips_norms_biases_and_embeddings(tiny_corpus, tmp_path):
+    cfg = train_config(tiny_corpus, "trainer.max_steps=4", "trainer.callbacks=[]")
+    trainer = Trainer(cfg, str(tmp_path))
+    decayed = {v.path for v in trainer.model.trainable_variables
+               if trainer.optimizer._use_weight_decay(v)}
+    assert any("qkv_proj/kernel" in p for p in decayed)
+    assert not any(("bias" in p or "norm" in p or "embedding" in p) for p in decayed)
+
+
+def test_warmup_cosine_matches_nanogpt():
+    s = WarmupCosine(1e-3, warmup_steps=100, decay_steps=2000, min_learning_rate=1e-4)
+    assert abs(float(s(0)) - 1e-3 * 1 / 101) < 1e-9
+    assert abs(float(s(100)) - 1e-3) < 1e-9
+    assert abs(float(s(1050)) - (1e-4 + 0.5 * 9e-4)) < 1e-7
+    assert abs(float(s(5000)) - 1e-4) < 1e-9
+    with pytest.raises(ValueError, match="decay_steps"):
+        WarmupCosine(1e-3, warmup_steps=10, decay_steps=5)
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("attention.name=flash", "Unknown attention 'flash'. .*Available attention names: mha"),
+        ("positional.name=ropee", "Did you mean 'rope'"),
+        ("+attention.heads=3", "attention.heads: attention 'mha' takes no argument 'heads'"),
+        ("trainer.strategy=mirror", "trainer.strategy: unknown strategy 'mirror'"),
+        ("trainer.max_steps=abc", "trainer.max_steps"),
+        ("trainer.max_steps=0", "trainer.max_steps must be positive"),
+        ("trainer.mixed_precision=fp8", "trainer.mixed_precision"),
+        ("data.sequence_length=64", "data.sequence_length=64 exceeds model.max_sequence_length"),
+        ("model.max_sequence_length=16", "exceeds model.max_sequence_length=16"),
+        ("optimizer.name=adam", "Did you mean 'adamw'"),
+    ],
+)
+def test_bad_config_fails_before_training_naming_the_key(tiny_corpus, tmp_path, override,
+                                                         match):
+    cfg = train_config(tiny_corpus, override)
+    if override == "data.sequence_length=64":
+        cfg["model"]["max_sequence_length"] = 32
+    with pytest.raises(ConfigError, match=match):
+        Trainer(cfg, str(tmp_path))
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_invalid_component_value_names_the_group(tiny_corpus, tmp_path):
+    cfg = train_config(tiny_corpus, "attention.num_kv_heads=3")
+    with pytest.raises(ConfigError, match="attention.*num_kv_heads must be a positive divisor"):
+        Trainer(cfg, str(tmp_path))
