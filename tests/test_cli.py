@@ -77,3 +77,11 @@ def test_list_shows_components_with_their_package():
     assert "tfllm" in out
     proc = run_cli(["list", "positionl"], check=False)
     assert proc.returncode == 2 and "Did you mean 'positional'" in proc.stderr
+
+
+def test_train_without_data_path_uses_the_embedded_corpus(tmp_path):
+    proc = run_cli(["train", "debug=fast", "trainer.max_steps=10", f"run_dir={tmp_path}"])
+    assert "trained to" in proc.stdout
+    vocab = (tmp_path / "tokenizer" / "tokenizer.json").read_text()
+    assert "HAMLET" not in vocab and "ROMEO" not in vocab  # a character vocabulary
+    assert "config.yaml" in {p.name for p in tmp_path.iterdir()}

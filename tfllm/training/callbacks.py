@@ -33,30 +33,45 @@ class TrainerCallback:
 
 @register("callback", "progress")
 class ProgressBar(TrainerCallback):
-    """A Keras progress bar over optimizer steps, on stderr.
+    """A Keras progress bar over optimizer steps on a terminal; one line per log otherwise.
 
     Args:
-        verbose: int. 1 draws a bar (interactive), 2 prints one line per update (logs).
+        interactive: bool or None. Draw a bar (True) or print lines (False); None decides by
+            whether stderr is a terminal.
     """
 
-    def __init__(self, verbose: int | None = None):
-        self.verbose = verbose if verbose is not None else (1 if sys.stderr.isatty() else 2)
+    def __init__(self, interactive: bool | None = None):
+        self.interactive = interactive
         self.bar: Any = None
 
     def on_train_begin(self, trainer):
-        self.bar = keras.utils.Progbar(
-            trainer.max_steps, verbose=self.verbose, stateful_metrics=["loss", "lr", "val_loss"],
-            unit_name="step",
-        )
-        self.bar.update(trainer.start_step)
+        if self.interactive is None:
+            self.interactive = sys.stderr.isatty()
+        if self.interactive:
+            self.bar = keras.utils.Progbar(
+                trainer.max_steps, stateful_metrics=["loss", "lr", "tok/s", "val_loss"],
+                unit_name="step",
+            )
+            self.bar.update(trainer.start_step)
+        elif trainer.start_step:
+            print(f"resuming at step {trainer.start_step}", file=sys.stderr, flush=True)
 
     def on_step_end(self, trainer, step, logs):
         values = [("loss", logs["loss"]), ("lr", logs["learning_rate"]),
                   ("tok/s", logs["tokens_per_sec"])]
-        self.bar.update(step, values=values)
+        if self.bar is not None:
+            self.bar.update(step, values=values)
+        else:
+            print(f"step {step}/{trainer.max_steps}  loss {logs['loss']:.4f}  "
+                  f"lr {logs['learning_rate']:.3g}  grad_norm {logs['grad_norm']:.3g}  "
+                  f"tok/s {logs['tokens_per_sec']:,.0f}", file=sys.stderr, flush=True)
 
     def on_eval_end(self, trainer, step, logs):
-        self.bar.update(step, values=[("val_loss", logs["val_loss"])])
+        if self.bar is not None:
+            self.bar.update(step, values=[("val_loss", logs["val_loss"])])
+        else:
+            print(f"step {step}/{trainer.max_steps}  val_loss {logs['val_loss']:.4f}  "
+                  f"val_perplexity {logs['val_perplexity']:.3f}", file=sys.stderr, flush=True)
 
 
 @register("callback", "tensorboard")

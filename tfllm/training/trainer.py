@@ -251,6 +251,8 @@ class Trainer:
         spe = tr["steps_per_execution"]
         events = [tr["log_every"], tr["eval_every"], tr["checkpoint_every"]]
         tokens_per_step = self.dataset.batch_size * self.dataset.sequence_length
+        self._timing = {"steps": 0, "seconds": 0.0, "first_seconds": 0.0}
+        first = True
         while self.step < self.max_steps:
             n = min([spe, self.max_steps - self.step] + [e - self.step % e for e in events])
             t0 = time.perf_counter()
@@ -258,6 +260,12 @@ class Trainer:
             loss, norm = float(loss), float(norm)
             elapsed = time.perf_counter() - t0
             self.step += n
+            if first:  # tracing and compilation: kept out of the throughput figure
+                self._timing["first_seconds"] = elapsed
+                first = False
+            else:
+                self._timing["steps"] += n
+                self._timing["seconds"] += elapsed
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 raise TrainingDivergedError(
                     f"loss became {loss} (gradient norm {norm}) at step {self.step}; the last "
@@ -288,7 +296,15 @@ class Trainer:
         return logs
 
     def _finish(self, logs: dict[str, float]) -> None:
+        import resource
+
         metrics = {"step": self.step, **{k: float(v) for k, v in logs.items()}}
+        timing = getattr(self, "_timing", None)
+        if timing and timing["steps"]:
+            tokens = timing["steps"] * self.dataset.batch_size * self.dataset.sequence_length
+            metrics["mean_tokens_per_sec"] = tokens / timing["seconds"]
+            metrics["first_execution_seconds"] = timing["first_seconds"]
+        metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         with open(os.path.join(self.run_dir, METRICS_FILE), "w", encoding="utf-8") as f:
             json.dump(metrics, f, indent=1)
         workers = os.path.join(self.run_dir, ".workers")

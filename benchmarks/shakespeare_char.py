@@ -1,0 +1,321 @@
+"""nanoGPT's shakespeare_char baby run: tfllm against keras-hub and a PyTorch GPT-2, one run.
+
+    pip install -e ".[bench]"
+    python benchmarks/shakespeare_char.py [--steps 2000] [--data ../shared/data/tinyshakespeare.txt]
+
+Every contender trains the same shape (4 layers, 4 heads, width 128, block 64, batch 12) on the
+same batches in the same order (tfllm's deterministic TextDataset), with the same optimizer
+(AdamW, beta2 0.99, weight decay 0.1 on matrices, clip 1.0, warmup 100 then cosine 1e-3 to
+1e-4), and is evaluated on every validation block. Each runs in its own process, so peak RSS is
+its own. Prints a Markdown table and writes it (and JSON) to benchmarks/results/.
+
+Contenders:
+- tfllm: `tfllm train experiment=shakespeare_char` (the real CLI), XLA train step.
+- tfllm rope+swiglu+rmsnorm: the stretch variant at the same parameter count.
+- keras-hub: `GPT2Backbone` + tied head, `model.fit(jit_compile=True)`.
+- pytorch: transformers `GPT2LMHeadModel` (torch CPU, 2 threads).
+MFU is model FLOPs (6 N + 12 L T d per token, PaLM appendix B) over a matmul peak measured here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+RESULTS = os.path.join(HERE, "results")
+SHAPE = dict(layers=4, heads=4, width=128, block=64, batch=12)
+LR, MIN_LR, WARMUP, WD, BETA2, CLIP = 1e-3, 1e-4, 100, 0.1, 0.99, 1.0
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def lr_at(step: int, steps: int) -> float:
+    if step < WARMUP:
+        return LR * (step + 1) / (WARMUP + 1)
+    progress = min(1.0, (step - WARMUP) / (steps - WARMUP))
+    return MIN_LR + 0.5 * (1 + math.cos(math.pi * progress)) * (LR - MIN_LR)
+
+
+# ----- shared data ---------------------------------------------------------------------------
+def make_batches(data: str, steps: int):
+    """The exact batches tfllm trains on, and every validation block, as numpy arrays."""
+    import numpy as np
+    import tensorflow as tf
+
+    from tfllm.components.tokenizers.char import CharTokenizer
+    from tfllm.data.text import TextDataset
+
+    ds = TextDataset(path=data, sequence_length=SHAPE["block"], batch_size=SHAPE["batch"])
+    train_docs, _ = ds.texts()
+    tok = CharTokenizer()
+    tok.adapt(train_docs)
+    splits = ds.token_splits(tok)
+    ctx = tf.distribute.InputContext(1, 0, 1)
+    batches = list(ds.train_dataset(splits.train, ctx, 0, steps))
+    train = np.stack([b["token_ids"].numpy() for b in batches])
+    labels = np.stack([b["labels"].numpy() for b in batches])
+    val_ds, _ = ds.eval_dataset(splits.val, ctx)
+    val = [(b["token_ids"].numpy(), b["labels"].numpy()) for b in val_ds]
+    return train, labels, val, tok.vocabulary_size
+
+
+def model_flops_per_token(params: int) -> float:
+    s = SHAPE
+    return 6 * params + 12 * s["layers"] * s["block"] * s["width"]
+
+
+# ----- contenders ----------------------------------------------------------------------------
+def run_tfllm(args, extra: list[str]) -> dict:
+    run_dir = tempfile.mkdtemp(prefix="tfllm-bench-")
+    cmd = [sys.executable, "-m", "tfllm.cli", "train", "experiment=shakespeare_char",
+           f"data.path={args.data}", f"run_dir={run_dir}", f"trainer.max_steps={args.steps}",
+           f"trainer.eval_every={args.steps}", f"trainer.checkpoint_every={args.steps}",
+           "trainer.callbacks=[]", f"trainer.steps_per_execution={args.spe}", *extra]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        m = json.load(f)
+    from tfllm.runs import load_run
+
+    model, _, _ = load_run(run_dir)
+    params = sum(int(v.numpy().size) for v in model.trainable_weights)
+    return {"val_loss": m["val_loss"], "wall_s": wall, "tokens_per_sec": m["mean_tokens_per_sec"],
+            "peak_rss_mb": m["peak_rss_mb"], "params": params}
+
+
+def child_keras_hub(args) -> dict:
+    import keras
+    import keras_hub
+    import numpy as np
+    import tensorflow as tf
+
+    train, labels, val, vocab = make_batches(args.data, args.steps)
+    keras.utils.set_random_seed(0)
+    s = SHAPE
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=vocab, num_layers=s["layers"], num_heads=s["heads"],
+        hidden_dim=s["width"], intermediate_dim=4 * s["width"], dropout=0.0,
+        max_sequence_length=s["block"],
+    )
+    lm = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+
+    class Schedule(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            step = tf.cast(step, tf.float32)
+            warm = LR * (step + 1) / (WARMUP + 1)
+            prog = tf.clip_by_value((step - WARMUP) / (args.steps - WARMUP), 0.0, 1.0)
+            cos = MIN_LR + 0.5 * (1 + tf.cos(math.pi * prog)) * (LR - MIN_LR)
+            return tf.where(step < WARMUP, warm, cos)
+
+    opt = keras.optimizers.AdamW(Schedule(), weight_decay=WD, beta_1=0.9, beta_2=BETA2,
+                                 global_clipnorm=CLIP)
+    opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    lm.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+               jit_compile=True)
+    x = train.reshape(-1, s["block"])
+    y = labels.reshape(-1, s["block"])
+    mask = np.ones_like(x)
+    inputs = {"token_ids": x, "padding_mask": mask}
+    ds = tf.data.Dataset.from_tensor_slices((inputs, y)).batch(s["batch"]).prefetch(2)
+
+    class Timer(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 49:
+                self.t0 = time.perf_counter()
+
+    timer = Timer()
+    t0 = time.perf_counter()
+    lm.fit(ds, epochs=1, verbose=0, callbacks=[timer])
+    wall = time.perf_counter() - t0
+    timed_steps = args.steps - 50
+    tps = timed_steps * s["batch"] * s["block"] / (time.perf_counter() - timer.t0)
+    total, count = 0.0, 0
+    for vx, vy in val:
+        logits = lm({"token_ids": vx, "padding_mask": np.ones_like(vx)}, training=False)
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=vy, logits=logits)
+        total += float(tf.reduce_sum(ce))
+        count += vy.size
+    params = sum(int(np.prod(v.shape)) for v in lm.trainable_weights)
+    return {"val_loss": total / count, "wall_s": wall, "tokens_per_sec": tps,
+            "peak_rss_mb": peak_rss_mb(), "params": params}
+
+
+def child_torch(args) -> dict:
+    import numpy as np
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    train, labels, val, vocab = make_batches(args.data, args.steps)
+    torch.manual_seed(0)
+    torch.set_num_threads(os.cpu_count() or 2)
+    s = SHAPE
+    config = GPT2Config(vocab_size=vocab, n_positions=s["block"], n_embd=s["width"],
+                        n_layer=s["layers"], n_head=s["heads"], resid_pdrop=0.0,
+                        embd_pdrop=0.0, attn_pdrop=0.0)
+    model = GPT2LMHeadModel(config)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": WD},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=LR, betas=(0.9, BETA2))
+    loss_fn = torch.nn.CrossEntropyLoss()
+    model.train()
+    t0 = time.perf_counter()
+    t_timed = None
+    for step in range(args.steps):
+        if step == 50:
+            t_timed = time.perf_counter()
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args.steps)
+        x = torch.from_numpy(train[step].astype(np.int64))
+        y = torch.from_numpy(labels[step].astype(np.int64))
+        logits = model(input_ids=x).logits
+        loss = loss_fn(logits.reshape(-1, vocab), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        opt.step()
+    end = time.perf_counter()
+    wall = end - t0
+    tps = (args.steps - 50) * s["batch"] * s["block"] / (end - t_timed)
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for vx, vy in val:
+            logits = model(input_ids=torch.from_numpy(vx.astype(np.int64))).logits
+            ce = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, vocab), torch.from_numpy(vy.astype(np.int64)).reshape(-1),
+                reduction="sum")
+            total += float(ce)
+            count += vy.size
+    params = sum(p.numel() for p in model.parameters())
+    return {"val_loss": total / count, "wall_s": wall, "tokens_per_sec": tps,
+            "peak_rss_mb": peak_rss_mb(), "params": params}
+
+
+def child_peak(args) -> dict:
+    """fp32 matmul peak: best of TensorFlow and torch on 2048^3, GFLOP/s."""
+    import numpy as np
+    import tensorflow as tf
+
+    n = 2048
+    a = tf.random.normal([n, n])
+    b = tf.random.normal([n, n])
+    mm = tf.function(lambda: tf.matmul(a, b))
+    mm()
+    times = []
+    for _ in range(10):
+        t0 = time.perf_counter()
+        mm().numpy()
+        times.append(time.perf_counter() - t0)
+    out = {"tf_gflops": 2 * n**3 / float(np.median(times)) / 1e9}
+    try:
+        import torch
+
+        x, y = torch.randn(n, n), torch.randn(n, n)
+        x @ y
+        times = []
+        for _ in range(10):
+            t0 = time.perf_counter()
+            x @ y
+            times.append(time.perf_counter() - t0)
+        out["torch_gflops"] = 2 * n**3 / float(np.median(times)) / 1e9
+    except ImportError:
+        pass
+    return out
+
+
+CHILDREN = {"keras_hub": child_keras_hub, "torch": child_torch, "peak": child_peak}
+
+
+def run_child(name: str, args) -> dict:
+    out = tempfile.mktemp(suffix=".json")
+    cmd = [sys.executable, __file__, "--child", name, "--out", out, "--steps", str(args.steps),
+           "--data", args.data]
+    subprocess.run(cmd, check=True, cwd=REPO)
+    with open(out) as f:
+        return json.load(f)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--spe", type=int, default=50, help="tfllm steps_per_execution")
+    parser.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data",
+                                                       "tinyshakespeare.txt"))
+    parser.add_argument("--only", default="tfllm,stretch,keras_hub,torch")
+    parser.add_argument("--child")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    args.data = os.path.abspath(args.data)
+    if args.child:
+        with open(args.out, "w") as f:
+            json.dump(CHILDREN[args.child](args), f)
+        return
+
+    peak = run_child("peak", args)
+    peak_gflops = max(peak.values())
+    rows = {}
+    wanted = args.only.split(",")
+    if "tfllm" in wanted:
+        rows["tfllm (learned, mlp, layernorm)"] = run_tfllm(args, [])
+    if "stretch" in wanted:
+        rows["tfllm rope+swiglu+rmsnorm"] = run_tfllm(
+            args, ["positional=rope", "ffn=swiglu", "norm=rmsnorm", "model.intermediate_dim=344"])
+    if "keras_hub" in wanted:
+        rows["keras-hub GPT2Backbone (fit, XLA)"] = run_child("keras_hub", args)
+    if "torch" in wanted:
+        try:
+            rows["transformers GPT2LMHeadModel (torch)"] = run_child("torch", args)
+        except subprocess.CalledProcessError as e:
+            print(f"torch peer failed ({e}); install the bench extra", file=sys.stderr)
+    lines = [
+        f"# shakespeare_char, {args.steps} steps (batch 12 x 64, 4x128, 4 heads)",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{platform.python_version()}. Matmul peak (fp32, 2048^3): "
+        + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()),
+        "",
+        "| contender | params | val loss | wall s | tokens/s | MFU | peak RSS MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        mfu = r["tokens_per_sec"] * model_flops_per_token(r["params"]) / (
+            peak_gflops * 1e9)
+        r["mfu"] = mfu
+        lines.append(f"| {name} | {r['params']:,} | {r['val_loss']:.4f} | {r['wall_s']:.0f} | "
+                     f"{r['tokens_per_sec']:,.0f} | {mfu:.1%} | {r['peak_rss_mb']:.0f} |")
+    base = rows.get("tfllm (learned, mlp, layernorm)")
+    if base:
+        lines.append("")
+        for name, r in rows.items():
+            if r is not base:
+                lines.append(f"- tfllm tokens/s / {name}: "
+                             f"{base['tokens_per_sec'] / r['tokens_per_sec']:.2f}x")
+    lines.append("")
+    lines.append("tokens/s excludes the first 50 steps (tracing, compilation) and evaluation.")
+    table = "\n".join(lines)
+    print(table)
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "shakespeare_char.md"), "w") as f:
+        f.write(table + "\n\nCommand: `python benchmarks/shakespeare_char.py "
+                + " ".join(sys.argv[1:]) + "`\n")
+    with open(os.path.join(RESULTS, "shakespeare_char.json"), "w") as f:
+        json.dump({"peak": peak, "rows": rows, "steps": args.steps}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The registry and entry-point plugin discovery, with real distributions on sys.path."""
+
+import copy
+import sys
+import textwrap
+import warnings
+
+import pytest
+
+from tfllm import plugins, registry
+from tfllm.registry import ConfigError, RegistryError
+
+
+@pytest.fixture
+def clean_registry():
+    saved = copy.deepcopy({k: dict(v) for k, v in registry._ENTRIES.items()})
+    saved_status, saved_flag = list(plugins._status), plugins._autoloaded
+    yield
+    registry._ENTRIES.clear()
+    registry._ENTRIES.update(saved)
+    plugins._status[:] = saved_status
+    plugins._autoloaded = saved_flag
+
+
+def install_distribution(root, dist, module, body, entry=None):
+    """Write an importable module plus a dist-info declaring a `tfllm.plugins` entry point."""
+    (root / f"{module}.py").write_text(textwrap.dedent(body))
+    info = root / f"{dist.replace('-', '_')}-0.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.3\n")
+    (info / "entry_points.txt").write_text(f"[tfllm.plugins]\n{entry or module} = {module}\n")
+
+
+def test_unknown_names_list_what_exists_and_suggest(clean_registry):
+    with pytest.raises(RegistryError) as e:
+        registry.get("positional", "ropee")
+    msg = str(e.value)
+    assert "Did you mean 'rope'" in msg and "alibi, learned, none, rope, sinusoidal" in msg
+    assert "tfllm list positional" in msg
+    with pytest.raises(RegistryError, match="Unknown registry kind 'positionl'"):
+        registry.get("positionl", "rope")
+
+
+def test_duplicate_registration_is_an_error_unless_overriding(clean_registry):
+    with pytest.raises(RegistryError, match="already registered by package 'tfllm'"):
+        @registry.register("attention", "mha")
+        class Other:  # noqa: F841
+            pass
+
+    @registry.register("attention", "mha", override=True)
+    class Replacement:
+        pass
+
+    assert registry.get("attention", "mha") is Replacement
+
+
+def test_build_passes_context_only_where_the_constructor_takes_it():
+    layer = registry.build("positional", {"name": "alibi"},
+                           context={"num_heads": 4, "hidden_dim": 16, "head_dim": 4})
+    assert layer.num_heads == 4
+    with pytest.raises(ConfigError, match="positional.slopes: positional 'alibi' takes no"):
+        registry.build("positional", {"name": "alibi", "slopes": [1]}, {"num_heads": 4})
+    with pytest.raises(ConfigError, match="needs 'num_heads'"):
+        registry.build("positional", {"name": "alibi"})
+    with pytest.raises(ConfigError, match="attention.name is missing"):
+        registry.build("attention", {"num_heads": 2})
+
+
+def test_registered_keras_classes_are_serializable():
+    import keras
+
+    cls = registry.get("ffn", "swiglu")
+    assert keras.saving.get_registered_object("tfllm>SwiGLU") is cls
+
+
+def test_plugins_load_from_entry_points_and_failures_name_the_distribution(
+        tmp_path, monkeypatch, clean_registry):
+    install_distribution(tmp_path, "tfllm-good-plugin", "good_plugin", """
+        import keras
+        from tfllm.registry import register
+
+        @register("norm", "scalenorm")
+        class ScaleNorm(keras.layers.Layer):
+            '''A plugin norm.'''
+    """)
+    install_distribution(tmp_path, "tfllm-broken-plugin", "broken_plugin", """
+        raise ImportError("needs a library that is not installed")
+    """)
+    install_distribution(tmp_path, "tfllm-clashing-plugin", "clashing_plugin", """
+        from tfllm.registry import register
+
+        @register("attention", "mha")
+        class NotMha:
+            pass
+    """)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv(plugins.DISABLE_ENV, raising=False)
+    plugins._autoloaded = False
+    plugins._status.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        statuses = {s.distribution: s for s in plugins.autoload()}
+    messages = [str(w.message) for w in caught]
+    assert statuses["tfllm-good-plugin"].loaded
+    assert statuses["tfllm-good-plugin"].components == ["norm/scalenorm"]
+    entry = registry.get_entry("norm", "scalenorm")
+    assert entry.package == "tfllm-good-plugin"
+    assert not statuses["tfllm-broken-plugin"].loaded
+    assert any("tfllm-broken-plugin" in m and "not installed" in m for m in messages)
+    assert not statuses["tfllm-clashing-plugin"].loaded
+    assert any("tfllm-clashing-plugin" in m and "already registered" in m for m in messages)
+    assert registry.get("attention", "mha").__module__ == "tfllm.components.attention.mha"
+    assert registry.get("ffn", "mlp")  # everything else keeps working
+    sys.modules.pop("good_plugin", None)
+
+
+def test_autoload_can_be_disabled(tmp_path, monkeypatch, clean_registry):
+    install_distribution(tmp_path, "tfllm-off-plugin", "off_plugin", """
+        from tfllm.registry import register
+
+        @register("norm", "offnorm")
+        class OffNorm:
+            pass
+    """)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv(plugins.DISABLE_ENV, "1")
+    plugins._autoloaded = False
+    assert plugins.autoload() == list(plugins._status)
+    with pytest.raises(RegistryError):
+        registry.get("norm", "offnorm")
