@@ -31,6 +31,9 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# Running `python benchmarks/X.py` puts this folder first on sys.path, where this project's
+# `tokenizers.py` would shadow Hugging Face `tokenizers` (which keras-hub imports).
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
 REPO = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "results")
 SHAPE = dict(layers=4, heads=4, width=128, block=64, batch=12)

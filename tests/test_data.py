@@ -29,8 +29,9 @@ def test_split_is_nanogpts_first_90_percent(tiny_corpus):
     assert "".join(train) == text[:cut] and "".join(val) == text[cut:]
 
 
-def test_batches_are_next_token_windows_and_a_pure_function_of_the_step(tiny_corpus):
-    ds = dataset(tiny_corpus)
+@pytest.mark.parametrize("sampling", ["epochs", "random"])
+def test_batches_are_next_token_windows_and_a_pure_function_of_the_step(tiny_corpus, sampling):
+    ds = dataset(tiny_corpus, sampling=sampling)
     tok = CharTokenizer()
     tok.adapt(ds.texts()[0])
     tokens = ds.token_splits(tok).train
@@ -44,8 +45,9 @@ def test_batches_are_next_token_windows_and_a_pure_function_of_the_step(tiny_cor
     assert not np.array_equal(all_steps[0]["token_ids"], all_steps[1]["token_ids"])
 
 
-def test_shards_partition_the_global_batch(tiny_corpus):
-    ds = dataset(tiny_corpus)
+@pytest.mark.parametrize("sampling", ["epochs", "random"])
+def test_shards_partition_the_global_batch(tiny_corpus, sampling):
+    ds = dataset(tiny_corpus, sampling=sampling)
     tok = CharTokenizer()
     tok.adapt(ds.texts()[0])
     tokens = ds.token_splits(tok).train

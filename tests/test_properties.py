@@ -149,3 +149,19 @@ def test_decode_loop_is_a_single_graph_without_dynamic_update_slice():
         ops |= {n.op for n in f.node_def}
     assert "While" in ops or "StatelessWhile" in ops
     assert not any("DynamicUpdateSlice" in op for op in ops)
+
+
+@pytest.mark.parametrize(
+    "attention,positional,extra",
+    [("gqa", "rope", {"ffn": {"name": "swiglu"}, "norm": {"name": "rmsnorm"}}),
+     ("window", "alibi", {"norm_placement": "post"}),
+     ("mha", "learned", {"dropout": 0.1})],
+)
+def test_keras_file_round_trip_gives_identical_logits(tmp_path, attention, positional, extra):
+    lm = make_lm(attention, positional, **extra)
+    ids = np.random.default_rng(5).integers(0, VOCAB, (2, T)).astype("int32")
+    path = str(tmp_path / "lm.keras")
+    lm.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded) is CausalLM and loaded.get_config() == lm.get_config()
+    np.testing.assert_array_equal(loaded(ids).numpy(), lm(ids).numpy())

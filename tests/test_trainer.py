@@ -46,6 +46,39 @@ def test_loss_falls_and_the_run_directory_is_complete(tiny_corpus, tmp_path):
     assert tokenizer.get_config() == trainer.tokenizer.get_config()
 
 
+def test_tensorboard_gets_every_scalar_and_text_samples(tiny_corpus, tmp_path):
+    import tensorflow as tf
+
+    cfg = train_config(tiny_corpus, "trainer.max_steps=20",
+                       "trainer.callbacks=[tensorboard,{name:text_samples,every:10}]")
+    Trainer(cfg, str(tmp_path)).fit()
+    tags = set()
+    for event_file in (tmp_path / "tensorboard").iterdir():
+        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+            tags |= {v.tag for v in event.summary.value}
+    for tag in ("train/loss", "train/learning_rate", "train/grad_norm", "train/tokens_per_sec",
+                "eval/val_loss", "eval/val_perplexity", "samples/0"):
+        assert tag in tags, tag
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_trains(tiny_corpus, tmp_path, policy):
+    import keras
+
+    cfg = train_config(tiny_corpus, "trainer.max_steps=10", "trainer.callbacks=[]",
+                       f"trainer.mixed_precision={policy}", "trainer.jit_compile=false")
+    try:
+        trainer = Trainer(cfg, str(tmp_path))
+        assert trainer.model.backbone.compute_dtype == policy.split("_")[1]
+        assert trainer.model.backbone.token_embedding.embeddings.dtype == "float32"
+        logs = trainer.fit()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.isfinite(logs["loss"]) and np.isfinite(logs["val_loss"])
+    if policy == "mixed_float16":
+        assert type(trainer.optimizer).__name__ == "LossScaleOptimizer"
+
+
 def test_gradient_accumulation_matches_the_full_batch(tiny_corpus, tmp_path):
     weights = []
     for accum in (1, 2):

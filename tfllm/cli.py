@@ -2,6 +2,7 @@
 
     tfllm train [overrides]                       train (Hydra multirun with -m)
     tfllm generate ckpt=RUN_DIR prompt="..."      continue a prompt with a trained model
+    tfllm tokenizer train tokenizer=bpe out=DIR     train a subword tokenizer on data.path
     tfllm list [kind]                             registered components and their packages
 
 TensorFlow is imported only inside the commands that need it, so `tfllm --help` is instant.
@@ -20,6 +21,8 @@ USAGE = """usage: tfllm <command> [hydra overrides]
 commands:
   train      train a model: tfllm train [experiment=shakespeare_char] [key=value ...]
   generate   sample from a trained run: tfllm generate ckpt=RUN_DIR prompt="ROMEO:"
+  tokenizer  train a tokenizer: tfllm tokenizer train tokenizer=bpe tokenizer.vocab_size=N \
+             data.path=... out=DIR   (then tokenizer.path=DIR loads it)
   list       list registered components: tfllm list [kind]
 
 Hydra flags work after the command: --cfg job, --help, -m (multirun).
@@ -130,6 +133,26 @@ def generate_job(cfg: Any) -> None:
     sys.stdout.flush()
 
 
+@_report
+def tokenizer_train_job(cfg: Any) -> None:
+    from tfllm import registry
+    from tfllm.config import to_plain
+
+    plain = to_plain(cfg)
+    tokenizer = registry.build("tokenizer", plain["tokenizer"], key="tokenizer")
+    dataset = registry.build("dataset", plain["data"], key="data")
+    if not hasattr(tokenizer, "adapt"):
+        raise CommandError(f"tokenizer '{plain['tokenizer']['name']}' is not trainable")
+    train_docs, _ = dataset.texts()
+    try:
+        tokenizer.adapt(train_docs)
+    except ValueError as e:
+        raise CommandError(f"tokenizer: {e}") from None
+    tokenizer.save_to_directory(plain["out"])
+    print(f"wrote a {plain['tokenizer']['name']} tokenizer with {tokenizer.vocabulary_size} "
+          f"tokens to {plain['out']}")
+
+
 def list_command(argv: Sequence[str]) -> None:
     from tfllm import registry
 
@@ -157,12 +180,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         _hydra_command("train", "config", train_job, rest)
     elif command == "generate":
         _hydra_command("generate", "generate", generate_job, rest)
+    elif command == "tokenizer" and rest[:1] == ["train"]:
+        _hydra_command("tokenizer train", "tokenizer_train", tokenizer_train_job, rest[1:])
     elif command == "list":
         list_command(rest)
     else:
         import difflib
 
-        close = difflib.get_close_matches(command, ["train", "generate", "list"], n=1)
+        close = difflib.get_close_matches(
+            command, ["train", "generate", "list", "tokenizer"], n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         print(f"tfllm: error: unknown command '{command}'.{hint}\n\n{USAGE}", file=sys.stderr)
         sys.exit(2)

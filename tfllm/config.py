@@ -33,6 +33,7 @@ class ModelSchema:
     dropout: float = 0.0
     norm_placement: str = "pre"
     initializer_range: float = 0.02
+    scaled_residual_init: bool = False
 
 
 @dataclass

@@ -69,6 +69,9 @@ class TextDataset:
         batch_size: int. Global examples per optimizer step (all replicas, all micro-batches).
         seed: int. Shuffle seed.
         encoding: str. Text file encoding.
+        sampling: str. `epochs`: every block once per epoch, in a shuffled order, with an
+            offset that moves each epoch; `random`: windows at uniformly random positions
+            (nanoGPT's `get_batch`). Both are pure functions of the step.
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class TextDataset:
         train_fraction: float = 0.9,
         seed: int = 0,
         encoding: str = "utf-8",
+        sampling: str = "epochs",
     ):
         if sequence_length <= 0:
             raise ConfigError(f"data.sequence_length must be positive, got {sequence_length}")
@@ -92,8 +96,11 @@ class TextDataset:
         self.sequence_length = sequence_length
         self.batch_size = batch_size
         self.train_fraction = train_fraction
+        if sampling not in ("epochs", "random"):
+            raise ConfigError(f"data.sampling must be 'epochs' or 'random', got '{sampling}'")
         self.seed = seed
         self.encoding = encoding
+        self.sampling = sampling
 
     # ----- text ---------------------------------------------------------------------------------
     def texts(self) -> tuple[list[str], list[str]]:
@@ -177,7 +184,26 @@ class TextDataset:
         token_tensor = tf.constant(tokens, tf.int32)
         seed = self.seed
 
+        def random_batch(step, slot):
+            starts = tf.random.stateless_uniform(
+                [g], seed=tf.stack([tf.cast(seed, tf.int64), step]), minval=0,
+                maxval=len(tokens) - t - 1, dtype=tf.int64,
+            )  # the whole global batch, so every shard agrees on it
+            begin = (first + slot) * per_replica
+            return window_batch(starts[begin : begin + per_replica])
+
+        def window_batch(starts):
+            idx = starts[:, None] + tf.range(t + 1, dtype=tf.int64)[None, :]  # (b, T+1)
+            window = tf.gather(token_tensor, idx)
+            return {
+                "token_ids": window[:, :-1],
+                "labels": window[:, 1:],
+                "loss_weights": tf.ones([per_replica, t], tf.float32),
+            }
+
         def batch(step, slot):
+            if self.sampling == "random":
+                return random_batch(step, slot)
             epoch = step // steps_per_epoch
             within = step % steps_per_epoch
             epoch_seed = tf.stack([tf.cast(seed, tf.int64), epoch])
@@ -189,14 +215,7 @@ class TextDataset:
             )
             begin = within * g + (first + slot) * per_replica
             blocks = order[begin : begin + per_replica]
-            starts = blocks * t + offset  # (b,)
-            idx = starts[:, None] + tf.range(t + 1, dtype=tf.int64)[None, :]  # (b, T+1)
-            window = tf.gather(token_tensor, idx)
-            return {
-                "token_ids": window[:, :-1],
-                "labels": window[:, 1:],
-                "loss_weights": tf.ones([per_replica, t], tf.float32),
-            }
+            return window_batch(blocks * t + offset)
 
         steps = tf.data.Dataset.range(start_step, start_step + num_steps)
         ds = steps.flat_map(

@@ -29,6 +29,9 @@ class TransformerBlock(keras.layers.Layer):
         norm_placement: str. `pre` (GPT-2, Llama) or `post` (original Transformer, BERT).
         dropout: float. Residual dropout after each sub-layer.
         causal: bool. Decoder (True) or encoder (False) masking.
+        initializer_range: float. Standard deviation of the normal initializers.
+        output_initializer_range: float or None. Offered to sub-layers for the projections that
+            write into the residual stream.
 
     Call arguments:
         x: `(B, T, hidden_dim)`.
@@ -55,6 +58,7 @@ class TransformerBlock(keras.layers.Layer):
         dropout: float = 0.0,
         causal: bool = True,
         initializer_range: float = 0.02,
+        output_initializer_range: float | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -72,12 +76,14 @@ class TransformerBlock(keras.layers.Layer):
         self.dropout = dropout
         self.causal = causal
         self.initializer_range = initializer_range
+        self.output_initializer_range = output_initializer_range
         context = dict(
             hidden_dim=hidden_dim,
             num_heads=num_heads,
             intermediate_dim=intermediate_dim,
             causal=causal,
             initializer_range=initializer_range,
+            output_initializer_range=output_initializer_range,
         )
         dtype = self.dtype_policy
         self.attention = registry.build(
@@ -145,5 +151,6 @@ class TransformerBlock(keras.layers.Layer):
             dropout=self.dropout,
             causal=self.causal,
             initializer_range=self.initializer_range,
+            output_initializer_range=self.output_initializer_range,
         )
         return config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
@@ -33,6 +34,8 @@ class DecoderBackbone(keras.Model):
         ffn: dict. FFN spec.
         norm: dict. Norm spec.
         initializer_range: float. Standard deviation of the normal initializers.
+        scaled_residual_init: bool. Initialize the projections that write into the residual
+            stream with `initializer_range / sqrt(2 * num_layers)` (GPT-2, nanoGPT).
 
     Call arguments:
         token_ids: `(B, T)` int32.
@@ -69,6 +72,7 @@ class DecoderBackbone(keras.Model):
         ffn: dict[str, Any] | None = None,
         norm: dict[str, Any] | None = None,
         initializer_range: float = 0.02,
+        scaled_residual_init: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -96,6 +100,10 @@ class DecoderBackbone(keras.Model):
         self.ffn_spec = dict(ffn or {"name": "mlp"})
         self.norm_spec = dict(norm or {"name": "layernorm"})
         self.initializer_range = initializer_range
+        self.scaled_residual_init = scaled_residual_init
+        output_range = (
+            initializer_range / math.sqrt(2 * num_layers) if scaled_residual_init else None
+        )
         dtype = self.dtype_policy
         head_dim = self.attention_spec.get("head_dim") or hidden_dim // num_heads
         context = dict(
@@ -129,6 +137,7 @@ class DecoderBackbone(keras.Model):
                 dropout=dropout,
                 causal=self.causal,
                 initializer_range=initializer_range,
+                output_initializer_range=output_range,
                 dtype=dtype,
                 name=f"block_{i}",
             )
@@ -215,6 +224,7 @@ class DecoderBackbone(keras.Model):
             "ffn": self.ffn_spec,
             "norm": self.norm_spec,
             "initializer_range": self.initializer_range,
+            "scaled_residual_init": self.scaled_residual_init,
         }
 
     @classmethod

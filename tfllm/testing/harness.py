@@ -138,6 +138,9 @@ def run_tokenizer_test(tokenizer: Any, texts: Sequence[str], lossless: bool = Tr
     ids = tokenizer(strings)
     config = tokenizer.get_config()
     revived = type(tokenizer).from_config(config)
+    with tempfile.TemporaryDirectory() as assets:  # vocabularies travel as assets, not config
+        tokenizer.save_assets(assets)
+        revived.load_assets(assets)
     if revived.get_config() != config:
         raise AssertionError(f"{name}: get_config does not round-trip")
     if revived(strings).to_list() != ids.to_list():

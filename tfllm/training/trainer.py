@@ -101,7 +101,7 @@ class Trainer:
         if os.path.exists(os.path.join(saved, "tokenizer.json")):
             return load_tokenizer(saved)
         tokenizer = build_tokenizer(self.cfg)
-        if getattr(tokenizer, "vocabulary", "fixed") is None:
+        if not tokenizer.is_trained():
             train_docs, _ = self.dataset.texts()
             tokenizer.adapt(train_docs)
         return tokenizer

@@ -44,6 +44,9 @@ class MultiHeadAttention(keras.layers.Layer):
         dropout: float. Dropout on the attention probabilities.
         use_bias: bool. Biases on the projections.
         initializer_range: float. Standard deviation of the normal kernel initializer.
+        output_initializer_range: float or None. Standard deviation for the output projection
+            (set by the model when it scales residual-branch initialization); None uses
+            `initializer_range`.
 
     Call arguments:
         x: `(B, T, hidden_dim)` inputs.
@@ -79,6 +82,7 @@ class MultiHeadAttention(keras.layers.Layer):
         dropout: float = 0.0,
         use_bias: bool = True,
         initializer_range: float = 0.02,
+        output_initializer_range: float | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -110,6 +114,11 @@ class MultiHeadAttention(keras.layers.Layer):
         self.dropout = dropout
         self.use_bias = use_bias
         self.initializer_range = initializer_range
+        self.output_initializer_range = output_initializer_range
+        out_init = keras.initializers.RandomNormal(
+            stddev=initializer_range if output_initializer_range is None
+            else output_initializer_range
+        )
         init = keras.initializers.RandomNormal(stddev=initializer_range)
         # One fused projection for q, k and v: a single matmul is faster on CPU.
         self.qkv_proj = keras.layers.Dense(
@@ -122,7 +131,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.out_proj = keras.layers.Dense(
             hidden_dim,
             use_bias=use_bias,
-            kernel_initializer=init,
+            kernel_initializer=out_init,
             dtype=self.dtype_policy,
             name="out_proj",
         )
@@ -225,5 +234,6 @@ class MultiHeadAttention(keras.layers.Layer):
             dropout=self.dropout,
             use_bias=self.use_bias,
             initializer_range=self.initializer_range,
+            output_initializer_range=self.output_initializer_range,
         )
         return config

@@ -19,6 +19,9 @@ class MLP(keras.layers.Layer):
         activation: str. One of `relu`, `gelu`, `gelu_approximate` (GPT-2's tanh form), `silu`.
         use_bias: bool. Biases on both projections.
         initializer_range: float. Standard deviation of the normal kernel initializer.
+        output_initializer_range: float or None. Standard deviation for the output projection
+            (set by the model when it scales residual-branch initialization); None uses
+            `initializer_range`.
 
     Call arguments:
         x: `(B, T, hidden_dim)`.
@@ -39,6 +42,7 @@ class MLP(keras.layers.Layer):
         activation: str = "gelu",
         use_bias: bool = True,
         initializer_range: float = 0.02,
+        output_initializer_range: float | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -51,13 +55,18 @@ class MLP(keras.layers.Layer):
         self.activation = activation
         self.use_bias = use_bias
         self.initializer_range = initializer_range
+        self.output_initializer_range = output_initializer_range
+        out_init = keras.initializers.RandomNormal(
+            stddev=initializer_range if output_initializer_range is None
+            else output_initializer_range
+        )
         init = keras.initializers.RandomNormal(stddev=initializer_range)
         self.up = keras.layers.Dense(
             intermediate_dim, use_bias=use_bias, kernel_initializer=init,
             dtype=self.dtype_policy, name="up",
         )
         self.down = keras.layers.Dense(
-            hidden_dim, use_bias=use_bias, kernel_initializer=init,
+            hidden_dim, use_bias=use_bias, kernel_initializer=out_init,
             dtype=self.dtype_policy, name="down",
         )
 
@@ -87,5 +96,6 @@ class MLP(keras.layers.Layer):
             activation=self.activation,
             use_bias=self.use_bias,
             initializer_range=self.initializer_range,
+            output_initializer_range=self.output_initializer_range,
         )
         return config

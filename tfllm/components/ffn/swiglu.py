@@ -18,6 +18,9 @@ class SwiGLU(keras.layers.Layer):
             count use about `8/3 * hidden_dim`.
         use_bias: bool. Biases on the projections (Llama has none).
         initializer_range: float. Standard deviation of the normal kernel initializer.
+        output_initializer_range: float or None. Standard deviation for the output projection
+            (set by the model when it scales residual-branch initialization); None uses
+            `initializer_range`.
 
     Call arguments:
         x: `(B, T, hidden_dim)`.
@@ -37,6 +40,7 @@ class SwiGLU(keras.layers.Layer):
         intermediate_dim: int,
         use_bias: bool = False,
         initializer_range: float = 0.02,
+        output_initializer_range: float | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -46,13 +50,18 @@ class SwiGLU(keras.layers.Layer):
         self.intermediate_dim = intermediate_dim
         self.use_bias = use_bias
         self.initializer_range = initializer_range
+        self.output_initializer_range = output_initializer_range
+        out_init = keras.initializers.RandomNormal(
+            stddev=initializer_range if output_initializer_range is None
+            else output_initializer_range
+        )
         init = keras.initializers.RandomNormal(stddev=initializer_range)
         self.gate_up = keras.layers.Dense(
             2 * intermediate_dim, use_bias=use_bias, kernel_initializer=init,
             dtype=self.dtype_policy, name="gate_up",
         )
         self.down = keras.layers.Dense(
-            hidden_dim, use_bias=use_bias, kernel_initializer=init,
+            hidden_dim, use_bias=use_bias, kernel_initializer=out_init,
             dtype=self.dtype_policy, name="down",
         )
 
@@ -75,5 +84,6 @@ class SwiGLU(keras.layers.Layer):
             intermediate_dim=self.intermediate_dim,
             use_bias=self.use_bias,
             initializer_range=self.initializer_range,
+            output_initializer_range=self.output_initializer_range,
         )
         return config

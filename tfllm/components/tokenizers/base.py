@@ -12,6 +12,37 @@ import numpy as np
 import tensorflow as tf
 
 SPECIAL_ROLES = ("pad", "unk", "bos", "eos", "mask", "cls", "sep")
+
+
+class _Cache:
+    """Derived lookup structures. Not a dict, so TensorFlow's object tracking (SavedModel,
+    checkpoints) leaves it alone."""
+
+    def __init__(self):
+        self._items: dict[Any, Any] = {}
+
+    def __contains__(self, key):
+        return key in self._items
+
+    def __getitem__(self, key):
+        return self._items[key]
+
+    def __setitem__(self, key, value):
+        self._items[key] = value
+
+
+def keras_hub_op(fn, inputs):
+    """Call a keras-hub tokenizer method and keep TensorFlow outputs.
+
+    Outside a `tf.function`, keras-hub turns ragged outputs into Python lists; tfllm's contract
+    is tensors everywhere.
+    """
+    from keras_hub.src.utils.tensor_utils import no_convert_scope
+
+    with no_convert_scope():
+        return fn(inputs)
+
+
 CONFIG_FILE = "tokenizer.json"
 
 
@@ -41,9 +72,46 @@ class Tokenizer(keras.layers.Layer):
                     f"special_tokens: unknown role '{role}'; roles are {', '.join(SPECIAL_ROLES)}"
                 )
         self.special_tokens = special_tokens
-        self._tables: dict[str, Any] = {}
+        self._tables = _Cache()
+
+    def _attach_op(self, op) -> None:
+        """Set the keras-hub layer that does the graph work (also after the layer is built:
+        loading a vocabulary replaces it)."""
+        tracker = getattr(self, "_tracker", None)
+        locked = tracker is not None and tracker.locked
+        if locked:
+            tracker.unlock()
+        try:
+            self._inner = op
+        finally:
+            if locked:
+                tracker.lock()
+        self._tables = _Cache()
+
+    def _in_graph(self, fn, inputs):
+        """Run `fn(strings (B,))` as one traced graph when called eagerly.
+
+        keras-hub's ops call small `tf.function`s per merge step; eagerly they retrace for
+        every new shape. One traced graph per tokenizer is faster and is exactly the graph a
+        SavedModel holds.
+        """
+        if not tf.executing_eagerly():
+            return fn(inputs)
+        key = ("graph_fn", fn.__name__)
+        if key not in self._tables:
+            self._tables[key] = tf.function(
+                fn, input_signature=[tf.TensorSpec([None], tf.string)], autograph=False
+            )
+        inputs = tf.convert_to_tensor(inputs, tf.string)
+        if inputs.shape.rank == 0:
+            return self._tables[key](inputs[None])[0]
+        return self._tables[key](inputs)
 
     # ----- vocabulary -------------------------------------------------------------------------
+    def is_trained(self) -> bool:
+        """False while a trainable tokenizer still needs `adapt(texts)`."""
+        return True
+
     @property
     def vocabulary_size(self) -> int:
         raise NotImplementedError
@@ -52,28 +120,39 @@ class Tokenizer(keras.layers.Layer):
         """The surface bytes of every id, in id order (special tokens as their own text)."""
         raise NotImplementedError
 
-    def get_vocabulary(self) -> list[str]:
+    def _token_strings(self) -> list[str]:
+        """Every id's token as a string, in id order (what `id_to_token` shows)."""
         return [t.decode("utf-8", errors="replace") for t in self._token_bytes()]
+
+    def get_vocabulary(self) -> list[str]:
+        return self._token_strings()
 
     def special_token_ids(self) -> dict[str, int]:
         return {role: self.token_to_id(tok) for role, tok in self.special_tokens.items()}
 
     def token_to_id(self, token: str) -> int:
         index = self._token_index()
-        key = token.encode("utf-8")
-        if key not in index:
+        if token not in index:
             raise KeyError(f"token {token!r} is not in the vocabulary")
-        return index[key]
+        return index[token]
 
     def id_to_token(self, token_id: int) -> str:
-        table = self._token_bytes()
+        table = self._token_list()
         if not 0 <= token_id < len(table):
             raise ValueError(f"token id {token_id} is outside [0, {len(table)})")
-        return table[token_id].decode("utf-8", errors="replace")
+        return table[token_id]
 
-    def _token_index(self) -> dict[bytes, int]:
+    def _token_list(self) -> list[str]:
+        if "strings" not in self._tables:
+            self._tables["strings"] = self._token_strings()
+        return self._tables["strings"]
+
+    def _token_index(self) -> dict[str, int]:
         if "index" not in self._tables:
-            self._tables["index"] = {t: i for i, t in enumerate(self._token_bytes())}
+            index: dict[str, int] = {}
+            for i, t in enumerate(self._token_list()):
+                index.setdefault(t, i)
+            self._tables["index"] = index
         return self._tables["index"]
 
     def _id(self, role: str) -> int | None:
@@ -98,13 +177,19 @@ class Tokenizer(keras.layers.Layer):
 
     # ----- graph ops --------------------------------------------------------------------------
     def _graph_tables(self):
+        """Token bytes and a special-token mask as constants of the current graph.
+
+        The numpy arrays are cached, never tensors: a tensor made while tracing one graph
+        cannot be used from another.
+        """
         if "graph" not in self._tables:
-            strings = tf.constant(self._token_bytes(), dtype=tf.string)
+            strings = np.asarray(self._token_bytes(), dtype=object)
             special = np.zeros(self.vocabulary_size, dtype=bool)
             for tid in self.special_token_ids().values():
                 special[tid] = True
-            self._tables["graph"] = (strings, tf.constant(special))
-        return self._tables["graph"]
+            self._tables["graph"] = (strings, special)
+        strings, special = self._tables["graph"]
+        return tf.constant(strings, dtype=tf.string), tf.constant(special)
 
     def detokenize(self, token_ids, skip_special_tokens: bool = True):
         """Map ids `(B, T)` (dense or ragged) or `(T,)` to strings `(B,)` or a scalar string.
@@ -126,11 +211,16 @@ class Tokenizer(keras.layers.Layer):
         ids = tf.ragged.boolean_mask(ids, keep)
         if skip_special_tokens:
             ids = tf.ragged.boolean_mask(ids, ~tf.gather(special, ids))
-        text = tf.strings.reduce_join(tf.gather(strings, ids), axis=-1)
+        text = self._join_ids(ids)
         text = tf.strings.unicode_transcode(
             text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
         )
         return text[0] if scalar else text
+
+    def _join_ids(self, ids):
+        """Ragged valid ids `(B, None)` to byte strings `(B,)`: concatenated token bytes."""
+        strings, _ = self._graph_tables()
+        return tf.strings.reduce_join(tf.gather(strings, ids), axis=-1)
 
     # ----- python API -------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[str]:
@@ -201,8 +291,9 @@ class Tokenizer(keras.layers.Layer):
             elif padding in (True, "longest"):
                 width = max(len(s) for s in seqs)
             else:
-                raise ValueError(f"padding must be False, True, 'longest' or 'max_length', "
-                                 f"got {padding!r}")
+                raise ValueError(
+                    f"padding must be False, True, 'longest' or 'max_length', got {padding!r}"
+                )
             masks = [m + [0] * (width - len(m)) for m in masks]
             seqs = [s + [self.pad_id] * (width - len(s)) for s in seqs]
             ids_out: Any = np.asarray(seqs, dtype=np.int32)
@@ -220,13 +311,19 @@ class Tokenizer(keras.layers.Layer):
 
     def batch_decode(self, batch: Sequence[Sequence[int]], skip_special_tokens: bool = True):
         """Texts of several id sequences (of any lengths)."""
-        ragged = tf.ragged.constant([list(map(int, b)) for b in batch], dtype=tf.int32,
-                                    ragged_rank=1) if len(batch) else None
+        ragged = (
+            tf.ragged.constant([list(map(int, b)) for b in batch], dtype=tf.int32, ragged_rank=1)
+            if len(batch)
+            else None
+        )
         if ragged is None:
             return []
         return [t.decode("utf-8") for t in self.detokenize(ragged, skip_special_tokens).numpy()]
 
     # ----- Keras plumbing ---------------------------------------------------------------------
+    def build(self, input_shape=None):
+        self.built = True  # no weights: vocabularies are constants and lookup tables
+
     def compute_output_spec(self, inputs):
         return keras.KerasTensor(tuple(inputs.shape) + (None,), dtype="int32", ragged=True)
 

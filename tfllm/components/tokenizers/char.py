@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import tensorflow as tf
 
-from tfllm.components.tokenizers.base import Tokenizer
+from tfllm.components.tokenizers.base import Tokenizer, _Cache
 from tfllm.registry import register
 
 DEFAULT_SPECIALS = {"pad": "<pad>", "unk": "<unk>", "eos": "<eos>"}
@@ -59,7 +59,7 @@ class CharTokenizer(Tokenizer):
         if clash:
             raise ValueError(f"special token {clash[0]!r} is also a vocabulary character")
         self.vocabulary = chars
-        self._tables = {}
+        self._tables = _Cache()
 
     def adapt(self, texts: Iterable[str]) -> None:
         """Build the vocabulary from the characters in `texts`."""
@@ -67,6 +67,9 @@ class CharTokenizer(Tokenizer):
         for text in texts:
             seen.update(text)
         self.set_vocabulary(seen)
+
+    def is_trained(self) -> bool:
+        return self.vocabulary is not None
 
     def _require_vocabulary(self) -> list[str]:
         if self.vocabulary is None:
@@ -83,10 +86,9 @@ class CharTokenizer(Tokenizer):
         return chars + [s.encode("utf-8") for s in specials]
 
     def _codepoints(self):
-        if "codepoints" not in self._tables:
-            cps = [ord(c) for c in self._require_vocabulary()]
-            self._tables["codepoints"] = tf.constant(cps, dtype=tf.int32)
-        return self._tables["codepoints"]
+        if "codepoints" not in self._tables:  # cache the list, not a tensor of one graph
+            self._tables["codepoints"] = [ord(c) for c in self._require_vocabulary()]
+        return tf.constant(self._tables["codepoints"], dtype=tf.int32)
 
     def call(self, inputs):
         codepoints = self._codepoints()  # (C,) sorted

@@ -1,0 +1,286 @@
+"""Byte-level BPE (GPT-2 compatible), running as TensorFlow ops through keras-hub."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import os
+from typing import Any
+
+import tensorflow as tf
+
+from tfllm.components.tokenizers.base import Tokenizer, _Cache, keras_hub_op
+from tfllm.registry import register
+
+VOCAB_FILE = "vocab.json"
+MERGES_FILE = "merges.txt"
+GPT2_EOS = "<|endoftext|>"
+
+
+@functools.lru_cache(maxsize=1)
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from bytes to printable characters."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    chars = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, (chr(c) for c in chars), strict=True))
+
+
+@functools.lru_cache(maxsize=1)
+def unicode_to_bytes() -> dict[str, int]:
+    return {c: b for b, c in bytes_to_unicode().items()}
+
+
+def token_bytes(token: str) -> bytes:
+    """The raw bytes of a byte-level BPE token string (added tokens: their UTF-8)."""
+    table = unicode_to_bytes()
+    if all(c in table for c in token):
+        return bytes(table[c] for c in token)
+    return token.encode("utf-8")
+
+
+def read_vocab_and_merges(path: str) -> tuple[dict[str, int], list[str]]:
+    """Load `vocab.json` + `merges.txt` from a directory, or a tiktoken rank file."""
+    if os.path.isdir(path):
+        vocab_path, merges_path = os.path.join(path, VOCAB_FILE), os.path.join(path, MERGES_FILE)
+        for p in (vocab_path, merges_path):
+            if not os.path.exists(p):
+                raise FileNotFoundError(f"tokenizer.path: {path} has no {os.path.basename(p)}")
+        with open(vocab_path, encoding="utf-8") as f:
+            vocab = json.load(f)
+        with open(merges_path, encoding="utf-8") as f:
+            merges = [m for m in f.read().split("\n") if m and not m.startswith("#version")]
+        return vocab, merges
+    if os.path.isfile(path):
+        return tiktoken_to_vocab_and_merges(path)
+    raise FileNotFoundError(f"tokenizer.path: no such file or directory: {path}")
+
+
+def tiktoken_to_vocab_and_merges(path: str) -> tuple[dict[str, int], list[str]]:
+    """Convert a tiktoken rank file (`base64-token rank` per line) to vocab and merges.
+
+    A token of rank r is the merge of the two-part split whose parts have the lowest ranks and
+    rank below r, found by replaying BPE on its bytes with the ranks below r.
+    """
+    ranks: dict[bytes, int] = {}
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                token, rank = line.split()
+                ranks[base64.b64decode(token)] = int(rank)
+            except ValueError:
+                raise ValueError(f"{path}:{line_no}: not a tiktoken rank line") from None
+    enc = bytes_to_unicode()
+    to_str = lambda b: "".join(enc[x] for x in b)  # noqa: E731
+    merges: list[tuple[int, str]] = []
+    for token, rank in ranks.items():
+        if len(token) == 1:
+            continue
+        parts = [bytes([b]) for b in token]
+        while len(parts) > 2:  # replay BPE with merges of lower rank
+            best = None
+            for i in range(len(parts) - 1):
+                r = ranks.get(parts[i] + parts[i + 1])
+                if r is not None and r < rank and (best is None or r < best[0]):
+                    best = (r, i)
+            if best is None:
+                break
+            i = best[1]
+            parts = parts[:i] + [parts[i] + parts[i + 1]] + parts[i + 2 :]
+        if len(parts) == 2:
+            merges.append((rank, f"{to_str(parts[0])} {to_str(parts[1])}"))
+    vocab = {to_str(t): r for t, r in ranks.items()}
+    return vocab, [m for _, m in sorted(merges)]
+
+
+@register("tokenizer", "bpe")
+class BPETokenizer(Tokenizer):
+    """Byte-level BPE as in GPT-2: ids equal Hugging Face `tokenizers` and tiktoken's.
+
+    The graph op is keras-hub's `BytePairTokenizer` (tf-text regex splitting plus merges in a
+    `tf.while_loop` with lookup tables), so it runs inside `tf.function` and SavedModels that
+    need only TensorFlow and tensorflow-text. Special tokens in the input text are kept whole.
+
+    Args:
+        path: a directory with `vocab.json` and `merges.txt`, or a tiktoken rank file.
+        vocabulary: dict token -> id (instead of `path`).
+        merges: list of `"a b"` merge rules, best first (instead of `path`).
+        special_tokens: role -> token. Tokens missing from the vocabulary get new ids after
+            it. Defaults to GPT-2's `<|endoftext|>` as bos and eos when the vocabulary has it.
+        add_prefix_space: prepend a space to every input (RoBERTa-style).
+        vocab_size: size to train to when `adapt` is called (no `path`/`vocabulary`).
+        min_frequency: pairs seen fewer times are not merged while training.
+
+    Call arguments:
+        inputs: string tensor `(B,)`; returns ragged int32 ids `(B, None)`.
+
+    Example:
+
+    >>> tok = BPETokenizer(vocabulary={"a": 0, "b": 1, "ab": 2, "Ġ": 3}, merges=["a b"],
+    ...                    special_tokens={})
+    >>> tok.encode("ab ab")["input_ids"]
+    [2, 3, 2]
+
+    Reference: Sennrich et al. 2016; Radford et al. 2019 (byte-level BPE).
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        vocabulary: dict[str, int] | None = None,
+        merges: list[str] | None = None,
+        special_tokens: dict[str, str] | None = None,
+        add_prefix_space: bool = False,
+        vocab_size: int | None = None,
+        min_frequency: int = 2,
+        **kwargs,
+    ):
+        self._explicit_specials = special_tokens
+        super().__init__(special_tokens=special_tokens or {}, **kwargs)
+        self.source_path = path  # `path` is a Keras Layer property
+        self.add_prefix_space = add_prefix_space
+        if vocab_size is not None and vocab_size < 257:
+            raise ValueError(f"vocab_size must be at least 257 (256 bytes + 1), got {vocab_size}")
+        self.vocab_size = vocab_size
+        self.min_frequency = min_frequency
+        self.vocabulary: dict[str, int] | None = None
+        self.merges: list[str] | None = None
+        self._inner: Any = None
+        if path is not None:
+            vocabulary, merges = read_vocab_and_merges(path)
+        if vocabulary is not None:
+            if merges is None:
+                raise ValueError("vocabulary was given without merges")
+            self.set_vocabulary_and_merges(vocabulary, merges)
+
+    def set_vocabulary_and_merges(self, vocabulary: dict[str, int], merges: list[str]) -> None:
+        import keras_hub
+
+        vocab = dict(vocabulary)
+        if self._explicit_specials is None and GPT2_EOS in vocab:
+            self.special_tokens = {"bos": GPT2_EOS, "eos": GPT2_EOS}
+        for token in dict.fromkeys(self.special_tokens.values()):
+            if token not in vocab:
+                vocab[token] = max(vocab.values(), default=-1) + 1
+        ids = sorted(vocab.values())
+        if ids != list(range(len(ids))):
+            raise ValueError("vocabulary ids must be 0..N-1 without gaps or repeats")
+        for i, m in enumerate(merges):
+            if len(m.split(" ")) != 2:
+                raise ValueError(f"merges[{i}] is not 'a b': {m!r}")
+        self.vocabulary, self.merges = vocab, list(merges)
+        self._attach_op(
+            keras_hub.tokenizers.BytePairTokenizer(
+                vocabulary=vocab,
+                merges=self.merges,
+                add_prefix_space=self.add_prefix_space,
+                unsplittable_tokens=list(dict.fromkeys(self.special_tokens.values())) or None,
+                dtype="int32",
+                _allow_python_workflow=False,  # always the TF ops that export
+            )
+        )
+        self._tables = _Cache()
+
+    def adapt(self, texts) -> None:
+        """Train merges on `texts` (Hugging Face `tokenizers`' byte-level BPE trainer)."""
+        import tempfile
+
+        from tokenizers import ByteLevelBPETokenizer
+
+        if self.vocab_size is None:
+            raise ValueError("set vocab_size to train a BPE tokenizer")
+        trainer = ByteLevelBPETokenizer(add_prefix_space=self.add_prefix_space)
+        specials = list(dict.fromkeys((self._explicit_specials or {"eos": GPT2_EOS}).values()))
+        trainer.train_from_iterator(
+            list(texts),
+            vocab_size=self.vocab_size,
+            min_frequency=self.min_frequency,
+            special_tokens=specials,
+            show_progress=False,
+        )
+        if self._explicit_specials is None:
+            self._explicit_specials = {"bos": GPT2_EOS, "eos": GPT2_EOS}
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer.save_model(tmp)
+            self.set_vocabulary_and_merges(*read_vocab_and_merges(tmp))
+
+    def is_trained(self) -> bool:
+        return self.vocabulary is not None
+
+    def _require(self) -> dict[str, int]:
+        if self.vocabulary is None:
+            raise ValueError("BPETokenizer has no vocabulary: pass path= or vocabulary+merges")
+        return self.vocabulary
+
+    @property
+    def vocabulary_size(self) -> int:
+        return len(self._require())
+
+    def _token_bytes(self) -> list[bytes]:
+        vocab = self._require()
+        specials = set(self.special_tokens.values())
+        table: list[bytes] = [b""] * len(vocab)
+        for token, i in vocab.items():
+            table[i] = token.encode("utf-8") if token in specials else token_bytes(token)
+        return table
+
+    def _token_strings(self) -> list[str]:
+        vocab = self._require()
+        table = [""] * len(vocab)
+        for token, i in vocab.items():
+            table[i] = token
+        return table
+
+    def call(self, inputs):
+        self._require()
+        return self._in_graph(self._tokenize, inputs)
+
+    def _tokenize(self, inputs):
+        # tf-text's regex split stops a string at a NUL character, so split at NULs here and
+        # put each NUL back as its own byte token (what Hugging Face and tiktoken produce
+        # unless a merge spans the NUL, which GPT-2's merges never do).
+        segments = tf.strings.split(inputs, sep="\x00")  # (B, S)
+        ids = keras_hub_op(self._inner.tokenize, segments.flat_values)  # (N, None)
+        rows = segments.value_rowids()
+        is_last = tf.concat([rows[1:] != rows[:-1], [True]], axis=0)  # (N,)
+        nul = tf.ragged.boolean_mask(
+            tf.fill([tf.shape(rows)[0], 1], self._nul_id()), ~is_last[:, None]
+        )  # (N, 0 or 1)
+        ids = tf.concat([ids, tf.cast(nul, ids.dtype)], axis=1)
+        return segments.with_flat_values(ids).merge_dims(1, 2)  # (B, None)
+
+    def _nul_id(self) -> int:
+        return self._require()[bytes_to_unicode()[0]]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            path=None,
+            add_prefix_space=self.add_prefix_space,
+            vocab_size=self.vocab_size,
+            min_frequency=self.min_frequency,
+            special_tokens=dict(self.special_tokens),
+        )
+        return config
+
+    def save_assets(self, dir_path: str) -> None:
+        vocab = self._require()
+        with open(os.path.join(dir_path, VOCAB_FILE), "w", encoding="utf-8") as f:
+            json.dump(vocab, f, ensure_ascii=False)
+        with open(os.path.join(dir_path, MERGES_FILE), "w", encoding="utf-8") as f:
+            f.write("#version: 0.2\n" + "\n".join(self.merges or []) + "\n")
+
+    def load_assets(self, dir_path: str) -> None:
+        self.set_vocabulary_and_merges(*read_vocab_and_merges(dir_path))
