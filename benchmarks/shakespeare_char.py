@@ -82,10 +82,21 @@ def model_flops_per_token(params: int) -> float:
 # ----- contenders ----------------------------------------------------------------------------
 def run_tfllm(args, extra: list[str]) -> dict:
     run_dir = tempfile.mkdtemp(prefix="tfllm-bench-")
-    cmd = [sys.executable, "-m", "tfllm.cli", "train", "experiment=shakespeare_char",
-           f"data.path={args.data}", f"run_dir={run_dir}", f"trainer.max_steps={args.steps}",
-           f"trainer.eval_every={args.steps}", f"trainer.checkpoint_every={args.steps}",
-           "trainer.callbacks=[]", f"trainer.steps_per_execution={args.spe}", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tfllm.cli",
+        "train",
+        "experiment=shakespeare_char",
+        f"data.path={args.data}",
+        f"run_dir={run_dir}",
+        f"trainer.max_steps={args.steps}",
+        f"trainer.eval_every={args.steps}",
+        f"trainer.checkpoint_every={args.steps}",
+        "trainer.callbacks=[]",
+        f"trainer.steps_per_execution={args.spe}",
+        *extra,
+    ]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
@@ -95,8 +106,13 @@ def run_tfllm(args, extra: list[str]) -> dict:
 
     model, _, _ = load_run(run_dir)
     params = sum(int(v.numpy().size) for v in model.trainable_weights)
-    return {"val_loss": m["val_loss"], "wall_s": wall, "tokens_per_sec": m["mean_tokens_per_sec"],
-            "peak_rss_mb": m["peak_rss_mb"], "params": params}
+    return {
+        "val_loss": m["val_loss"],
+        "wall_s": wall,
+        "tokens_per_sec": m["mean_tokens_per_sec"],
+        "peak_rss_mb": m["peak_rss_mb"],
+        "params": params,
+    }
 
 
 def child_keras_hub(args) -> dict:
@@ -109,8 +125,12 @@ def child_keras_hub(args) -> dict:
     keras.utils.set_random_seed(0)
     s = SHAPE
     backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=vocab, num_layers=s["layers"], num_heads=s["heads"],
-        hidden_dim=s["width"], intermediate_dim=4 * s["width"], dropout=0.0,
+        vocabulary_size=vocab,
+        num_layers=s["layers"],
+        num_heads=s["heads"],
+        hidden_dim=s["width"],
+        intermediate_dim=4 * s["width"],
+        dropout=0.0,
         max_sequence_length=s["block"],
     )
     lm = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
@@ -123,11 +143,15 @@ def child_keras_hub(args) -> dict:
             cos = MIN_LR + 0.5 * (1 + tf.cos(math.pi * prog)) * (LR - MIN_LR)
             return tf.where(step < WARMUP, warm, cos)
 
-    opt = keras.optimizers.AdamW(Schedule(), weight_decay=WD, beta_1=0.9, beta_2=BETA2,
-                                 global_clipnorm=CLIP)
+    opt = keras.optimizers.AdamW(
+        Schedule(), weight_decay=WD, beta_1=0.9, beta_2=BETA2, global_clipnorm=CLIP
+    )
     opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    lm.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-               jit_compile=True)
+    lm.compile(
+        optimizer=opt,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=True,
+    )
     x = train.reshape(-1, s["block"])
     y = labels.reshape(-1, s["block"])
     mask = np.ones_like(x)
@@ -152,8 +176,13 @@ def child_keras_hub(args) -> dict:
         total += float(tf.reduce_sum(ce))
         count += vy.size
     params = sum(int(np.prod(v.shape)) for v in lm.trainable_weights)
-    return {"val_loss": total / count, "wall_s": wall, "tokens_per_sec": tps,
-            "peak_rss_mb": peak_rss_mb(), "params": params}
+    return {
+        "val_loss": total / count,
+        "wall_s": wall,
+        "tokens_per_sec": tps,
+        "peak_rss_mb": peak_rss_mb(),
+        "params": params,
+    }
 
 
 def child_torch(args) -> dict:
@@ -165,15 +194,24 @@ def child_torch(args) -> dict:
     torch.manual_seed(0)
     torch.set_num_threads(os.cpu_count() or 2)
     s = SHAPE
-    config = GPT2Config(vocab_size=vocab, n_positions=s["block"], n_embd=s["width"],
-                        n_layer=s["layers"], n_head=s["heads"], resid_pdrop=0.0,
-                        embd_pdrop=0.0, attn_pdrop=0.0)
+    config = GPT2Config(
+        vocab_size=vocab,
+        n_positions=s["block"],
+        n_embd=s["width"],
+        n_layer=s["layers"],
+        n_head=s["heads"],
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     model = GPT2LMHeadModel(config)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": WD},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=LR, betas=(0.9, BETA2))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": WD}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=LR,
+        betas=(0.9, BETA2),
+    )
     loss_fn = torch.nn.CrossEntropyLoss()
     model.train()
     t0 = time.perf_counter()
@@ -200,13 +238,20 @@ def child_torch(args) -> dict:
         for vx, vy in val:
             logits = model(input_ids=torch.from_numpy(vx.astype(np.int64))).logits
             ce = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, vocab), torch.from_numpy(vy.astype(np.int64)).reshape(-1),
-                reduction="sum")
+                logits.reshape(-1, vocab),
+                torch.from_numpy(vy.astype(np.int64)).reshape(-1),
+                reduction="sum",
+            )
             total += float(ce)
             count += vy.size
     params = sum(p.numel() for p in model.parameters())
-    return {"val_loss": total / count, "wall_s": wall, "tokens_per_sec": tps,
-            "peak_rss_mb": peak_rss_mb(), "params": params}
+    return {
+        "val_loss": total / count,
+        "wall_s": wall,
+        "tokens_per_sec": tps,
+        "peak_rss_mb": peak_rss_mb(),
+        "params": params,
+    }
 
 
 def child_peak(args) -> dict:
@@ -246,8 +291,18 @@ CHILDREN = {"keras_hub": child_keras_hub, "torch": child_torch, "peak": child_pe
 
 def run_child(name: str, args) -> dict:
     out = tempfile.mktemp(suffix=".json")
-    cmd = [sys.executable, __file__, "--child", name, "--out", out, "--steps", str(args.steps),
-           "--data", args.data]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        name,
+        "--out",
+        out,
+        "--steps",
+        str(args.steps),
+        "--data",
+        args.data,
+    ]
     subprocess.run(cmd, check=True, cwd=REPO)
     with open(out) as f:
         return json.load(f)
@@ -257,8 +312,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--spe", type=int, default=50, help="tfllm steps_per_execution")
-    parser.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data",
-                                                       "tinyshakespeare.txt"))
+    parser.add_argument(
+        "--data", default=os.path.join(REPO, "..", "shared", "data", "tinyshakespeare.txt")
+    )
     parser.add_argument("--only", default="tfllm,stretch,keras_hub,torch")
     parser.add_argument("--child")
     parser.add_argument("--out")
@@ -277,7 +333,8 @@ def main() -> None:
         rows["tfllm (learned, mlp, layernorm)"] = run_tfllm(args, [])
     if "stretch" in wanted:
         rows["tfllm rope+swiglu+rmsnorm"] = run_tfllm(
-            args, ["positional=rope", "ffn=swiglu", "norm=rmsnorm", "model.intermediate_dim=344"])
+            args, ["positional=rope", "ffn=swiglu", "norm=rmsnorm", "model.intermediate_dim=344"]
+        )
     if "keras_hub" in wanted:
         rows["keras-hub GPT2Backbone (fit, XLA)"] = run_child("keras_hub", args)
     if "torch" in wanted:
@@ -296,26 +353,33 @@ def main() -> None:
         "|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
-        mfu = r["tokens_per_sec"] * model_flops_per_token(r["params"]) / (
-            peak_gflops * 1e9)
+        mfu = r["tokens_per_sec"] * model_flops_per_token(r["params"]) / (peak_gflops * 1e9)
         r["mfu"] = mfu
-        lines.append(f"| {name} | {r['params']:,} | {r['val_loss']:.4f} | {r['wall_s']:.0f} | "
-                     f"{r['tokens_per_sec']:,.0f} | {mfu:.1%} | {r['peak_rss_mb']:.0f} |")
+        lines.append(
+            f"| {name} | {r['params']:,} | {r['val_loss']:.4f} | {r['wall_s']:.0f} | "
+            f"{r['tokens_per_sec']:,.0f} | {mfu:.1%} | {r['peak_rss_mb']:.0f} |"
+        )
     base = rows.get("tfllm (learned, mlp, layernorm)")
     if base:
         lines.append("")
         for name, r in rows.items():
             if r is not base:
-                lines.append(f"- tfllm tokens/s / {name}: "
-                             f"{base['tokens_per_sec'] / r['tokens_per_sec']:.2f}x")
+                lines.append(
+                    f"- tfllm tokens/s / {name}: "
+                    f"{base['tokens_per_sec'] / r['tokens_per_sec']:.2f}x"
+                )
     lines.append("")
     lines.append("tokens/s excludes the first 50 steps (tracing, compilation) and evaluation.")
     table = "\n".join(lines)
     print(table)
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "shakespeare_char.md"), "w") as f:
-        f.write(table + "\n\nCommand: `python benchmarks/shakespeare_char.py "
-                + " ".join(sys.argv[1:]) + "`\n")
+        f.write(
+            table
+            + "\n\nCommand: `python benchmarks/shakespeare_char.py "
+            + " ".join(sys.argv[1:])
+            + "`\n"
+        )
     with open(os.path.join(RESULTS, "shakespeare_char.json"), "w") as f:
         json.dump({"peak": peak, "rows": rows, "steps": args.steps}, f, indent=1)
 

@@ -59,8 +59,9 @@ def main() -> None:
     ours = BPETokenizer(path=str(gpt2_dir(pathlib.Path(tempfile.mkdtemp()))))
     hf, tk = hf_gpt2(), tiktoken_gpt2()
     batch = 1024
-    encode_graph = tf.function(lambda s: ours(s), autograph=False,
-                               input_signature=[tf.TensorSpec([None], tf.string)])
+    encode_graph = tf.function(
+        lambda s: ours(s), autograph=False, input_signature=[tf.TensorSpec([None], tf.string)]
+    )
     batches = [lines[i : i + batch] for i in range(0, len(lines), batch)]
     single = lines[: args.single_lines]
     single_mb = sum(len(s.encode()) for s in single) / 1e6
@@ -81,19 +82,29 @@ def main() -> None:
         ),
     }
     hf_batched = mb / rows["HF tokenizers"][0]
-    out = [f"# GPT-2 BPE encode throughput ({mb:.2f} MB, {len(lines):,} lines)", "",
-           f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-           f"{platform.python_version()}. Medians of 3 runs.", "",
-           "| tokenizer | batched MB/s | single MB/s | batched vs HF |", "|---|---|---|---|"]
+    out = [
+        f"# GPT-2 BPE encode throughput ({mb:.2f} MB, {len(lines):,} lines)",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}. Medians of 3 runs.",
+        "",
+        "| tokenizer | batched MB/s | single MB/s | batched vs HF |",
+        "|---|---|---|---|",
+    ]
     for name, (tb, ts) in rows.items():
-        out.append(f"| {name} | {mb / tb:.2f} | {single_mb / ts:.3f} | "
-                   f"{(mb / tb) / hf_batched:.2f}x |")
+        out.append(
+            f"| {name} | {mb / tb:.2f} | {single_mb / ts:.3f} | {(mb / tb) / hf_batched:.2f}x |"
+        )
     table = "\n".join(out)
     print(table)
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "tokenizers.md"), "w") as f:
-        f.write(table + "\n\nCommand: `python benchmarks/tokenizers.py "
-                + " ".join(sys.argv[1:]) + "`\n")
+        f.write(
+            table
+            + "\n\nCommand: `python benchmarks/tokenizers.py "
+            + " ".join(sys.argv[1:])
+            + "`\n"
+        )
 
 
 if __name__ == "__main__":

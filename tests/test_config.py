@@ -11,10 +11,28 @@ from tfllm.config import to_plain, validate_train_config
 from tfllm.models.builder import build_model, build_tokenizer
 
 CONF = config_dir()
-GROUPS = ["tokenizer", "positional", "attention", "ffn", "norm", "head", "model", "task", "data",
-          "optimizer", "schedule", "trainer", "experiment", "debug"]
-OPTIONS = [(g, f[:-5]) for g in GROUPS for f in sorted(os.listdir(os.path.join(CONF, g)))
-           if f.endswith(".yaml")]
+GROUPS = [
+    "tokenizer",
+    "positional",
+    "attention",
+    "ffn",
+    "norm",
+    "head",
+    "model",
+    "task",
+    "data",
+    "optimizer",
+    "schedule",
+    "trainer",
+    "experiment",
+    "debug",
+]
+OPTIONS = [
+    (g, f[:-5])
+    for g in GROUPS
+    for f in sorted(os.listdir(os.path.join(CONF, g)))
+    if f.endswith(".yaml")
+]
 
 
 def composed(*overrides):
@@ -38,8 +56,16 @@ def test_every_option_composes_validates_and_builds(group, option):
 
 
 def test_groups_mirror_registry_kinds():
-    for group in ("tokenizer", "positional", "ffn", "norm", "head", "task", "optimizer",
-                  "schedule"):
+    for group in (
+        "tokenizer",
+        "positional",
+        "ffn",
+        "norm",
+        "head",
+        "task",
+        "optimizer",
+        "schedule",
+    ):
         for _, option in [o for o in OPTIONS if o[0] == group]:
             name = composed(f"{group}={option}")[group]["name"]
             registry.get_entry(group, name)  # each option names a registered component
@@ -51,8 +77,7 @@ def test_shakespeare_char_is_nanogpts_baby_config():
     assert (m["num_layers"], m["num_heads"], m["hidden_dim"]) == (4, 4, 128)
     assert (d["sequence_length"], d["batch_size"], d["train_fraction"]) == (64, 12, 0.9)
     assert (t["max_steps"], t["clip_norm"], m["dropout"]) == (2000, 1.0, 0.0)
-    assert (s["peak_learning_rate"], s["min_learning_rate"], s["warmup_steps"]) == (1e-3, 1e-4,
-                                                                                   100)
+    assert (s["peak_learning_rate"], s["min_learning_rate"], s["warmup_steps"]) == (1e-3, 1e-4, 100)
     assert s["decay_steps"] == 2000 and (o["beta_2"], o["weight_decay"]) == (0.99, 0.1)
     assert cfg["tokenizer"]["name"] == "char"
     assert d["path"].endswith("tinyshakespeare.txt")

@@ -53,15 +53,18 @@ def test_shards_partition_the_global_batch(tiny_corpus, sampling):
     tokens = ds.token_splits(tok).train
     whole = batches(ds.train_dataset(tokens, SINGLE, 0, 5), 5)
     # Two workers with one replica each: each pipeline yields half of every global batch.
-    parts = [batches(ds.train_dataset(tokens, tf.distribute.InputContext(2, i, 2), 0, 5), 5)
-             for i in range(2)]
+    parts = [
+        batches(ds.train_dataset(tokens, tf.distribute.InputContext(2, i, 2), 0, 5), 5)
+        for i in range(2)
+    ]
     for step in range(5):
         joined = np.concatenate([parts[0][step]["token_ids"], parts[1][step]["token_ids"]])
         np.testing.assert_array_equal(joined, whole[step]["token_ids"])
     # One worker with two replicas: consecutive elements are the two replica halves.
     local = batches(ds.train_dataset(tokens, tf.distribute.InputContext(1, 0, 2), 0, 5), 10)
     np.testing.assert_array_equal(
-        np.concatenate([local[0]["token_ids"], local[1]["token_ids"]]), whole[0]["token_ids"])
+        np.concatenate([local[0]["token_ids"], local[1]["token_ids"]]), whole[0]["token_ids"]
+    )
 
 
 def test_eval_batches_cover_validation_in_order(tiny_corpus):

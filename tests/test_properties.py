@@ -26,8 +26,14 @@ VOCAB, T = 37, 12
 def make_lm(attention, positional, seed=0, **kwargs):
     keras.utils.set_random_seed(seed)
     backbone = DecoderBackbone(
-        vocabulary_size=VOCAB, num_layers=2, hidden_dim=16, num_heads=4, max_sequence_length=24,
-        attention=ATTENTIONS[attention], positional={"name": positional}, **kwargs,
+        vocabulary_size=VOCAB,
+        num_layers=2,
+        hidden_dim=16,
+        num_heads=4,
+        max_sequence_length=24,
+        attention=ATTENTIONS[attention],
+        positional={"name": positional},
+        **kwargs,
     )
     return CausalLM(backbone)
 
@@ -89,15 +95,19 @@ def test_sliding_window_limits_the_receptive_field():
     assert np.abs(a[:, 6] - b[:, 6]).max() > 0
 
 
-
 def _generator(jit):
     from tfllm.components.tokenizers.char import CharTokenizer
 
     tok = CharTokenizer(vocabulary="abcdefghijklmnopqrstuvwxyz ,.")
-    backbone = DecoderBackbone(vocabulary_size=tok.vocabulary_size, num_layers=2, hidden_dim=16,
-                               num_heads=4, max_sequence_length=32,
-                               attention={"name": "mha", "num_kv_heads": 2},
-                               positional={"name": "rope"})
+    backbone = DecoderBackbone(
+        vocabulary_size=tok.vocabulary_size,
+        num_layers=2,
+        hidden_dim=16,
+        num_heads=4,
+        max_sequence_length=32,
+        attention={"name": "mha", "num_kv_heads": 2},
+        positional={"name": "rope"},
+    )
     keras.utils.set_random_seed(4)
     lm = CausalLM(backbone)
     return lm, tok, Generator(lm, tok, jit_compile=jit)
@@ -124,8 +134,9 @@ def test_xla_decode_graph_decode_and_recomputation_agree():
 def test_sampling_is_reproducible_across_modes_and_seeds_differ():
     lm, tok, graph_gen = _generator(jit=False)
     xla_gen = Generator(lm, tok, jit_compile=True)
-    config = GenerationConfig(max_new_tokens=12, temperature=1.0, top_k=10, top_p=0.9, seed=7,
-                              num_return_sequences=3)
+    config = GenerationConfig(
+        max_new_tokens=12, temperature=1.0, top_k=10, top_p=0.9, seed=7, num_return_sequences=3
+    )
     a = graph_gen.generate(["to be"], config)
     b = xla_gen.generate(["to be"], config)
     assert a == b
@@ -137,8 +148,7 @@ def test_sampling_is_reproducible_across_modes_and_seeds_differ():
 def test_decode_loop_is_a_single_graph_without_dynamic_update_slice():
     lm, tok, _ = _generator(jit=False)
     fn = tf.function(
-        lambda ids, lens: decode_loop(lm, ids, lens, 4, 0.0, 0, 1.0, 0,
-                                      tf.constant([-1]), 0),
+        lambda ids, lens: decode_loop(lm, ids, lens, 4, 0.0, 0, 1.0, 0, tf.constant([-1]), 0),
         autograph=False,
     )
     graph = fn.get_concrete_function(
@@ -153,9 +163,11 @@ def test_decode_loop_is_a_single_graph_without_dynamic_update_slice():
 
 @pytest.mark.parametrize(
     "attention,positional,extra",
-    [("gqa", "rope", {"ffn": {"name": "swiglu"}, "norm": {"name": "rmsnorm"}}),
-     ("window", "alibi", {"norm_placement": "post"}),
-     ("mha", "learned", {"dropout": 0.1})],
+    [
+        ("gqa", "rope", {"ffn": {"name": "swiglu"}, "norm": {"name": "rmsnorm"}}),
+        ("window", "alibi", {"norm_placement": "post"}),
+        ("mha", "learned", {"dropout": 0.1}),
+    ],
 )
 def test_keras_file_round_trip_gives_identical_logits(tmp_path, attention, positional, extra):
     lm = make_lm(attention, positional, **extra)

@@ -43,6 +43,7 @@ def test_unknown_names_list_what_exists_and_suggest(clean_registry):
 
 def test_duplicate_registration_is_an_error_unless_overriding(clean_registry):
     with pytest.raises(RegistryError, match="already registered by package 'tfllm'"):
+
         @registry.register("attention", "mha")
         class Other:  # noqa: F841
             pass
@@ -55,8 +56,9 @@ def test_duplicate_registration_is_an_error_unless_overriding(clean_registry):
 
 
 def test_build_passes_context_only_where_the_constructor_takes_it():
-    layer = registry.build("positional", {"name": "alibi"},
-                           context={"num_heads": 4, "hidden_dim": 16, "head_dim": 4})
+    layer = registry.build(
+        "positional", {"name": "alibi"}, context={"num_heads": 4, "hidden_dim": 16, "head_dim": 4}
+    )
     assert layer.num_heads == 4
     with pytest.raises(ConfigError, match="positional.slopes: positional 'alibi' takes no"):
         registry.build("positional", {"name": "alibi", "slopes": [1]}, {"num_heads": 4})
@@ -74,25 +76,41 @@ def test_registered_keras_classes_are_serializable():
 
 
 def test_plugins_load_from_entry_points_and_failures_name_the_distribution(
-        tmp_path, monkeypatch, clean_registry):
-    install_distribution(tmp_path, "tfllm-good-plugin", "good_plugin", """
+    tmp_path, monkeypatch, clean_registry
+):
+    install_distribution(
+        tmp_path,
+        "tfllm-good-plugin",
+        "good_plugin",
+        """
         import keras
         from tfllm.registry import register
 
         @register("norm", "scalenorm")
         class ScaleNorm(keras.layers.Layer):
             '''A plugin norm.'''
-    """)
-    install_distribution(tmp_path, "tfllm-broken-plugin", "broken_plugin", """
+    """,
+    )
+    install_distribution(
+        tmp_path,
+        "tfllm-broken-plugin",
+        "broken_plugin",
+        """
         raise ImportError("needs a library that is not installed")
-    """)
-    install_distribution(tmp_path, "tfllm-clashing-plugin", "clashing_plugin", """
+    """,
+    )
+    install_distribution(
+        tmp_path,
+        "tfllm-clashing-plugin",
+        "clashing_plugin",
+        """
         from tfllm.registry import register
 
         @register("attention", "mha")
         class NotMha:
             pass
-    """)
+    """,
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delenv(plugins.DISABLE_ENV, raising=False)
     plugins._autoloaded = False
@@ -115,13 +133,18 @@ def test_plugins_load_from_entry_points_and_failures_name_the_distribution(
 
 
 def test_autoload_can_be_disabled(tmp_path, monkeypatch, clean_registry):
-    install_distribution(tmp_path, "tfllm-off-plugin", "off_plugin", """
+    install_distribution(
+        tmp_path,
+        "tfllm-off-plugin",
+        "off_plugin",
+        """
         from tfllm.registry import register
 
         @register("norm", "offnorm")
         class OffNorm:
             pass
-    """)
+    """,
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv(plugins.DISABLE_ENV, "1")
     plugins._autoloaded = False

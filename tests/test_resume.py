@@ -12,23 +12,40 @@ import tensorflow as tf
 
 def checkpoint_state(run_dir):
     reader = tf.train.load_checkpoint(os.path.join(run_dir, "checkpoints"))
-    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
-            if not k.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")}
+    return {
+        k: reader.get_tensor(k)
+        for k in reader.get_variable_to_shape_map()
+        if not k.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")
+    }
 
 
 def train_cmd(corpus, run_dir):
-    return [sys.executable, "-m", "tfllm.cli", "train", "debug=fast", f"data.path={corpus}",
-            f"run_dir={run_dir}", "model=tiny", "model.dropout=0.1", "trainer.max_steps=400",
-            "trainer.checkpoint_every=20", "trainer.eval_every=200", "trainer.log_every=20",
-            "trainer.callbacks=[]", "data.batch_size=8"]
+    return [
+        sys.executable,
+        "-m",
+        "tfllm.cli",
+        "train",
+        "debug=fast",
+        f"data.path={corpus}",
+        f"run_dir={run_dir}",
+        "model=tiny",
+        "model.dropout=0.1",
+        "trainer.max_steps=400",
+        "trainer.checkpoint_every=20",
+        "trainer.eval_every=200",
+        "trainer.log_every=20",
+        "trainer.callbacks=[]",
+        "data.batch_size=8",
+    ]
 
 
 def test_sigkill_then_resume_equals_uninterrupted(tiny_corpus, tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     subprocess.run(train_cmd(tiny_corpus, full), check=True, capture_output=True, timeout=400)
 
-    proc = subprocess.Popen(train_cmd(tiny_corpus, killed), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        train_cmd(tiny_corpus, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     marker = killed / "checkpoints" / "ckpt-60.index"
     deadline = time.time() + 300
     while not marker.exists() and time.time() < deadline and proc.poll() is None:
@@ -40,8 +57,9 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny_corpus, tmp_path):
     latest = tf.train.latest_checkpoint(str(killed / "checkpoints"))
     assert latest is not None and not latest.endswith("ckpt-400")
 
-    resumed = subprocess.run(train_cmd(tiny_corpus, killed), capture_output=True, text=True,
-                             timeout=400)
+    resumed = subprocess.run(
+        train_cmd(tiny_corpus, killed), capture_output=True, text=True, timeout=400
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = checkpoint_state(full), checkpoint_state(killed)
     assert a.keys() == b.keys()

@@ -30,9 +30,18 @@ from tfllm.testing import run_tokenizer_test
 
 # The default run checks a slice of every corpus; `pytest -m slow` checks every line.
 SAMPLE_LINES = 1500
-ODD = ["", " ", "  leading and trailing  ", "tabs\tand\nnewlines\r\n", "naïve café ☕",
-       "日本語のテキスト", "emoji 🙂🙃 and 👩‍👩‍👧", "numbers 1234567 3.14159", "'s 've 'LL",
-       "x" * 3000]
+ODD = [
+    "",
+    " ",
+    "  leading and trailing  ",
+    "tabs\tand\nnewlines\r\n",
+    "naïve café ☕",
+    "日本語のテキスト",
+    "emoji 🙂🙃 and 👩‍👩‍👧",
+    "numbers 1234567 3.14159",
+    "'s 've 'LL",
+    "x" * 3000,
+]
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +97,13 @@ def test_tiktoken_rank_file_loads_to_the_same_tokenizer(gpt2, tmp_path):
 
     vocab = json.loads((GPT2_DIR / "gpt2_vocab.json").read_text(encoding="utf-8"))
     ranks = tmp_path / "gpt2.tiktoken"
-    ranks.write_text("".join(
-        f"{base64.b64encode(token_bytes(t)).decode()} {i}\n"
-        for t, i in sorted(vocab.items(), key=lambda kv: kv[1]) if t != "<|endoftext|>"))
+    ranks.write_text(
+        "".join(
+            f"{base64.b64encode(token_bytes(t)).decode()} {i}\n"
+            for t, i in sorted(vocab.items(), key=lambda kv: kv[1])
+            if t != "<|endoftext|>"
+        )
+    )
     from_ranks = BPETokenizer(path=str(ranks), special_tokens={"eos": "<|endoftext|>"})
     lines = [line for _, ls in _lines(200) for line in ls]
     assert ids_of(from_ranks, lines) == ids_of(gpt2, lines)
@@ -112,7 +125,8 @@ _GPT2_FOR_HYPOTHESIS: dict = {}
 def _share_gpt2(tmp_path_factory):
     try:
         _GPT2_FOR_HYPOTHESIS["tok"] = BPETokenizer(
-            path=str(gpt2_dir(tmp_path_factory.mktemp("gpt2h"))))
+            path=str(gpt2_dir(tmp_path_factory.mktemp("gpt2h")))
+        )
     except pytest.skip.Exception:
         pass
     yield
@@ -186,14 +200,18 @@ def test_wordpiece_ids_equal_hf_tokenizers_on_a_bert_vocabulary(minilm):
         for i, (a, b) in enumerate(zip(mine, theirs, strict=True)):
             assert a == b, f"{name} line {i}: {lines[i]!r}"
     assert ids_of(ours, ODD[:-1]) == [e.ids[1:-1] for e in ref.encode_batch(ODD[:-1])]
-    assert ours.decode(ours.encode("Hello, unaffable world!")["input_ids"]) == \
-        "hello, unaffable world!".replace(",", " ,").replace("!", " !")
+    assert ours.decode(
+        ours.encode("Hello, unaffable world!")["input_ids"]
+    ) == "hello, unaffable world!".replace(",", " ,").replace("!", " !")
 
 
 # ----- every subword tokenizer through the harness, training and export --------------------
 def trained(kind, texts, **kw):
-    cls = {"bpe": BPETokenizer, "wordpiece": WordPieceTokenizer,
-           "sentencepiece": SentencePieceTokenizer}[kind]
+    cls = {
+        "bpe": BPETokenizer,
+        "wordpiece": WordPieceTokenizer,
+        "sentencepiece": SentencePieceTokenizer,
+    }[kind]
     # SentencePiece with byte fallback needs room for 256 byte pieces plus the characters.
     tok = cls(vocab_size=kw.pop("vocab_size", 900 if kind == "sentencepiece" else 300), **kw)
     assert not tok.is_trained()
@@ -216,13 +234,12 @@ def test_trained_tokenizers_pass_the_harness(kind, play):
     samples = ["BERNARDO:\nWho's there?\n\n", "Long live the king!", ""]
     run_tokenizer_test(tok, samples, lossless=kind != "wordpiece")
     if kind == "wordpiece":
-        assert tok.decode(tok.encode("long live the king!")["input_ids"]) == \
-            "long live the king !"
+        assert tok.decode(tok.encode("long live the king!")["input_ids"]) == "long live the king !"
     ids = tok.encode(text[:2000])["input_ids"]
     assert len(ids) < 2000 * 0.5  # subwords compress the text they were trained on
 
 
-EXPORT_CHECK = textwrap.dedent('''
+EXPORT_CHECK = textwrap.dedent("""
     import sys, json
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  (what TF Serving links)
@@ -231,12 +248,13 @@ EXPORT_CHECK = textwrap.dedent('''
     out = loaded.signatures["serving_default"](tf.constant(json.loads(sys.argv[2])))
     print(json.dumps({"ids": out["ids"].numpy().tolist(),
                       "text": [t.decode() for t in out["text"].numpy()]}))
-''')
+""")
 
 
 @pytest.mark.parametrize("kind", ["bpe", "wordpiece", "sentencepiece", "char", "byte"])
-def test_saved_model_runs_in_a_process_with_only_tensorflow_and_tf_text(kind, tiny_corpus,
-                                                                          tmp_path):
+def test_saved_model_runs_in_a_process_with_only_tensorflow_and_tf_text(
+    kind, tiny_corpus, tmp_path
+):
     from tfllm import registry
 
     if kind in ("char", "byte"):
@@ -255,8 +273,12 @@ def test_saved_model_runs_in_a_process_with_only_tensorflow_and_tf_text(kind, ti
 
     tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"serving_default": serve})
     texts = ["BERNARDO:\nWho's there?", "unseen wørds ☕", ""]
-    proc = subprocess.run([sys.executable, "-c", EXPORT_CHECK, str(tmp_path / "sm"),
-                           json.dumps(texts)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", EXPORT_CHECK, str(tmp_path / "sm"), json.dumps(texts)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["ids"] == tok(tf.constant(texts)).to_tensor(-1).numpy().tolist()
@@ -267,8 +289,16 @@ def test_tokenizer_train_command_then_train_and_generate_with_it(tiny_corpus, tm
     from conftest import run_cli
 
     out = tmp_path / "bpe"
-    proc = run_cli(["tokenizer", "train", "tokenizer=bpe", "tokenizer.vocab_size=300",
-                    f"data.path={tiny_corpus}", f"out={out}"])
+    proc = run_cli(
+        [
+            "tokenizer",
+            "train",
+            "tokenizer=bpe",
+            "tokenizer.vocab_size=300",
+            f"data.path={tiny_corpus}",
+            f"out={out}",
+        ]
+    )
     assert "300 tokens" in proc.stdout or "tokens to" in proc.stdout
     loaded = load_tokenizer(str(out))
     assert isinstance(loaded, BPETokenizer) and (out / "merges.txt").exists()
@@ -276,13 +306,23 @@ def test_tokenizer_train_command_then_train_and_generate_with_it(tiny_corpus, tm
     sample = tf.constant(["Who's there?"])
     assert direct(sample).to_list() == loaded(sample).to_list()
     run = tmp_path / "run"
-    run_cli(["train", "debug=fast", "tokenizer=bpe", f"tokenizer.path={out}",
-             f"data.path={tiny_corpus}", f"run_dir={run}", "trainer.max_steps=60",
-             "schedule.peak_learning_rate=3e-3"])
+    run_cli(
+        [
+            "train",
+            "debug=fast",
+            "tokenizer=bpe",
+            f"tokenizer.path={out}",
+            f"data.path={tiny_corpus}",
+            f"run_dir={run}",
+            "trainer.max_steps=60",
+            "schedule.peak_learning_rate=3e-3",
+        ]
+    )
     saved = load_tokenizer(str(run / "tokenizer"))
     assert saved(sample).to_list() == loaded(sample).to_list()
-    text = run_cli(["generate", f"ckpt={run}", "prompt=BERNARDO:", "max_new_tokens=20",
-                    "temperature=0.8"]).stdout
+    text = run_cli(
+        ["generate", f"ckpt={run}", "prompt=BERNARDO:", "max_new_tokens=20", "temperature=0.8"]
+    ).stdout
     assert text.startswith("BERNARDO:") and len(text) > len("BERNARDO:") + 5
 
 
@@ -317,3 +357,39 @@ def test_invalid_utf8_and_long_inputs_do_not_crash(gpt2, spm_model):
     ids = gpt2.encode(long)["input_ids"]
     assert ids == hf_gpt2().encode(long).ids and len(ids) == 20001  # the last space stands alone
     assert np.all(np.array(ids) < gpt2.vocabulary_size)
+
+
+def test_gguf_vocabulary_loads_with_its_special_tokens(gpt2, tmp_path):
+    gguf = pytest.importorskip("gguf")
+    tokens = gpt2.get_vocabulary()
+    writer = gguf.GGUFWriter(str(tmp_path / "tiny.gguf"), "llama")
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_merges(gpt2.merges)
+    writer.add_bos_token_id(50256)
+    writer.add_eos_token_id(50256)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    from_gguf = BPETokenizer(path=str(tmp_path / "tiny.gguf"))
+    assert from_gguf.special_tokens == {"bos": "<|endoftext|>", "eos": "<|endoftext|>"}
+    lines = [line for _, ls in _lines(100) for line in ls]
+    assert ids_of(from_gguf, lines) == ids_of(gpt2, lines)
+    (tmp_path / "bad.gguf").write_bytes(b"GGUF" + b"\x00" * 8)
+    with pytest.raises(ValueError, match="bad.gguf"):
+        BPETokenizer(path=str(tmp_path / "bad.gguf"))
+
+
+def test_split_digits_matches_hf_digits_then_byte_level(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import pre_tokenizers
+
+    ref = hf_gpt2()
+    ref.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True),
+         pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    ours = BPETokenizer(path=str(gpt2_dir(tmp_path)), split_digits=True)
+    texts = ["In 1984, 3.14159 and 42 apples", "x2y 007 ", "٣ digits", "no numbers", ""]
+    assert ids_of(ours, texts) == [e.ids for e in ref.encode_batch(texts)]
+    assert tokenizers is not None

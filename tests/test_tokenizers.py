@@ -42,8 +42,10 @@ def test_char_tokenizer_needs_a_vocabulary():
 def test_encode_batches_pads_truncates_and_masks():
     tok = ByteTokenizer()
     out = tok.encode(["ab", "abcd"], add_bos=True, padding=True)
-    assert out["input_ids"].tolist() == [[tok.bos_id, 97, 98, tok.pad_id, tok.pad_id],
-                                         [tok.bos_id, 97, 98, 99, 100]]
+    assert out["input_ids"].tolist() == [
+        [tok.bos_id, 97, 98, tok.pad_id, tok.pad_id],
+        [tok.bos_id, 97, 98, 99, 100],
+    ]
     assert out["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
     out = tok.encode(["abcdef"], max_length=3, truncation=True, padding="max_length")
     assert out["input_ids"].tolist() == [[97, 98, 99]]

@@ -17,23 +17,33 @@ from tfllm.training.trainer import Trainer
 
 def train_config(corpus, *overrides):
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("config", overrides=["debug=fast", f"data.path={corpus}",
-                                           "run_dir=unused", *overrides])
+        cfg = compose(
+            "config", overrides=["debug=fast", f"data.path={corpus}", "run_dir=unused", *overrides]
+        )
     plain = to_plain(cfg)
     plain.pop("run_dir")
     return plain
 
 
 def test_loss_falls_and_the_run_directory_is_complete(tiny_corpus, tmp_path):
-    cfg = train_config(tiny_corpus, "trainer.max_steps=60", "trainer.eval_every=30",
-                       "schedule.peak_learning_rate=3e-3", "trainer.callbacks=[tensorboard]")
+    cfg = train_config(
+        tiny_corpus,
+        "trainer.max_steps=60",
+        "trainer.eval_every=30",
+        "schedule.peak_learning_rate=3e-3",
+        "trainer.callbacks=[tensorboard]",
+    )
     trainer = Trainer(cfg, str(tmp_path))
     first = trainer.evaluate()["val_loss"]
     logs = trainer.fit()
     assert logs["val_loss"] < first - 0.5
     assert abs(first - np.log(trainer.tokenizer.vocabulary_size)) < 0.3  # init ~ uniform
-    for name in ("config.yaml", "metrics.json", "tokenizer/tokenizer.json",
-                 "checkpoints/checkpoint"):
+    for name in (
+        "config.yaml",
+        "metrics.json",
+        "tokenizer/tokenizer.json",
+        "checkpoints/checkpoint",
+    ):
         assert (tmp_path / name).exists(), name
     assert os.listdir(tmp_path / "tensorboard")
     assert load_run_config(str(tmp_path))["trainer"]["max_steps"] == 60
@@ -49,15 +59,25 @@ def test_loss_falls_and_the_run_directory_is_complete(tiny_corpus, tmp_path):
 def test_tensorboard_gets_every_scalar_and_text_samples(tiny_corpus, tmp_path):
     import tensorflow as tf
 
-    cfg = train_config(tiny_corpus, "trainer.max_steps=20",
-                       "trainer.callbacks=[tensorboard,{name:text_samples,every:10}]")
+    cfg = train_config(
+        tiny_corpus,
+        "trainer.max_steps=20",
+        "trainer.callbacks=[tensorboard,{name:text_samples,every:10}]",
+    )
     Trainer(cfg, str(tmp_path)).fit()
     tags = set()
     for event_file in (tmp_path / "tensorboard").iterdir():
         for event in tf.compat.v1.train.summary_iterator(str(event_file)):
             tags |= {v.tag for v in event.summary.value}
-    for tag in ("train/loss", "train/learning_rate", "train/grad_norm", "train/tokens_per_sec",
-                "eval/val_loss", "eval/val_perplexity", "samples/0"):
+    for tag in (
+        "train/loss",
+        "train/learning_rate",
+        "train/grad_norm",
+        "train/tokens_per_sec",
+        "eval/val_loss",
+        "eval/val_perplexity",
+        "samples/0",
+    ):
         assert tag in tags, tag
 
 
@@ -65,8 +85,13 @@ def test_tensorboard_gets_every_scalar_and_text_samples(tiny_corpus, tmp_path):
 def test_mixed_precision_trains(tiny_corpus, tmp_path, policy):
     import keras
 
-    cfg = train_config(tiny_corpus, "trainer.max_steps=10", "trainer.callbacks=[]",
-                       f"trainer.mixed_precision={policy}", "trainer.jit_compile=false")
+    cfg = train_config(
+        tiny_corpus,
+        "trainer.max_steps=10",
+        "trainer.callbacks=[]",
+        f"trainer.mixed_precision={policy}",
+        "trainer.jit_compile=false",
+    )
     try:
         trainer = Trainer(cfg, str(tmp_path))
         assert trainer.model.backbone.compute_dtype == policy.split("_")[1]
@@ -82,9 +107,14 @@ def test_mixed_precision_trains(tiny_corpus, tmp_path, policy):
 def test_gradient_accumulation_matches_the_full_batch(tiny_corpus, tmp_path):
     weights = []
     for accum in (1, 2):
-        cfg = train_config(tiny_corpus, "trainer.max_steps=4", f"trainer.grad_accum_steps={accum}",
-                           "trainer.steps_per_execution=2", "trainer.callbacks=[]",
-                           "trainer.jit_compile=false")
+        cfg = train_config(
+            tiny_corpus,
+            "trainer.max_steps=4",
+            f"trainer.grad_accum_steps={accum}",
+            "trainer.steps_per_execution=2",
+            "trainer.callbacks=[]",
+            "trainer.jit_compile=false",
+        )
         trainer = Trainer(cfg, str(tmp_path / f"a{accum}"))
         trainer.fit()
         weights.append(trainer.weights())
@@ -95,8 +125,9 @@ def test_gradient_accumulation_matches_the_full_batch(tiny_corpus, tmp_path):
 def test_weight_decay_skips_norms_biases_and_embeddings(tiny_corpus, tmp_path):
     cfg = train_config(tiny_corpus, "trainer.max_steps=4", "trainer.callbacks=[]")
     trainer = Trainer(cfg, str(tmp_path))
-    decayed = {v.path for v in trainer.model.trainable_variables
-               if trainer.optimizer._use_weight_decay(v)}
+    decayed = {
+        v.path for v in trainer.model.trainable_variables if trainer.optimizer._use_weight_decay(v)
+    }
     assert any("qkv_proj/kernel" in p for p in decayed)
     assert not any(("bias" in p or "norm" in p or "embedding" in p) for p in decayed)
 
@@ -126,8 +157,7 @@ def test_warmup_cosine_matches_nanogpt():
         ("optimizer.name=adam", "Did you mean 'adamw'"),
     ],
 )
-def test_bad_config_fails_before_training_naming_the_key(tiny_corpus, tmp_path, override,
-                                                         match):
+def test_bad_config_fails_before_training_naming_the_key(tiny_corpus, tmp_path, override, match):
     cfg = train_config(tiny_corpus, override)
     if override == "data.sequence_length=64":
         cfg["model"]["max_sequence_length"] = 32

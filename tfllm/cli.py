@@ -58,8 +58,9 @@ def _quiet_tensorflow() -> None:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
-def _hydra_command(name: str, config_name: str, fn: Callable[[Any], Any],
-                   argv: Sequence[str]) -> None:
+def _hydra_command(
+    name: str, config_name: str, fn: Callable[[Any], Any], argv: Sequence[str]
+) -> None:
     import hydra
 
     sys.argv = [f"tfllm {name}", *argv]
@@ -114,10 +115,14 @@ def generate_job(cfg: Any) -> None:
     model, tokenizer, _ = load_run(plain["ckpt"])
     prompts = plain["prompts"] if plain["prompts"] is not None else [plain["prompt"]]
     gen_config = GenerationConfig(
-        max_new_tokens=plain["max_new_tokens"], temperature=plain["temperature"],
-        top_k=plain["top_k"], top_p=plain["top_p"],
-        num_return_sequences=plain["num_return_sequences"], seed=plain["seed"],
-        stop=tuple(plain["stop"]), stop_at_eos=plain["stop_at_eos"],
+        max_new_tokens=plain["max_new_tokens"],
+        temperature=plain["temperature"],
+        top_k=plain["top_k"],
+        top_p=plain["top_p"],
+        num_return_sequences=plain["num_return_sequences"],
+        seed=plain["seed"],
+        stop=tuple(plain["stop"]),
+        stop_at_eos=plain["stop_at_eos"],
     )
     try:
         gen_config.validate()
@@ -149,8 +154,10 @@ def tokenizer_train_job(cfg: Any) -> None:
     except ValueError as e:
         raise CommandError(f"tokenizer: {e}") from None
     tokenizer.save_to_directory(plain["out"])
-    print(f"wrote a {plain['tokenizer']['name']} tokenizer with {tokenizer.vocabulary_size} "
-          f"tokens to {plain['out']}")
+    print(
+        f"wrote a {plain['tokenizer']['name']} tokenizer with {tokenizer.vocabulary_size} "
+        f"tokens to {plain['out']}"
+    )
 
 
 def list_command(argv: Sequence[str]) -> None:
@@ -187,8 +194,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         import difflib
 
-        close = difflib.get_close_matches(
-            command, ["train", "generate", "list", "tokenizer"], n=1)
+        close = difflib.get_close_matches(command, ["train", "generate", "list", "tokenizer"], n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         print(f"tfllm: error: unknown command '{command}'.{hint}\n\n{USAGE}", file=sys.stderr)
         sys.exit(2)

@@ -99,8 +99,16 @@ def validate_train_config(cfg: dict[str, Any]) -> dict[str, Any]:
     cfg["trainer"] = _typed("trainer", cfg["trainer"])
     tr = cfg["trainer"]
     check_strategy_name(tr["strategy"])
-    for key in ("max_steps", "grad_accum_steps", "steps_per_execution", "log_every",
-                "eval_every", "checkpoint_every", "keep_checkpoints", "logical_cpus"):
+    for key in (
+        "max_steps",
+        "grad_accum_steps",
+        "steps_per_execution",
+        "log_every",
+        "eval_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "logical_cpus",
+    ):
         _positive(f"trainer.{key}", tr[key])
     _positive("trainer.clip_norm", tr["clip_norm"], allow_zero=True)
     if tr["mixed_precision"] not in MIXED_PRECISION:
@@ -128,9 +136,13 @@ def validate_train_config(cfg: dict[str, Any]) -> dict[str, Any]:
     # Every registry name and argument must resolve before anything is built.
     head_dim = m["hidden_dim"] // m["num_heads"]
     context = dict(
-        hidden_dim=m["hidden_dim"], num_heads=m["num_heads"], head_dim=head_dim,
+        hidden_dim=m["hidden_dim"],
+        num_heads=m["num_heads"],
+        head_dim=head_dim,
         intermediate_dim=m["intermediate_dim"] or 4 * m["hidden_dim"],
-        max_sequence_length=m["max_sequence_length"], vocabulary_size=1, causal=True,
+        max_sequence_length=m["max_sequence_length"],
+        vocabulary_size=1,
+        causal=True,
     )
     for group in COMPONENT_GROUPS:
         registry.resolve_args(group, cfg[group], context, key=group)

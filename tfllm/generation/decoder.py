@@ -53,8 +53,18 @@ class GenerationConfig:
             )
 
 
-def decode_loop(model, token_ids, prompt_lengths, max_new_tokens, temperature, top_k, top_p,
-                seed, stop_ids, pad_id):
+def decode_loop(
+    model,
+    token_ids,
+    prompt_lengths,
+    max_new_tokens,
+    temperature,
+    top_k,
+    top_p,
+    seed,
+    stop_ids,
+    pad_id,
+):
     """The decode loop, written with explicit `tf.while_loop` and static shapes.
 
     Args:
@@ -128,13 +138,34 @@ class Generator:
         self.model = model
         self.tokenizer = tokenizer
         self.jit_compile = jit_compile
-        self._fn = tf.function(self._decode, jit_compile=jit_compile, autograph=False,
-                               reduce_retracing=True)
+        self._fn = tf.function(
+            self._decode, jit_compile=jit_compile, autograph=False, reduce_retracing=True
+        )
 
-    def _decode(self, token_ids, prompt_lengths, max_new_tokens, temperature, top_k, top_p,
-                seed, stop_ids, pad_id):
-        return decode_loop(self.model, token_ids, prompt_lengths, max_new_tokens, temperature,
-                           top_k, top_p, seed, stop_ids, pad_id)
+    def _decode(
+        self,
+        token_ids,
+        prompt_lengths,
+        max_new_tokens,
+        temperature,
+        top_k,
+        top_p,
+        seed,
+        stop_ids,
+        pad_id,
+    ):
+        return decode_loop(
+            self.model,
+            token_ids,
+            prompt_lengths,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            stop_ids,
+            pad_id,
+        )
 
     def start_ids(self, text: str) -> list[int]:
         """Prompt ids: bos (if the tokenizer has one) then the text; never empty."""
@@ -145,13 +176,18 @@ class Generator:
         if not ids:
             fallback = self.tokenizer.eos_id
             if fallback is None:
-                raise ValueError("empty prompt and the tokenizer has no bos or eos token to "
-                                 "start from")
+                raise ValueError(
+                    "empty prompt and the tokenizer has no bos or eos token to start from"
+                )
             ids = [fallback]
         return ids
 
-    def generate_ids(self, prompts: Sequence[Sequence[int]], config: GenerationConfig,
-                     stop_ids: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def generate_ids(
+        self,
+        prompts: Sequence[Sequence[int]],
+        config: GenerationConfig,
+        stop_ids: Sequence[int] = (),
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Generate from id prompts. Returns `(buffer (B, L), prompt_lengths, lengths)`."""
         config.validate()
         max_len = self.model.max_sequence_length
@@ -167,8 +203,9 @@ class Generator:
             if not p:
                 raise ValueError("prompt ids are empty")
             if len(p) > keep:
-                log.warning("prompt of %d tokens cut to its last %d to fit the context",
-                            len(p), keep)
+                log.warning(
+                    "prompt of %d tokens cut to its last %d to fit the context", len(p), keep
+                )
                 p = p[-keep:]
             rows.append(p)
         lengths = np.asarray([len(r) for r in rows], np.int32)
@@ -179,15 +216,21 @@ class Generator:
             buf[i, : len(r)] = r
         stops = np.asarray(list(stop_ids) or [-1], np.int32)
         ids, out_lengths = self._fn(
-            tf.constant(buf), tf.constant(lengths), tf.constant(config.max_new_tokens, tf.int32),
-            tf.constant(config.temperature, tf.float32), tf.constant(config.top_k, tf.int32),
-            tf.constant(config.top_p, tf.float32), tf.constant(config.seed, tf.int32),
-            tf.constant(stops), tf.constant(pad, tf.int32),
+            tf.constant(buf),
+            tf.constant(lengths),
+            tf.constant(config.max_new_tokens, tf.int32),
+            tf.constant(config.temperature, tf.float32),
+            tf.constant(config.top_k, tf.int32),
+            tf.constant(config.top_p, tf.float32),
+            tf.constant(config.seed, tf.int32),
+            tf.constant(stops),
+            tf.constant(pad, tf.int32),
         )
         return ids.numpy(), lengths, out_lengths.numpy()
 
-    def generate(self, prompts: str | Sequence[str],
-                 config: GenerationConfig | None = None) -> list[list[str]]:
+    def generate(
+        self, prompts: str | Sequence[str], config: GenerationConfig | None = None
+    ) -> list[list[str]]:
         """Completions (without the prompt), `num_return_sequences` per prompt.
 
         When prompt plus `max_new_tokens` exceeds the model's context, generation continues in
@@ -216,8 +259,9 @@ class Generator:
             texts = [t.split(s)[0] for t in texts]
         return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
 
-    def _generate_rounds(self, contexts: list[list[int]], config: GenerationConfig,
-                         stop_ids: list[int]) -> list[list[int]]:
+    def _generate_rounds(
+        self, contexts: list[list[int]], config: GenerationConfig, stop_ids: list[int]
+    ) -> list[list[int]]:
         max_len = self.model.max_sequence_length
         longest = max(len(c) for c in contexts)
         if longest + config.max_new_tokens <= max_len:
@@ -232,8 +276,11 @@ class Generator:
             step = min(per_round, remaining)
             ctx = [(contexts[i] + generated[i])[-keep:] for i in active]
             round_config = GenerationConfig(
-                max_new_tokens=step, temperature=config.temperature, top_k=config.top_k,
-                top_p=config.top_p, seed=config.seed + 7919 * round_index,
+                max_new_tokens=step,
+                temperature=config.temperature,
+                top_k=config.top_k,
+                top_p=config.top_p,
+                seed=config.seed + 7919 * round_index,
             )
             buf, plens, lens = self.generate_ids(ctx, round_config, stop_ids)
             still = []

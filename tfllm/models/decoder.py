@@ -121,7 +121,11 @@ class DecoderBackbone(keras.Model):
             name="token_embedding",
         )
         self.positional = registry.build(
-            "positional", self.positional_spec, context, key="positional", dtype=dtype,
+            "positional",
+            self.positional_spec,
+            context,
+            key="positional",
+            dtype=dtype,
             name="positional",
         )
         self.embedding_dropout = keras.layers.Dropout(dropout, dtype=dtype)

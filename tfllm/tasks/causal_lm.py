@@ -80,8 +80,9 @@ class CausalLM(keras.Model):
         `batch` holds `token_ids` `(B, T)`, `labels` `(B, T)` and optionally `loss_weights`
         (zero for tokens that carry no loss) and `padding_mask`.
         """
-        logits = self(batch["token_ids"], padding_mask=batch.get("padding_mask"),
-                      training=training)  # (B, T, V)
+        logits = self(
+            batch["token_ids"], padding_mask=batch.get("padding_mask"), training=training
+        )  # (B, T, V)
         labels = tf.cast(batch["labels"], tf.int32)
         ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
         weights = batch.get("loss_weights")

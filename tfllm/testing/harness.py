@@ -101,8 +101,10 @@ def run_layer_test(
         history = model.fit(data, target, batch_size=len(data), epochs=1, verbose=0)
         if not np.isfinite(history.history["loss"][0]):
             raise AssertionError(f"{layer_cls.__name__}: training loss is not finite")
-        moved = [not np.allclose(b, w.numpy()) for b, w in zip(before, model.trainable_weights,
-                                                                 strict=True)]
+        moved = [
+            not np.allclose(b, w.numpy())
+            for b, w in zip(before, model.trainable_weights, strict=True)
+        ]
         if not any(moved):
             raise AssertionError(f"{layer_cls.__name__}: a training step changed no weight")
 
@@ -113,8 +115,12 @@ def run_layer_test(
             path = os.path.join(tmp, "layer.keras")
             model.save(path)
             loaded = keras.saving.load_model(path)
-        _assert_close(loaded.predict(data, verbose=0), expected, atol,
-                      f"{layer_cls.__name__} after .keras reload")
+        _assert_close(
+            loaded.predict(data, verbose=0),
+            expected,
+            atol,
+            f"{layer_cls.__name__} after .keras reload",
+        )
 
     # 7. Mixed precision builds and runs.
     if run_mixed_precision:
@@ -154,8 +160,7 @@ def run_tokenizer_test(tokenizer: Any, texts: Sequence[str], lossless: bool = Tr
     decoded = [t.decode("utf-8") for t in tokenizer.detokenize(ids).numpy()]
     if lossless and decoded != list(texts):
         bad = next(i for i, (a, b) in enumerate(zip(decoded, texts, strict=True)) if a != b)
-        raise AssertionError(f"{name}: decode(encode(s)) != s for {texts[bad]!r}: "
-                             f"{decoded[bad]!r}")
+        raise AssertionError(f"{name}: decode(encode(s)) != s for {texts[bad]!r}: {decoded[bad]!r}")
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer.save_to_directory(os.path.join(tmp, "tok"))
         loaded = load_tokenizer(os.path.join(tmp, "tok"))
@@ -171,8 +176,9 @@ def run_tokenizer_test(tokenizer: Any, texts: Sequence[str], lossless: bool = Tr
             return {"ids": t.to_tensor(-1), "text": tokenizer.detokenize(t)}
 
         module.roundtrip = roundtrip
-        tf.saved_model.save(module, os.path.join(tmp, "sm"),
-                            signatures={"serving_default": roundtrip})
+        tf.saved_model.save(
+            module, os.path.join(tmp, "sm"), signatures={"serving_default": roundtrip}
+        )
         restored = tf.saved_model.load(os.path.join(tmp, "sm"))
         result = restored.signatures["serving_default"](strings)
         expected = ids.to_tensor(-1).numpy()

@@ -49,7 +49,8 @@ class ProgressBar(TrainerCallback):
             self.interactive = sys.stderr.isatty()
         if self.interactive:
             self.bar = keras.utils.Progbar(
-                trainer.max_steps, stateful_metrics=["loss", "lr", "tok/s", "val_loss"],
+                trainer.max_steps,
+                stateful_metrics=["loss", "lr", "tok/s", "val_loss"],
                 unit_name="step",
             )
             self.bar.update(trainer.start_step)
@@ -57,21 +58,32 @@ class ProgressBar(TrainerCallback):
             print(f"resuming at step {trainer.start_step}", file=sys.stderr, flush=True)
 
     def on_step_end(self, trainer, step, logs):
-        values = [("loss", logs["loss"]), ("lr", logs["learning_rate"]),
-                  ("tok/s", logs["tokens_per_sec"])]
+        values = [
+            ("loss", logs["loss"]),
+            ("lr", logs["learning_rate"]),
+            ("tok/s", logs["tokens_per_sec"]),
+        ]
         if self.bar is not None:
             self.bar.update(step, values=values)
         else:
-            print(f"step {step}/{trainer.max_steps}  loss {logs['loss']:.4f}  "
-                  f"lr {logs['learning_rate']:.3g}  grad_norm {logs['grad_norm']:.3g}  "
-                  f"tok/s {logs['tokens_per_sec']:,.0f}", file=sys.stderr, flush=True)
+            print(
+                f"step {step}/{trainer.max_steps}  loss {logs['loss']:.4f}  "
+                f"lr {logs['learning_rate']:.3g}  grad_norm {logs['grad_norm']:.3g}  "
+                f"tok/s {logs['tokens_per_sec']:,.0f}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def on_eval_end(self, trainer, step, logs):
         if self.bar is not None:
             self.bar.update(step, values=[("val_loss", logs["val_loss"])])
         else:
-            print(f"step {step}/{trainer.max_steps}  val_loss {logs['val_loss']:.4f}  "
-                  f"val_perplexity {logs['val_perplexity']:.3f}", file=sys.stderr, flush=True)
+            print(
+                f"step {step}/{trainer.max_steps}  val_loss {logs['val_loss']:.4f}  "
+                f"val_perplexity {logs['val_perplexity']:.3f}",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 @register("callback", "tensorboard")
@@ -114,9 +126,15 @@ class TextSamples(TrainerCallback):
         top_k: int. Top-k filter.
     """
 
-    def __init__(self, every: int = 500, prompts: tuple[str, ...] = ("\n",),
-                 max_new_tokens: int = 64, temperature: float = 0.8, top_k: int = 40,
-                 subdir: str = "tensorboard"):
+    def __init__(
+        self,
+        every: int = 500,
+        prompts: tuple[str, ...] = ("\n",),
+        max_new_tokens: int = 64,
+        temperature: float = 0.8,
+        top_k: int = 40,
+        subdir: str = "tensorboard",
+    ):
         self.every = every
         self.prompts = list(prompts)
         self.max_new_tokens = max_new_tokens
@@ -133,8 +151,12 @@ class TextSamples(TrainerCallback):
         from tfllm.generation.decoder import GenerationConfig, Generator
 
         limit = trainer.model.max_sequence_length - 1
-        config = GenerationConfig(max_new_tokens=min(self.max_new_tokens, limit),
-                                  temperature=self.temperature, top_k=self.top_k, seed=step)
+        config = GenerationConfig(
+            max_new_tokens=min(self.max_new_tokens, limit),
+            temperature=self.temperature,
+            top_k=self.top_k,
+            seed=step,
+        )
         gen = Generator(trainer.model, trainer.tokenizer)
         texts = [c[0] for c in gen.generate(self.prompts, config)]
         self.samples.append((step, texts))

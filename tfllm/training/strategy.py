@@ -61,8 +61,8 @@ def build_strategy(name: str, logical_cpus: int = 1) -> tf.distribute.Strategy:
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(
-            devices=devices, cross_device_ops=tf.distribute.ReductionToOneDevice()
-            if not gpus else None,
+            devices=devices,
+            cross_device_ops=tf.distribute.ReductionToOneDevice() if not gpus else None,
         )
     if name == "multi_worker_mirrored":
         if "TF_CONFIG" not in os.environ:

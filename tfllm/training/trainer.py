@@ -73,7 +73,8 @@ class Trainer:
             schedule_spec = dict(self.cfg["schedule"])
             self.schedule = registry.build("schedule", schedule_spec, key="schedule")
             self.optimizer = registry.build(
-                "optimizer", self.cfg["optimizer"],
+                "optimizer",
+                self.cfg["optimizer"],
                 {"learning_rate": self.schedule, "variables": self.model.trainable_variables},
                 key="optimizer",
             )
@@ -85,14 +86,21 @@ class Trainer:
             model=model_variables(self.model), optimizer=self.optimizer, step=self.step_var
         )
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, self._checkpoint_dir(), max_to_keep=tr["keep_checkpoints"],
+            self.checkpoint,
+            self._checkpoint_dir(),
+            max_to_keep=tr["keep_checkpoints"],
             checkpoint_name="ckpt",
         )
-        self.callbacks = [
-            registry.build("callback", {"name": c} if isinstance(c, str) else c,
-                           key="trainer.callbacks")
-            for c in tr["callbacks"]
-        ] if self.chief else []
+        self.callbacks = (
+            [
+                registry.build(
+                    "callback", {"name": c} if isinstance(c, str) else c, key="trainer.callbacks"
+                )
+                for c in tr["callbacks"]
+            ]
+            if self.chief
+            else []
+        )
         self._compile_steps()
 
     # ----- setup ------------------------------------------------------------------------------
@@ -188,8 +196,10 @@ class Trainer:
         @tf.function
         def run_eval(batch):
             ls, w = strategy.run(eval_fn, args=(batch,))
-            return (strategy.experimental_local_results(ls)[0],
-                    strategy.experimental_local_results(w)[0])
+            return (
+                strategy.experimental_local_results(ls)[0],
+                strategy.experimental_local_results(w)[0],
+            )
 
         self._run_steps = run_steps
         self._run_eval = run_eval

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
-from keras import ops
 
 from tfllm.registry import register
 
@@ -116,7 +115,8 @@ class MultiHeadAttention(keras.layers.Layer):
         self.initializer_range = initializer_range
         self.output_initializer_range = output_initializer_range
         out_init = keras.initializers.RandomNormal(
-            stddev=initializer_range if output_initializer_range is None
+            stddev=initializer_range
+            if output_initializer_range is None
             else output_initializer_range
         )
         init = keras.initializers.RandomNormal(stddev=initializer_range)

@@ -57,17 +57,24 @@ class MLP(keras.layers.Layer):
         self.initializer_range = initializer_range
         self.output_initializer_range = output_initializer_range
         out_init = keras.initializers.RandomNormal(
-            stddev=initializer_range if output_initializer_range is None
+            stddev=initializer_range
+            if output_initializer_range is None
             else output_initializer_range
         )
         init = keras.initializers.RandomNormal(stddev=initializer_range)
         self.up = keras.layers.Dense(
-            intermediate_dim, use_bias=use_bias, kernel_initializer=init,
-            dtype=self.dtype_policy, name="up",
+            intermediate_dim,
+            use_bias=use_bias,
+            kernel_initializer=init,
+            dtype=self.dtype_policy,
+            name="up",
         )
         self.down = keras.layers.Dense(
-            hidden_dim, use_bias=use_bias, kernel_initializer=out_init,
-            dtype=self.dtype_policy, name="down",
+            hidden_dim,
+            use_bias=use_bias,
+            kernel_initializer=out_init,
+            dtype=self.dtype_policy,
+            name="down",
         )
 
     def build(self, input_shape):

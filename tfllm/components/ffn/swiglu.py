@@ -52,17 +52,24 @@ class SwiGLU(keras.layers.Layer):
         self.initializer_range = initializer_range
         self.output_initializer_range = output_initializer_range
         out_init = keras.initializers.RandomNormal(
-            stddev=initializer_range if output_initializer_range is None
+            stddev=initializer_range
+            if output_initializer_range is None
             else output_initializer_range
         )
         init = keras.initializers.RandomNormal(stddev=initializer_range)
         self.gate_up = keras.layers.Dense(
-            2 * intermediate_dim, use_bias=use_bias, kernel_initializer=init,
-            dtype=self.dtype_policy, name="gate_up",
+            2 * intermediate_dim,
+            use_bias=use_bias,
+            kernel_initializer=init,
+            dtype=self.dtype_policy,
+            name="gate_up",
         )
         self.down = keras.layers.Dense(
-            hidden_dim, use_bias=use_bias, kernel_initializer=out_init,
-            dtype=self.dtype_policy, name="down",
+            hidden_dim,
+            use_bias=use_bias,
+            kernel_initializer=out_init,
+            dtype=self.dtype_policy,
+            name="down",
         )
 
     def build(self, input_shape):

@@ -83,9 +83,7 @@ class LMHead(keras.layers.Layer):
         return tuple(input_shape[:-1]) + (self.vocabulary_size,)
 
     def compute_output_spec(self, x, token_embedding=None):
-        return keras.KerasTensor(
-            tuple(x.shape[:-1]) + (self.vocabulary_size,), dtype="float32"
-        )
+        return keras.KerasTensor(tuple(x.shape[:-1]) + (self.vocabulary_size,), dtype="float32")
 
     def get_config(self):
         config = super().get_config()

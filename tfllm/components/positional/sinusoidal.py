@@ -55,6 +55,3 @@ class SinusoidalPositionalEncoding(PositionalEncoding):
         config = super().get_config()
         config.update(hidden_dim=self.hidden_dim, max_wavelength=self.max_wavelength)
         return config
-
-
-

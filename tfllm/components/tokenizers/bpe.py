@@ -62,8 +62,55 @@ def read_vocab_and_merges(path: str) -> tuple[dict[str, int], list[str]]:
             merges = [m for m in f.read().split("\n") if m and not m.startswith("#version")]
         return vocab, merges
     if os.path.isfile(path):
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        if magic == b"GGUF":
+            vocab, merges, _ = read_gguf_bpe(path)
+            return vocab, merges
         return tiktoken_to_vocab_and_merges(path)
     raise FileNotFoundError(f"tokenizer.path: no such file or directory: {path}")
+
+
+GGUF_SPECIALS = {"bos": "bos_token_id", "eos": "eos_token_id", "unk": "unknown_token_id",
+                 "pad": "padding_token_id"}
+
+
+def read_gguf_bpe(path: str) -> tuple[dict[str, int], list[str], dict[str, str]]:
+    """The byte-level BPE stored in a GGUF file's metadata: tokens, merges, special tokens.
+
+    Raises:
+        ValueError: the file's tokenizer is not byte-level BPE (`tokenizer.ggml.model` gpt2)
+            or lacks tokens or merges.
+    """
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(path)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{path}: not a readable GGUF file ({e})") from None
+
+    def field(key):
+        f = reader.fields.get(key)
+        return None if f is None else f.contents()
+
+    model = field("tokenizer.ggml.model")
+    if model != "gpt2":
+        raise ValueError(
+            f"{path}: tokenizer.ggml.model is {model!r}; the bpe tokenizer reads byte-level "
+            "BPE ('gpt2') vocabularies"
+        )
+    tokens, merges = field("tokenizer.ggml.tokens"), field("tokenizer.ggml.merges")
+    if not tokens or merges is None:
+        raise ValueError(f"{path}: tokenizer.ggml.tokens or tokenizer.ggml.merges is missing")
+    vocab = {t: i for i, t in enumerate(tokens)}
+    if len(vocab) != len(tokens):
+        raise ValueError(f"{path}: tokenizer.ggml.tokens has repeated tokens")
+    specials = {}
+    for role, key in GGUF_SPECIALS.items():
+        tid = field(f"tokenizer.ggml.{key}")
+        if tid is not None and 0 <= int(tid) < len(tokens):
+            specials[role] = tokens[int(tid)]
+    return vocab, list(merges), specials
 
 
 def tiktoken_to_vocab_and_merges(path: str) -> tuple[dict[str, int], list[str]]:
@@ -114,7 +161,8 @@ class BPETokenizer(Tokenizer):
     need only TensorFlow and tensorflow-text. Special tokens in the input text are kept whole.
 
     Args:
-        path: a directory with `vocab.json` and `merges.txt`, or a tiktoken rank file.
+        path: a directory with `vocab.json` and `merges.txt`, a tiktoken rank file, or a GGUF
+            model file (its `tokenizer.ggml.*` metadata; special tokens from its ids).
         vocabulary: dict token -> id (instead of `path`).
         merges: list of `"a b"` merge rules, best first (instead of `path`).
         special_tokens: role -> token. Tokens missing from the vocabulary get new ids after
@@ -122,6 +170,8 @@ class BPETokenizer(Tokenizer):
         add_prefix_space: prepend a space to every input (RoBERTa-style).
         vocab_size: size to train to when `adapt` is called (no `path`/`vocabulary`).
         min_frequency: pairs seen fewer times are not merged while training.
+        split_digits: isolate every digit before BPE (Llama 3- and SmolLM-style
+            pre-tokenization: `Digits(individual_digits=True)` then the GPT-2 pattern).
 
     Call arguments:
         inputs: string tensor `(B,)`; returns ragged int32 ids `(B, None)`.
@@ -145,6 +195,7 @@ class BPETokenizer(Tokenizer):
         add_prefix_space: bool = False,
         vocab_size: int | None = None,
         min_frequency: int = 2,
+        split_digits: bool = False,
         **kwargs,
     ):
         self._explicit_specials = special_tokens
@@ -155,11 +206,16 @@ class BPETokenizer(Tokenizer):
             raise ValueError(f"vocab_size must be at least 257 (256 bytes + 1), got {vocab_size}")
         self.vocab_size = vocab_size
         self.min_frequency = min_frequency
+        self.split_digits = split_digits
         self.vocabulary: dict[str, int] | None = None
         self.merges: list[str] | None = None
         self._inner: Any = None
         if path is not None:
             vocabulary, merges = read_vocab_and_merges(path)
+            if self._explicit_specials is None and os.path.isfile(path):
+                with open(path, "rb") as f:
+                    if f.read(4) == b"GGUF":
+                        self._explicit_specials = read_gguf_bpe(path)[2]
         if vocabulary is not None:
             if merges is None:
                 raise ValueError("vocabulary was given without merges")
@@ -169,7 +225,9 @@ class BPETokenizer(Tokenizer):
         import keras_hub
 
         vocab = dict(vocabulary)
-        if self._explicit_specials is None and GPT2_EOS in vocab:
+        if self._explicit_specials is not None:
+            self.special_tokens = dict(self._explicit_specials)
+        elif GPT2_EOS in vocab:
             self.special_tokens = {"bos": GPT2_EOS, "eos": GPT2_EOS}
         for token in dict.fromkeys(self.special_tokens.values()):
             if token not in vocab:
@@ -248,11 +306,19 @@ class BPETokenizer(Tokenizer):
         return self._in_graph(self._tokenize, inputs)
 
     def _tokenize(self, inputs):
-        # tf-text's regex split stops a string at a NUL character, so split at NULs here and
-        # put each NUL back as its own byte token (what Hugging Face and tiktoken produce
-        # unless a merge spans the NUL, which GPT-2's merges never do).
+        # tf-text's regex ops stop a string at a NUL character, so split at NULs with a core
+        # op and put each NUL back as its own byte token (what Hugging Face and tiktoken
+        # produce unless a merge spans the NUL, which GPT-2's merges never do).
         segments = tf.strings.split(inputs, sep="\x00")  # (B, S)
-        ids = keras_hub_op(self._inner.tokenize, segments.flat_values)  # (N, None)
+        flat = segments.flat_values  # (N,)
+        if self.split_digits:
+            import tensorflow_text as tf_text
+
+            pieces = tf_text.regex_split(flat, r"\p{N}", r"\p{N}")  # (N, P) digits alone
+            ids = keras_hub_op(self._inner.tokenize, pieces.flat_values)  # (M, None)
+            ids = pieces.with_flat_values(ids).merge_dims(1, 2)  # (N, None)
+        else:
+            ids = keras_hub_op(self._inner.tokenize, flat)  # (N, None)
         rows = segments.value_rowids()
         is_last = tf.concat([rows[1:] != rows[:-1], [True]], axis=0)  # (N,)
         nul = tf.ragged.boolean_mask(

@@ -145,8 +145,10 @@ class SentencePieceTokenizer(Tokenizer):
                 allow_whitespace_only_pieces=True,
             )
         except RuntimeError as e:
-            raise ValueError(f"vocab_size={self.vocab_size}: sentencepiece could not train "
-                             f"({str(e).split('] ')[-1]})") from None
+            raise ValueError(
+                f"vocab_size={self.vocab_size}: sentencepiece could not train "
+                f"({str(e).split('] ')[-1]})"
+            ) from None
         self.set_proto(model.getvalue())
 
     def is_trained(self) -> bool:
