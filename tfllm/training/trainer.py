@@ -56,11 +56,13 @@ class Trainer:
         self.seed: int = int(self.cfg.get("seed", 0))
         self.step = 0
         self.start_step = 0
+        # Steps and seconds after the first execution (which includes tracing/compiling).
+        self._timing = {"steps": 0, "seconds": 0.0, "first_seconds": 0.0}
         keras.utils.set_random_seed(self.seed)
         if tr["deterministic"]:
             tf.config.experimental.enable_op_determinism()
-        if tr["mixed_precision"]:
-            keras.mixed_precision.set_global_policy(tr["mixed_precision"])
+        # Always set: a policy left by an earlier run in this process must not leak in.
+        keras.mixed_precision.set_global_policy(tr["mixed_precision"] or "float32")
         self.strategy = build_strategy(tr["strategy"], tr["logical_cpus"])
         self.chief = is_chief(self.strategy)
         self.dataset = registry.build("dataset", self.cfg["data"], key="data")
@@ -70,8 +72,7 @@ class Trainer:
             # Re-seed here so initial weights do not depend on what set-up consumed before.
             keras.utils.set_random_seed(self.seed)
             self.model = build_model(self.cfg, self.tokenizer.vocabulary_size)
-            schedule_spec = dict(self.cfg["schedule"])
-            self.schedule = registry.build("schedule", schedule_spec, key="schedule")
+            self.schedule = registry.build("schedule", self.cfg["schedule"], key="schedule")
             self.optimizer = registry.build(
                 "optimizer",
                 self.cfg["optimizer"],
@@ -261,7 +262,6 @@ class Trainer:
         spe = tr["steps_per_execution"]
         events = [tr["log_every"], tr["eval_every"], tr["checkpoint_every"]]
         tokens_per_step = self.dataset.batch_size * self.dataset.sequence_length
-        self._timing = {"steps": 0, "seconds": 0.0, "first_seconds": 0.0}
         first = True
         while self.step < self.max_steps:
             n = min([spe, self.max_steps - self.step] + [e - self.step % e for e in events])
@@ -280,7 +280,7 @@ class Trainer:
                 raise TrainingDivergedError(
                     f"loss became {loss} (gradient norm {norm}) at step {self.step}; the last "
                     f"good checkpoint is {self.manager.latest_checkpoint}. Lower the learning "
-                    "rate, raise trainer.clip_norm's strictness, or check the data."
+                    "rate or trainer.clip_norm, or check the data."
                 )
             logs = {
                 "loss": loss,
@@ -309,8 +309,8 @@ class Trainer:
         import resource
 
         metrics = {"step": self.step, **{k: float(v) for k, v in logs.items()}}
-        timing = getattr(self, "_timing", None)
-        if timing and timing["steps"]:
+        timing = self._timing
+        if timing["steps"]:
             tokens = timing["steps"] * self.dataset.batch_size * self.dataset.sequence_length
             metrics["mean_tokens_per_sec"] = tokens / timing["seconds"]
             metrics["first_execution_seconds"] = timing["first_seconds"]
