@@ -44,6 +44,16 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def peer_result(val_loss: float, wall: float, tokens_per_sec: float, params: int) -> dict:
+    return {
+        "val_loss": val_loss,
+        "wall_s": wall,
+        "tokens_per_sec": tokens_per_sec,
+        "peak_rss_mb": peak_rss_mb(),
+        "params": params,
+    }
+
+
 def lr_at(step: int, steps: int) -> float:
     if step < WARMUP:
         return LR * (step + 1) / (WARMUP + 1)
@@ -176,13 +186,7 @@ def child_keras_hub(args) -> dict:
         total += float(tf.reduce_sum(ce))
         count += vy.size
     params = sum(int(np.prod(v.shape)) for v in lm.trainable_weights)
-    return {
-        "val_loss": total / count,
-        "wall_s": wall,
-        "tokens_per_sec": tps,
-        "peak_rss_mb": peak_rss_mb(),
-        "params": params,
-    }
+    return peer_result(total / count, wall, tps, params)
 
 
 def child_torch(args) -> dict:
@@ -245,13 +249,7 @@ def child_torch(args) -> dict:
             total += float(ce)
             count += vy.size
     params = sum(p.numel() for p in model.parameters())
-    return {
-        "val_loss": total / count,
-        "wall_s": wall,
-        "tokens_per_sec": tps,
-        "peak_rss_mb": peak_rss_mb(),
-        "params": params,
-    }
+    return peer_result(total / count, wall, tps, params)
 
 
 def child_peak(args) -> dict:

@@ -11,22 +11,9 @@ from tfllm.config import to_plain, validate_train_config
 from tfllm.models.builder import build_model, build_tokenizer
 
 CONF = config_dir()
-GROUPS = [
-    "tokenizer",
-    "positional",
-    "attention",
-    "ffn",
-    "norm",
-    "head",
-    "model",
-    "task",
-    "data",
-    "optimizer",
-    "schedule",
-    "trainer",
-    "experiment",
-    "debug",
-]
+GROUPS = sorted(
+    d for d in os.listdir(CONF) if os.path.isdir(os.path.join(CONF, d)) and not d.startswith("_")
+)
 OPTIONS = [
     (g, f[:-5])
     for g in GROUPS

@@ -387,8 +387,11 @@ def test_split_digits_matches_hf_digits_then_byte_level(tmp_path):
 
     ref = hf_gpt2()
     ref.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True),
-         pre_tokenizers.ByteLevel(add_prefix_space=False)])
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
     ours = BPETokenizer(path=str(gpt2_dir(tmp_path)), split_digits=True)
     texts = ["In 1984, 3.14159 and 42 apples", "x2y 007 ", "٣ digits", "no numbers", ""]
     assert ids_of(ours, texts) == [e.ids for e in ref.encode_batch(texts)]

@@ -138,33 +138,12 @@ class Generator:
         self.model = model
         self.tokenizer = tokenizer
         self.jit_compile = jit_compile
+        # Every argument is a tensor, so one trace serves all sampling settings.
         self._fn = tf.function(
-            self._decode, jit_compile=jit_compile, autograph=False, reduce_retracing=True
-        )
-
-    def _decode(
-        self,
-        token_ids,
-        prompt_lengths,
-        max_new_tokens,
-        temperature,
-        top_k,
-        top_p,
-        seed,
-        stop_ids,
-        pad_id,
-    ):
-        return decode_loop(
-            self.model,
-            token_ids,
-            prompt_lengths,
-            max_new_tokens,
-            temperature,
-            top_k,
-            top_p,
-            seed,
-            stop_ids,
-            pad_id,
+            lambda *args: decode_loop(model, *args),
+            jit_compile=jit_compile,
+            autograph=False,
+            reduce_retracing=True,
         )
 
     def start_ids(self, text: str) -> list[int]:

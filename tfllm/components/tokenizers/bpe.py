@@ -71,8 +71,12 @@ def read_vocab_and_merges(path: str) -> tuple[dict[str, int], list[str]]:
     raise FileNotFoundError(f"tokenizer.path: no such file or directory: {path}")
 
 
-GGUF_SPECIALS = {"bos": "bos_token_id", "eos": "eos_token_id", "unk": "unknown_token_id",
-                 "pad": "padding_token_id"}
+GGUF_SPECIALS = {
+    "bos": "bos_token_id",
+    "eos": "eos_token_id",
+    "unk": "unknown_token_id",
+    "pad": "padding_token_id",
+}
 
 
 def read_gguf_bpe(path: str) -> tuple[dict[str, int], list[str], dict[str, str]]:
