@@ -94,11 +94,9 @@ def train_job(cfg: Any) -> float | None:
     run_dir = plain.pop("run_dir")
     if not run_dir:
         raise ConfigError("run_dir is empty")
-    from tfllm.config import validate_train_config
-
-    validate_train_config(plain)  # fail before TensorFlow starts anything heavy
     from tfllm.training.trainer import Trainer
 
+    # The Trainer validates the whole config before it builds or trains anything.
     logs = Trainer(plain, run_dir).fit()
     summary = ", ".join(f"{k}={v:.4g}" for k, v in logs.items())
     print(f"\ntrained to {run_dir}: {summary}")
