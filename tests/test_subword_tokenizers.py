@@ -61,6 +61,28 @@ def ids_of(tokenizer, lines, batch=512):
     return out
 
 
+def check_corpora(tokenizer, reference, limit):
+    for name, lines in _lines(limit):
+        for i, (a, b) in enumerate(zip(ids_of(tokenizer, lines), reference(lines), strict=True)):
+            assert a == b, f"{name} line {i}: {lines[i]!r}"
+
+
+@pytest.mark.slow
+def test_sentencepiece_and_wordpiece_equal_references_on_whole_corpora(spm_model, minilm):
+    spm = pytest.importorskip("sentencepiece")
+    tokenizers = pytest.importorskip("tokenizers")
+    ref = spm.SentencePieceProcessor(model_file=str(SPM_MODEL))
+    check_corpora(spm_model, ref.encode, None)
+    wp_ref = tokenizers.Tokenizer.from_file(minilm)
+    wp_ref.no_padding()
+    wp_ref.no_truncation()
+    check_corpora(
+        WordPieceTokenizer(path=minilm),
+        lambda ls: [e.ids[1:-1] for e in wp_ref.encode_batch(ls)],
+        None,
+    )
+
+
 def check_gpt2_corpora(gpt2, limit):
     hf, tk = hf_gpt2(), tiktoken_gpt2()
     for name, lines in _lines(limit):
@@ -174,6 +196,21 @@ def _share_spm():
         _SPM["tok"] = SentencePieceTokenizer(path=str(SPM_MODEL))
         _SPM["ref"] = spm.SentencePieceProcessor(model_file=str(SPM_MODEL))
     yield
+
+
+@pytest.fixture(scope="module")
+def trained_spm():
+    from tfllm.data.embedded import embedded_corpus
+
+    tok = SentencePieceTokenizer(vocab_size=1000)
+    tok.adapt([embedded_corpus()[0]])
+    return tok
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(max_size=40))
+def test_trained_sentencepiece_with_byte_fallback_is_lossless(trained_spm, text):
+    assert trained_spm.decode(trained_spm.encode(text)["input_ids"]) == text
 
 
 def test_sentencepiece_decodes_byte_pieces_and_unicode(spm_model):

@@ -113,8 +113,9 @@ class SentencePieceTokenizer(Tokenizer):
     def adapt(self, texts) -> None:
         """Train a model on `texts` with the `sentencepiece` trainer.
 
-        Trained models keep text as it is (identity normalization, whitespace preserved), so
-        with byte fallback `decode(encode(s)) == s`; loaded models normalize as they were made.
+        Trained models keep text as it is (identity normalization, whitespace preserved, no
+        dummy-prefix space), so with byte fallback `decode(encode(s)) == s` for any string;
+        loaded models normalize as they were made.
         """
         import io
 
@@ -142,6 +143,7 @@ class SentencePieceTokenizer(Tokenizer):
                 # Lossless for language modelling: keep newlines and runs of spaces.
                 normalization_rule_name="identity",
                 remove_extra_whitespaces=False,
+                add_dummy_prefix=False,
                 allow_whitespace_only_pieces=True,
             )
         except RuntimeError as e:
