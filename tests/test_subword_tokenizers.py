@@ -68,11 +68,11 @@ def check_corpora(tokenizer, reference, limit):
 
 
 @pytest.mark.slow
-def test_sentencepiece_and_wordpiece_equal_references_on_whole_corpora(spm_model, minilm):
-    spm = pytest.importorskip("sentencepiece")
+def test_sentencepiece_and_wordpiece_equal_references_on_whole_corpora(
+    spm_model, spm_reference, minilm
+):
     tokenizers = pytest.importorskip("tokenizers")
-    ref = spm.SentencePieceProcessor(model_file=str(SPM_MODEL))
-    check_corpora(spm_model, ref.encode, None)
+    check_corpora(spm_model, spm_reference.encode, None)
     wp_ref = tokenizers.Tokenizer.from_file(minilm)
     wp_ref.no_padding()
     wp_ref.no_truncation()
@@ -132,26 +132,9 @@ def test_tiktoken_rank_file_loads_to_the_same_tokenizer(gpt2, tmp_path):
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.text(max_size=30))
-def test_byte_level_bpe_decode_inverts_encode(text):
-    tok = _GPT2_FOR_HYPOTHESIS.get("tok")
-    if tok is None:
-        pytest.skip("GPT-2 files not available")
-    assert tok.decode(tok.encode(text)["input_ids"]) == text
-
-
-_GPT2_FOR_HYPOTHESIS: dict = {}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _share_gpt2(tmp_path_factory):
-    try:
-        _GPT2_FOR_HYPOTHESIS["tok"] = BPETokenizer(
-            path=str(gpt2_dir(tmp_path_factory.mktemp("gpt2h")))
-        )
-    except pytest.skip.Exception:
-        pass
-    yield
+@given(text=st.text(max_size=30))
+def test_byte_level_bpe_decode_inverts_encode(gpt2, text):
+    assert gpt2.decode(gpt2.encode(text)["input_ids"]) == text
 
 
 # ----- SentencePiece -------------------------------------------------------------------------
@@ -160,9 +143,8 @@ def spm_model():
     return SentencePieceTokenizer(path=str(shared_file(SPM_MODEL)))
 
 
-def test_sentencepiece_ids_equal_the_library_on_every_corpus(spm_model):
-    spm = pytest.importorskip("sentencepiece")
-    ref = spm.SentencePieceProcessor(model_file=str(SPM_MODEL))
+def test_sentencepiece_ids_equal_the_library_on_every_corpus(spm_model, spm_reference):
+    ref = spm_reference
     for name, lines in _lines(SAMPLE_LINES):
         ours = ids_of(spm_model, lines)
         theirs = ref.encode(lines)
@@ -172,30 +154,18 @@ def test_sentencepiece_ids_equal_the_library_on_every_corpus(spm_model):
     assert spm_model.unk_id == ref.unk_id() and spm_model.bos_id == ref.bos_id()
 
 
-@settings(max_examples=50, deadline=None)
-@given(st.text(max_size=40))
-def test_sentencepiece_with_byte_fallback_round_trips_any_text(text):
-    tok = _SPM.get("tok")
-    if tok is None:
-        pytest.skip("SentencePiece model not available")
-    ids = tok.encode(text)["input_ids"]
-    # SentencePiece normalizes whitespace (runs collapse, ends trimmed), as the library does.
+@pytest.fixture(scope="module")
+def spm_reference():
     spm = pytest.importorskip("sentencepiece")
-    assert tok.decode(ids) == _SPM["ref"].decode(ids)
-    assert spm is not None
+    return spm.SentencePieceProcessor(model_file=str(shared_file(SPM_MODEL)))
 
 
-_SPM: dict = {}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _share_spm():
-    if SPM_MODEL.exists():
-        import sentencepiece as spm
-
-        _SPM["tok"] = SentencePieceTokenizer(path=str(SPM_MODEL))
-        _SPM["ref"] = spm.SentencePieceProcessor(model_file=str(SPM_MODEL))
-    yield
+@settings(max_examples=50, deadline=None)
+@given(text=st.text(max_size=40))
+def test_sentencepiece_with_byte_fallback_round_trips_any_text(spm_model, spm_reference, text):
+    ids = spm_model.encode(text)["input_ids"]
+    # This model normalizes whitespace (runs collapse, ends trimmed), as the library does.
+    assert spm_model.decode(ids) == spm_reference.decode(ids)
 
 
 @pytest.fixture(scope="module")

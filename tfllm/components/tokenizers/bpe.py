@@ -49,8 +49,12 @@ def token_bytes(token: str) -> bytes:
     return token.encode("utf-8")
 
 
-def read_vocab_and_merges(path: str) -> tuple[dict[str, int], list[str]]:
-    """Load `vocab.json` + `merges.txt` from a directory, or a tiktoken rank file."""
+def read_bpe_files(path: str) -> tuple[dict[str, int], list[str], dict[str, str]]:
+    """Load `vocab.json` + `merges.txt` from a directory, a tiktoken rank file, or a GGUF file.
+
+    Returns:
+        `(vocabulary, merges, special_tokens)`; only GGUF files name special tokens.
+    """
     if os.path.isdir(path):
         vocab_path, merges_path = os.path.join(path, VOCAB_FILE), os.path.join(path, MERGES_FILE)
         for p in (vocab_path, merges_path):
@@ -60,14 +64,13 @@ def read_vocab_and_merges(path: str) -> tuple[dict[str, int], list[str]]:
             vocab = json.load(f)
         with open(merges_path, encoding="utf-8") as f:
             merges = [m for m in f.read().split("\n") if m and not m.startswith("#version")]
-        return vocab, merges
+        return vocab, merges, {}
     if os.path.isfile(path):
         with open(path, "rb") as f:
             magic = f.read(4)
         if magic == b"GGUF":
-            vocab, merges, _ = read_gguf_bpe(path)
-            return vocab, merges
-        return tiktoken_to_vocab_and_merges(path)
+            return read_gguf_bpe(path)
+        return (*tiktoken_to_vocab_and_merges(path), {})
     raise FileNotFoundError(f"tokenizer.path: no such file or directory: {path}")
 
 
@@ -263,11 +266,9 @@ class BPETokenizer(Tokenizer):
         self.merges: list[str] | None = None
         self._inner: Any = None
         if path is not None:
-            vocabulary, merges = read_vocab_and_merges(path)
-            if self._explicit_specials is None and os.path.isfile(path):
-                with open(path, "rb") as f:
-                    if f.read(4) == b"GGUF":
-                        self._explicit_specials = read_gguf_bpe(path)[2]
+            vocabulary, merges, file_specials = read_bpe_files(path)
+            if self._explicit_specials is None and file_specials:
+                self._explicit_specials = file_specials
         if vocabulary is not None:
             if merges is None:
                 raise ValueError("vocabulary was given without merges")
@@ -324,7 +325,7 @@ class BPETokenizer(Tokenizer):
             self._explicit_specials = {"bos": GPT2_EOS, "eos": GPT2_EOS}
         with tempfile.TemporaryDirectory() as tmp:
             trainer.save_model(tmp)
-            self.set_vocabulary_and_merges(*read_vocab_and_merges(tmp))
+            self.set_vocabulary_and_merges(*read_bpe_files(tmp)[:2])
 
     def is_trained(self) -> bool:
         return self.vocabulary is not None
@@ -433,4 +434,4 @@ class BPETokenizer(Tokenizer):
             f.write("#version: 0.2\n" + "\n".join(self.merges or []) + "\n")
 
     def load_assets(self, dir_path: str) -> None:
-        self.set_vocabulary_and_merges(*read_vocab_and_merges(dir_path))
+        self.set_vocabulary_and_merges(*read_bpe_files(dir_path)[:2])
