@@ -7,6 +7,6 @@ from tfllm.components.norm import layernorm, rmsnorm  # noqa: F401
 from tfllm.components.positional import alibi, learned, none, rope, sinusoidal  # noqa: F401
 from tfllm.components.tokenizers import bpe, byte, char, sentencepiece, wordpiece  # noqa: F401
 from tfllm.data import text  # noqa: F401
-from tfllm.models import decoder  # noqa: F401
-from tfllm.tasks import causal_lm  # noqa: F401
+from tfllm.models import decoder, encoder  # noqa: F401
+from tfllm.tasks import causal_lm, sentence_embedding  # noqa: F401
 from tfllm.training import callbacks, optimizers, schedules  # noqa: F401

@@ -147,9 +147,9 @@ class Generator:
         )
 
     def start_ids(self, text: str) -> list[int]:
-        """Prompt ids: bos (if the tokenizer has one) then the text; never empty."""
+        """Prompt ids: bos (if the tokenizer has one and adds it) then the text; never empty."""
         ids = self.tokenizer.encode_one(text) if text else []
-        bos = self.tokenizer.bos_id
+        bos = self.tokenizer.bos_id if getattr(self.tokenizer, "add_bos", True) else None
         if bos is not None:
             ids = [bos] + ids
         if not ids:

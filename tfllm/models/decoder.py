@@ -182,8 +182,7 @@ class DecoderBackbone(keras.Model):
         t = tf.shape(token_ids)[1]
         start = tf.constant(0, "int32") if cache_index is None else tf.cast(cache_index, "int32")
         positions = start + tf.range(t)  # (T,)
-        x = self.token_embedding(token_ids)  # (B, T, D)
-        x = self.positional.embed(x, positions)
+        x = self.embed_tokens(token_ids, positions)  # (B, T, D)
         x = self.embedding_dropout(x, training=training)
         new_cache = []
         for i, block in enumerate(self.blocks):
@@ -206,6 +205,11 @@ class DecoderBackbone(keras.Model):
         if cache is not None:
             return x, new_cache
         return x
+
+    def embed_tokens(self, token_ids, positions, segment_ids=None):
+        """Token embeddings with the absolute positional part: `(B, T)` ids to `(B, T, D)`."""
+        x = self.token_embedding(token_ids)  # (B, T, D)
+        return self.positional.embed(x, positions)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (self.hidden_dim,)

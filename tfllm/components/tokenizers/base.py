@@ -130,6 +130,10 @@ class Tokenizer(keras.layers.Layer):
     def special_token_ids(self) -> dict[str, int]:
         return {role: self.token_to_id(tok) for role, tok in self.special_tokens.items()}
 
+    def control_token_ids(self) -> list[int]:
+        """Ids that `skip_special_tokens` drops: the special tokens (subclasses add more)."""
+        return list(self.special_token_ids().values())
+
     def token_to_id(self, token: str) -> int:
         index = self._token_index()
         if token not in index:
@@ -185,7 +189,7 @@ class Tokenizer(keras.layers.Layer):
         if "graph" not in self._tables:
             strings = np.asarray(self._token_bytes(), dtype=object)
             special = np.zeros(self.vocabulary_size, dtype=bool)
-            for tid in self.special_token_ids().values():
+            for tid in self.control_token_ids():
                 special[tid] = True
             self._tables["graph"] = (strings, special)
         strings, special = self._tables["graph"]

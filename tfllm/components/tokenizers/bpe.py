@@ -53,7 +53,8 @@ def read_bpe_files(path: str) -> tuple[dict[str, int], list[str], dict[str, str]
     """Load `vocab.json` + `merges.txt` from a directory, a tiktoken rank file, or a GGUF file.
 
     Returns:
-        `(vocabulary, merges, special_tokens)`; only GGUF files name special tokens.
+        `(vocabulary, merges, special_tokens)`; only GGUF files name special tokens (and
+        list their control tokens under the key `added`).
     """
     if os.path.isdir(path):
         vocab_path, merges_path = os.path.join(path, VOCAB_FILE), os.path.join(path, MERGES_FILE)
@@ -74,6 +75,7 @@ def read_bpe_files(path: str) -> tuple[dict[str, int], list[str], dict[str, str]
     raise FileNotFoundError(f"tokenizer.path: no such file or directory: {path}")
 
 
+GGUF_CONTROL = 3  # llama.cpp's token type for control tokens (chat markers, bos, eos)
 GGUF_SPECIALS = {
     "bos": "bos_token_id",
     "eos": "eos_token_id",
@@ -112,11 +114,16 @@ def read_gguf_bpe(path: str) -> tuple[dict[str, int], list[str], dict[str, str]]
     vocab = {t: i for i, t in enumerate(tokens)}
     if len(vocab) != len(tokens):
         raise ValueError(f"{path}: tokenizer.ggml.tokens has repeated tokens")
-    specials = {}
+    specials: dict[str, Any] = {}
     for role, key in GGUF_SPECIALS.items():
         tid = field(f"tokenizer.ggml.{key}")
         if tid is not None and 0 <= int(tid) < len(tokens):
             specials[role] = tokens[int(tid)]
+    types = field("tokenizer.ggml.token_type")
+    if types is not None:
+        control = [t for t, kind in zip(tokens, types, strict=False) if int(kind) == GGUF_CONTROL]
+        if control:
+            specials["added"] = control
     return vocab, list(merges), specials
 
 
@@ -227,6 +234,10 @@ class BPETokenizer(Tokenizer):
         min_frequency: pairs seen fewer times are not merged while training.
         split_digits: isolate every digit before BPE (Llama 3- and SmolLM-style
             pre-tokenization: `Digits(individual_digits=True)` then the GPT-2 pattern).
+        added_tokens: further tokens kept whole in the input and dropped by
+            `skip_special_tokens` (chat markers such as `<|im_start|>`); GGUF files name
+            theirs (control tokens) and fill this in when it is None.
+        add_bos: start generation prompts with the bos token (GPT-2 does; SmolLM2 does not).
 
     Call arguments:
         inputs: string tensor `(B,)`; returns ragged int32 ids `(B, None)`.
@@ -251,9 +262,13 @@ class BPETokenizer(Tokenizer):
         vocab_size: int | None = None,
         min_frequency: int = 2,
         split_digits: bool = False,
+        added_tokens: list[str] | None = None,
+        add_bos: bool = True,
         **kwargs,
     ):
         self._explicit_specials = special_tokens
+        self.added_tokens = list(added_tokens) if added_tokens is not None else None
+        self.add_bos = add_bos
         super().__init__(special_tokens=special_tokens or {}, **kwargs)
         self.source_path = path  # `path` is a Keras Layer property
         self.add_prefix_space = add_prefix_space
@@ -267,6 +282,9 @@ class BPETokenizer(Tokenizer):
         self._inner: Any = None
         if path is not None:
             vocabulary, merges, file_specials = read_bpe_files(path)
+            file_added = file_specials.pop("added", None)
+            if self.added_tokens is None and file_added:
+                self.added_tokens = list(file_added)
             if self._explicit_specials is None and file_specials:
                 self._explicit_specials = file_specials
         if vocabulary is not None:
@@ -285,6 +303,9 @@ class BPETokenizer(Tokenizer):
         for token in dict.fromkeys(self.special_tokens.values()):
             if token not in vocab:
                 vocab[token] = max(vocab.values(), default=-1) + 1
+        for token in self.added_tokens or []:
+            if token not in vocab:
+                raise ValueError(f"added token {token!r} is not in the vocabulary")
         ids = sorted(vocab.values())
         if ids != list(range(len(ids))):
             raise ValueError("vocabulary ids must be 0..N-1 without gaps or repeats")
@@ -297,12 +318,19 @@ class BPETokenizer(Tokenizer):
                 vocabulary=vocab,
                 merges=self.merges,
                 add_prefix_space=self.add_prefix_space,
-                unsplittable_tokens=list(dict.fromkeys(self.special_tokens.values())) or None,
+                unsplittable_tokens=self._unsplittable() or None,
                 dtype="int32",
                 _allow_python_workflow=False,  # always the TF ops that export
             )
         )
         self._tables = _Cache()
+
+    def _unsplittable(self) -> list[str]:
+        return list(dict.fromkeys([*self.special_tokens.values(), *(self.added_tokens or [])]))
+
+    def control_token_ids(self) -> list[int]:
+        vocab = self._require()
+        return [vocab[t] for t in self._unsplittable()]
 
     def adapt(self, texts) -> None:
         """Train merges on `texts` (Hugging Face `tokenizers`' byte-level BPE trainer)."""
@@ -363,7 +391,7 @@ class BPETokenizer(Tokenizer):
         # NUL (those ops stop a string at it) and special tokens (kept whole).
         splits = [("\x00", [self._nul_id()]), (MARKER, self._marker_ids())]
         vocab = self._require()
-        splits += [(t, [vocab[t]]) for t in dict.fromkeys(self.special_tokens.values())]
+        splits += [(t, [vocab[t]]) for t in self._unsplittable()]
         return self._split_and_encode(inputs, splits)
 
     def _split_and_encode(self, strings, splits):
@@ -423,6 +451,9 @@ class BPETokenizer(Tokenizer):
             vocab_size=self.vocab_size,
             min_frequency=self.min_frequency,
             special_tokens=dict(self.special_tokens),
+            split_digits=self.split_digits,
+            added_tokens=self.added_tokens,
+            add_bos=self.add_bos,
         )
         return config
 

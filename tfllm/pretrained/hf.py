@@ -1,0 +1,386 @@
+"""Hugging Face layouts (`config.json` + safetensors): Llama, GPT-2 and BERT."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from tfllm.pretrained.imported import (
+    ImportedModel,
+    PretrainedError,
+    fuse_bias,
+    fuse_qkv,
+    require,
+)
+from tfllm.pretrained.llama import llama_config, llama_weight_names
+
+CONFIG_FILE = "config.json"
+
+
+def read_safetensors(directory: str) -> dict[str, np.ndarray]:
+    """Every tensor of `model.safetensors` (or the shards an index names), as float32."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    index = os.path.join(directory, "model.safetensors.index.json")
+    if os.path.exists(index):
+        with open(index, encoding="utf-8") as f:
+            files = sorted(set(json.load(f)["weight_map"].values()))
+    elif os.path.exists(os.path.join(directory, "model.safetensors")):
+        files = ["model.safetensors"]
+    else:
+        raise PretrainedError(f"{directory}: no model.safetensors (or index) found")
+    tensors: dict[str, np.ndarray] = {}
+    for name in files:
+        path = os.path.join(directory, name)
+        try:
+            loaded = load_file(path)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise PretrainedError(f"{path}: not a readable safetensors file: {e}") from None
+        for key, value in loaded.items():
+            if value.dtype.kind not in "fV" and value.dtype != np.int64:
+                raise PretrainedError(f"{path}: tensor {key} has unsupported dtype {value.dtype}")
+            if value.dtype.kind == "f":
+                tensors[key] = value.astype(np.float32, copy=False)
+    return tensors
+
+
+def _strip(tensors: dict[str, np.ndarray], prefixes: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Drop a model-class prefix (`model.`, `transformer.`, `bert.`) when every key has it."""
+    for prefix in prefixes:
+        if any(k.startswith(prefix) for k in tensors):
+            return {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in tensors.items()}
+    return tensors
+
+
+class _Taker:
+    """Pops named tensors with shape checks, so leftovers can be reported."""
+
+    def __init__(self, tensors: dict[str, np.ndarray], source: str, ignore: tuple[str, ...] = ()):
+        self.tensors = dict(tensors)
+        self.source = source
+        for key in list(self.tensors):
+            if ignore and key.endswith(ignore):
+                del self.tensors[key]
+
+    def __call__(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        value = require(self.tensors, name, self.source, shape)
+        del self.tensors[name]
+        return value
+
+    def pop(self, name: str) -> np.ndarray | None:
+        return self.tensors.pop(name, None)
+
+    def finish(self, family: str) -> None:
+        if self.tensors:
+            raise PretrainedError(
+                f"{self.source}: tensor {sorted(self.tensors)[0]} has no place in a {family} model"
+            )
+
+
+def _llama(cfg: dict[str, Any], tensors, directory: str, tokenizer) -> ImportedModel:
+    hidden, n_layers = cfg["hidden_size"], cfg["num_hidden_layers"]
+    n_heads = cfg["num_attention_heads"]
+    n_kv = cfg.get("num_key_value_heads") or n_heads
+    head_dim = cfg.get("head_dim") or hidden // n_heads
+    inter = cfg["intermediate_size"]
+    tied = bool(cfg.get("tie_word_embeddings", False))
+    scaling = cfg.get("rope_scaling") or {}
+    kind = scaling.get("rope_type", scaling.get("type", "linear")) if scaling else "linear"
+    if kind not in ("linear", "default"):
+        raise PretrainedError(f"{directory}: rope_scaling type {kind!r} is not supported")
+    attn_bias, mlp_bias = bool(cfg.get("attention_bias")), bool(cfg.get("mlp_bias"))
+    vocab = cfg["vocab_size"]
+    config = llama_config(
+        vocabulary_size=vocab,
+        num_layers=n_layers,
+        hidden_dim=hidden,
+        num_heads=n_heads,
+        num_kv_heads=n_kv,
+        intermediate_dim=inter,
+        max_sequence_length=cfg.get("max_position_embeddings", 2048),
+        rms_epsilon=cfg.get("rms_norm_eps", 1e-6),
+        rope_theta=cfg.get("rope_theta", (cfg.get("rope_parameters") or {}).get("rope_theta", 1e4)),
+        rope_scaling=float(scaling.get("factor", 1.0)) if scaling else 1.0,
+        head_dim=head_dim,
+        tie_embeddings=tied,
+        attention_bias=attn_bias,
+        mlp_bias=mlp_bias,
+        tokenizer={"name": _registry_name(tokenizer)},
+    )
+    take = _Taker(_strip(tensors, ("model.",)), directory, ignore=("rotary_emb.inv_freq",))
+    names = llama_weight_names(n_layers, tied)
+    q_dim, kv_dim = n_heads * head_dim, n_kv * head_dim
+    weights = {
+        names["embed"]: take("embed_tokens.weight", (vocab, hidden)),
+        names["norm"]: take("norm.weight", (hidden,)),
+    }
+    head = take.pop("lm_head.weight")
+    if not tied:
+        if head is None:
+            raise PretrainedError(f"{directory}: tensor lm_head.weight is missing")
+        weights[names["lm_head"]] = require({"lm_head.weight": head}, "lm_head.weight",
+                                            directory, (vocab, hidden)).T
+    for i in range(n_layers):
+        p = f"layers.{i}"
+        q = take(f"{p}.self_attn.q_proj.weight", (q_dim, hidden))
+        k = take(f"{p}.self_attn.k_proj.weight", (kv_dim, hidden))
+        v = take(f"{p}.self_attn.v_proj.weight", (kv_dim, hidden))
+        weights[names[f"{i}.qkv"]] = fuse_qkv(q, k, v)
+        weights[names[f"{i}.o"]] = take(f"{p}.self_attn.o_proj.weight", (hidden, q_dim)).T
+        if attn_bias:
+            weights[names[f"{i}.qkv_bias"]] = fuse_bias(
+                take(f"{p}.self_attn.q_proj.bias", (q_dim,)),
+                take(f"{p}.self_attn.k_proj.bias", (kv_dim,)),
+                take(f"{p}.self_attn.v_proj.bias", (kv_dim,)),
+            )
+            weights[names[f"{i}.o_bias"]] = take(f"{p}.self_attn.o_proj.bias", (hidden,))
+        gate = take(f"{p}.mlp.gate_proj.weight", (inter, hidden))
+        up = take(f"{p}.mlp.up_proj.weight", (inter, hidden))
+        weights[names[f"{i}.gate_up"]] = np.concatenate([gate.T, up.T], axis=1)
+        weights[names[f"{i}.down"]] = take(f"{p}.mlp.down_proj.weight", (hidden, inter)).T
+        if mlp_bias:
+            weights[names[f"{i}.gate_up_bias"]] = np.concatenate(
+                [take(f"{p}.mlp.gate_proj.bias", (inter,)), take(f"{p}.mlp.up_proj.bias", (inter,))]
+            )
+            weights[names[f"{i}.down_bias"]] = take(f"{p}.mlp.down_proj.bias", (hidden,))
+        weights[names[f"{i}.attn_norm"]] = take(f"{p}.input_layernorm.weight", (hidden,))
+        weights[names[f"{i}.ffn_norm"]] = take(f"{p}.post_attention_layernorm.weight", (hidden,))
+    take.finish("Llama")
+    return ImportedModel(config, weights, tokenizer, _chat_template(directory))
+
+
+GPT2_ACTIVATIONS = {"gelu_new": "gelu_approximate", "gelu_pytorch_tanh": "gelu_approximate",
+                    "gelu": "gelu", "relu": "relu", "silu": "silu"}
+
+
+def _gpt2(cfg: dict[str, Any], tensors, directory: str, tokenizer) -> ImportedModel:
+    hidden, n_layers, n_heads = cfg["n_embd"], cfg["n_layer"], cfg["n_head"]
+    inter = cfg.get("n_inner") or 4 * hidden
+    vocab, n_pos = cfg["vocab_size"], cfg["n_positions"]
+    activation = cfg.get("activation_function", "gelu_new")
+    if activation not in GPT2_ACTIVATIONS:
+        raise PretrainedError(f"{directory}: activation_function {activation!r} is not supported")
+    eps = cfg.get("layer_norm_epsilon", 1e-5)
+    config = {
+        "model": {
+            "name": "decoder",
+            "vocabulary_size": vocab,
+            "num_layers": n_layers,
+            "hidden_dim": hidden,
+            "num_heads": n_heads,
+            "intermediate_dim": inter,
+            "max_sequence_length": n_pos,
+            "dropout": 0.0,
+            "norm_placement": "pre",
+            "initializer_range": cfg.get("initializer_range", 0.02),
+            "scaled_residual_init": False,
+        },
+        "attention": {"name": "mha", "num_kv_heads": None, "window": None, "dropout": 0.0,
+                      "use_bias": True},
+        "positional": {"name": "learned"},
+        "ffn": {"name": "mlp", "activation": GPT2_ACTIVATIONS[activation], "use_bias": True},
+        "norm": {"name": "layernorm", "epsilon": float(eps), "use_bias": True},
+        "head": {"name": "lm", "tie_embeddings": True, "use_bias": False},
+        "task": {"name": "causal_lm"},
+        "tokenizer": {"name": _registry_name(tokenizer)},
+    }
+    take = _Taker(_strip(tensors, ("transformer.",)), directory, ignore=(".attn.bias",
+                                                                        ".attn.masked_bias"))
+    take.pop("lm_head.weight")  # tied to wte
+    b = "DecoderBackbone"
+    weights = {
+        f"{b}/token_embedding/embeddings": take("wte.weight", (vocab, hidden)),
+        f"{b}/positional/position_embeddings": take("wpe.weight", (n_pos, hidden)),
+        f"{b}/final_norm/gamma": take("ln_f.weight", (hidden,)),
+        f"{b}/final_norm/beta": take("ln_f.bias", (hidden,)),
+    }
+    for i in range(n_layers):
+        p, t = f"h.{i}", f"{b}/block_{i}"
+        # GPT-2's Conv1D weights are already (in, out).
+        weights[f"{t}/attention/qkv_proj/kernel"] = take(f"{p}.attn.c_attn.weight",
+                                                         (hidden, 3 * hidden))
+        weights[f"{t}/attention/qkv_proj/bias"] = take(f"{p}.attn.c_attn.bias", (3 * hidden,))
+        weights[f"{t}/attention/out_proj/kernel"] = take(f"{p}.attn.c_proj.weight",
+                                                         (hidden, hidden))
+        weights[f"{t}/attention/out_proj/bias"] = take(f"{p}.attn.c_proj.bias", (hidden,))
+        weights[f"{t}/ffn/up/kernel"] = take(f"{p}.mlp.c_fc.weight", (hidden, inter))
+        weights[f"{t}/ffn/up/bias"] = take(f"{p}.mlp.c_fc.bias", (inter,))
+        weights[f"{t}/ffn/down/kernel"] = take(f"{p}.mlp.c_proj.weight", (inter, hidden))
+        weights[f"{t}/ffn/down/bias"] = take(f"{p}.mlp.c_proj.bias", (hidden,))
+        for hf, ours in (("ln_1", "attention_norm"), ("ln_2", "ffn_norm")):
+            weights[f"{t}/{ours}/gamma"] = take(f"{p}.{hf}.weight", (hidden,))
+            weights[f"{t}/{ours}/beta"] = take(f"{p}.{hf}.bias", (hidden,))
+    take.finish("GPT-2")
+    return ImportedModel(config, weights, tokenizer, _chat_template(directory))
+
+
+def _bert(cfg: dict[str, Any], tensors, directory: str, tokenizer) -> ImportedModel:
+    hidden, n_layers = cfg["hidden_size"], cfg["num_hidden_layers"]
+    n_heads, inter = cfg["num_attention_heads"], cfg["intermediate_size"]
+    vocab, n_pos = cfg["vocab_size"], cfg["max_position_embeddings"]
+    n_types = cfg.get("type_vocab_size", 2)
+    activation = cfg.get("hidden_act", "gelu")
+    if activation not in GPT2_ACTIVATIONS:
+        raise PretrainedError(f"{directory}: hidden_act {activation!r} is not supported")
+    if cfg.get("position_embedding_type", "absolute") != "absolute":
+        raise PretrainedError(
+            f"{directory}: position_embedding_type {cfg['position_embedding_type']!r} is not "
+            "supported"
+        )
+    eps = cfg.get("layer_norm_eps", 1e-12)
+    config = {
+        "model": {
+            "name": "encoder",
+            "vocabulary_size": vocab,
+            "num_layers": n_layers,
+            "hidden_dim": hidden,
+            "num_heads": n_heads,
+            "intermediate_dim": inter,
+            "max_sequence_length": n_pos,
+            "dropout": 0.0,
+            "norm_placement": "post",
+            "initializer_range": cfg.get("initializer_range", 0.02),
+            "scaled_residual_init": False,
+            "type_vocabulary_size": n_types,
+            "embedding_norm": True,
+        },
+        "attention": {"name": "mha", "num_kv_heads": None, "window": None, "dropout": 0.0,
+                      "use_bias": True},
+        "positional": {"name": "learned"},
+        "ffn": {"name": "mlp", "activation": GPT2_ACTIVATIONS[activation], "use_bias": True},
+        "norm": {"name": "layernorm", "epsilon": float(eps), "use_bias": True},
+        "head": {"name": "lm", "tie_embeddings": True, "use_bias": False},
+        "task": {"name": "sentence_embedding", "pooling": "mean", "normalize": True},
+        "tokenizer": {"name": _registry_name(tokenizer)},
+    }
+    tensors = {k.replace("LayerNorm.gamma", "LayerNorm.weight")
+               .replace("LayerNorm.beta", "LayerNorm.bias"): v for k, v in tensors.items()}
+    take = _Taker(_strip(tensors, ("bert.",)), directory, ignore=("position_ids",))
+    for key in [k for k in take.tensors if k.startswith(("pooler.", "cls."))]:
+        take.pop(key)  # task heads of other objectives: not part of the backbone
+    b = "EncoderBackbone"
+    weights = {
+        f"{b}/token_embedding/embeddings": take("embeddings.word_embeddings.weight",
+                                                (vocab, hidden)),
+        f"{b}/positional/position_embeddings": take("embeddings.position_embeddings.weight",
+                                                    (n_pos, hidden)),
+        f"{b}/segment_embedding/embeddings": take("embeddings.token_type_embeddings.weight",
+                                                  (n_types, hidden)),
+        f"{b}/embedding_norm/gamma": take("embeddings.LayerNorm.weight", (hidden,)),
+        f"{b}/embedding_norm/beta": take("embeddings.LayerNorm.bias", (hidden,)),
+    }
+    for i in range(n_layers):
+        p, t = f"encoder.layer.{i}", f"{b}/block_{i}"
+        qkv = [take(f"{p}.attention.self.{n}.weight", (hidden, hidden))
+               for n in ("query", "key", "value")]
+        weights[f"{t}/attention/qkv_proj/kernel"] = fuse_qkv(*qkv)
+        weights[f"{t}/attention/qkv_proj/bias"] = fuse_bias(
+            *[take(f"{p}.attention.self.{n}.bias", (hidden,)) for n in ("query", "key", "value")]
+        )
+        weights[f"{t}/attention/out_proj/kernel"] = take(
+            f"{p}.attention.output.dense.weight", (hidden, hidden)).T
+        weights[f"{t}/attention/out_proj/bias"] = take(f"{p}.attention.output.dense.bias",
+                                                       (hidden,))
+        weights[f"{t}/ffn/up/kernel"] = take(f"{p}.intermediate.dense.weight", (inter, hidden)).T
+        weights[f"{t}/ffn/up/bias"] = take(f"{p}.intermediate.dense.bias", (inter,))
+        weights[f"{t}/ffn/down/kernel"] = take(f"{p}.output.dense.weight", (hidden, inter)).T
+        weights[f"{t}/ffn/down/bias"] = take(f"{p}.output.dense.bias", (hidden,))
+        for hf, ours in (("attention.output.LayerNorm", "attention_norm"),
+                         ("output.LayerNorm", "ffn_norm")):
+            weights[f"{t}/{ours}/gamma"] = take(f"{p}.{hf}.weight", (hidden,))
+            weights[f"{t}/{ours}/beta"] = take(f"{p}.{hf}.bias", (hidden,))
+    take.finish("BERT")
+    return ImportedModel(config, weights, tokenizer, None)
+
+
+FAMILIES: dict[str, Callable[..., ImportedModel]] = {
+    "llama": _llama,
+    "mistral": _llama,
+    "gpt2": _gpt2,
+    "bert": _bert,
+}
+
+
+def _registry_name(tokenizer: Any) -> str:
+    from tfllm import registry
+
+    for entry in registry.list_entries("tokenizer"):
+        if type(tokenizer) is entry.obj:
+            return entry.name
+    return type(tokenizer).__name__
+
+
+def _chat_template(directory: str) -> str | None:
+    path = os.path.join(directory, "tokenizer_config.json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            template = json.load(f).get("chat_template")
+        if isinstance(template, str):
+            return template
+    jinja = os.path.join(directory, "chat_template.jinja")
+    if os.path.exists(jinja):
+        with open(jinja, encoding="utf-8") as f:
+            return f.read()
+    return None
+
+
+def load_hf_tokenizer(directory: str, family: str):
+    """The tokenizer in an HF model directory, as a tfllm tokenizer."""
+    from tfllm.components.tokenizers.bpe import BPETokenizer
+    from tfllm.components.tokenizers.sentencepiece import SentencePieceTokenizer
+    from tfllm.components.tokenizers.wordpiece import WordPieceTokenizer
+
+    has = lambda name: os.path.exists(os.path.join(directory, name))  # noqa: E731
+    settings: dict[str, Any] = {}
+    if has("tokenizer_config.json"):
+        with open(os.path.join(directory, "tokenizer_config.json"), encoding="utf-8") as f:
+            settings = json.load(f)
+    add_bos = bool(settings.get("add_bos_token", family in ("llama", "mistral")))
+    try:
+        if family == "bert":
+            return WordPieceTokenizer(path=directory)
+        if has("vocab.json") and has("merges.txt"):
+            return BPETokenizer(path=directory, add_bos=add_bos)
+        if has("tokenizer.model"):
+            return SentencePieceTokenizer(path=os.path.join(directory, "tokenizer.model"))
+    except (ValueError, KeyError) as e:
+        raise PretrainedError(f"{directory}: tokenizer: {e}") from None
+    raise PretrainedError(
+        f"{directory}: no tokenizer files (vocab.json + merges.txt, tokenizer.json, "
+        "tokenizer.model or vocab.txt)"
+    )
+
+
+def import_hf(directory: str) -> ImportedModel:
+    """Read an HF model directory (`config.json` + safetensors + tokenizer files).
+
+    Raises:
+        PretrainedError: unsupported `model_type`, a missing or mis-shaped tensor (named), or
+            unreadable files.
+    """
+    path = os.path.join(directory, CONFIG_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = json.load(f)
+    except FileNotFoundError:
+        raise PretrainedError(f"{directory}: no {CONFIG_FILE}") from None
+    except json.JSONDecodeError as e:
+        raise PretrainedError(f"{path}: not valid JSON: {e}") from None
+    family = cfg.get("model_type")
+    if family not in FAMILIES:
+        raise PretrainedError(
+            f"{path}: model_type {family!r} is not supported (supported: {', '.join(FAMILIES)})"
+        )
+    tensors = read_safetensors(directory)
+    tokenizer = load_hf_tokenizer(directory, family)
+    try:
+        imported = FAMILIES[family](cfg, tensors, directory, tokenizer)
+    except KeyError as e:
+        raise PretrainedError(f"{path}: config key {e} is missing") from None
+    imported.source = {"path": os.path.abspath(directory), "format": "hf", "architecture": family}
+    return imported

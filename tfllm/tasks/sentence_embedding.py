@@ -1,0 +1,141 @@
+"""Sentence embeddings: pooled, optionally L2-normalized hidden states of a backbone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from tfllm import registry
+
+POOLINGS = ("mean", "cls", "last_token")
+
+
+def pool(hidden, padding_mask, pooling: str):
+    """Pool `(B, T, D)` hidden states over real tokens into `(B, D)`.
+
+    `mean` averages the tokens `padding_mask` marks real; `cls` takes the first token;
+    `last_token` takes each row's last real token (for decoders, whose last token has seen all).
+    """
+    if padding_mask is None:
+        padding_mask = tf.ones(tf.shape(hidden)[:2], tf.bool)
+    mask = tf.cast(padding_mask, hidden.dtype)[:, :, None]  # (B, T, 1)
+    if pooling == "mean":
+        total = tf.reduce_sum(hidden * mask, axis=1)  # (B, D)
+        count = tf.maximum(tf.reduce_sum(mask, axis=1), 1e-9)  # (B, 1)
+        return total / count
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "last_token":
+        last = tf.reduce_sum(tf.cast(padding_mask, tf.int32), axis=1) - 1  # (B,)
+        return tf.gather(hidden, tf.maximum(last, 0), axis=1, batch_dims=1)
+    raise ValueError(f"pooling must be one of {POOLINGS}, got '{pooling}'")
+
+
+@registry.register("task", "sentence_embedding")
+class SentenceEmbedder(keras.Model):
+    """A backbone whose pooled hidden states embed whole texts (sentence-transformers style).
+
+    Args:
+        backbone: an encoder or decoder backbone, or its serialized config.
+        head: ignored (sentence embeddings have no head); accepted so every task composes
+            from the same config groups.
+        pooling: str. `mean` (all-MiniLM-L6-v2), `cls`, or `last_token`.
+        normalize: bool. L2-normalize the pooled vector.
+
+    Call arguments:
+        token_ids: `(B, T)` int32.
+        padding_mask: optional `(B, T)`, true for real tokens.
+
+    Returns:
+        float32 embeddings `(B, hidden_dim)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from tfllm.models.encoder import EncoderBackbone
+    >>> backbone = EncoderBackbone(vocabulary_size=50, num_layers=1, hidden_dim=16,
+    ...                            num_heads=2, max_sequence_length=16)
+    >>> embedder = SentenceEmbedder(backbone)
+    >>> embedder(np.ones((2, 5), "int32")).shape
+    TensorShape([2, 16])
+
+    Reference: Reimers & Gurevych 2019, "Sentence-BERT".
+    """
+
+    def __init__(
+        self,
+        backbone: Any,
+        head: dict[str, Any] | None = None,
+        pooling: str = "mean",
+        normalize: bool = True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got '{pooling}'")
+        if isinstance(backbone, dict):
+            backbone = keras.saving.deserialize_keras_object(backbone)
+        self.backbone = backbone
+        self.head_spec = dict(head) if head else None
+        self.pooling = pooling
+        self.normalize = normalize
+        self.built = True
+
+    @property
+    def vocabulary_size(self) -> int:
+        return self.backbone.vocabulary_size
+
+    @property
+    def max_sequence_length(self) -> int:
+        return self.backbone.max_sequence_length
+
+    def call(self, token_ids, padding_mask=None, training=None):
+        hidden = self.backbone(token_ids, padding_mask=padding_mask, training=training)
+        pooled = pool(tf.cast(hidden, "float32"), padding_mask, self.pooling)  # (B, D)
+        if self.normalize:
+            pooled = tf.math.l2_normalize(pooled, axis=-1, epsilon=1e-24)
+        return pooled
+
+    def embed_texts(self, tokenizer, texts, max_length: int | None = None, batch_size: int = 32):
+        """Embed strings: tokenize (with `[CLS]`/`[SEP]` when the tokenizer has them),
+        truncate to `max_length`, pad, pool. Returns a float32 array `(N, hidden_dim)`."""
+        import numpy as np
+
+        max_length = min(max_length or self.max_sequence_length, self.max_sequence_length)
+        ids = tokenizer.special_token_ids()
+        cls, sep = ids.get("cls", ids.get("bos")), ids.get("sep", ids.get("eos"))
+        inner = max_length - (cls is not None) - (sep is not None)
+        rows = []
+        for text in texts:
+            if not isinstance(text, str):
+                raise ValueError(f"texts must be strings, got {type(text).__name__}")
+            body = tokenizer.encode_one(text)[:inner]
+            rows.append(([cls] if cls is not None else []) + body + ([sep] if sep is not None else []))
+        pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+        out = []
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            width = max(1, max(len(r) for r in chunk))
+            token_ids = np.full((len(chunk), width), pad, np.int32)
+            mask = np.zeros((len(chunk), width), bool)
+            for i, r in enumerate(chunk):
+                token_ids[i, : len(r)] = r
+                mask[i, : len(r)] = True
+            out.append(self(token_ids, padding_mask=mask).numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.backbone.hidden_dim), np.float32)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "head": self.head_spec,
+            "pooling": self.pooling,
+            "normalize": self.normalize,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
