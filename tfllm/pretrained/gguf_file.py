@@ -105,7 +105,9 @@ class GGUFFile:
         try:
             values = dequantize(t.data, t.tensor_type)
         except Exception as e:
-            raise PretrainedError(f"{self.path}: tensor {name} could not be dequantized: {e}")
+            raise PretrainedError(
+                f"{self.path}: tensor {name} could not be dequantized: {e}"
+            ) from None
         shape = tuple(int(d) for d in reversed(t.shape))  # GGUF lists dims innermost first
         return np.asarray(values, dtype=np.float32).reshape(shape)
 

@@ -53,7 +53,9 @@ def _strip(tensors: dict[str, np.ndarray], prefixes: tuple[str, ...]) -> dict[st
     """Drop a model-class prefix (`model.`, `transformer.`, `bert.`) when every key has it."""
     for prefix in prefixes:
         if any(k.startswith(prefix) for k in tensors):
-            return {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in tensors.items()}
+            return {
+                (k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in tensors.items()
+            }
     return tensors
 
 
@@ -123,8 +125,9 @@ def _llama(cfg: dict[str, Any], tensors, directory: str, tokenizer) -> ImportedM
     if not tied:
         if head is None:
             raise PretrainedError(f"{directory}: tensor lm_head.weight is missing")
-        weights[names["lm_head"]] = require({"lm_head.weight": head}, "lm_head.weight",
-                                            directory, (vocab, hidden)).T
+        weights[names["lm_head"]] = require(
+            {"lm_head.weight": head}, "lm_head.weight", directory, (vocab, hidden)
+        ).T
     for i in range(n_layers):
         p = f"layers.{i}"
         q = take(f"{p}.self_attn.q_proj.weight", (q_dim, hidden))
@@ -154,8 +157,13 @@ def _llama(cfg: dict[str, Any], tensors, directory: str, tokenizer) -> ImportedM
     return ImportedModel(config, weights, tokenizer, _chat_template(directory))
 
 
-GPT2_ACTIVATIONS = {"gelu_new": "gelu_approximate", "gelu_pytorch_tanh": "gelu_approximate",
-                    "gelu": "gelu", "relu": "relu", "silu": "silu"}
+GPT2_ACTIVATIONS = {
+    "gelu_new": "gelu_approximate",
+    "gelu_pytorch_tanh": "gelu_approximate",
+    "gelu": "gelu",
+    "relu": "relu",
+    "silu": "silu",
+}
 
 
 def _gpt2(cfg: dict[str, Any], tensors, directory: str, tokenizer) -> ImportedModel:
@@ -180,8 +188,13 @@ def _gpt2(cfg: dict[str, Any], tensors, directory: str, tokenizer) -> ImportedMo
             "initializer_range": cfg.get("initializer_range", 0.02),
             "scaled_residual_init": False,
         },
-        "attention": {"name": "mha", "num_kv_heads": None, "window": None, "dropout": 0.0,
-                      "use_bias": True},
+        "attention": {
+            "name": "mha",
+            "num_kv_heads": None,
+            "window": None,
+            "dropout": 0.0,
+            "use_bias": True,
+        },
         "positional": {"name": "learned"},
         "ffn": {"name": "mlp", "activation": GPT2_ACTIVATIONS[activation], "use_bias": True},
         "norm": {"name": "layernorm", "epsilon": float(eps), "use_bias": True},
@@ -189,8 +202,9 @@ def _gpt2(cfg: dict[str, Any], tensors, directory: str, tokenizer) -> ImportedMo
         "task": {"name": "causal_lm"},
         "tokenizer": {"name": _registry_name(tokenizer)},
     }
-    take = _Taker(_strip(tensors, ("transformer.",)), directory, ignore=(".attn.bias",
-                                                                        ".attn.masked_bias"))
+    take = _Taker(
+        _strip(tensors, ("transformer.",)), directory, ignore=(".attn.bias", ".attn.masked_bias")
+    )
     take.pop("lm_head.weight")  # tied to wte
     b = "DecoderBackbone"
     weights = {
@@ -202,11 +216,13 @@ def _gpt2(cfg: dict[str, Any], tensors, directory: str, tokenizer) -> ImportedMo
     for i in range(n_layers):
         p, t = f"h.{i}", f"{b}/block_{i}"
         # GPT-2's Conv1D weights are already (in, out).
-        weights[f"{t}/attention/qkv_proj/kernel"] = take(f"{p}.attn.c_attn.weight",
-                                                         (hidden, 3 * hidden))
+        weights[f"{t}/attention/qkv_proj/kernel"] = take(
+            f"{p}.attn.c_attn.weight", (hidden, 3 * hidden)
+        )
         weights[f"{t}/attention/qkv_proj/bias"] = take(f"{p}.attn.c_attn.bias", (3 * hidden,))
-        weights[f"{t}/attention/out_proj/kernel"] = take(f"{p}.attn.c_proj.weight",
-                                                         (hidden, hidden))
+        weights[f"{t}/attention/out_proj/kernel"] = take(
+            f"{p}.attn.c_proj.weight", (hidden, hidden)
+        )
         weights[f"{t}/attention/out_proj/bias"] = take(f"{p}.attn.c_proj.bias", (hidden,))
         weights[f"{t}/ffn/up/kernel"] = take(f"{p}.mlp.c_fc.weight", (hidden, inter))
         weights[f"{t}/ffn/up/bias"] = take(f"{p}.mlp.c_fc.bias", (inter,))
@@ -249,8 +265,13 @@ def _bert(cfg: dict[str, Any], tensors, directory: str, tokenizer) -> ImportedMo
             "type_vocabulary_size": n_types,
             "embedding_norm": True,
         },
-        "attention": {"name": "mha", "num_kv_heads": None, "window": None, "dropout": 0.0,
-                      "use_bias": True},
+        "attention": {
+            "name": "mha",
+            "num_kv_heads": None,
+            "window": None,
+            "dropout": 0.0,
+            "use_bias": True,
+        },
         "positional": {"name": "learned"},
         "ffn": {"name": "mlp", "activation": GPT2_ACTIVATIONS[activation], "use_bias": True},
         "norm": {"name": "layernorm", "epsilon": float(eps), "use_bias": True},
@@ -258,40 +279,53 @@ def _bert(cfg: dict[str, Any], tensors, directory: str, tokenizer) -> ImportedMo
         "task": {"name": "sentence_embedding", "pooling": "mean", "normalize": True},
         "tokenizer": {"name": _registry_name(tokenizer)},
     }
-    tensors = {k.replace("LayerNorm.gamma", "LayerNorm.weight")
-               .replace("LayerNorm.beta", "LayerNorm.bias"): v for k, v in tensors.items()}
+    tensors = {
+        k.replace("LayerNorm.gamma", "LayerNorm.weight").replace(
+            "LayerNorm.beta", "LayerNorm.bias"
+        ): v
+        for k, v in tensors.items()
+    }
     take = _Taker(_strip(tensors, ("bert.",)), directory, ignore=("position_ids",))
     for key in [k for k in take.tensors if k.startswith(("pooler.", "cls."))]:
         take.pop(key)  # task heads of other objectives: not part of the backbone
     b = "EncoderBackbone"
     weights = {
-        f"{b}/token_embedding/embeddings": take("embeddings.word_embeddings.weight",
-                                                (vocab, hidden)),
-        f"{b}/positional/position_embeddings": take("embeddings.position_embeddings.weight",
-                                                    (n_pos, hidden)),
-        f"{b}/segment_embedding/embeddings": take("embeddings.token_type_embeddings.weight",
-                                                  (n_types, hidden)),
+        f"{b}/token_embedding/embeddings": take(
+            "embeddings.word_embeddings.weight", (vocab, hidden)
+        ),
+        f"{b}/positional/position_embeddings": take(
+            "embeddings.position_embeddings.weight", (n_pos, hidden)
+        ),
+        f"{b}/segment_embedding/embeddings": take(
+            "embeddings.token_type_embeddings.weight", (n_types, hidden)
+        ),
         f"{b}/embedding_norm/gamma": take("embeddings.LayerNorm.weight", (hidden,)),
         f"{b}/embedding_norm/beta": take("embeddings.LayerNorm.bias", (hidden,)),
     }
     for i in range(n_layers):
         p, t = f"encoder.layer.{i}", f"{b}/block_{i}"
-        qkv = [take(f"{p}.attention.self.{n}.weight", (hidden, hidden))
-               for n in ("query", "key", "value")]
+        qkv = [
+            take(f"{p}.attention.self.{n}.weight", (hidden, hidden))
+            for n in ("query", "key", "value")
+        ]
         weights[f"{t}/attention/qkv_proj/kernel"] = fuse_qkv(*qkv)
         weights[f"{t}/attention/qkv_proj/bias"] = fuse_bias(
             *[take(f"{p}.attention.self.{n}.bias", (hidden,)) for n in ("query", "key", "value")]
         )
         weights[f"{t}/attention/out_proj/kernel"] = take(
-            f"{p}.attention.output.dense.weight", (hidden, hidden)).T
-        weights[f"{t}/attention/out_proj/bias"] = take(f"{p}.attention.output.dense.bias",
-                                                       (hidden,))
+            f"{p}.attention.output.dense.weight", (hidden, hidden)
+        ).T
+        weights[f"{t}/attention/out_proj/bias"] = take(
+            f"{p}.attention.output.dense.bias", (hidden,)
+        )
         weights[f"{t}/ffn/up/kernel"] = take(f"{p}.intermediate.dense.weight", (inter, hidden)).T
         weights[f"{t}/ffn/up/bias"] = take(f"{p}.intermediate.dense.bias", (inter,))
         weights[f"{t}/ffn/down/kernel"] = take(f"{p}.output.dense.weight", (hidden, inter)).T
         weights[f"{t}/ffn/down/bias"] = take(f"{p}.output.dense.bias", (hidden,))
-        for hf, ours in (("attention.output.LayerNorm", "attention_norm"),
-                         ("output.LayerNorm", "ffn_norm")):
+        for hf, ours in (
+            ("attention.output.LayerNorm", "attention_norm"),
+            ("output.LayerNorm", "ffn_norm"),
+        ):
             weights[f"{t}/{ours}/gamma"] = take(f"{p}.{hf}.weight", (hidden,))
             weights[f"{t}/{ours}/beta"] = take(f"{p}.{hf}.bias", (hidden,))
     take.finish("BERT")

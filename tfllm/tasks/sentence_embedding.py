@@ -112,7 +112,9 @@ class SentenceEmbedder(keras.Model):
             if not isinstance(text, str):
                 raise ValueError(f"texts must be strings, got {type(text).__name__}")
             body = tokenizer.encode_one(text)[:inner]
-            rows.append(([cls] if cls is not None else []) + body + ([sep] if sep is not None else []))
+            rows.append(
+                ([cls] if cls is not None else []) + body + ([sep] if sep is not None else [])
+            )
         pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
         out = []
         for start in range(0, len(rows), batch_size):
