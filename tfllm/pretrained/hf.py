@@ -417,4 +417,33 @@ def import_hf(directory: str) -> ImportedModel:
     except KeyError as e:
         raise PretrainedError(f"{path}: config key {e} is missing") from None
     imported.source = {"path": os.path.abspath(directory), "format": "hf", "architecture": family}
+    if family == "bert":
+        _sentence_transformers_settings(directory, imported.config)
     return imported
+
+
+def _sentence_transformers_settings(directory: str, config: dict[str, Any]) -> None:
+    """Pooling and maximum length from a sentence-transformers export, when present."""
+    pooling_path = os.path.join(directory, "1_Pooling", "config.json")
+    if os.path.exists(pooling_path):
+        with open(pooling_path, encoding="utf-8") as f:
+            pooling = json.load(f)
+        if pooling.get("pooling_mode_cls_token"):
+            config["task"]["pooling"] = "cls"
+        elif pooling.get("pooling_mode_lasttoken"):
+            config["task"]["pooling"] = "last_token"
+        elif not pooling.get("pooling_mode_mean_tokens", True):
+            raise PretrainedError(
+                f"{pooling_path}: only mean, cls or last-token pooling is supported"
+            )
+    settings_path = os.path.join(directory, "sentence_bert_config.json")
+    if os.path.exists(settings_path):
+        with open(settings_path, encoding="utf-8") as f:
+            settings = json.load(f)
+        if settings.get("max_seq_length"):
+            config["embedding"] = {"max_length": int(settings["max_seq_length"])}
+    modules_path = os.path.join(directory, "modules.json")
+    if os.path.exists(modules_path):
+        with open(modules_path, encoding="utf-8") as f:
+            modules = [m.get("type", "") for m in json.load(f)]
+        config["task"]["normalize"] = any(m.endswith("Normalize") for m in modules)

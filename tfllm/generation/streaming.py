@@ -1,0 +1,104 @@
+"""Token-by-token decoding for interactive use: each new token reaches Python as it is made."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import tensorflow as tf
+
+from tfllm.generation.decoder import GenerationConfig
+from tfllm.generation.sampling import sample_next
+
+
+class TokenStreamer:
+    """Yields sampled tokens one at a time from a KV-cached causal LM.
+
+    `Generator` runs the whole decode loop inside one graph, which is fastest but returns only
+    at the end; chat needs each token as it comes. Here a traced prefill fills the cache and a
+    traced one-token step extends it; both have shape-generic signatures, so they are traced
+    once per streamer whatever the prompt length.
+
+    Args:
+        model: a causal LM with `call_with_cache` and `init_cache`.
+        jit_compile: XLA-compile the prefill and the step.
+
+    Example:
+
+    >>> streamer = TokenStreamer(model)  # doctest: +SKIP
+    >>> for token in streamer.stream([1, 2, 3], GenerationConfig(max_new_tokens=5)):
+    ...     print(token)  # doctest: +SKIP
+    """
+
+    def __init__(self, model, jit_compile: bool = False):
+        self.model = model
+        backbone = model.backbone
+        cache_spec = [
+            (
+                tf.TensorSpec([1, backbone.num_kv_heads, None, backbone.head_dim], tf.float32),
+                tf.TensorSpec([1, backbone.num_kv_heads, None, backbone.head_dim], tf.float32),
+            )
+            for _ in range(backbone.num_layers)
+        ]
+        scalar = lambda dtype: tf.TensorSpec([], dtype)  # noqa: E731
+        self._prefill = tf.function(
+            self._prefill_fn,
+            input_signature=[tf.TensorSpec([1, None], tf.int32), scalar(tf.int32)],
+            autograph=False,
+            jit_compile=jit_compile,
+        )
+        self._step = tf.function(
+            self._step_fn,
+            input_signature=[
+                tf.TensorSpec([1, None], tf.float32),
+                cache_spec,
+                scalar(tf.int32),
+                scalar(tf.float32),
+                scalar(tf.int32),
+                scalar(tf.float32),
+                scalar(tf.int32),
+            ],
+            autograph=False,
+            jit_compile=jit_compile,
+        )
+
+    def _prefill_fn(self, token_ids, cache_length):
+        cache = self.model.init_cache(1, cache_length)
+        logits, cache = self.model.call_with_cache(token_ids, cache, tf.constant(0, tf.int32))
+        return logits[:, -1], cache  # (1, V)
+
+    def _step_fn(self, logits, cache, index, temperature, top_k, top_p, seed):
+        token = sample_next(logits, temperature, top_k, top_p, tf.stack([seed, index]))  # (1,)
+        next_logits, cache = self.model.call_with_cache(token[:, None], cache, index)
+        return token, next_logits[:, 0], cache
+
+    def stream(
+        self, prompt_ids: Sequence[int], config: GenerationConfig, stop_ids: Sequence[int] = ()
+    ) -> Iterator[int]:
+        """Yield up to `config.max_new_tokens` tokens after `prompt_ids`; a stop id ends the
+        stream (and is not yielded)."""
+        config.validate()
+        prompt = list(prompt_ids)
+        if not prompt:
+            raise ValueError("prompt ids are empty")
+        total = len(prompt) + config.max_new_tokens
+        if total > self.model.max_sequence_length:
+            raise ValueError(
+                f"{len(prompt)} prompt tokens + max_new_tokens={config.max_new_tokens} exceed the "
+                f"model's context of {self.model.max_sequence_length}"
+            )
+        logits, cache = self._prefill(tf.constant([prompt], tf.int32), tf.constant(total))
+        stops = set(stop_ids)
+        for index in range(len(prompt), total):
+            token, logits, cache = self._step(
+                logits,
+                cache,
+                tf.constant(index, tf.int32),
+                tf.constant(config.temperature, tf.float32),
+                tf.constant(config.top_k, tf.int32),
+                tf.constant(config.top_p, tf.float32),
+                tf.constant(config.seed, tf.int32),
+            )
+            token_id = int(token.numpy()[0])
+            if token_id in stops:
+                return
+            yield token_id
