@@ -33,7 +33,7 @@ def tiny_corpus(tmp_path):
     return path
 
 
-def run_cli(args, cwd=None, timeout=300, check=True, env=None):
+def run_cli(args, cwd=None, timeout=300, check=True, env=None, input_text=None):
     """Run the real `tfllm` console script in a fresh process."""
     full_env = dict(os.environ)
     full_env.update(env or {})
@@ -43,6 +43,8 @@ def run_cli(args, cwd=None, timeout=300, check=True, env=None):
         capture_output=True,
         text=True,
         timeout=timeout,
+        input=input_text,
+        stdin=None if input_text is not None else subprocess.DEVNULL,
         env=full_env,
     )
     if check and proc.returncode != 0:

@@ -63,6 +63,34 @@ CASES = {
         IDS,
         (2, 6, 16),
     ),
+    "model/encoder": (
+        {
+            "vocabulary_size": 40,
+            "num_layers": 2,
+            "hidden_dim": 16,
+            "num_heads": 4,
+            "max_sequence_length": 12,
+            "type_vocabulary_size": 2,
+            "embedding_norm": True,
+            "ffn": {"name": "mlp", "activation": "gelu"},
+        },
+        IDS,
+        (2, 6, 16),
+    ),
+    "model/encoder:pre-norm-rope": (
+        {
+            "vocabulary_size": 40,
+            "num_layers": 1,
+            "hidden_dim": 16,
+            "num_heads": 2,
+            "max_sequence_length": 12,
+            "norm_placement": "pre",
+            "positional": {"name": "rope"},
+            "dropout": 0.1,
+        },
+        IDS,
+        (2, 6, 16),
+    ),
 }
 
 
@@ -86,6 +114,23 @@ def test_causal_lm_task_harness():
     run_layer_test(
         CausalLM, config, IDS, expected_output_shape=(2, 6, 40), run_mixed_precision=False
     )
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "last_token"])
+def test_sentence_embedding_task_harness(pooling):
+    import keras
+
+    from tfllm.models.encoder import EncoderBackbone
+    from tfllm.tasks.sentence_embedding import SentenceEmbedder
+
+    backbone = EncoderBackbone(
+        vocabulary_size=40, num_layers=1, hidden_dim=16, num_heads=2, max_sequence_length=12
+    )
+    config = {"backbone": keras.saving.serialize_keras_object(backbone), "pooling": pooling}
+    out = run_layer_test(
+        SentenceEmbedder, config, IDS, expected_output_shape=(2, 16), run_mixed_precision=False
+    )
+    np.testing.assert_allclose(np.linalg.norm(out, axis=-1), 1.0, rtol=1e-5)
 
 
 LAYER_KINDS = ("positional", "attention", "ffn", "norm", "head", "model")

@@ -375,18 +375,42 @@ def load_hf_tokenizer(directory: str, family: str):
         with open(os.path.join(directory, "tokenizer_config.json"), encoding="utf-8") as f:
             settings = json.load(f)
     add_bos = bool(settings.get("add_bos_token", family in ("llama", "mistral")))
+    specials = {}
+    for role in ("bos", "eos", "unk", "pad"):
+        token = settings.get(f"{role}_token")
+        if isinstance(token, dict):
+            token = token.get("content")
+        if isinstance(token, str) and token:
+            specials[role] = token
+    added = [
+        entry["content"]
+        for entry in (settings.get("added_tokens_decoder") or {}).values()
+        if isinstance(entry, dict) and entry.get("special") and "content" in entry
+    ]
     try:
         if family == "bert":
             return WordPieceTokenizer(path=directory)
         if has("vocab.json") and has("merges.txt"):
-            return BPETokenizer(path=directory, add_bos=add_bos)
+            return BPETokenizer(
+                path=directory,
+                add_bos=add_bos,
+                special_tokens=specials or None,
+                added_tokens=added or None,
+            )
+        if has("tokenizer.json"):
+            return BPETokenizer(
+                path=os.path.join(directory, "tokenizer.json"),
+                add_bos=add_bos,
+                special_tokens=specials or None,
+                added_tokens=added or None,
+            )
         if has("tokenizer.model"):
             return SentencePieceTokenizer(path=os.path.join(directory, "tokenizer.model"))
     except (ValueError, KeyError) as e:
         raise PretrainedError(f"{directory}: tokenizer: {e}") from None
     raise PretrainedError(
-        f"{directory}: no tokenizer files (vocab.json + merges.txt, tokenizer.json, "
-        "tokenizer.model or vocab.txt)"
+        f"{directory}: no tokenizer files (vocab.json + merges.txt, a BPE tokenizer.json, "
+        "or tokenizer.model; vocab.txt or tokenizer.json for BERT)"
     )
 
 

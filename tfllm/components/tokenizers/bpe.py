@@ -71,8 +71,22 @@ def read_bpe_files(path: str) -> tuple[dict[str, int], list[str], dict[str, str]
             magic = f.read(4)
         if magic == b"GGUF":
             return read_gguf_bpe(path)
+        if path.endswith(".json"):
+            return read_hf_tokenizer_json(path)
         return (*tiktoken_to_vocab_and_merges(path), {})
     raise FileNotFoundError(f"tokenizer.path: no such file or directory: {path}")
+
+
+def read_hf_tokenizer_json(path: str) -> tuple[dict[str, int], list[str], dict[str, Any]]:
+    """Vocabulary, merges and special added tokens of a Hugging Face `tokenizer.json` BPE."""
+    with open(path, encoding="utf-8") as f:
+        spec = json.load(f)
+    model = spec.get("model") or {}
+    if model.get("type") != "BPE":
+        raise ValueError(f"{path}: model type is {model.get('type')!r}, not BPE")
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    added = [t["content"] for t in spec.get("added_tokens", []) if t.get("special")]
+    return dict(model["vocab"]), merges, ({"added": added} if added else {})
 
 
 GGUF_CONTROL = 3  # llama.cpp's token type for control tokens (chat markers, bos, eos)
@@ -223,8 +237,9 @@ class BPETokenizer(Tokenizer):
     need only TensorFlow and tensorflow-text. Special tokens in the input text are kept whole.
 
     Args:
-        path: a directory with `vocab.json` and `merges.txt`, a tiktoken rank file, or a GGUF
-            model file (its `tokenizer.ggml.*` metadata; special tokens from its ids).
+        path: a directory with `vocab.json` and `merges.txt`, an HF `tokenizer.json`, a
+            tiktoken rank file, or a GGUF model file (its `tokenizer.ggml.*` metadata; special
+            tokens from its ids).
         vocabulary: dict token -> id (instead of `path`).
         merges: list of `"a b"` merge rules, best first (instead of `path`).
         special_tokens: role -> token. Tokens missing from the vocabulary get new ids after
