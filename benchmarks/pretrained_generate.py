@@ -138,9 +138,20 @@ def main() -> None:
     results = {}
     for name in CHILDREN:
         out = os.path.join(RESULTS, ".child.json")
-        cmd = [sys.executable, __file__, "--child", name, "--out", out,
-               "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats),
-               "--batches", *map(str, args.batches)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            name,
+            "--out",
+            out,
+            "--new-tokens",
+            str(args.new_tokens),
+            "--repeats",
+            str(args.repeats),
+            "--batches",
+            *map(str, args.batches),
+        ]
         print(f"running {name} ...", file=sys.stderr, flush=True)
         subprocess.run(cmd, check=True)
         with open(out) as f:
@@ -155,7 +166,7 @@ def main() -> None:
         f"Command: `python benchmarks/pretrained_generate.py --new-tokens {args.new_tokens} "
         f"--batches {' '.join(map(str, args.batches))} --repeats {args.repeats}`",
         "",
-        "| contender | batch | new tokens/s | × transformers | seconds | first call s | peak RSS MB |",
+        "| contender | batch | new tokens/s | × transformers | s | first call s | peak RSS MB |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, res in results.items():
