@@ -13,7 +13,8 @@ reported. Prints a Markdown table and writes it (and JSON) to benchmarks/results
 Contenders:
 - tfllm graph: `Generator` (the KV-cached `tf.while_loop` that exports to SavedModels).
 - tfllm XLA: the same loop with `jit_compile=True`.
-- transformers: `LlamaForCausalLM.generate` (torch CPU, fp32, static KV cache off).
+- transformers: `LlamaForCausalLM.generate` (torch CPU, fp32, its default dynamic KV cache),
+  with no stop token so it decodes the same greedy tokens as tfllm.
 """
 
 from __future__ import annotations
@@ -90,9 +91,10 @@ def child_torch(args) -> dict:
     out = {}
     for batch in args.batches:
         inputs = torch.tensor([ids] * batch)
+        # No stop token on either side: both decode exactly --new-tokens greedy tokens.
+        model.generation_config.eos_token_id = None
         kwargs = dict(
             max_new_tokens=args.new_tokens,
-            min_new_tokens=args.new_tokens,
             do_sample=False,
             attention_mask=torch.ones_like(inputs),
             pad_token_id=tok.eos_token_id,
@@ -110,7 +112,7 @@ def child_torch(args) -> dict:
             "seconds": statistics.median(times),
             "tokens_per_sec": batch * args.new_tokens / statistics.median(times),
             "first_call_seconds": warm,
-            "text": tok.decode(result[0, len(ids) :])[:80],
+            "text": tok.decode(result[0, len(ids) :], skip_special_tokens=True)[:80],
         }
     out["peak_rss_mb"] = peak_rss_mb()
     return out

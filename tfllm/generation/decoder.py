@@ -64,6 +64,7 @@ def decode_loop(
     seed,
     stop_ids,
     pad_id,
+    prefill_prompt_only=False,
 ):
     """The decode loop, written with explicit `tf.while_loop` and static shapes.
 
@@ -76,6 +77,9 @@ def decode_loop(
         seed: int32 scalar.
         stop_ids: `(S,)` int32 tokens that end a row (kept in the output).
         pad_id: int32 scalar written after a row ends.
+        prefill_prompt_only: prefill only the positions every row has a prompt for (a
+            data-dependent shape: graph mode only). Otherwise the prefill runs over the whole
+            buffer, whose shape is static, as XLA needs.
 
     Returns:
         `(token_ids (B, L), lengths (B,))`: the filled buffer and each row's total length.
@@ -88,8 +92,14 @@ def decode_loop(
     cache = model.init_cache(b, total)
     # Prefill on the whole buffer: static shapes; positions past a row's prompt hold padding
     # whose cache entries are overwritten before any later position can attend to them.
-    logits, cache = model.call_with_cache(token_ids, cache, tf.constant(0, tf.int32))
-    next_logits = tf.gather(logits, start - 1, axis=1)  # (B, V)
+    if prefill_prompt_only:
+        logits, cache = model.call_with_cache(
+            token_ids[:, :start], cache, tf.constant(0, tf.int32)
+        )  # (B, start, V)
+        next_logits = logits[:, -1]  # (B, V)
+    else:
+        logits, cache = model.call_with_cache(token_ids, cache, tf.constant(0, tf.int32))
+        next_logits = tf.gather(logits, start - 1, axis=1)  # (B, V)
     done = limits <= start
     lengths = tf.where(done, limits, total)
 
@@ -140,7 +150,7 @@ class Generator:
         self.jit_compile = jit_compile
         # Every argument is a tensor, so one trace serves all sampling settings.
         self._fn = tf.function(
-            lambda *args: decode_loop(model, *args),
+            lambda *args: decode_loop(model, *args, prefill_prompt_only=not jit_compile),
             jit_compile=jit_compile,
             autograph=False,
             reduce_retracing=True,

@@ -68,8 +68,21 @@ def sample_next(logits, temperature, top_k, top_p, seed):
         (B,) int32 token ids.
     """
     logits = tf.cast(logits, tf.float32)
-    greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    filtered = filter_logits(logits, temperature, top_k, top_p)
-    gumbel = -tf.math.log(-tf.math.log(hash_uniform(tf.shape(filtered), seed)))
-    sampled = tf.argmax(filtered + gumbel, axis=-1, output_type=tf.int32)
-    return tf.where(tf.cast(temperature, tf.float32) > 0.0, sampled, greedy)
+    temperature = tf.cast(temperature, tf.float32)
+    top_k, top_p = tf.cast(top_k, tf.int32), tf.cast(top_p, tf.float32)
+
+    def sample():
+        # Sorting the vocabulary (what top-k/top-p need) costs more than a small model's
+        # forward pass at batch 8: skip it when neither filter is on.
+        filtered = tf.cond(
+            (top_k > 0) | (top_p < 1.0),
+            lambda: filter_logits(logits, temperature, top_k, top_p),
+            lambda: logits / tf.maximum(temperature, 1e-6),
+        )
+        gumbel = -tf.math.log(-tf.math.log(hash_uniform(tf.shape(filtered), seed)))
+        return tf.argmax(filtered + gumbel, axis=-1, output_type=tf.int32)
+
+    def greedy():
+        return tf.argmax(logits, axis=-1, output_type=tf.int32)
+
+    return tf.cond(temperature > 0.0, sample, greedy)

@@ -1,0 +1,472 @@
+"""Train tiny -> export -> `tfllm serve` on 127.0.0.1 -> query with the stock gRPC stub and REST.
+
+Everything is real: a trained checkpoint, a SavedModel validated in a fresh process, the
+development server in its own process, `tensorflow_serving.apis`' `PredictionServiceStub`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+grpc = pytest.importorskip("grpc")
+apis = pytest.importorskip("tensorflow_serving.apis")
+
+from tensorflow_serving.apis import (  # noqa: E402
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_log_pb2,
+    prediction_service_pb2_grpc,
+)
+
+MAX_NEW = 8
+PROMPTS = ["BERNARDO:", "Who's there?", "FRANCISCO:\nFor this"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, request):
+    root = tmp_path_factory.mktemp("serving")
+    corpus = root / "corpus.txt"
+    corpus.write_text(request.getfixturevalue("tiny_corpus_text"), encoding="utf-8")
+    run = root / "run"
+    run_cli(
+        [
+            "train",
+            "debug=fast",
+            f"data.path={corpus}",
+            f"run_dir={run}",
+            "trainer.max_steps=40",
+            "trainer.callbacks=[]",
+        ]
+    )
+    proc = run_cli(
+        [
+            "export",
+            f"ckpt={run}",
+            f"export.base_path={root / 'exports'}",
+            "export.name=tiny",
+            f"export.max_new_tokens={MAX_NEW}",
+            "export.max_new_tokens_limit=16",
+        ]
+    )
+    return root, run, root / "exports" / "tiny", proc.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus_text():
+    return (
+        "BERNARDO:\nWho's there?\n\nFRANCISCO:\nNay, answer me: stand, and unfold yourself.\n\n"
+        "BERNARDO:\nLong live the king!\n\nFRANCISCO:\nBernardo?\n\nBERNARDO:\nHe.\n\n"
+        "FRANCISCO:\nFor this relief much thanks: 'tis bitter cold,\nAnd I am sick at heart.\n\n"
+    ) * 12
+
+
+@pytest.fixture(scope="module")
+def in_process(exported):
+    from tfllm.runs import load_run
+
+    _, run, _, _ = exported
+    return load_run(str(run))
+
+
+@pytest.fixture(scope="module")
+def server(exported):
+    """`tfllm serve` in its own process, on free ports of 127.0.0.1."""
+    _, _, model_dir, _ = exported
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tfllm.cli",
+            "serve",
+            f"model_base_path={model_dir}",
+            "model_name=tiny",
+            "port=0",
+            "rest_port=0",
+            "file_system_poll_wait_seconds=0.3",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    ports = None
+    deadline = time.monotonic() + 120
+    lines = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        match = re.search(r"serving gRPC on 127\.0\.0\.1:(\d+), REST on 127\.0\.0\.1:(\d+)", line)
+        if match:
+            ports = int(match[1]), int(match[2])
+            break
+    if ports is None:
+        proc.kill()
+        raise AssertionError(f"server did not start: {''.join(lines)}{proc.stderr.read()}")
+    channel = grpc.insecure_channel(f"127.0.0.1:{ports[0]}")
+    yield proc, channel, ports
+    channel.close()
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def predict(channel, inputs, signature="serving_default", model="tiny", version=None):
+    import tensorflow as tf
+    from tensorflow.core.framework import tensor_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.model_spec.signature_name = signature
+    if version is not None:
+        request.model_spec.version.value = version
+    for key, value in inputs.items():
+        if isinstance(value, tensor_pb2.TensorProto):
+            request.inputs[key].CopyFrom(value)
+        else:
+            request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    return stub.Predict(request, timeout=60)
+
+
+def expected_completions(in_process, prompts, max_new=MAX_NEW):
+    from tfllm.generation.decoder import GenerationConfig, Generator
+
+    model, tokenizer, _ = in_process
+    out = Generator(model, tokenizer).generate(prompts, GenerationConfig(max_new_tokens=max_new))
+    return [c[0] for c in out]
+
+
+def test_export_layout_validation_and_warmup(exported):
+    import tensorflow as tf
+
+    _, _, model_dir, stdout = exported
+    assert "exported version 1" in stdout and "validated in a fresh process" in stdout
+    assert "identical" in stdout
+    assert sorted(os.listdir(model_dir)) == ["1"]  # no staging folder left behind
+    version = model_dir / "1"
+    extra = version / "assets.extra"
+    assert (version / "saved_model.pb").exists()
+    assert (extra / "config.yaml").exists() and (extra / "tokenizer" / "tokenizer.json").exists()
+    logs = [
+        prediction_log_pb2.PredictionLog.FromString(r.numpy())
+        for r in tf.data.TFRecordDataset(str(extra / "tf_serving_warmup_requests"))
+    ]
+    assert len(logs) == 2 and logs[0].predict_log.request.model_spec.name == "tiny"
+    assert "prompts" in logs[0].predict_log.request.inputs
+
+
+def test_grpc_predict_equals_in_process_generation(server, in_process):
+    _, channel, _ = server
+    response = predict(channel, {"prompts": np.asarray(PROMPTS, dtype=object)})
+    got = [c.decode("utf-8") for c in apis_ndarray(response.outputs["completions"])]
+    assert got == expected_completions(in_process, PROMPTS)
+    assert response.model_spec.version.value == 1
+    lengths = apis_ndarray(response.outputs["lengths"])
+    tokens = apis_ndarray(response.outputs["tokens"])
+    assert tokens.shape == (3, MAX_NEW) and np.all(lengths <= MAX_NEW)
+    assert all(np.all(tokens[i, lengths[i] :] == -1) for i in range(3))
+
+
+def apis_ndarray(proto):
+    import tensorflow as tf
+
+    return tf.make_ndarray(proto)
+
+
+def test_generate_signature_samples_reproducibly(server, in_process):
+    _, channel, _ = server
+    inputs = {
+        "prompts": np.asarray(["BERNARDO:"], dtype=object),
+        "max_new_tokens": np.int32(12),
+        "temperature": np.float32(1.0),
+        "top_k": np.int32(5),
+        "top_p": np.float32(0.9),
+        "seed": np.int32(7),
+    }
+    first = apis_ndarray(predict(channel, inputs, "generate").outputs["completions"])
+    again = apis_ndarray(predict(channel, inputs, "generate").outputs["completions"])
+    assert first.tolist() == again.tolist()
+    greedy = dict(inputs, temperature=np.float32(0.0))
+    got = apis_ndarray(predict(channel, greedy, "generate").outputs["completions"])
+    assert got[0].decode() == expected_completions(in_process, ["BERNARDO:"], 12)[0]
+
+
+def test_score_signature_matches_the_model(server, in_process):
+    import tensorflow as tf
+
+    _, channel, _ = server
+    model, tokenizer, _ = in_process
+    texts = ["BERNARDO:\nWho's there?", "Long live the king!"]
+    out = predict(channel, {"texts": np.asarray(texts, dtype=object)}, "score").outputs
+    ll = apis_ndarray(out["log_likelihood"])
+    for text, got in zip(texts, ll, strict=True):
+        bos = [tokenizer.bos_id] if tokenizer.bos_id is not None else []
+        ids = bos + tokenizer.encode_one(text)
+        logits = model(np.asarray([ids], "int32"))[0, :-1]
+        logp = tf.nn.log_softmax(logits, axis=-1).numpy()
+        assert got == pytest.approx(sum(logp[i, t] for i, t in enumerate(ids[1:])), rel=1e-4)
+
+
+def test_metadata_and_status(server):
+    _, channel, _ = server
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = get_model_metadata_pb2.GetModelMetadataRequest()
+    request.model_spec.name = "tiny"
+    request.metadata_field.append("signature_def")
+    response = stub.GetModelMetadata(request, timeout=30)
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata["signature_def"].Unpack(signatures)
+    assert set(signatures.signature_def) == {"serving_default", "generate", "score"}
+    assert set(signatures.signature_def["generate"].inputs) == {
+        "prompts",
+        "max_new_tokens",
+        "temperature",
+        "top_k",
+        "top_p",
+        "seed",
+    }
+    status_stub = model_service_pb2_grpc.ModelServiceStub(channel)
+    status_request = get_model_status_pb2.GetModelStatusRequest()
+    status_request.model_spec.name = "tiny"
+    status = status_stub.GetModelStatus(status_request, timeout=30)
+    assert [(s.version, s.state) for s in status.model_version_status][:1] == [
+        (1, get_model_status_pb2.ModelVersionStatus.AVAILABLE)
+    ]
+
+
+def rest(ports, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{ports[1]}{path}", data=data)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_rest_predict_status_and_metadata(server, in_process):
+    _, _, ports = server
+    status, body = rest(ports, "/v1/models/tiny:predict", {"instances": PROMPTS[:2]})
+    assert status == 200, body
+    assert [p["completions"] for p in body["predictions"]] == expected_completions(
+        in_process, PROMPTS[:2]
+    )
+    status, body = rest(
+        ports,
+        "/v1/models/tiny/versions/1:predict",
+        {"signature_name": "score", "inputs": {"texts": ["BERNARDO:"]}},
+    )
+    assert status == 200 and len(body["outputs"]["log_likelihood"]) == 1
+    status, body = rest(ports, "/v1/models/tiny")
+    assert status == 200 and body["model_version_status"][0]["state"] == "AVAILABLE"
+    status, body = rest(ports, "/v1/models/tiny/metadata")
+    assert status == 200 and "generate" in body["metadata"]["signature_def"]["signatureDef"]
+    assert rest(ports, "/v1/models/nope:predict", {"instances": ["x"]})[0] == 404
+    assert rest(ports, "/v1/models/tiny:predict", {"instances": [""]})[0] == 400
+
+
+def _tensor(dtype, shape, content=b""):
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+    proto = tensor_pb2.TensorProto(dtype=getattr(types_pb2, dtype))
+    proto.tensor_shape.CopyFrom(
+        tensor_shape_pb2.TensorShapeProto(
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in shape]
+        )
+    )
+    proto.tensor_content = content
+    return proto
+
+
+GENERATE = {
+    "max_new_tokens": np.int32(4),
+    "temperature": np.float32(0.0),
+    "top_k": np.int32(0),
+    "top_p": np.float32(1.0),
+    "seed": np.int32(0),
+}
+S = lambda *texts: np.asarray(list(texts), dtype=object)  # noqa: E731
+MALFORMED = {
+    "wrong dtype": (
+        dict(prompts=np.asarray([1, 2], np.int32)),
+        "serving_default",
+        {},
+        "INVALID_ARGUMENT",
+    ),
+    "wrong shape": (
+        dict(prompts=S("a", "b").reshape(2, 1)),
+        "serving_default",
+        {},
+        "INVALID_ARGUMENT",
+    ),
+    "empty batch": (dict(prompts=S()), "serving_default", {}, "INVALID_ARGUMENT"),
+    "empty string": (dict(prompts=S("")), "serving_default", {}, "INVALID_ARGUMENT"),
+    "invalid utf-8": (
+        dict(prompts=np.asarray([b"\xff\xfe ok"], dtype=object)),
+        "serving_default",
+        {},
+        "INVALID_ARGUMENT",
+    ),
+    "prompt over context": (
+        dict(prompts=S("BERNARDO " * 40)),
+        "serving_default",
+        {},
+        "INVALID_ARGUMENT",
+    ),
+    "max_new_tokens over limit": (
+        dict(
+            prompts=S("a"),
+            **GENERATE,
+        )
+        | {"max_new_tokens": np.int32(17)},
+        "generate",
+        {},
+        "INVALID_ARGUMENT",
+    ),
+    "negative temperature": (
+        dict(prompts=S("a"), **GENERATE) | {"temperature": np.float32(-1)},
+        "generate",
+        {},
+        "INVALID_ARGUMENT",
+    ),
+    "missing inputs": (dict(prompts=S("a")), "generate", {}, "INVALID_ARGUMENT"),
+    "extra input": (dict(prompts=S("a"), extra=S("b")), "serving_default", {}, "INVALID_ARGUMENT"),
+    "unknown signature": (dict(prompts=S("a")), "nope", {}, "INVALID_ARGUMENT"),
+    "unknown model": (dict(prompts=S("a")), "serving_default", {"model": "nope"}, "NOT_FOUND"),
+    "unknown version": (dict(prompts=S("a")), "serving_default", {"version": 99}, "NOT_FOUND"),
+    "truncated tensor": (
+        dict(max_new_tokens=_tensor("DT_INT32", [3], b"\x01\x00")),
+        "generate",
+        {},
+        "INVALID_ARGUMENT",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_requests_get_status_codes_and_the_server_keeps_serving(server, case):
+    proc, channel, _ = server
+    inputs, signature, extra, code = MALFORMED[case]
+    if case == "truncated tensor":
+        inputs = dict(GENERATE, prompts=S("a")) | inputs
+    with pytest.raises(grpc.RpcError) as info:
+        predict(channel, inputs, signature, **extra)
+    assert info.value.code().name == code, info.value.details()
+    assert info.value.details()
+    assert proc.poll() is None
+    ok = predict(channel, {"prompts": S("BERNARDO:")})
+    assert len(ok.outputs["completions"].string_val) == 1
+
+
+def test_a_new_version_is_picked_up_by_polling(server, exported):
+    _, channel, ports = server
+    _, _, model_dir, _ = exported
+    staging = model_dir.parent / ".v2"
+    shutil.copytree(model_dir / "1", staging)
+    os.replace(staging, model_dir / "2")  # appears whole, as tfllm export writes it
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status, body = rest(ports, "/v1/models/tiny/versions/2")
+        if status == 200 and body["model_version_status"][0]["state"] == "AVAILABLE":
+            break
+        time.sleep(0.3)
+    else:
+        raise AssertionError("version 2 was not loaded")
+    latest = predict(channel, {"prompts": S("BERNARDO:")})
+    assert latest.model_spec.version.value == 2  # policy: the newest version only
+    with pytest.raises(grpc.RpcError) as info:
+        predict(channel, {"prompts": S("BERNARDO:")}, version=1)
+    assert info.value.code().name == "NOT_FOUND"
+
+
+def test_export_inspect_and_run_commands(exported, in_process):
+    _, _, model_dir, _ = exported
+    shown = run_cli(["export", "inspect", str(model_dir / "1")]).stdout
+    assert "signature 'generate':" in shown and "input  prompts: string" in shown
+    ran = run_cli(["export", "run", str(model_dir / "1"), 'prompts=["BERNARDO:"]'])
+    assert json.loads(ran.stdout)["completions"] == expected_completions(in_process, ["BERNARDO:"])
+    bad = run_cli(["export", "run", str(model_dir / "1"), 'prompts=[""]'], check=False)
+    assert bad.returncode == 2 and "empty" in bad.stderr
+    again = run_cli(
+        [
+            "export",
+            f"ckpt={exported[1]}",
+            f"export.base_path={model_dir.parent}",
+            "export.name=tiny",
+            "export.version=1",
+        ],
+        check=False,
+    )
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_server_side_batching_gives_each_client_its_own_answer(exported, in_process):
+    from tfllm.serving.client import Client
+    from tfllm.serving.predictor import BatchingConfig
+    from tfllm.serving.servables import ModelConfig
+    from tfllm.serving.server import Server
+
+    _, _, model_dir, _ = exported
+    server = Server(
+        [ModelConfig("tiny", str(model_dir))],
+        port=0,
+        rest_port=None,
+        batching=BatchingConfig(max_batch_size=8, batch_timeout_micros=50_000),
+        poll_seconds=0,
+    )
+    server.start()
+    try:
+        prompts = [
+            "BERNARDO:",
+            "FRANCISCO:",
+            "Who's there?",
+            "Long live",
+            "Bernardo?",
+            "He.",
+            "Nay, answer me",
+            "",
+        ]
+        results: dict[int, object] = {}
+
+        def ask(i):
+            with Client(port=server.port, model="tiny") as client:
+                try:
+                    results[i] = client.generate([prompts[i]])[0]
+                except Exception as e:  # noqa: BLE001
+                    results[i] = e
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(prompts))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        expected = expected_completions(in_process, prompts[:-1])
+        assert [results[i] for i in range(len(prompts) - 1)] == expected
+        assert "INVALID_ARGUMENT" in str(results[len(prompts) - 1])  # only the bad one fails
+    finally:
+        server.stop()
+
+
+def test_client_command_over_grpc(server, in_process):
+    _, _, ports = server
+    proc = run_cli(["client", "prompt=BERNARDO:", "model=tiny", f"port={ports[0]}"])
+    assert proc.stdout == "BERNARDO:" + expected_completions(in_process, ["BERNARDO:"])[0] + "\n"
+    bad = run_cli(["client", "prompt=x", "model=nope", f"port={ports[0]}"], check=False)
+    assert bad.returncode == 2 and "NOT_FOUND" in bad.stderr

@@ -1,0 +1,1 @@
+"""SavedModel export: signatures with generation in the graph, validation, warmup."""

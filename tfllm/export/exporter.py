@@ -1,0 +1,131 @@
+"""`tfllm export`: a checkpoint to `<base>/<name>/<version>/`, a SavedModel TF Serving loads."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from tfllm.export.serving_module import CausalLMServing, EmbeddingServing, ExportSettings
+
+log = logging.getLogger(__name__)
+
+ASSETS_EXTRA = "assets.extra"
+WARMUP_FILE = "tf_serving_warmup_requests"
+WARMUP_PROMPTS = ("Hello", "The meaning of life is")
+
+
+@dataclass
+class ExportResult:
+    """Where an export went and what it holds."""
+
+    path: str
+    version: int
+    signatures: list[str]
+    validation: dict[str, Any] = field(default_factory=dict)
+
+
+def next_version(model_dir: str) -> int:
+    """One more than the highest numeric version folder in `model_dir` (1 if none)."""
+    if not os.path.isdir(model_dir):
+        return 1
+    versions = [int(d) for d in os.listdir(model_dir) if d.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def build_serving_module(model, tokenizer, cfg: dict[str, Any], settings: ExportSettings):
+    """The `tf.Module` whose signatures the SavedModel exports, chosen by the model's task."""
+    task = cfg["task"]["name"]
+    if hasattr(model, "call_with_cache"):
+        return CausalLMServing(model, tokenizer, settings)
+    if hasattr(model, "embed_texts"):
+        max_length = (cfg.get("embedding") or {}).get("max_length")
+        return EmbeddingServing(model, tokenizer, max_length)
+    raise ValueError(f"task '{task}' has no serving signatures yet")
+
+
+def write_warmup(path: str, model_name: str, signatures: list[str]) -> None:
+    """`assets.extra/tf_serving_warmup_requests`: PredictionLogs TF Serving replays at load, so
+    the first real request does not pay for graph initialization."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    input_name = "prompts" if "generate" in signatures else "texts"
+    with tf.io.TFRecordWriter(path) as writer:
+        for batch in (1, 2):
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name="serving_default")
+            )
+            texts = [WARMUP_PROMPTS[i % len(WARMUP_PROMPTS)] for i in range(batch)]
+            request.inputs[input_name].CopyFrom(tf.make_tensor_proto(texts, dtype=tf.string))
+            log_entry = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
+            writer.write(log_entry.SerializeToString())
+
+
+def export_model(
+    model,
+    tokenizer,
+    cfg: dict[str, Any],
+    base_path: str,
+    name: str,
+    version: int | None = None,
+    settings: ExportSettings | None = None,
+    validate: bool = True,
+) -> ExportResult:
+    """Export to `<base_path>/<name>/<version>/`, atomically, then validate it.
+
+    The SavedModel is written into a temporary folder beside the version folders and renamed
+    into place only when complete (TF Serving polls the model folder and must never see half a
+    version). Validation reloads it in a fresh process that imports only TensorFlow and
+    tensorflow-text, compares greedy completions with this process, and lists every op.
+
+    Raises:
+        FileExistsError: the version folder exists.
+        ExportValidationError: the reloaded export disagrees or uses ops outside TF and tf-text
+            (the version folder is removed again).
+    """
+    import tensorflow as tf
+
+    from tfllm.config import save_run_config
+
+    settings = settings or ExportSettings()
+    model_dir = os.path.join(os.path.abspath(base_path), name)
+    os.makedirs(model_dir, exist_ok=True)
+    version = next_version(model_dir) if version is None else int(version)
+    if version <= 0:
+        raise ValueError(f"export.version must be a positive integer, got {version}")
+    final = os.path.join(model_dir, str(version))
+    if os.path.exists(final):
+        raise FileExistsError(f"export: {final} already exists; choose another export.version")
+    module = build_serving_module(model, tokenizer, cfg, settings)
+    signatures = module.signatures()
+    staging = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=model_dir)
+    try:
+        target = os.path.join(staging, "model")
+        tf.saved_model.save(module, target, signatures=signatures)
+        extra = os.path.join(target, ASSETS_EXTRA)
+        os.makedirs(extra, exist_ok=True)
+        export_cfg = dict(cfg)
+        export_cfg["export"] = {
+            "name": name,
+            "version": version,
+            "signatures": sorted(signatures),
+            **settings.__dict__,
+        }
+        save_run_config(export_cfg, extra)
+        tokenizer.save_to_directory(os.path.join(extra, "tokenizer"))
+        write_warmup(os.path.join(extra, WARMUP_FILE), name, sorted(signatures))
+        result = ExportResult(final, version, sorted(signatures))
+        if validate:
+            from tfllm.export.validate import validate_export
+
+            result.validation = validate_export(target, model, tokenizer, module)
+        os.replace(target, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return result

@@ -1,0 +1,252 @@
+"""The graph a SavedModel serves: tokenization, the decode loop and detokenization, all as ops.
+
+Every input is checked inside the graph with `tf.debugging` assertions, so a bad request fails
+with `InvalidArgumentError` — which TensorFlow Serving (and `tfllm serve`) return to the client
+as INVALID_ARGUMENT — instead of an opaque error deep in a gather.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import tensorflow as tf
+
+from tfllm.generation.decoder import decode_loop
+
+
+@dataclass
+class ExportSettings:
+    """What an export fixes at export time.
+
+    Attributes:
+        max_new_tokens: the default for `serving_default` (and `generate`'s expected range).
+        max_new_tokens_limit: the largest `max_new_tokens` a request may ask for.
+        temperature, top_k, top_p, seed: `serving_default`'s sampling settings.
+        jit_compile: XLA-compile the decode loop (TF Serving needs
+            `--xla_cpu_compilation_enabled=true` to run it).
+    """
+
+    max_new_tokens: int = 64
+    max_new_tokens_limit: int = 256
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+    jit_compile: bool = False
+
+
+def _assert(condition, message: str):
+    return tf.debugging.Assert(condition, [tf.constant(message)])
+
+
+def _valid_utf8(texts):
+    repaired = tf.strings.unicode_transcode(
+        texts, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
+    )
+    return tf.reduce_all(tf.equal(repaired, texts))
+
+
+class CausalLMServing(tf.Module):
+    """Signatures of a causal LM.
+
+    - `serving_default(prompts)`: completions with the export's settings.
+    - `generate(prompts, max_new_tokens, temperature, top_k, top_p, seed)`: all settings per
+      request (TF Serving's Predict needs every input of a signature, so the optional settings
+      live in their own signature).
+    - `score(texts)`: per-token log-probabilities and the sequence log-likelihood.
+
+    Outputs of both generation signatures: `completions` (string `[B]`), `tokens` (int32
+    `[B, N]`, the new tokens, padded with -1) and `lengths` (int32 `[B]`, new tokens per row).
+    """
+
+    def __init__(self, model, tokenizer, settings: ExportSettings):
+        super().__init__(name="tfllm_causal_lm")
+        from tfllm.training.checkpoint import model_variables
+
+        self._model = model
+        self.tokenizer = tokenizer
+        # Variables are tracked directly: tracking the Keras model would write them twice.
+        self.model_variables = list(model_variables(model).values())
+        self.settings = settings
+        self.context = int(model.max_sequence_length)
+        self.vocabulary_size = int(model.vocabulary_size)
+        self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+        bos = tokenizer.bos_id if getattr(tokenizer, "add_bos", True) else None
+        self.bos_id = bos
+        self.eos_id = tokenizer.eos_id
+        loop = lambda *args: decode_loop(  # noqa: E731
+            model, *args, prefill_prompt_only=not settings.jit_compile
+        )
+        self._loop = tf.function(loop, autograph=False, jit_compile=settings.jit_compile)
+        strings = tf.TensorSpec([None], tf.string, name="prompts")
+        scalar = lambda dtype, name: tf.TensorSpec([], dtype, name=name)  # noqa: E731
+        self.serving_default = tf.function(
+            self._serving_default, input_signature=[strings], autograph=False
+        )
+        self.generate = tf.function(
+            self._generate,
+            input_signature=[
+                strings,
+                scalar(tf.int32, "max_new_tokens"),
+                scalar(tf.float32, "temperature"),
+                scalar(tf.int32, "top_k"),
+                scalar(tf.float32, "top_p"),
+                scalar(tf.int32, "seed"),
+            ],
+            autograph=False,
+        )
+        self.score = tf.function(
+            self._score,
+            input_signature=[tf.TensorSpec([None], tf.string, name="texts")],
+            autograph=False,
+        )
+
+    def signatures(self) -> dict[str, Any]:
+        return {
+            "serving_default": self.serving_default.get_concrete_function(),
+            "generate": self.generate.get_concrete_function(),
+            "score": self.score.get_concrete_function(),
+        }
+
+    # ----- pieces ---------------------------------------------------------------------------
+    def _token_ids(self, texts, what: str):
+        """Validated texts `(B,)` to ragged ids `(B, None)` (with bos when the model uses it)."""
+        checks = [
+            _assert(tf.size(texts) > 0, f"{what}: the batch is empty"),
+            _assert(tf.reduce_all(tf.strings.length(texts) > 0), f"{what}: a string is empty"),
+            _assert(_valid_utf8(texts), f"{what}: a string is not valid UTF-8"),
+        ]
+        with tf.control_dependencies(checks):
+            ids = tf.cast(self.tokenizer(tf.identity(texts)), tf.int32)  # (B, None)
+        if self.bos_id is not None:
+            bos = tf.fill([tf.shape(texts)[0], 1], tf.constant(self.bos_id, tf.int32))
+            ids = tf.concat([tf.RaggedTensor.from_tensor(bos), ids], axis=1)
+        return ids
+
+    def _serving_default(self, prompts):
+        s = self.settings
+        return self._generate(
+            prompts,
+            tf.constant(s.max_new_tokens, tf.int32),
+            tf.constant(s.temperature, tf.float32),
+            tf.constant(s.top_k, tf.int32),
+            tf.constant(s.top_p, tf.float32),
+            tf.constant(s.seed, tf.int32),
+        )
+
+    def _generate(self, prompts, max_new_tokens, temperature, top_k, top_p, seed):
+        limit = self.settings.max_new_tokens_limit
+        checks = [
+            _assert(
+                (max_new_tokens >= 1) & (max_new_tokens <= limit),
+                f"max_new_tokens must be in [1, {limit}]",
+            ),
+            _assert(temperature >= 0.0, "temperature must be >= 0"),
+            _assert(top_k >= 0, "top_k must be >= 0"),
+            _assert((top_p > 0.0) & (top_p <= 1.0), "top_p must be in (0, 1]"),
+        ]
+        with tf.control_dependencies(checks):
+            ids = self._token_ids(prompts, "prompts")
+        prompt_lengths = tf.cast(ids.row_lengths(), tf.int32)  # (B,)
+        longest = tf.reduce_max(prompt_lengths)
+        fits = _assert(
+            longest + max_new_tokens <= self.context,
+            f"prompt tokens + max_new_tokens exceed the model's context of {self.context}",
+        )
+        with tf.control_dependencies([fits]):
+            total = tf.identity(longest + max_new_tokens)
+        b = tf.shape(prompt_lengths)[0]
+        buffer = ids.to_tensor(default_value=self.pad_id, shape=tf.stack([b, total]))  # (B, L)
+        stops = tf.constant([self.eos_id if self.eos_id is not None else -1], tf.int32)
+        out, lengths = self._loop(
+            buffer,
+            prompt_lengths,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            stops,
+            tf.constant(self.pad_id, tf.int32),
+        )
+        new_lengths = lengths - prompt_lengths  # (B,)
+        offsets = tf.ragged.range(prompt_lengths, lengths)  # (B, None) new positions
+        new = tf.gather(out, offsets, batch_dims=1)  # (B, None) new tokens
+        completions = self.tokenizer.detokenize(new, skip_special_tokens=True)
+        tokens = new.to_tensor(default_value=-1, shape=tf.stack([b, max_new_tokens]))
+        return {"completions": completions, "tokens": tokens, "lengths": new_lengths}
+
+    def _score(self, texts):
+        ids = self._token_ids(texts, "texts")  # (B, None)
+        lengths = tf.cast(ids.row_lengths(), tf.int32)
+        fits = [
+            _assert(
+                tf.reduce_max(lengths) <= self.context,
+                f"a text is longer than the model's context of {self.context} tokens",
+            ),
+            _assert(
+                tf.reduce_min(lengths) >= 2,
+                "a text has fewer than two tokens: nothing to score (the first token has "
+                "no context)",
+            ),
+        ]
+        with tf.control_dependencies(fits):
+            dense = ids.to_tensor(default_value=self.pad_id)  # (B, T)
+        mask = tf.sequence_mask(lengths, tf.shape(dense)[1])  # (B, T)
+        logits = self._model(dense, padding_mask=mask)  # (B, T, V)
+        log_probs = tf.nn.log_softmax(tf.cast(logits[:, :-1], tf.float32), axis=-1)
+        targets = dense[:, 1:]  # (B, T-1)
+        token_log_probs = tf.gather(log_probs, targets, batch_dims=2)  # (B, T-1)
+        scored = mask[:, 1:]
+        token_log_probs = tf.where(scored, token_log_probs, 0.0)
+        return {
+            "token_log_probs": token_log_probs,
+            "token_ids": tf.where(scored, targets, -1),
+            "lengths": lengths - 1,
+            "log_likelihood": tf.reduce_sum(token_log_probs, axis=-1),
+        }
+
+
+class EmbeddingServing(tf.Module):
+    """Signatures of a sentence-embedding model: `serving_default` and `embed`, texts to
+    L2-normalized embeddings `[B, D]`."""
+
+    def __init__(self, model, tokenizer, max_length: int | None = None):
+        super().__init__(name="tfllm_embedding")
+        from tfllm.training.checkpoint import model_variables
+
+        self._model = model
+        self.tokenizer = tokenizer
+        self.model_variables = list(model_variables(model).values())
+        self.max_length = int(
+            min(max_length or model.max_sequence_length, model.max_sequence_length)
+        )
+        ids = tokenizer.special_token_ids()
+        self.cls_id = ids.get("cls", ids.get("bos"))
+        self.sep_id = ids.get("sep", ids.get("eos"))
+        self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+        spec = [tf.TensorSpec([None], tf.string, name="texts")]
+        self.embed = tf.function(self._embed, input_signature=spec, autograph=False)
+
+    def signatures(self) -> dict[str, Any]:
+        fn = self.embed.get_concrete_function()
+        return {"serving_default": fn, "embed": fn}
+
+    def _embed(self, texts):
+        checks = [
+            _assert(tf.size(texts) > 0, "texts: the batch is empty"),
+            _assert(_valid_utf8(texts), "texts: a string is not valid UTF-8"),
+        ]
+        with tf.control_dependencies(checks):
+            ids = tf.cast(self.tokenizer(tf.identity(texts)), tf.int32)  # (B, None)
+        inner = self.max_length - (self.cls_id is not None) - (self.sep_id is not None)
+        ids = ids[:, :inner]
+        b = tf.shape(texts)[0]
+        if self.cls_id is not None:
+            ids = tf.concat([tf.RaggedTensor.from_tensor(tf.fill([b, 1], self.cls_id)), ids], 1)
+        if self.sep_id is not None:
+            ids = tf.concat([ids, tf.RaggedTensor.from_tensor(tf.fill([b, 1], self.sep_id))], 1)
+        dense = ids.to_tensor(default_value=self.pad_id)  # (B, T)
+        mask = tf.sequence_mask(ids.row_lengths(), tf.shape(dense)[1])
+        return {"embeddings": self._model(dense, padding_mask=mask)}

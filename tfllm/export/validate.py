@@ -1,0 +1,181 @@
+"""Checks on an export, in a fresh process that has only TensorFlow and tensorflow-text: the
+environment of the standard model server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import numpy as np
+
+VALIDATION_PROMPTS = ("Hello", "The quick brown fox", "Once upon a time,")
+
+
+class ExportValidationError(RuntimeError):
+    """The reloaded export disagrees with the Keras model, or uses ops TF Serving lacks."""
+
+
+# Runs in the fresh process. Ops are classified against the op registry before and after
+# importing tensorflow_text: what TF core registers, what tf-text adds, and anything else.
+_CHILD = r"""
+import json, sys
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.python.framework import op_def_registry
+
+path, requests = sys.argv[1], json.loads(sys.argv[2])
+proto = saved_model_pb2.SavedModel()
+with open(path + "/saved_model.pb", "rb") as f:
+    proto.ParseFromString(f.read())
+ops = set()
+for graph in proto.meta_graphs:
+    ops.update(n.op for n in graph.graph_def.node)
+    for fn in graph.graph_def.library.function:
+        ops.update(n.op for n in fn.node_def)
+functions = {fn.signature.name for g in proto.meta_graphs for fn in g.graph_def.library.function}
+ops -= functions
+core = sorted(o for o in ops if op_def_registry.get(o) is not None)
+import tensorflow_text  # noqa: F401  (registers tf-text's ops, as TF Serving's build links them)
+text = sorted(o for o in ops if o not in core and op_def_registry.get(o) is not None)
+other = sorted(ops - set(core) - set(text))
+loaded = tf.saved_model.load(path)
+results = {}
+for name, inputs in requests.items():
+    fn = loaded.signatures[name.split(":")[0]]
+    out = fn(**{k: tf.constant(v[0], dtype=v[1]) for k, v in inputs.items()})
+    results[name] = {k: v.numpy().tolist() if v.dtype != tf.string else
+                     [s.decode("utf-8") for s in v.numpy()] for k, v in out.items()}
+imported = sorted(m for m in ("tfllm", "keras_hub") if m in sys.modules)
+print("@@RESULT@@" + json.dumps({"core": core, "text": text, "other": other,
+                                 "results": results, "imported": imported}))
+"""
+
+
+def run_in_fresh_process(path: str, requests: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Load the SavedModel at `path` in a new Python that imports only tensorflow and
+    tensorflow_text, run `requests` (`{signature: {input: (value, dtype)}}`) and list ops."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, path, json.dumps(requests)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=os.path.dirname(os.path.abspath(path)),
+    )
+    marker = [line for line in proc.stdout.splitlines() if line.startswith("@@RESULT@@")]
+    if proc.returncode != 0 or not marker:
+        raise ExportValidationError(
+            f"the export failed to load or run in a fresh process:\n{proc.stderr[-3000:]}"
+        )
+    return json.loads(marker[0][len("@@RESULT@@") :])
+
+
+def validate_export(path: str, model, tokenizer, module) -> dict[str, Any]:
+    """Reload the export in a fresh process, compare it with the Keras model, check its ops.
+
+    Returns:
+        A report: op counts by origin and what was compared.
+    """
+    from tfllm.export.serving_module import CausalLMServing
+
+    if isinstance(module, CausalLMServing):
+        from tfllm.generation.decoder import GenerationConfig, Generator
+
+        bos = 1 if module.bos_id is not None else 0
+        lengths = {p: len(tokenizer.encode_one(p)) + bos for p in VALIDATION_PROMPTS}
+        prompts = [p for p in VALIDATION_PROMPTS if lengths[p] + 4 <= module.context]
+        if not prompts:
+            raise ExportValidationError(
+                f"the model's context of {module.context} tokens is too short to validate"
+            )
+        longest = max(lengths[p] for p in prompts)
+        n = min(16, module.settings.max_new_tokens_limit, module.context - longest)
+        requests = {
+            "generate": {
+                "prompts": (prompts, "string"),
+                "max_new_tokens": (n, "int32"),
+                "temperature": (0.0, "float32"),
+                "top_k": (0, "int32"),
+                "top_p": (1.0, "float32"),
+                "seed": (0, "int32"),
+            }
+        }
+        report = run_in_fresh_process(path, requests)
+        expected = [
+            c[0]
+            for c in Generator(model, tokenizer).generate(
+                prompts, GenerationConfig(max_new_tokens=n)
+            )
+        ]
+        got = report["results"]["generate"]["completions"]
+        if got != expected:
+            raise ExportValidationError(
+                f"greedy completions differ after reloading: export {got!r}, Keras {expected!r}"
+            )
+        compared = f"greedy completions of {len(expected)} prompts, {n} tokens: identical"
+    else:
+        requests = {"embed": {"texts": (list(VALIDATION_PROMPTS), "string")}}
+        report = run_in_fresh_process(path, requests)
+        max_length = getattr(module, "max_length", None)
+        expected = model.embed_texts(tokenizer, list(VALIDATION_PROMPTS), max_length=max_length)
+        got = np.asarray(report["results"]["embed"]["embeddings"], np.float32)
+        diff = float(np.max(np.abs(got - expected)))
+        if diff > 1e-5:
+            raise ExportValidationError(f"embeddings differ after reloading by {diff:.3g}")
+        compared = f"embeddings of {len(expected)} texts: max difference {diff:.2g}"
+    if report["other"]:
+        raise ExportValidationError(
+            f"the export uses ops outside TensorFlow core and tf-text: {report['other']}"
+        )
+    if report["imported"]:
+        raise ExportValidationError(f"loading the export imported {report['imported']}")
+    return {
+        "core_ops": len(report["core"]),
+        "text_ops": report["text"],
+        "compared": compared,
+    }
+
+
+def describe(path: str) -> str:
+    """`saved_model_cli show --all` for exports with tf-text ops: every signature's inputs and
+    outputs."""
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (the stock saved_model_cli lacks these ops)
+
+    loaded = tf.saved_model.load(path)
+    lines = [f"SavedModel: {path}"]
+    for name, fn in sorted(loaded.signatures.items()):
+        lines.append(f"signature '{name}':")
+        for key, spec in sorted(fn.structured_input_signature[1].items()):
+            lines.append(f"  input  {key}: {spec.dtype.name} {spec.shape}")
+        for key, spec in sorted(fn.structured_outputs.items()):
+            lines.append(f"  output {key}: {spec.dtype.name} {spec.shape}")
+    return "\n".join(lines)
+
+
+def run_signature(path: str, signature: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Call one signature (like `saved_model_cli run --input_exprs`), tf-text ops loaded."""
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401
+
+    loaded = tf.saved_model.load(path)
+    if signature not in loaded.signatures:
+        raise KeyError(
+            f"signature '{signature}' not found; the export has {sorted(loaded.signatures)}"
+        )
+    fn = loaded.signatures[signature]
+    specs = fn.structured_input_signature[1]
+    missing = sorted(set(specs) - set(inputs))
+    if missing:
+        raise ValueError(f"missing inputs {missing} for signature '{signature}'")
+    unknown = sorted(set(inputs) - set(specs))
+    if unknown:
+        raise ValueError(f"signature '{signature}' has no inputs {unknown}")
+    out = fn(**{k: tf.constant(v, dtype=specs[k].dtype) for k, v in inputs.items()})
+    return {
+        k: [s.decode("utf-8") for s in v.numpy()] if v.dtype == tf.string else v.numpy().tolist()
+        for k, v in out.items()
+    }

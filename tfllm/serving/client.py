@@ -1,0 +1,217 @@
+"""A client for exported tfllm models on TF Serving (or `tfllm serve`): gRPC or REST."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+class ServingClientError(RuntimeError):
+    """The server answered with an error status (`code` holds it: a gRPC code name)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class Client:
+    """Talks to a model served by TF Serving's APIs.
+
+    Args:
+        host: server address.
+        port: gRPC port (transport `grpc`) or REST port (transport `rest`).
+        model: the served model name.
+        transport: `grpc` (tensorflow-serving-api's `PredictionServiceStub`) or `rest`.
+        version: a specific version (default: the newest available).
+        timeout: seconds per request.
+
+    Example:
+
+    >>> client = Client(port=8500, model="shakespeare")  # doctest: +SKIP
+    >>> client.generate(["ROMEO:"], max_new_tokens=32)  # doctest: +SKIP
+    ['...']
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8500,
+        model: str = "default",
+        transport: str = "grpc",
+        version: int | None = None,
+        timeout: float = 120.0,
+    ):
+        if transport not in ("grpc", "rest"):
+            raise ValueError(f"transport must be 'grpc' or 'rest', got {transport!r}")
+        self.host, self.port, self.model = host, port, model
+        self.transport, self.version, self.timeout = transport, version, timeout
+        self._channel = None
+        self._stub = None
+
+    # ----- transport --------------------------------------------------------------------------
+    def _grpc(self):
+        if self._stub is None:
+            import grpc
+            from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+            self._channel = grpc.insecure_channel(
+                f"{self.host}:{self.port}",
+                options=[("grpc.max_receive_message_length", 64 << 20)],
+            )
+            self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        return self._stub
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = self._stub = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _url(self, suffix: str) -> str:
+        version = f"/versions/{self.version}" if self.version is not None else ""
+        return f"http://{self.host}:{self.port}/v1/models/{self.model}{version}{suffix}"
+
+    def _rest(self, suffix: str, body: dict | None = None) -> dict[str, Any]:
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        request = urllib.request.Request(
+            self._url(suffix), data=data, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read().decode("utf-8"))
+        except urllib.error.HTTPError as e:
+            try:
+                message = json.loads(e.read().decode("utf-8")).get("error", str(e))
+            except (ValueError, AttributeError):
+                message = str(e)
+            raise ServingClientError(f"HTTP {e.code}", message) from None
+
+    def predict(
+        self, inputs: dict[str, Any], signature: str = "serving_default"
+    ) -> dict[str, np.ndarray]:
+        """Call a signature with named inputs; returns its outputs as numpy arrays."""
+        if self.transport == "rest":
+            body = {"signature_name": signature, "inputs": _jsonable(inputs)}
+            outputs = self._rest(":predict", body)["outputs"]
+            if not isinstance(outputs, dict):
+                outputs = {"output": outputs}
+            return {k: _from_json(v) for k, v in outputs.items()}
+        import grpc
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = self.model
+        request.model_spec.signature_name = signature
+        if self.version is not None:
+            request.model_spec.version.value = self.version
+        for key, value in inputs.items():
+            request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+        try:
+            response = self._grpc().Predict(request, timeout=self.timeout)
+        except grpc.RpcError as e:
+            raise ServingClientError(e.code().name, e.details()) from None
+        return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+
+    # ----- tfllm signatures -------------------------------------------------------------------
+    def generate(
+        self,
+        prompts: str | Sequence[str],
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> list[str]:
+        """Completions of `prompts` (the export's settings unless some are given)."""
+        single = isinstance(prompts, str)
+        batch = np.asarray([prompts] if single else list(prompts), dtype=object)
+        settings = (max_new_tokens, temperature, top_k, top_p, seed)
+        if all(s is None for s in settings):
+            out = self.predict({"prompts": batch})
+        else:
+            out = self.predict(
+                {
+                    "prompts": batch,
+                    "max_new_tokens": np.int32(64 if max_new_tokens is None else max_new_tokens),
+                    "temperature": np.float32(0.0 if temperature is None else temperature),
+                    "top_k": np.int32(top_k or 0),
+                    "top_p": np.float32(1.0 if top_p is None else top_p),
+                    "seed": np.int32(seed or 0),
+                },
+                signature="generate",
+            )
+        texts = [_text(t) for t in out["completions"]]
+        return texts
+
+    def score(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Per-token log-probabilities and log-likelihoods of `texts`."""
+        return self.predict({"texts": np.asarray(list(texts), dtype=object)}, signature="score")
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Sentence embeddings `(N, D)` from an exported embedding model."""
+        out = self.predict({"texts": np.asarray(list(texts), dtype=object)}, signature="embed")
+        return np.asarray(out["embeddings"], np.float32)
+
+    def signatures(self) -> dict[str, dict[str, list[str]]]:
+        """`{signature: {"inputs": [...], "outputs": [...]}}` from the model's metadata."""
+        if self.transport == "rest":
+            meta = self._rest("/metadata")["metadata"]["signature_def"]["signatureDef"]
+            return {
+                name: {
+                    "inputs": sorted(s.get("inputs", {})),
+                    "outputs": sorted(s.get("outputs", {})),
+                }
+                for name, s in meta.items()
+            }
+        import grpc
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        request = get_model_metadata_pb2.GetModelMetadataRequest()
+        request.model_spec.name = self.model
+        if self.version is not None:
+            request.model_spec.version.value = self.version
+        request.metadata_field.append("signature_def")
+        try:
+            response = self._grpc().GetModelMetadata(request, timeout=self.timeout)
+        except grpc.RpcError as e:
+            raise ServingClientError(e.code().name, e.details()) from None
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signature_map)
+        return {
+            name: {"inputs": sorted(s.inputs), "outputs": sorted(s.outputs)}
+            for name, s in signature_map.signature_def.items()
+        }
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _jsonable(inputs: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in inputs.items():
+        array = np.asarray(value)
+        if array.dtype.kind in ("O", "S", "U"):
+            out[key] = [_text(v) for v in array.reshape(-1)] if array.ndim else _text(array.item())
+        else:
+            out[key] = array.tolist()
+    return out
+
+
+def _from_json(value: Any) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype.kind == "U":
+        return array.astype(object)
+    return array

@@ -1,0 +1,204 @@
+"""TF Serving's REST API: `/v1/models/NAME[/versions/N | /labels/L][:predict | /metadata]`."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import grpc
+import numpy as np
+
+from tfllm.serving.predictor import Predictor
+from tfllm.serving.servables import ServingError
+
+log = logging.getLogger(__name__)
+
+_PATH = re.compile(
+    r"^/v1/models/(?P<name>[^/:]+)"
+    r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+    r"(?P<action>:predict|/metadata)?$"
+)
+HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+}
+
+
+def _to_numpy(value: Any, dtype) -> np.ndarray:
+    """A JSON value as numpy of the signature's dtype (`{"b64": ...}` for raw bytes)."""
+
+    def decode(v):
+        if isinstance(v, dict) and set(v) == {"b64"}:
+            return base64.b64decode(v["b64"])
+        if isinstance(v, list):
+            return [decode(x) for x in v]
+        if isinstance(v, str):
+            return v.encode("utf-8")
+        return v
+
+    if dtype.name == "string":
+        array = np.asarray(decode(value), dtype=object)
+        if array.size and not all(isinstance(x, bytes) for x in array.reshape(-1)):
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "expected strings")
+        return array
+    try:
+        return np.asarray(value, dtype=dtype.as_numpy_dtype)
+    except (TypeError, ValueError) as e:
+        raise ServingError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"cannot read {value!r} as {dtype.name}: {e}"
+        ) from None
+
+
+def _to_json(value: np.ndarray) -> Any:
+    if value.dtype.kind in ("O", "S"):
+        flat = [v.decode("utf-8", errors="replace") for v in value.reshape(-1)]
+        return np.asarray(flat, dtype=object).reshape(value.shape).tolist()
+    return value.tolist()
+
+
+class RestHandler(BaseHTTPRequestHandler):
+    predictor: Predictor  # set on the subclass the server makes
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        log.debug("rest: " + fmt, *args)
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _route(self):
+        match = _PATH.match(self.path.split("?")[0])
+        if not match:
+            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Malformed request: {self.path}")
+        version = int(match["version"]) if match["version"] else None
+        return match["name"], version, match["label"], match["action"]
+
+    def _handle(self, fn) -> None:
+        try:
+            status, body = fn()
+        except ServingError as e:
+            status, body = HTTP_STATUS.get(e.code, 500), {"error": e.message}
+        except Exception as e:  # keep serving
+            log.exception("REST request failed")
+            status, body = 500, {"error": f"{type(e).__name__}: {e}"}
+        self._send(status, body)
+
+    def do_GET(self):
+        def handle():
+            name, version, label, action = self._route()
+            if action == ":predict":
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "predict needs POST")
+            if action == "/metadata":
+                from google.protobuf import json_format
+
+                resolved, signature_map = self.predictor.metadata(name, version, label)
+                return 200, {
+                    "model_spec": {
+                        "name": name,
+                        "signature_name": "",
+                        "version": str(resolved.number),
+                    },
+                    "metadata": {"signature_def": json_format.MessageToDict(signature_map)},
+                }
+            statuses = self.predictor.manager.statuses(name, version)
+            return 200, {
+                "model_version_status": [
+                    {
+                        "version": str(v.number),
+                        "state": v.state,
+                        "status": {
+                            "error_code": "UNKNOWN" if v.error else "OK",
+                            "error_message": v.error,
+                        },
+                    }
+                    for v in statuses
+                ]
+            }
+
+        self._handle(handle)
+
+    def do_POST(self):
+        def handle():
+            name, version, label, action = self._route()
+            if action != ":predict":
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "POST serves :predict only")
+            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                body = json.loads(self.rfile.read(length).decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise ServingError(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"JSON Parse error: {e}"
+                ) from None
+            if not isinstance(body, dict) or ("instances" in body) == ("inputs" in body):
+                raise ServingError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "the request body must be an object with exactly one of 'instances' or "
+                    "'inputs'",
+                )
+            resolved = self.predictor.manager.resolve(name, version, label)
+            sig_name, fn, _ = self.predictor.signature(resolved, body.get("signature_name", ""))
+            specs = fn.structured_input_signature[1]
+            if "instances" in body:
+                rows = body["instances"]
+                if not isinstance(rows, list) or not rows:
+                    raise ServingError(
+                        grpc.StatusCode.INVALID_ARGUMENT, "'instances' must be a non-empty list"
+                    )
+                if len(specs) == 1 and not isinstance(rows[0], dict):
+                    raw = {next(iter(specs)): rows}
+                elif all(isinstance(r, dict) for r in rows):
+                    raw = {k: [r.get(k) for r in rows] for k in rows[0]}
+                else:
+                    raise ServingError(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        "'instances' must all be objects (one key per input) or all values",
+                    )
+            else:
+                raw = body["inputs"]
+                if not isinstance(raw, dict):
+                    if len(specs) != 1:
+                        raise ServingError(
+                            grpc.StatusCode.INVALID_ARGUMENT,
+                            f"'inputs' must be an object with keys {sorted(specs)}",
+                        )
+                    raw = {next(iter(specs)): raw}
+            inputs = {
+                k: _to_numpy(v, specs[k].dtype) if k in specs else np.asarray(v)
+                for k, v in raw.items()
+            }
+            _, _, outputs = self.predictor.predict(name, resolved.number, None, sig_name, inputs)
+            if "instances" in body:
+                if len(outputs) == 1:
+                    return 200, {"predictions": _to_json(next(iter(outputs.values())))}
+                n = len(next(iter(outputs.values())))
+                return 200, {
+                    "predictions": [
+                        {k: _to_json(v[i : i + 1])[0] for k, v in outputs.items()} for i in range(n)
+                    ]
+                }
+            if len(outputs) == 1:
+                return 200, {"outputs": _to_json(next(iter(outputs.values())))}
+            return 200, {"outputs": {k: _to_json(v) for k, v in outputs.items()}}
+
+        self._handle(handle)
+
+
+def make_rest_server(predictor: Predictor, host: str, port: int) -> ThreadingHTTPServer:
+    handler = type("BoundRestHandler", (RestHandler,), {"predictor": predictor})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server

@@ -1,0 +1,264 @@
+"""Model versions on disk, loaded by version policy and kept in step with the disk by polling."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+log = logging.getLogger(__name__)
+
+# TF Serving's ModelVersionStatus states.
+START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
+
+
+class ServingError(Exception):
+    """A request that fails with a gRPC status code (and the matching REST status)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def status_code(number: int) -> grpc.StatusCode:
+    """The gRPC status code of a TensorFlow error code (they share numbering)."""
+    return _CODES.get(int(number), grpc.StatusCode.UNKNOWN)
+
+
+@dataclass
+class ModelConfig:
+    """One entry of TF Serving's `model_config_list`.
+
+    Attributes:
+        name: the model name clients ask for.
+        base_path: the folder holding numbered version folders.
+        policy: `latest` (the newest `num_versions`), `all`, or `specific`.
+        num_versions: for `latest`.
+        versions: for `specific`.
+        labels: version labels (`stable` -> 3).
+    """
+
+    name: str
+    base_path: str
+    policy: str = "latest"
+    num_versions: int = 1
+    versions: tuple[int, ...] = ()
+    labels: dict[str, int] = field(default_factory=dict)
+
+    def wanted(self, on_disk: list[int]) -> list[int]:
+        on_disk = sorted(on_disk)
+        if self.policy == "all":
+            return on_disk
+        if self.policy == "specific":
+            return [v for v in on_disk if v in self.versions]
+        return on_disk[-self.num_versions :] if self.num_versions > 0 else []
+
+
+def parse_model_config_file(path: str) -> list[ModelConfig]:
+    """Read TF Serving's `--model_config_file` (a text-format `ModelServerConfig`)."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    config = model_server_config_pb2.ModelServerConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as e:
+        raise ValueError(f"model_config_file: {path}: {e}") from None
+    models = []
+    base = os.path.dirname(os.path.abspath(path))
+    for m in config.model_config_list.config:
+        if not m.name or not m.base_path:
+            raise ValueError(f"model_config_file: {path}: every model needs name and base_path")
+        policy = m.model_version_policy.WhichOneof("policy_choice") or "latest"
+        models.append(
+            ModelConfig(
+                name=m.name,
+                base_path=os.path.join(base, m.base_path),
+                policy=policy,
+                num_versions=m.model_version_policy.latest.num_versions or 1,
+                versions=tuple(m.model_version_policy.specific.versions),
+                labels=dict(m.version_labels),
+            )
+        )
+    if not models:
+        raise ValueError(f"model_config_file: {path} lists no models")
+    return models
+
+
+@dataclass
+class Version:
+    """One loaded (or failed) version."""
+
+    number: int
+    state: str = START
+    error: str = ""
+    loaded: Any = None
+    signature_defs: dict[str, Any] = field(default_factory=dict)
+
+
+def read_signature_defs(path: str) -> dict[str, Any]:
+    """The SignatureDef protos of a SavedModel (what GetModelMetadata reports)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    defs = dict(proto.meta_graphs[0].signature_def)
+    defs.pop("__saved_model_init_op", None)
+    return defs
+
+
+class ServableManager:
+    """Loads the versions each model's policy wants, polls for changes, answers look-ups.
+
+    Args:
+        models: what to serve.
+        poll_seconds: how often to rescan the base paths (0: scan once, at start).
+    """
+
+    def __init__(self, models: list[ModelConfig], poll_seconds: float = 1.0):
+        names = [m.name for m in models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique, got {names}")
+        self.models = {m.name: m for m in models}
+        self.versions: dict[str, dict[int, Version]] = {m.name: {} for m in models}
+        self.poll_seconds = poll_seconds
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ----- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        self.scan()
+        if self.poll_seconds > 0:
+            self._thread = threading.Thread(target=self._poll, name="tfllm-poll", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.scan()
+            except Exception:  # a bad folder must not stop serving the others
+                log.exception("polling for model versions failed")
+
+    def scan(self) -> None:
+        """Load versions that appeared (and are wanted); unload those no longer wanted."""
+        for name, config in self.models.items():
+            on_disk = []
+            if os.path.isdir(config.base_path):
+                on_disk = [
+                    int(d)
+                    for d in os.listdir(config.base_path)
+                    if re.fullmatch(r"\d+", d)
+                    and os.path.exists(os.path.join(config.base_path, d, "saved_model.pb"))
+                ]
+            wanted = set(config.wanted(on_disk))
+            for number in sorted(wanted):
+                if number not in self.versions[name]:
+                    self._load(name, number)
+            for number, version in list(self.versions[name].items()):
+                if number not in wanted and version.state == AVAILABLE:
+                    with self._lock:
+                        version.state = UNLOADING
+                        version.loaded = None
+                        version.state = END
+                    log.info("unloaded %s version %d", name, number)
+
+    def _load(self, name: str, number: int) -> None:
+        import tensorflow as tf
+        import tensorflow_text  # noqa: F401  (exports tokenize with tf-text ops)
+
+        version = Version(number, state=LOADING)
+        with self._lock:
+            self.versions[name][number] = version
+        path = os.path.join(self.models[name].base_path, str(number))
+        try:
+            loaded = tf.saved_model.load(path)
+            defs = read_signature_defs(path)
+        except Exception as e:
+            with self._lock:
+                version.state, version.error = END, f"{type(e).__name__}: {e}"
+            log.error("could not load %s version %d: %s", name, number, e)
+            return
+        with self._lock:
+            version.loaded, version.signature_defs, version.state = loaded, defs, AVAILABLE
+        log.info("loaded %s version %d", name, number)
+
+    # ----- look-ups ---------------------------------------------------------------------------
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Version:
+        """The version a request names (the newest available if it names none).
+
+        Raises:
+            ServingError: NOT_FOUND for an unknown model, version or label;
+                UNAVAILABLE while a wanted version is still loading.
+        """
+        if name not in self.models:
+            raise ServingError(
+                grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({name})"
+            )
+        if label:
+            if label not in self.models[name].labels:
+                raise ServingError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"Unrecognized servable version label: {label}",
+                )
+            version = self.models[name].labels[label]
+        with self._lock:
+            versions = self.versions[name]
+            if version is not None:
+                found = versions.get(int(version))
+                if found is None or found.state != AVAILABLE:
+                    raise ServingError(
+                        grpc.StatusCode.NOT_FOUND,
+                        f"Servable not found for request: Specific({name}, {version})",
+                    )
+                return found
+            available = [v for n, v in sorted(versions.items()) if v.state == AVAILABLE]
+        if not available:
+            raise ServingError(
+                grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({name})"
+            )
+        return available[-1]
+
+    def statuses(self, name: str, version: int | None = None) -> list[Version]:
+        if name not in self.models:
+            raise ServingError(
+                grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}"
+            )
+        with self._lock:
+            versions = [v for n, v in sorted(self.versions[name].items())]
+        if version is not None:
+            versions = [v for v in versions if v.number == int(version)]
+            if not versions:
+                raise ServingError(
+                    grpc.StatusCode.NOT_FOUND,
+                    f"Could not find version {version} of model {name}",
+                )
+        return versions
+
+    def wait_until_available(self, name: str, timeout: float = 120.0) -> Version:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.resolve(name)
+            except ServingError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)

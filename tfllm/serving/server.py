@@ -1,0 +1,96 @@
+"""`tfllm serve`: a development server that speaks TF Serving's gRPC and REST APIs.
+
+It exists so that exports can be served, queried and tested on a machine without the
+TensorFlow Serving binary. Production runs the real `tensorflow/serving` (see `serving/`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent import futures
+
+import grpc
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+from tfllm.serving.grpc_api import ModelServicer, PredictionServicer
+from tfllm.serving.predictor import BatchingConfig, Predictor
+from tfllm.serving.rest_api import make_rest_server
+from tfllm.serving.servables import ModelConfig, ServableManager
+
+log = logging.getLogger(__name__)
+
+
+class Server:
+    """gRPC (and optionally REST) endpoints over a `ServableManager`.
+
+    Args:
+        models: what to serve.
+        host: the address to bind (127.0.0.1 by default: a development server).
+        port: gRPC port (0 picks a free one; see `self.port` after `start`).
+        rest_port: REST port (0 picks a free one, None turns REST off).
+        batching: server-side batching settings, or None.
+        poll_seconds: how often to look for new versions.
+        workers: gRPC worker threads.
+
+    Example:
+
+    >>> server = Server([ModelConfig("lm", "exports/lm")], port=0)  # doctest: +SKIP
+    >>> server.start(); print(server.port)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        models: list[ModelConfig],
+        host: str = "127.0.0.1",
+        port: int = 8500,
+        rest_port: int | None = 8501,
+        batching: BatchingConfig | None = None,
+        poll_seconds: float = 1.0,
+        workers: int = 16,
+    ):
+        self.manager = ServableManager(models, poll_seconds)
+        self.predictor = Predictor(self.manager, batching)
+        self.host = host
+        self.grpc_server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tfllm-grpc"),
+            options=[
+                ("grpc.max_receive_message_length", 64 << 20),
+                ("grpc.max_send_message_length", 64 << 20),
+            ],
+        )
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionServicer(self.predictor), self.grpc_server
+        )
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelServicer(self.predictor), self.grpc_server
+        )
+        self.port = self.grpc_server.add_insecure_port(f"{host}:{port}")
+        if self.port == 0:
+            raise OSError(f"port: could not bind gRPC to {host}:{port}")
+        self.rest = (
+            make_rest_server(self.predictor, host, rest_port) if rest_port is not None else None
+        )
+        self.rest_port = self.rest.server_address[1] if self.rest is not None else None
+        self._rest_thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Load the models (waiting for the first scan), then open the ports."""
+        self.manager.start()
+        self.grpc_server.start()
+        if self.rest is not None:
+            self._rest_thread = threading.Thread(
+                target=self.rest.serve_forever, name="tfllm-rest", daemon=True
+            )
+            self._rest_thread.start()
+
+    def stop(self, grace: float = 2.0) -> None:
+        self.grpc_server.stop(grace).wait()
+        if self.rest is not None:
+            self.rest.shutdown()
+            self.rest.server_close()
+        self.predictor.stop()
+        self.manager.stop()
+
+    def wait(self) -> None:
+        self.grpc_server.wait_for_termination()
