@@ -166,17 +166,27 @@ GPT2_ACTIVATIONS = {
 }
 
 
-def _gpt2(cfg: dict[str, Any], tensors, directory: str, tokenizer) -> ImportedModel:
-    hidden, n_layers, n_heads = cfg["n_embd"], cfg["n_layer"], cfg["n_head"]
-    inter = cfg.get("n_inner") or 4 * hidden
-    vocab, n_pos = cfg["vocab_size"], cfg["n_positions"]
-    activation = cfg.get("activation_function", "gelu_new")
-    if activation not in GPT2_ACTIVATIONS:
-        raise PretrainedError(f"{directory}: activation_function {activation!r} is not supported")
-    eps = cfg.get("layer_norm_epsilon", 1e-5)
-    config = {
+def _classic_config(
+    backbone: str,
+    norm_placement: str,
+    *,
+    vocab: int,
+    n_layers: int,
+    hidden: int,
+    n_heads: int,
+    inter: int,
+    n_pos: int,
+    activation: str,
+    eps: float,
+    initializer_range: float,
+    task: dict[str, Any],
+    tokenizer: Any,
+    **model_extra: Any,
+) -> dict[str, Any]:
+    """GPT-2 and BERT: learned positions, biased MHA, an MLP and LayerNorm."""
+    return {
         "model": {
-            "name": "decoder",
+            "name": backbone,
             "vocabulary_size": vocab,
             "num_layers": n_layers,
             "hidden_dim": hidden,
@@ -184,9 +194,10 @@ def _gpt2(cfg: dict[str, Any], tensors, directory: str, tokenizer) -> ImportedMo
             "intermediate_dim": inter,
             "max_sequence_length": n_pos,
             "dropout": 0.0,
-            "norm_placement": "pre",
-            "initializer_range": cfg.get("initializer_range", 0.02),
+            "norm_placement": norm_placement,
+            "initializer_range": initializer_range,
             "scaled_residual_init": False,
+            **model_extra,
         },
         "attention": {
             "name": "mha",
@@ -199,9 +210,34 @@ def _gpt2(cfg: dict[str, Any], tensors, directory: str, tokenizer) -> ImportedMo
         "ffn": {"name": "mlp", "activation": GPT2_ACTIVATIONS[activation], "use_bias": True},
         "norm": {"name": "layernorm", "epsilon": float(eps), "use_bias": True},
         "head": {"name": "lm", "tie_embeddings": True, "use_bias": False},
-        "task": {"name": "causal_lm"},
+        "task": task,
         "tokenizer": {"name": _registry_name(tokenizer)},
     }
+
+
+def _gpt2(cfg: dict[str, Any], tensors, directory: str, tokenizer) -> ImportedModel:
+    hidden, n_layers, n_heads = cfg["n_embd"], cfg["n_layer"], cfg["n_head"]
+    inter = cfg.get("n_inner") or 4 * hidden
+    vocab, n_pos = cfg["vocab_size"], cfg["n_positions"]
+    activation = cfg.get("activation_function", "gelu_new")
+    if activation not in GPT2_ACTIVATIONS:
+        raise PretrainedError(f"{directory}: activation_function {activation!r} is not supported")
+    eps = cfg.get("layer_norm_epsilon", 1e-5)
+    config = _classic_config(
+        "decoder",
+        "pre",
+        vocab=vocab,
+        n_layers=n_layers,
+        hidden=hidden,
+        n_heads=n_heads,
+        inter=inter,
+        n_pos=n_pos,
+        activation=activation,
+        eps=eps,
+        initializer_range=cfg.get("initializer_range", 0.02),
+        task={"name": "causal_lm"},
+        tokenizer=tokenizer,
+    )
     take = _Taker(
         _strip(tensors, ("transformer.",)), directory, ignore=(".attn.bias", ".attn.masked_bias")
     )
@@ -249,36 +285,23 @@ def _bert(cfg: dict[str, Any], tensors, directory: str, tokenizer) -> ImportedMo
             "supported"
         )
     eps = cfg.get("layer_norm_eps", 1e-12)
-    config = {
-        "model": {
-            "name": "encoder",
-            "vocabulary_size": vocab,
-            "num_layers": n_layers,
-            "hidden_dim": hidden,
-            "num_heads": n_heads,
-            "intermediate_dim": inter,
-            "max_sequence_length": n_pos,
-            "dropout": 0.0,
-            "norm_placement": "post",
-            "initializer_range": cfg.get("initializer_range", 0.02),
-            "scaled_residual_init": False,
-            "type_vocabulary_size": n_types,
-            "embedding_norm": True,
-        },
-        "attention": {
-            "name": "mha",
-            "num_kv_heads": None,
-            "window": None,
-            "dropout": 0.0,
-            "use_bias": True,
-        },
-        "positional": {"name": "learned"},
-        "ffn": {"name": "mlp", "activation": GPT2_ACTIVATIONS[activation], "use_bias": True},
-        "norm": {"name": "layernorm", "epsilon": float(eps), "use_bias": True},
-        "head": {"name": "lm", "tie_embeddings": True, "use_bias": False},
-        "task": {"name": "sentence_embedding", "pooling": "mean", "normalize": True},
-        "tokenizer": {"name": _registry_name(tokenizer)},
-    }
+    config = _classic_config(
+        "encoder",
+        "post",
+        vocab=vocab,
+        n_layers=n_layers,
+        hidden=hidden,
+        n_heads=n_heads,
+        inter=inter,
+        n_pos=n_pos,
+        activation=activation,
+        eps=eps,
+        initializer_range=cfg.get("initializer_range", 0.02),
+        task={"name": "sentence_embedding", "pooling": "mean", "normalize": True},
+        tokenizer=tokenizer,
+        type_vocabulary_size=n_types,
+        embedding_norm=True,
+    )
     tensors = {
         k.replace("LayerNorm.gamma", "LayerNorm.weight").replace(
             "LayerNorm.beta", "LayerNorm.bias"
