@@ -553,3 +553,90 @@ def test_smollm2_exports_and_answers_a_chat_prompt_over_grpc(tmp_path):
         assert "Paris" in answer, answer
     finally:
         server.stop()
+
+
+def _classifier_export(path):
+    """A tiny SavedModel whose signature has TF Serving's classify method: serialized
+    `tf.Example`s with a float feature `x` in, two class scores out."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    class Classifier(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def classify(self, inputs):
+            x = tf.io.parse_example(inputs, {"x": tf.io.FixedLenFeature([], tf.float32)})["x"]
+            p = tf.sigmoid(x)[:, None]
+            b = tf.shape(x)[0]
+            return {
+                "scores": tf.concat([1.0 - p, p], axis=1),
+                "classes": tf.tile(tf.constant([["negative", "positive"]]), [b, 1]),
+            }
+
+    module = Classifier()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.classify})
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((path / "saved_model.pb").read_bytes())
+    proto.meta_graphs[0].signature_def[
+        "serving_default"
+    ].method_name = "tensorflow/serving/classify"
+    (path / "saved_model.pb").write_bytes(proto.SerializeToString())
+
+
+def test_classify_api_with_tf_examples(tmp_path):
+    import tensorflow as tf
+    from tensorflow_serving.apis import classification_pb2
+
+    from tfllm.serving.servables import ModelConfig
+    from tfllm.serving.server import Server
+
+    _classifier_export(tmp_path / "clf" / "3")
+    server = Server(
+        [ModelConfig("clf", str(tmp_path / "clf"))], port=0, rest_port=None, poll_seconds=0
+    )
+    server.start()
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        request = classification_pb2.ClassificationRequest()
+        request.model_spec.name = "clf"
+        for value in (2.0, -1.0):
+            example = request.input.example_list.examples.add()
+            example.features.feature["x"].float_list.value.append(value)
+        response = stub.Classify(request, timeout=30)
+        assert response.model_spec.version.value == 3
+        first, second = response.result.classifications
+        assert [c.label for c in first.classes] == ["negative", "positive"]
+        assert first.classes[1].score == pytest.approx(float(tf.sigmoid(2.0)), rel=1e-6)
+        assert second.classes[1].score == pytest.approx(float(tf.sigmoid(-1.0)), rel=1e-6)
+        request.ClearField("input")
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Classify(request, timeout=30)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        channel.close()
+    finally:
+        server.stop()
+
+
+def test_chat_through_a_server(server, exported, in_process):
+    from tfllm.generation.chat import ChatSession
+    from tfllm.generation.decoder import GenerationConfig
+    from tfllm.runs import load_config_and_tokenizer
+    from tfllm.serving.client import Client
+
+    _, _, ports = server
+    _, _, model_dir, _ = exported
+    version = sorted(p for p in os.listdir(model_dir) if p.isdigit())[-1]
+    cfg, tokenizer = load_config_and_tokenizer(str(model_dir / version))
+    with Client(port=ports[0], model="tiny") as client:
+        chat = ChatSession(
+            None,
+            tokenizer,
+            "{% for m in messages %}{{ m['content'] }}{% endfor %}",
+            config=GenerationConfig(max_new_tokens=5),
+            remote=client,
+            context=cfg["model"]["max_sequence_length"],
+        )
+        shown = []
+        answer = chat.reply("BERNARDO:", on_text=shown.append)
+    assert answer == "".join(shown) == expected_completions(in_process, ["BERNARDO:"], 5)[0]
+    assert chat.history[-1] == {"role": "assistant", "content": answer}

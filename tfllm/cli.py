@@ -214,7 +214,19 @@ def chat_job(cfg: Any) -> None:
     from tfllm.generation.decoder import GenerationConfig
 
     plain = to_plain(cfg)
-    model, tokenizer, run_cfg = _load_checkpoint(plain["ckpt"])
+    remote = None
+    if plain["server"]:
+        from tfllm.runs import load_config_and_tokenizer
+        from tfllm.serving.client import Client
+
+        host, _, port = str(plain["server"]).rpartition(":")
+        if not host or not port.isdigit() or not plain["model_name"]:
+            raise CommandError("server= takes host:port, and model_name= names the served model")
+        run_cfg, tokenizer = load_config_and_tokenizer(plain["ckpt"])
+        model = None
+        remote = Client(host, int(port), plain["model_name"])
+    else:
+        model, tokenizer, run_cfg = _load_checkpoint(plain["ckpt"])
     template = plain["template"] or (run_cfg.get("chat") or {}).get("template")
     if not template:
         raise CommandError(f"ckpt: {plain['ckpt']} has no chat template; pass template=")
@@ -228,7 +240,14 @@ def chat_job(cfg: Any) -> None:
     )
     try:
         session = ChatSession(
-            model, tokenizer, template, plain["system_prompt"], config, plain["jit_compile"]
+            model,
+            tokenizer,
+            template,
+            plain["system_prompt"],
+            config,
+            plain["jit_compile"],
+            remote=remote,
+            context=run_cfg["model"]["max_sequence_length"],
         )
     except ValueError as e:
         raise CommandError(str(e)) from None
@@ -260,6 +279,12 @@ def chat_job(cfg: Any) -> None:
         try:
             session.reply(message, on_text=show)
         except ValueError as e:
+            print(f"\ntfllm: error: {e}", file=sys.stderr)
+        except Exception as e:  # a server's error status: report it, keep chatting
+            from tfllm.serving.client import ServingClientError
+
+            if not isinstance(e, ServingClientError):
+                raise
             print(f"\ntfllm: error: {e}", file=sys.stderr)
         sys.stdout.write("\n")
         sys.stdout.flush()

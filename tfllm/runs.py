@@ -36,3 +36,14 @@ def load_run(run_dir: str, checkpoint: str | None = None) -> tuple[Any, Tokenize
     status = tf.train.Checkpoint(model=model_variables(model)).restore(path).expect_partial()
     status.assert_existing_objects_matched()
     return model, tokenizer, cfg
+
+
+def load_config_and_tokenizer(path: str) -> tuple[dict[str, Any], Tokenizer]:
+    """A run's (or an export version's `assets.extra/`) resolved config and tokenizer, without
+    building the model: what a client of a served model needs."""
+    extra = os.path.join(path, "assets.extra")
+    base = extra if os.path.exists(os.path.join(extra, "config.yaml")) else path
+    if not os.path.isdir(base):
+        raise ConfigError(f"ckpt: no such directory: {path}")
+    cfg = load_run_config(base)
+    return cfg, load_tokenizer(os.path.join(base, TOKENIZER_DIR))

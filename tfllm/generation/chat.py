@@ -53,6 +53,9 @@ class ChatSession:
         system_prompt: the system message, or None to let the template choose its default.
         config: sampling settings for every reply.
         jit_compile: XLA-compile the decode step.
+        remote: a `tfllm.serving.Client` of a server that serves this model's export: replies
+            come from its `generate` signature (whole, not streamed) and `model` may be None.
+        context: the model's context length (needed only when `model` is None).
 
     Example:
 
@@ -69,16 +72,22 @@ class ChatSession:
         system_prompt: str | None = None,
         config: GenerationConfig | None = None,
         jit_compile: bool = False,
+        remote=None,
+        context: int | None = None,
     ):
         if not template:
             raise ValueError("this checkpoint has no chat template: set template=")
+        if model is None and (remote is None or context is None):
+            raise ValueError("without a local model, pass remote= and context=")
         self.model = model
         self.tokenizer = tokenizer
         self.template = template
         self.system_prompt = system_prompt
         self.config = config or GenerationConfig(max_new_tokens=256)
         self.config.validate()
-        self.streamer = TokenStreamer(model, jit_compile=jit_compile)
+        self.remote = remote
+        self.context = int(context or model.max_sequence_length)
+        self.streamer = TokenStreamer(model, jit_compile=jit_compile) if model is not None else None
         self.history: list[dict[str, str]] = []
         self.turns = 0
 
@@ -92,7 +101,7 @@ class ChatSession:
 
     def prompt_ids(self) -> list[int]:
         """The rendered, tokenized conversation, cut to leave room for the reply."""
-        budget = self.model.max_sequence_length - self.config.max_new_tokens
+        budget = self.context - self.config.max_new_tokens
         history = list(self.history)
         while True:
             text = render_template(self.template, self._messages(history), self.tokenizer)
@@ -123,6 +132,12 @@ class ChatSession:
         ids = self.prompt_ids()
         config = replace(self.config, seed=self.config.seed + 7919 * self.turns)
         self.turns += 1
+        if self.remote is not None:
+            text = self._remote_reply(ids, config)
+            if on_text is not None:
+                on_text(text)
+            self.history.append({"role": "assistant", "content": text})
+            return text
         generated: list[int] = []
         shown = ""
         for token in self.streamer.stream(ids, config, self.stop_ids()):
@@ -137,4 +152,20 @@ class ChatSession:
         if on_text is not None and len(text) > len(shown):
             on_text(text[len(shown) :])
         self.history.append({"role": "assistant", "content": text})
+        return text
+
+    def _remote_reply(self, ids: list[int], config: GenerationConfig) -> str:
+        # The server tokenizes in its graph: send the (possibly cut) prompt as text, with its
+        # special tokens spelled out so they tokenize back to themselves.
+        prompt = self.tokenizer.decode(ids, skip_special_tokens=False)
+        text = self.remote.generate(
+            [prompt],
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+            top_k=config.top_k,
+            top_p=config.top_p,
+            seed=config.seed,
+        )[0]
+        for stop in config.stop:
+            text = text.split(stop)[0]
         return text
