@@ -640,3 +640,88 @@ def test_chat_through_a_server(server, exported, in_process):
         answer = chat.reply("BERNARDO:", on_text=shown.append)
     assert answer == "".join(shown) == expected_completions(in_process, ["BERNARDO:"], 5)[0]
     assert chat.history[-1] == {"role": "assistant", "content": answer}
+
+
+def test_model_config_file_policies_labels_and_the_rest_client(exported, tmp_path):
+    from tfllm.serving.client import Client, ServingClientError
+    from tfllm.serving.servables import parse_model_config_file
+    from tfllm.serving.server import Server
+
+    _, _, model_dir, _ = exported
+    versions = sorted(int(p) for p in os.listdir(model_dir) if p.isdigit())
+    base = tmp_path / "models" / "lm"
+    for number in (4, 5, 6):  # three versions of the same export
+        shutil.copytree(model_dir / str(versions[-1]), base / str(number))
+    config = tmp_path / "models.config"
+    config.write_text(
+        'model_config_list { config { name: "lm" base_path: "models/lm" '
+        'model_platform: "tensorflow" '
+        "model_version_policy { specific { versions: 4 versions: 5 } } "
+        'version_labels { key: "stable" value: 4 } version_labels { key: "canary" value: 5 } '
+        "} }"
+    )
+    models = parse_model_config_file(str(config))
+    assert models[0].base_path == str(base) and models[0].labels == {"stable": 4, "canary": 5}
+    server = Server(models, port=0, rest_port=0, poll_seconds=0)
+    server.start()
+    try:
+        assert [v.number for v in server.manager.statuses("lm")] == [4, 5]  # not 6
+        with Client(port=server.rest_port, model="lm", transport="rest") as rest_client:
+            assert rest_client.generate(["BERNARDO:"]) == Client(
+                port=server.port, model="lm"
+            ).generate(["BERNARDO:"])
+            assert set(rest_client.signatures()) == {"serving_default", "generate", "score"}
+        with Client(port=server.rest_port, model="lm", transport="rest", version=6) as missing:
+            with pytest.raises(ServingClientError, match="404"):
+                missing.generate(["BERNARDO:"])
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "lm"
+        request.model_spec.version_label = "stable"
+        import tensorflow as tf
+
+        request.inputs["prompts"].CopyFrom(tf.make_tensor_proto(["BERNARDO:"]))
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        assert stub.Predict(request, timeout=60).model_spec.version.value == 4
+        request.model_spec.version_label = "nightly"
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Predict(request, timeout=60)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        channel.close()
+    finally:
+        server.stop()
+
+
+def test_stock_saved_model_cli_reads_a_core_ops_export(exported):
+    """Char-level exports use TensorFlow core ops only, so the stock tool works on them."""
+    _, _, model_dir, _ = exported
+    version = sorted(p for p in os.listdir(model_dir) if p.isdigit())[-1]
+    cli = shutil.which("saved_model_cli")
+    if cli is None:
+        pytest.skip("saved_model_cli is not on PATH")
+    shown = subprocess.run(
+        [cli, "show", "--dir", str(model_dir / version), "--all"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "signature_def['generate']" in shown.stdout
+    ran = subprocess.run(
+        [
+            cli,
+            "run",
+            "--dir",
+            str(model_dir / version),
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "serving_default",
+            "--input_exprs",
+            'prompts=["BERNARDO:"]',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ran.returncode == 0 and "completions" in ran.stdout, ran.stderr[-2000:]
