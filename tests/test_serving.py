@@ -153,6 +153,16 @@ def expected_completions(in_process, prompts, max_new=MAX_NEW):
     return [c[0] for c in out]
 
 
+def xla_compiled_functions(version_dir) -> int:
+    """How many functions of a SavedModel must be XLA-compiled (`_XlaMustCompile` true)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((version_dir / "saved_model.pb").read_bytes())
+    library = proto.meta_graphs[0].graph_def.library.function
+    return sum(1 for f in library if f.attr.get("_XlaMustCompile") and f.attr["_XlaMustCompile"].b)
+
+
 def test_export_layout_validation_and_warmup(exported):
     import tensorflow as tf
 
@@ -163,6 +173,7 @@ def test_export_layout_validation_and_warmup(exported):
     version = model_dir / "1"
     extra = version / "assets.extra"
     assert (version / "saved_model.pb").exists()
+    assert xla_compiled_functions(version) == 0  # no XLA by default (TF Serving turns it off)
     assert (extra / "config.yaml").exists() and (extra / "tokenizer" / "tokenizer.json").exists()
     logs = [
         prediction_log_pb2.PredictionLog.FromString(r.numpy())
@@ -725,3 +736,26 @@ def test_stock_saved_model_cli_reads_a_core_ops_export(exported):
         timeout=120,
     )
     assert ran.returncode == 0 and "completions" in ran.stdout, ran.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_opt_in_xla_export_validates(exported, tmp_path):
+    """`export.jit_compile=true`: the decode loop is XLA-compiled in the SavedModel, and the
+    reloaded export still gives the Keras model's greedy completions."""
+    _, run, _, _ = exported
+    proc = run_cli(
+        [
+            "export",
+            f"ckpt={run}",
+            f"export.base_path={tmp_path}",
+            "export.name=xla",
+            "export.jit_compile=true",
+            "export.max_new_tokens=6",
+        ]
+    )
+    assert "identical" in proc.stdout
+    import yaml
+
+    cfg = yaml.safe_load((tmp_path / "xla" / "1" / "assets.extra" / "config.yaml").read_text())
+    assert cfg["export"]["jit_compile"] is True
+    assert xla_compiled_functions(tmp_path / "xla" / "1") > 0
