@@ -233,6 +233,21 @@ def test_score_signature_matches_the_model(server, in_process):
         logits = model(np.asarray([ids], "int32"))[0, :-1]
         logp = tf.nn.log_softmax(logits, axis=-1).numpy()
         assert got == pytest.approx(sum(logp[i, t] for i, t in enumerate(ids[1:])), rel=1e-4)
+    # The same through token ids (right-padded rows and their lengths).
+    token_ids = apis_ndarray(out["token_ids"])
+    lengths = apis_ndarray(out["lengths"])
+    first = [tokenizer.bos_id] if tokenizer.bos_id is not None else []
+    rows = [first + tokenizer.encode_one(t) for t in texts]
+    width = max(len(r) for r in rows)
+    padded = np.asarray([r + [0] * (width - len(r)) for r in rows], np.int32)
+    by_ids = predict(
+        channel,
+        {"token_ids": padded, "lengths": np.asarray([len(r) for r in rows], np.int32)},
+        "score_tokens",
+    ).outputs
+    np.testing.assert_allclose(apis_ndarray(by_ids["log_likelihood"]), ll, rtol=1e-5)
+    np.testing.assert_array_equal(apis_ndarray(by_ids["token_ids"]), token_ids)
+    np.testing.assert_array_equal(apis_ndarray(by_ids["lengths"]), lengths)
 
 
 def test_metadata_and_status(server):
@@ -244,7 +259,7 @@ def test_metadata_and_status(server):
     response = stub.GetModelMetadata(request, timeout=30)
     signatures = get_model_metadata_pb2.SignatureDefMap()
     response.metadata["signature_def"].Unpack(signatures)
-    assert set(signatures.signature_def) == {"serving_default", "generate", "score"}
+    assert set(signatures.signature_def) == {"serving_default", "generate", "score", "score_tokens"}
     assert set(signatures.signature_def["generate"].inputs) == {
         "prompts",
         "max_new_tokens",
@@ -362,6 +377,12 @@ MALFORMED = {
     "unknown signature": (dict(prompts=S("a")), "nope", {}, "INVALID_ARGUMENT"),
     "unknown model": (dict(prompts=S("a")), "serving_default", {"model": "nope"}, "NOT_FOUND"),
     "unknown version": (dict(prompts=S("a")), "serving_default", {"version": 99}, "NOT_FOUND"),
+    "token id out of range": (
+        dict(token_ids=np.asarray([[1, 2, 9999]], np.int32), lengths=np.asarray([3], np.int32)),
+        "score_tokens",
+        {},
+        "INVALID_ARGUMENT",
+    ),
     "truncated tensor": (
         dict(max_new_tokens=_tensor("DT_INT32", [3], b"\x01\x00")),
         "generate",
@@ -681,7 +702,12 @@ def test_model_config_file_policies_labels_and_the_rest_client(exported, tmp_pat
             assert rest_client.generate(["BERNARDO:"]) == Client(
                 port=server.port, model="lm"
             ).generate(["BERNARDO:"])
-            assert set(rest_client.signatures()) == {"serving_default", "generate", "score"}
+            assert set(rest_client.signatures()) == {
+                "serving_default",
+                "generate",
+                "score",
+                "score_tokens",
+            }
         with Client(port=server.rest_port, model="lm", transport="rest", version=6) as missing:
             with pytest.raises(ServingClientError, match="404"):
                 missing.generate(["BERNARDO:"])

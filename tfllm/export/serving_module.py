@@ -55,6 +55,8 @@ class CausalLMServing(tf.Module):
       request (TF Serving's Predict needs every input of a signature, so the optional settings
       live in their own signature).
     - `score(texts)`: per-token log-probabilities and the sequence log-likelihood.
+    - `score_tokens(token_ids, lengths)`: the same for token ids (`[B, T]` right-padded, and
+      each row's length); ids outside the vocabulary are refused.
 
     Outputs of both generation signatures: `completions` (string `[B]`), `tokens` (int32
     `[B, N]`, the new tokens, padded with -1) and `lengths` (int32 `[B]`, new tokens per row).
@@ -101,12 +103,21 @@ class CausalLMServing(tf.Module):
             input_signature=[tf.TensorSpec([None], tf.string, name="texts")],
             autograph=False,
         )
+        self.score_tokens = tf.function(
+            self._score_tokens,
+            input_signature=[
+                tf.TensorSpec([None, None], tf.int32, name="token_ids"),
+                tf.TensorSpec([None], tf.int32, name="lengths"),
+            ],
+            autograph=False,
+        )
 
     def signatures(self) -> dict[str, Any]:
         return {
             "serving_default": self.serving_default.get_concrete_function(),
             "generate": self.generate.get_concrete_function(),
             "score": self.score.get_concrete_function(),
+            "score_tokens": self.score_tokens.get_concrete_function(),
         }
 
     # ----- pieces ---------------------------------------------------------------------------
@@ -179,15 +190,44 @@ class CausalLMServing(tf.Module):
 
     def _score(self, texts):
         ids = self._token_ids(texts, "texts")  # (B, None)
+        return self._score_ids(ids, "a text")
+
+    def _score_tokens(self, token_ids, lengths):
+        # token_ids: (B, T) right-padded; lengths: (B,) real tokens per row.
+        checks = [
+            _assert(tf.shape(token_ids)[0] > 0, "token_ids: the batch is empty"),
+            _assert(
+                tf.shape(lengths)[0] == tf.shape(token_ids)[0],
+                "lengths must have one entry per row of token_ids",
+            ),
+            _assert(
+                tf.reduce_all((lengths >= 0) & (lengths <= tf.shape(token_ids)[1])),
+                "lengths must lie in [0, token_ids.shape[1]]",
+            ),
+            _assert(
+                tf.reduce_all(
+                    tf.ragged.boolean_mask(
+                        (token_ids >= 0) & (token_ids < self.vocabulary_size),
+                        tf.sequence_mask(lengths, tf.shape(token_ids)[1]),
+                    ).flat_values
+                ),
+                f"token ids must lie in [0, {self.vocabulary_size})",
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            ids = tf.RaggedTensor.from_tensor(tf.identity(token_ids), lengths=lengths)
+        return self._score_ids(ids, "a sequence")
+
+    def _score_ids(self, ids, what: str):
         lengths = tf.cast(ids.row_lengths(), tf.int32)
         fits = [
             _assert(
                 tf.reduce_max(lengths) <= self.context,
-                f"a text is longer than the model's context of {self.context} tokens",
+                f"{what} is longer than the model's context of {self.context} tokens",
             ),
             _assert(
                 tf.reduce_min(lengths) >= 2,
-                "a text has fewer than two tokens: nothing to score (the first token has "
+                f"{what} has fewer than two tokens: nothing to score (the first token has "
                 "no context)",
             ),
         ]
