@@ -436,17 +436,11 @@ def test_export_inspect_and_run_commands(exported, in_process):
     assert json.loads(ran.stdout)["completions"] == expected_completions(in_process, ["BERNARDO:"])
     bad = run_cli(["export", "run", str(model_dir / "1"), 'prompts=[""]'], check=False)
     assert bad.returncode == 2 and "empty" in bad.stderr
-    again = run_cli(
-        [
-            "export",
-            f"ckpt={exported[1]}",
-            f"export.base_path={model_dir.parent}",
-            "export.name=tiny",
-            "export.version=1",
-        ],
-        check=False,
-    )
-    assert again.returncode == 2 and "already exists" in again.stderr
+    from tfllm.export.exporter import export_model
+
+    model, tokenizer, cfg = in_process
+    with pytest.raises(FileExistsError, match="already exists"):
+        export_model(model, tokenizer, cfg, str(model_dir.parent), "tiny", version=1)
 
 
 def test_server_side_batching_gives_each_client_its_own_answer(exported, in_process):
