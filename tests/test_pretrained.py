@@ -399,6 +399,7 @@ def test_minilm_hidden_states_and_embeddings_match_the_reference(minilm):
         assert np.max(np.abs(hidden - golden[f"hidden_{i}"])) < 1e-5, MINILM_TEXTS[i]
 
 
+@pytest.mark.slow
 def test_embed_command_prints_similarities(minilm):
     from tfllm.pretrained.packages import cache_dir
 

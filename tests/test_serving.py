@@ -723,6 +723,7 @@ def test_model_config_file_policies_labels_and_the_rest_client(exported, tmp_pat
         server.stop()
 
 
+@pytest.mark.slow
 def test_stock_saved_model_cli_reads_a_core_ops_export(exported):
     """Char-level exports use TensorFlow core ops only, so the stock tool works on them."""
     _, _, model_dir, _ = exported
