@@ -201,17 +201,13 @@ def convert_job(cfg: Any) -> None:
     )
 
 
-def _load_checkpoint(path: str):
-    from tfllm.runs import load_run
-
-    return load_run(path)
-
-
 @_report
 def chat_job(cfg: Any) -> None:
     from tfllm.config import to_plain
     from tfllm.generation.chat import ChatSession
     from tfllm.generation.decoder import GenerationConfig
+    from tfllm.runs import load_run
+    from tfllm.serving.client import ServingClientError
 
     plain = to_plain(cfg)
     remote = None
@@ -226,7 +222,7 @@ def chat_job(cfg: Any) -> None:
         model = None
         remote = Client(host, int(port), plain["model_name"])
     else:
-        model, tokenizer, run_cfg = _load_checkpoint(plain["ckpt"])
+        model, tokenizer, run_cfg = load_run(plain["ckpt"])
     template = plain["template"] or (run_cfg.get("chat") or {}).get("template")
     if not template:
         raise CommandError(f"ckpt: {plain['ckpt']} has no chat template; pass template=")
@@ -278,13 +274,7 @@ def chat_job(cfg: Any) -> None:
 
         try:
             session.reply(message, on_text=show)
-        except ValueError as e:
-            print(f"\ntfllm: error: {e}", file=sys.stderr)
-        except Exception as e:  # a server's error status: report it, keep chatting
-            from tfllm.serving.client import ServingClientError
-
-            if not isinstance(e, ServingClientError):
-                raise
+        except (ValueError, ServingClientError) as e:  # report it and keep chatting
             print(f"\ntfllm: error: {e}", file=sys.stderr)
         sys.stdout.write("\n")
         sys.stdout.flush()
@@ -297,12 +287,13 @@ def embed_job(cfg: Any) -> None:
     import numpy as np
 
     from tfllm.config import to_plain
+    from tfllm.runs import load_run
 
     plain = to_plain(cfg)
     texts = plain["texts"] if plain["texts"] is not None else [plain["text"]]
     if not texts or any(t is None or not isinstance(t, str) for t in texts):
         raise CommandError("pass text=\"...\" or 'texts=[first,second]'")
-    model, tokenizer, run_cfg = _load_checkpoint(plain["ckpt"])
+    model, tokenizer, run_cfg = load_run(plain["ckpt"])
     if not hasattr(model, "embed_texts"):
         raise CommandError(
             f"ckpt: {plain['ckpt']} is a {run_cfg['task']['name']} model; embed needs a "
@@ -327,6 +318,7 @@ def export_job(cfg: Any) -> None:
     from tfllm.export.exporter import export_model
     from tfllm.export.serving_module import ExportSettings
     from tfllm.export.validate import ExportValidationError
+    from tfllm.runs import load_run
 
     plain = to_plain(cfg)
     ex = plain["export"]
@@ -339,12 +331,11 @@ def export_job(cfg: Any) -> None:
         seed=ex["seed"],
         jit_compile=ex["jit_compile"],
     )
-    if not 1 <= settings.max_new_tokens <= settings.max_new_tokens_limit:
-        raise CommandError(
-            "export.max_new_tokens must be in [1, export.max_new_tokens_limit], got "
-            f"{settings.max_new_tokens}"
-        )
-    model, tokenizer, run_cfg = _load_checkpoint(plain["ckpt"])
+    try:
+        settings.validate()  # before the (slow) model load
+    except ValueError as e:
+        raise CommandError(f"export.{e}") from None
+    model, tokenizer, run_cfg = load_run(plain["ckpt"])
     try:
         result = export_model(
             model,
@@ -547,6 +538,19 @@ def list_command(argv: Sequence[str]) -> None:
         print(f"{e.kind + '/' + e.name:<{width}}  {e.package:<{pkg_width}}  {e.summary}")
 
 
+# Subcommands that are one Hydra job: name -> (config name, job, config subfolder).
+HYDRA_COMMANDS: dict[str, tuple[str, Callable[[Any], Any], str | None]] = {
+    "train": ("config", train_job, None),
+    "generate": ("generate", generate_job, None),
+    "convert": ("convert", convert_job, None),
+    "chat": ("chat", chat_job, None),
+    "embed": ("embed", embed_job, None),
+    "serve": ("serve", serve_job, None),
+    # In its own folder: there `model=` is a plain key, not the `model` config group.
+    "client": ("client", client_job, "_client"),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -555,26 +559,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     _quiet_tensorflow()
     logging.basicConfig(level=logging.WARNING)
     command, rest = argv[0], argv[1:]
-    if command == "train":
-        _hydra_command("train", "config", train_job, rest)
-    elif command == "generate":
-        _hydra_command("generate", "generate", generate_job, rest)
+    if command in HYDRA_COMMANDS:
+        config_name, job, subdir = HYDRA_COMMANDS[command]
+        _hydra_command(command, config_name, job, rest, subdir)
     elif command == "tokenizer" and rest[:1] == ["train"]:
         _hydra_command("tokenizer train", "tokenizer_train", tokenizer_train_job, rest[1:])
     elif command == "list":
         list_command(rest)
-    elif command == "convert":
-        _hydra_command("convert", "convert", convert_job, rest)
-    elif command == "chat":
-        _hydra_command("chat", "chat", chat_job, rest)
-    elif command == "embed":
-        _hydra_command("embed", "embed", embed_job, rest)
     elif command == "pretrained":
         pretrained_command(rest)
-    elif command == "client":
-        _hydra_command("client", "client", client_job, rest, subdir="_client")
-    elif command == "serve":
-        _hydra_command("serve", "serve", serve_job, rest)
     elif command == "export" and rest[:1] in (["inspect"], ["run"]):
         export_tool_command(rest[0], rest[1:])
     elif command == "export":
@@ -582,16 +575,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         import difflib
 
-        commands = [
-            "train",
-            "generate",
-            "list",
-            "tokenizer",
-            "convert",
-            "pretrained",
-            "chat",
-            "embed",
-        ]
+        commands = [*HYDRA_COMMANDS, "tokenizer", "list", "pretrained", "export"]
         close = difflib.get_close_matches(command, commands, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         print(f"tfllm: error: unknown command '{command}'.{hint}\n\n{USAGE}", file=sys.stderr)

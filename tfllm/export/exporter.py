@@ -85,15 +85,17 @@ def export_model(
     tensorflow-text, compares greedy completions with this process, and lists every op.
 
     Raises:
+        ValueError: the settings are out of range.
         FileExistsError: the version folder exists.
         ExportValidationError: the reloaded export disagrees or uses ops outside TF and tf-text
-            (the version folder is removed again).
+            (the version folder never appears).
     """
     import tensorflow as tf
 
     from tfllm.config import save_run_config
 
     settings = settings or ExportSettings()
+    settings.validate()
     model_dir = os.path.join(os.path.abspath(base_path), name)
     os.makedirs(model_dir, exist_ok=True)
     version = next_version(model_dir) if version is None else int(version)

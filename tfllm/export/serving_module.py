@@ -12,7 +12,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from tfllm.generation.decoder import decode_loop
+from tfllm.generation.decoder import GenerationConfig, decode_loop
 
 
 @dataclass
@@ -34,6 +34,21 @@ class ExportSettings:
     top_p: float = 1.0
     seed: int = 0
     jit_compile: bool = False
+
+    def validate(self) -> None:
+        """The sampling settings pass `GenerationConfig`'s checks and the default fits the limit."""
+        GenerationConfig(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            seed=self.seed,
+        ).validate()
+        if not 1 <= self.max_new_tokens <= self.max_new_tokens_limit:
+            raise ValueError(
+                f"max_new_tokens must be in [1, max_new_tokens_limit={self.max_new_tokens_limit}]"
+                f", got {self.max_new_tokens}"
+            )
 
 
 def _assert(condition, message: str):
@@ -74,8 +89,7 @@ class CausalLMServing(tf.Module):
         self.context = int(model.max_sequence_length)
         self.vocabulary_size = int(model.vocabulary_size)
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
-        bos = tokenizer.bos_id if getattr(tokenizer, "add_bos", True) else None
-        self.bos_id = bos
+        self.bos_id = tokenizer.prompt_bos_id
         self.eos_id = tokenizer.eos_id
         loop = lambda *args: decode_loop(  # noqa: E731
             model, *args, prefill_prompt_only=not settings.jit_compile
@@ -262,9 +276,9 @@ class EmbeddingServing(tf.Module):
         self.max_length = int(
             min(max_length or model.max_sequence_length, model.max_sequence_length)
         )
-        ids = tokenizer.special_token_ids()
-        self.cls_id = ids.get("cls", ids.get("bos"))
-        self.sep_id = ids.get("sep", ids.get("eos"))
+        from tfllm.tasks.sentence_embedding import boundary_ids
+
+        self.cls_id, self.sep_id = boundary_ids(tokenizer)
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
         spec = [tf.TensorSpec([None], tf.string, name="texts")]
         self.embed = tf.function(self._embed, input_signature=spec, autograph=False)
