@@ -44,7 +44,7 @@ other = sorted(ops - set(core) - set(text))
 loaded = tf.saved_model.load(path)
 results = {}
 for name, inputs in requests.items():
-    fn = loaded.signatures[name.split(":")[0]]
+    fn = loaded.signatures[name]
     out = fn(**{k: tf.constant(v[0], dtype=v[1]) for k, v in inputs.items()})
     results[name] = {k: v.numpy().tolist() if v.dtype != tf.string else
                      [s.decode("utf-8") for s in v.numpy()] for k, v in out.items()}

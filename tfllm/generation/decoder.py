@@ -159,7 +159,7 @@ class Generator:
     def start_ids(self, text: str) -> list[int]:
         """Prompt ids: bos (if the tokenizer has one and adds it) then the text; never empty."""
         ids = self.tokenizer.encode_one(text) if text else []
-        bos = self.tokenizer.bos_id if getattr(self.tokenizer, "add_bos", True) else None
+        bos = self.tokenizer.prompt_bos_id
         if bos is not None:
             ids = [bos] + ids
         if not ids:

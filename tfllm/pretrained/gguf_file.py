@@ -119,7 +119,7 @@ def import_gguf(path: str) -> ImportedModel:
         PretrainedError: the file is corrupt or truncated, a tensor is missing, mis-shaped or
             of an unsupported quantization type, or the architecture is not Llama.
     """
-    from tfllm.components.tokenizers.bpe import BPETokenizer
+    from tfllm.components.tokenizers.bpe import BPETokenizer, read_gguf_bpe
 
     g = GGUFFile(path)
     arch = g.need("general.architecture")
@@ -147,8 +147,13 @@ def import_gguf(path: str) -> ImportedModel:
             f"{', '.join(PRE_TOKENIZERS)})"
         )
     try:
+        vocabulary, merges, specials = read_gguf_bpe(path, g.reader)  # the open reader
+        added = specials.pop("added", None)
         tokenizer = BPETokenizer(
-            path=path,
+            vocabulary=vocabulary,
+            merges=merges,
+            special_tokens=specials or None,
+            added_tokens=added,
             split_digits=PRE_TOKENIZERS[pre],
             add_bos=bool(g.field("tokenizer.ggml.add_bos_token", False)),
         )

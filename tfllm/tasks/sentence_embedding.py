@@ -33,6 +33,13 @@ def pool(hidden, padding_mask, pooling: str):
     raise ValueError(f"pooling must be one of {POOLINGS}, got '{pooling}'")
 
 
+def boundary_ids(tokenizer) -> tuple[int | None, int | None]:
+    """The ids an embedded text is wrapped in: `[CLS]` and `[SEP]` (BERT), else bos and eos,
+    when the tokenizer has them."""
+    ids = tokenizer.special_token_ids()
+    return ids.get("cls", ids.get("bos")), ids.get("sep", ids.get("eos"))
+
+
 @registry.register("task", "sentence_embedding")
 class SentenceEmbedder(keras.Model):
     """A backbone whose pooled hidden states embed whole texts (sentence-transformers style).
@@ -104,17 +111,15 @@ class SentenceEmbedder(keras.Model):
         import numpy as np
 
         max_length = min(max_length or self.max_sequence_length, self.max_sequence_length)
-        ids = tokenizer.special_token_ids()
-        cls, sep = ids.get("cls", ids.get("bos")), ids.get("sep", ids.get("eos"))
+        cls, sep = boundary_ids(tokenizer)
         inner = max_length - (cls is not None) - (sep is not None)
-        rows = []
+        texts = list(texts)
         for text in texts:
             if not isinstance(text, str):
                 raise ValueError(f"texts must be strings, got {type(text).__name__}")
-            body = tokenizer.encode_one(text)[:inner]
-            rows.append(
-                ([cls] if cls is not None else []) + body + ([sep] if sep is not None else [])
-            )
+        bodies = tokenizer.encode(texts)["input_ids"] if texts else []  # one batched call
+        head, tail = ([cls] if cls is not None else []), ([sep] if sep is not None else [])
+        rows = [head + body[:inner] + tail for body in bodies]
         pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
         out = []
         for start in range(0, len(rows), batch_size):

@@ -171,6 +171,14 @@ class Tokenizer(keras.layers.Layer):
     def bos_id(self) -> int | None:
         return self._id("bos")
 
+    # Whether generation prompts start with bos (tokenizers that know better override it).
+    add_bos: bool = True
+
+    @property
+    def prompt_bos_id(self) -> int | None:
+        """The id a generation prompt starts with: bos, unless `add_bos` is off."""
+        return self.bos_id if self.add_bos else None
+
     @property
     def eos_id(self) -> int | None:
         return self._id("eos")

@@ -98,19 +98,26 @@ GGUF_SPECIALS = {
 }
 
 
-def read_gguf_bpe(path: str) -> tuple[dict[str, int], list[str], dict[str, str]]:
+def read_gguf_bpe(
+    path: str, reader: Any = None
+) -> tuple[dict[str, int], list[str], dict[str, Any]]:
     """The byte-level BPE stored in a GGUF file's metadata: tokens, merges, special tokens.
+
+    Args:
+        path: the GGUF file.
+        reader: a `gguf.GGUFReader` already open on `path` (to read the file only once).
 
     Raises:
         ValueError: the file's tokenizer is not byte-level BPE (`tokenizer.ggml.model` gpt2)
             or lacks tokens or merges.
     """
-    from gguf import GGUFReader
+    if reader is None:
+        from gguf import GGUFReader
 
-    try:
-        reader = GGUFReader(path)
-    except (ValueError, OSError) as e:
-        raise ValueError(f"{path}: not a readable GGUF file ({e})") from None
+        try:
+            reader = GGUFReader(path)
+        except (ValueError, OSError) as e:
+            raise ValueError(f"{path}: not a readable GGUF file ({e})") from None
 
     def field(key):
         f = reader.fields.get(key)
