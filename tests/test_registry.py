@@ -86,8 +86,10 @@ def test_plugins_load_from_entry_points_and_failures_name_the_distribution(
         import keras
         from tfllm.registry import register
 
-        @register("norm", "scalenorm")
-        class ScaleNorm(keras.layers.Layer):
+        TFLLM_API_VERSION = 1
+
+        @register("norm", "goodnorm")
+        class GoodNorm(keras.layers.Layer):
             '''A plugin norm.'''
     """,
     )
@@ -106,8 +108,40 @@ def test_plugins_load_from_entry_points_and_failures_name_the_distribution(
         """
         from tfllm.registry import register
 
+        TFLLM_API_VERSION = 1
+
+        @register("ffn", "clashing_ffn")
+        class Fine:
+            pass
+
         @register("attention", "mha")
         class NotMha:
+            pass
+    """,
+    )
+    install_distribution(
+        tmp_path,
+        "tfllm-future-plugin",
+        "future_plugin",
+        """
+        from tfllm.registry import register
+
+        TFLLM_API_VERSION = 99
+
+        @register("ffn", "future_ffn")
+        class Future:
+            pass
+    """,
+    )
+    install_distribution(
+        tmp_path,
+        "tfllm-undeclared-plugin",
+        "undeclared_plugin",
+        """
+        from tfllm.registry import register
+
+        @register("ffn", "undeclared_ffn")
+        class Undeclared:
             pass
     """,
     )
@@ -120,16 +154,29 @@ def test_plugins_load_from_entry_points_and_failures_name_the_distribution(
         statuses = {s.distribution: s for s in plugins.autoload()}
     messages = [str(w.message) for w in caught]
     assert statuses["tfllm-good-plugin"].loaded
-    assert statuses["tfllm-good-plugin"].components == ["norm/scalenorm"]
-    entry = registry.get_entry("norm", "scalenorm")
+    assert statuses["tfllm-good-plugin"].components == ["norm/goodnorm"]
+    assert statuses["tfllm-good-plugin"].api_version == 1
+    entry = registry.get_entry("norm", "goodnorm")
     assert entry.package == "tfllm-good-plugin"
     assert not statuses["tfllm-broken-plugin"].loaded
     assert any("tfllm-broken-plugin" in m and "not installed" in m for m in messages)
     assert not statuses["tfllm-clashing-plugin"].loaded
     assert any("tfllm-clashing-plugin" in m and "already registered" in m for m in messages)
+    # A failed plugin leaves nothing behind: its first, valid registration was rolled back.
+    assert statuses["tfllm-clashing-plugin"].components == []
+    with pytest.raises(RegistryError, match="Plugin 'tfllm-clashing-plugin' was not loaded"):
+        registry.get("ffn", "clashing_ffn")
+    future = statuses["tfllm-future-plugin"]
+    assert not future.loaded and future.components == []
+    assert "targets tfllm plugin API version 99" in future.error
+    assert "supports version 1" in future.error
+    assert any("tfllm-future-plugin" in m and "was refused" in m for m in messages)
+    undeclared = statuses["tfllm-undeclared-plugin"]
+    assert not undeclared.loaded and "does not declare TFLLM_API_VERSION" in undeclared.error
     assert registry.get("attention", "mha").__module__ == "tfllm.components.attention.mha"
     assert registry.get("ffn", "mlp")  # everything else keeps working
-    sys.modules.pop("good_plugin", None)
+    for module in ("good_plugin", "clashing_plugin", "future_plugin", "undeclared_plugin"):
+        sys.modules.pop(module, None)
 
 
 def test_autoload_can_be_disabled(tmp_path, monkeypatch, clean_registry):
@@ -151,3 +198,94 @@ def test_autoload_can_be_disabled(tmp_path, monkeypatch, clean_registry):
     assert plugins.autoload() == list(plugins._status)
     with pytest.raises(RegistryError):
         registry.get("norm", "offnorm")
+
+
+def test_a_plugin_conf_folder_joins_the_hydra_search_path(tmp_path, monkeypatch, clean_registry):
+    from tfllm.config import compose, config_dir, with_plugin_search_path
+
+    package = tmp_path / "conf_plugin"
+    (package / "conf" / "attention").mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        textwrap.dedent(
+            """
+            from tfllm.registry import register
+
+            TFLLM_API_VERSION = 1
+
+            @register("attention", "fancy")
+            class Fancy:
+                def __init__(self, hidden_dim, num_heads, sharpness: float = 1.0):
+                    pass
+            """
+        )
+    )
+    (package / "conf" / "attention" / "fancy.yaml").write_text("name: fancy\nsharpness: 2.0\n")
+    (package / "conf" / "attention" / "mha.yaml").write_text("name: fancy\n")  # shadowed
+    info = tmp_path / "tfllm_conf_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tfllm-conf-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[tfllm.plugins]\nconf_plugin = conf_plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv(plugins.DISABLE_ENV, raising=False)
+
+    conf = f"file://{(package / 'conf').resolve()}"
+    assert conf in plugins.config_search_path()
+    merged = with_plugin_search_path(["attention=fancy", "hydra.searchpath=[file:///mine]"])
+    assert merged[0] == "attention=fancy"
+    assert merged[-1].startswith("hydra.searchpath=[file:///mine,") and conf in merged[-1]
+    cfg = compose("config", ["attention=fancy", "run_dir=x"])
+    assert cfg["attention"] == {"name": "fancy", "sharpness": 2.0}
+    # tfllm's own option wins over a plugin file of the same name, and that is reported.
+    assert compose("config", ["attention=mha", "run_dir=x"])["attention"]["name"] == "mha"
+    shadowed = plugins.shadowed_configs(str(package / "conf"), config_dir())
+    assert shadowed == ["attention/mha.yaml"]
+
+    monkeypatch.setenv(plugins.DISABLE_ENV, "1")
+    assert plugins.config_search_path() == []
+    sys.modules.pop("conf_plugin", None)
+
+
+def test_plugins_command_reports_loaded_and_failed_plugins(
+    tmp_path, monkeypatch, clean_registry, capsys
+):
+    from tfllm.cli import plugins_command
+
+    install_distribution(
+        tmp_path,
+        "tfllm-listed-plugin",
+        "listed_plugin",
+        """
+        from tfllm.registry import register
+
+        TFLLM_API_VERSION = 1
+
+        @register("ffn", "listed_ffn")
+        class Listed:
+            '''A listed ffn.'''
+    """,
+    )
+    install_distribution(
+        tmp_path,
+        "tfllm-old-plugin",
+        "old_plugin",
+        """
+        TFLLM_API_VERSION = 0
+    """,
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv(plugins.DISABLE_ENV, raising=False)
+    plugins._autoloaded = False
+    plugins._status.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plugins_command([])
+    out = capsys.readouterr().out
+    assert "tfllm-listed-plugin 0.3  [loaded, plugin API 1]" in out
+    assert "components: ffn/listed_ffn" in out
+    assert "tfllm-old-plugin 0.3  [FAILED]" in out
+    assert "targets tfllm plugin API version 0" in out
+    monkeypatch.setenv(plugins.DISABLE_ENV, "1")
+    plugins_command([])
+    assert "plugin autoload is disabled" in capsys.readouterr().out
+    for module in ("listed_plugin", "old_plugin"):
+        sys.modules.pop(module, None)

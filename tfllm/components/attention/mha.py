@@ -51,7 +51,8 @@ class MultiHeadAttention(keras.layers.Layer):
         x: `(B, T, hidden_dim)` inputs.
         positions: optional `(T,)` int32 positions of `x` (default `cache_index + 0..T-1`).
         padding_mask: optional `(B, S)` bool/int, true for real key tokens.
-        cache: optional tuple `(k, v)`, each `(B, num_kv_heads, S, head_dim)`.
+        cache: optional tuple `(k, v)`, each `(B, num_kv_heads, S, head_dim)`, as made by
+            `init_cache(batch_size, S)`; slot `p` holds position `p`.
         cache_index: int32 scalar, where `x` starts inside the cache.
         positional: optional shared `PositionalEncoding` whose rotation and bias hooks apply.
         training: bool, for dropout.
@@ -136,6 +137,11 @@ class MultiHeadAttention(keras.layers.Layer):
             name="out_proj",
         )
         self.attention_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+
+    def init_cache(self, batch_size, max_length):
+        """An empty cache for `max_length` positions: `(k, v)`, each `(B, Hkv, S, Dh)`."""
+        shape = [batch_size, self.num_kv_heads, max_length, self.head_dim]
+        return (tf.zeros(shape, self.compute_dtype), tf.zeros(shape, self.compute_dtype))
 
     def build(self, input_shape):
         self.qkv_proj.build(input_shape)
