@@ -30,9 +30,9 @@ def train_cmd(corpus, run_dir):
         f"run_dir={run_dir}",
         "model=tiny",
         "model.dropout=0.1",
-        "trainer.max_steps=400",
+        "trainer.max_steps=100",
         "trainer.checkpoint_every=20",
-        "trainer.eval_every=200",
+        "trainer.eval_every=50",
         "trainer.log_every=20",
         "trainer.callbacks=[]",
         "data.batch_size=8",
@@ -46,7 +46,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny_corpus, tmp_path):
     proc = subprocess.Popen(
         train_cmd(tiny_corpus, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    marker = killed / "checkpoints" / "ckpt-60.index"
+    marker = killed / "checkpoints" / "ckpt-40.index"
     deadline = time.time() + 300
     while not marker.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
@@ -55,7 +55,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny_corpus, tmp_path):
     assert marker.exists(), "the run never wrote a checkpoint"
     assert not (killed / "metrics.json").exists(), "the run finished before it was killed"
     latest = tf.train.latest_checkpoint(str(killed / "checkpoints"))
-    assert latest is not None and not latest.endswith("ckpt-400")
+    assert latest is not None and not latest.endswith("ckpt-100")
 
     resumed = subprocess.run(
         train_cmd(tiny_corpus, killed), capture_output=True, text=True, timeout=400

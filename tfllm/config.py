@@ -54,6 +54,8 @@ class TrainerSchema:
     keep_checkpoints: int = 3
     resume: str = "auto"
     deterministic: bool = False
+    # FLOP/s that MFU is measured against; null reads what `tfllm bench peak` saved.
+    peak_flops: float | None = None
     callbacks: list[Any] = field(default_factory=list)
 
 

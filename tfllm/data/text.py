@@ -197,7 +197,8 @@ class TextDataset:
 
         def window_batch(starts):
             idx = starts[:, None] + tf.range(t + 1, dtype=tf.int64)[None, :]  # (b, T+1)
-            window = tf.gather(token_tensor, idx)
+            # Static shapes: XLA on TPUs compiles one program for one shape.
+            window = tf.ensure_shape(tf.gather(token_tensor, idx), [per_replica, t + 1])
             return {
                 "token_ids": window[:, :-1],
                 "labels": window[:, 1:],
@@ -247,7 +248,7 @@ class TextDataset:
             begin = k * g + (first + slot) * per_replica
             starts = (begin + tf.range(per_replica, dtype=tf.int64)) * t
             idx = starts[:, None] + tf.range(t + 1, dtype=tf.int64)[None, :]
-            window = tf.gather(token_tensor, idx)
+            window = tf.ensure_shape(tf.gather(token_tensor, idx), [per_replica, t + 1])
             return {
                 "token_ids": window[:, :-1],
                 "labels": window[:, 1:],

@@ -74,7 +74,13 @@ def build_strategy(name: str, logical_cpus: int = 1) -> tf.distribute.Strategy:
             implementation=tf.distribute.experimental.CommunicationImplementation.RING
         )
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+    except (ValueError, RuntimeError, tf.errors.NotFoundError) as e:
+        raise ConfigError(
+            f"trainer.strategy=tpu: no TPU found ({str(e).splitlines()[0]}); set TPU_NAME or run "
+            "on a TPU VM, or pick another strategy"
+        ) from None
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
@@ -103,3 +109,11 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     if "chief" in cluster:
         return task_type == "chief"
     return task_type == "worker" and task_id == 0
+
+
+def num_workers(strategy: tf.distribute.Strategy) -> int:
+    """How many worker processes take part (1 unless MultiWorkerMirroredStrategy)."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return 1
+    spec = strategy.cluster_resolver.cluster_spec().as_dict()
+    return sum(len(spec.get(job, [])) for job in ("chief", "worker")) or 1

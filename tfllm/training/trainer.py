@@ -8,12 +8,16 @@ function of the step so a resumed run is bit-identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
 import shutil
+import signal
+import threading
 import time
+import warnings
 from typing import Any
 
 import keras
@@ -26,7 +30,7 @@ from tfllm.config import save_run_config, validate_train_config
 from tfllm.models.builder import build_model, build_tokenizer
 from tfllm.registry import ConfigError
 from tfllm.training.checkpoint import model_variables
-from tfllm.training.strategy import build_strategy, is_chief
+from tfllm.training.strategy import build_strategy, is_chief, num_workers
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,11 @@ METRICS_FILE = "metrics.json"
 
 class TrainingDivergedError(FloatingPointError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+# Exit status of a run stopped by SIGTERM after saving its checkpoint (128 + SIGTERM, as a
+# shell reports a process the signal ended): schedulers and `tfllm launch` restart it.
+PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM
 
 
 class Trainer:
@@ -65,6 +74,7 @@ class Trainer:
         keras.mixed_precision.set_global_policy(tr["mixed_precision"] or "float32")
         self.strategy = build_strategy(tr["strategy"], tr["logical_cpus"])
         self.chief = is_chief(self.strategy)
+        self.num_workers = num_workers(self.strategy)
         self.dataset = registry.build("dataset", self.cfg["data"], key="data")
         self.tokenizer = self._tokenizer()
         self.tokens = self.dataset.token_splits(self.tokenizer)
@@ -121,18 +131,51 @@ class Trainer:
         task_id = getattr(self.strategy.cluster_resolver, "task_id", 0)
         return os.path.join(self.run_dir, ".workers", f"worker_{task_id}")
 
+    def _chief_checkpoint_dir(self) -> str:
+        return os.path.join(self.run_dir, CHECKPOINT_DIR)
+
     def _restore(self) -> None:
+        """Resume from the newest readable checkpoint of the chief.
+
+        Every worker restores from the chief's directory, so all start from the same step even if
+        a worker died while writing its own copy. A checkpoint that cannot be read (a crash
+        mid-write, a truncated or deleted file) is skipped with a warning for the one before it.
+        """
         mode = self.cfg["trainer"]["resume"]
-        latest = self.manager.latest_checkpoint
-        if mode == "must" and latest is None:
-            raise ConfigError(f"trainer.resume=must but {self._checkpoint_dir()} has no checkpoint")
-        if mode == "never" or latest is None:
-            if mode != "never" and os.path.isdir(self._checkpoint_dir()):
-                log.info("no checkpoint in %s: starting from step 0", self._checkpoint_dir())
+        directory = self._chief_checkpoint_dir()
+        state = tf.train.get_checkpoint_state(directory) if os.path.isdir(directory) else None
+        candidates = list(reversed(state.all_model_checkpoint_paths)) if state else []
+        if state and state.model_checkpoint_path not in candidates:
+            candidates.insert(0, state.model_checkpoint_path)
+        candidates = [c if os.path.isabs(c) else os.path.join(directory, c) for c in candidates]
+        if mode == "must" and not candidates:
+            raise ConfigError(f"trainer.resume=must but {directory} has no checkpoint")
+        if mode == "never" or not candidates:
+            if mode != "never" and os.path.isdir(directory):
+                log.info("no checkpoint in %s: starting from step 0", directory)
             return
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
-        self.start_step = int(self.step_var.numpy())
-        log.info("resumed from %s at step %d", latest, self.start_step)
+        errors: list[str] = []
+        for path in candidates:
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except Exception as e:  # noqa: BLE001 - whatever a damaged file raises, try older
+                message = str(e).splitlines()[0] if str(e) else type(e).__name__
+                errors.append(f"{os.path.basename(path)}: {type(e).__name__}: {message}")
+                warnings.warn(
+                    f"checkpoint {path} is unreadable ({type(e).__name__}: {message}); "
+                    "falling back to the one before it",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                log.warning("checkpoint %s is unreadable: %s", path, message)
+                continue
+            self.start_step = int(self.step_var.numpy())
+            log.info("resumed from %s at step %d", path, self.start_step)
+            return
+        raise ConfigError(
+            f"no readable checkpoint in {directory} ({'; '.join(errors)}); move the directory "
+            "away to start over, or set trainer.resume=never"
+        )
 
     # ----- steps ------------------------------------------------------------------------------
     def _compile_steps(self) -> None:
@@ -202,8 +245,14 @@ class Trainer:
                 strategy.experimental_local_results(w)[0],
             )
 
+        @tf.function
+        def any_flag(flag):
+            per_replica = strategy.run(lambda: tf.identity(flag))
+            return strategy.reduce("SUM", per_replica, axis=None)
+
         self._run_steps = run_steps
         self._run_eval = run_eval
+        self._any_flag = any_flag
 
     # ----- data -------------------------------------------------------------------------------
     def _train_iterator(self):
@@ -247,12 +296,53 @@ class Trainer:
     def _save_checkpoint(self) -> None:
         self.manager.save(checkpoint_number=self.step)
 
-    def fit(self) -> dict[str, float]:
-        """Train to `trainer.max_steps`; return the final logs."""
+    # ----- preemption -------------------------------------------------------------------------
+    def _install_sigterm_handler(self):
+        """On SIGTERM, finish the current execution, save a checkpoint and stop (main thread
+        only; elsewhere, e.g. inside a server, the embedding application handles signals)."""
+        self._sigterm = False
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            self._sigterm = True
+            log.warning("SIGTERM: saving a checkpoint after the current step")
+
+        return signal.signal(signal.SIGTERM, handler)
+
+    def _preempted(self) -> bool:
+        """Whether any worker got SIGTERM: an all-reduce, so that every worker stops (and saves)
+        at the same step."""
+        if self.num_workers == 1:
+            return self._sigterm
+        return float(self._any_flag(tf.constant(1.0 if self._sigterm else 0.0))) > 0
+
+    def _mfu_setup(self) -> None:
+        from tfllm.training.flops import load_peak, training_flops_per_token
+
         tr = self.cfg["trainer"]
+        dtype = {"mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}.get(
+            tr["mixed_precision"] or "", "float32"
+        )
+        self.peak_flops = tr["peak_flops"] or load_peak(dtype)
+        self.flops_per_token = training_flops_per_token(self.model, self.dataset.sequence_length)
+
+    def fit(self) -> dict[str, float]:
+        """Train to `trainer.max_steps`; return the final logs (with `preempted_at_step` when a
+        SIGTERM stopped the run after saving a checkpoint)."""
         self._save_artifacts()
         self._restore()
+        self._mfu_setup()
         self.step = self.start_step
+        previous_handler = self._install_sigterm_handler()
+        try:
+            return self._loop()
+        finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGTERM, previous_handler)
+
+    def _loop(self) -> dict[str, float]:
+        tr = self.cfg["trainer"]
         for cb in self.callbacks:
             cb.on_train_begin(self)
         logs: dict[str, float] = {}
@@ -282,12 +372,15 @@ class Trainer:
                     f"good checkpoint is {self.manager.latest_checkpoint}. Lower the learning "
                     "rate or trainer.clip_norm, or check the data."
                 )
+            tokens_per_sec = tokens_per_step * n / max(elapsed, 1e-9)
             logs = {
                 "loss": loss,
                 "learning_rate": float(self.schedule(self.step - 1)),
                 "grad_norm": norm,
-                "tokens_per_sec": tokens_per_step * n / max(elapsed, 1e-9),
+                "tokens_per_sec": tokens_per_sec,
             }
+            if self.peak_flops:
+                logs["mfu"] = self.flops_per_token * tokens_per_sec / self.peak_flops
             if self.step % tr["log_every"] == 0 or self.step == self.max_steps:
                 for cb in self.callbacks:
                     cb.on_step_end(self, self.step, logs)
@@ -297,18 +390,38 @@ class Trainer:
                 if eval_logs:
                     for cb in self.callbacks:
                         cb.on_eval_end(self, self.step, eval_logs)
-            if self.step % tr["checkpoint_every"] == 0 or self.step == self.max_steps:
+            preempted = self._preempted()
+            if preempted or self.step % tr["checkpoint_every"] == 0 or self.step == self.max_steps:
                 self._save_checkpoint()
-        if self.chief:
-            self._finish(logs)
+            if preempted and self.step < self.max_steps:
+                log.warning("preempted: checkpoint saved at step %d", self.step)
+                logs["preempted_at_step"] = self.step
+                for cb in self.callbacks:
+                    cb.on_train_end(self, logs)
+                return logs
+        self._finish(logs)
         for cb in self.callbacks:
             cb.on_train_end(self, logs)
         return logs
 
+    def weights_digest(self) -> str:
+        """SHA-256 of every model weight's bytes, in order: equal digests, identical weights."""
+        digest = hashlib.sha256()
+        for v in self.model.weights:
+            digest.update(np.ascontiguousarray(v.numpy()).tobytes())
+        return digest.hexdigest()
+
     def _finish(self, logs: dict[str, float]) -> None:
         import resource
 
+        digest = self.weights_digest()
+        if not self.chief:
+            # Workers write nothing; their digest in the log shows they hold the chief's weights.
+            log.warning("worker finished at step %d, weights sha256 %s", self.step, digest)
+            return
         metrics = {"step": self.step, **{k: float(v) for k, v in logs.items()}}
+        metrics["weights_sha256"] = digest
+        metrics["num_workers"] = self.num_workers
         timing = self._timing
         if timing["steps"]:
             tokens = timing["steps"] * self.dataset.batch_size * self.dataset.sequence_length
