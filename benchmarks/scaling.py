@@ -48,6 +48,7 @@ def config(steps: int) -> list[str]:
         "trainer.eval_batches=2",
         f"trainer.checkpoint_every={steps}",
         "trainer.callbacks=[]",
+        "schedule.warmup_steps=10",
     ]
 
 

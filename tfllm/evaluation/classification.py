@@ -1,0 +1,291 @@
+"""Classification by label likelihood: zero-shot, few-shot and chain-of-thought prompting.
+
+A causal LM classifies a text by the log-likelihood it gives each label's verbalizer after a
+prompt, not by parsing free text: the prediction is always one of the labels, and the scores are
+comparable across labels.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tfllm.registry import ConfigError
+
+
+@dataclass(frozen=True)
+class LabelledText:
+    """One labelled example and where it came from (for error messages)."""
+
+    text: str
+    label: str
+    source: str = ""
+
+
+def read_labelled_tsv(
+    path: str,
+    labels: Sequence[str] | None = None,
+    text_column: str = "sentence",
+    label_column: str = "label",
+) -> list[LabelledText]:
+    """Rows of a TSV file with a header naming `text_column` and `label_column`.
+
+    Raises:
+        ConfigError: naming the file and line, for a missing column, a row with the wrong number
+            of fields, an empty text, or a label outside `labels`.
+    """
+    try:
+        handle = open(path, encoding="utf-8", newline="")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    with handle:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, None)
+        if header is None:
+            raise ConfigError(f"{path}: the file is empty (expected a header line)")
+        for column in (text_column, label_column):
+            if column not in header:
+                raise ConfigError(
+                    f"{path}:1: no '{column}' column in the header {header}; name the columns "
+                    "with text_column= and label_column="
+                )
+        ti, li = header.index(text_column), header.index(label_column)
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise ConfigError(
+                    f"{path}:{line}: {len(row)} tab-separated fields, the header has {len(header)}"
+                )
+            text, label = row[ti].strip(), row[li].strip()
+            if not text:
+                raise ConfigError(f"{path}:{line}: the text is empty")
+            if labels is not None and label not in labels:
+                raise ConfigError(
+                    f"{path}:{line}: label '{label}' is not one of the configured labels "
+                    f"{list(labels)}"
+                )
+            rows.append(LabelledText(text, label, f"{path}:{line}"))
+    if not rows:
+        raise ConfigError(f"{path}: no rows after the header")
+    return rows
+
+
+@dataclass
+class ClassificationReport:
+    """Accuracy, macro-F1 and the confusion matrix of label predictions.
+
+    Attributes:
+        labels: the label names, in matrix order.
+        confusion: `confusion[i][j]` counts examples of label i predicted as j.
+        shots: demonstrations in each prompt.
+    """
+
+    labels: list[str]
+    confusion: list[list[int]]
+    shots: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return int(np.sum(self.confusion))
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.trace(np.asarray(self.confusion))) / max(self.total, 1)
+
+    @property
+    def macro_f1(self) -> float:
+        m = np.asarray(self.confusion, dtype=np.float64)
+        f1s = []
+        for i in range(len(self.labels)):
+            tp = m[i, i]
+            precision = tp / m[:, i].sum() if m[:, i].sum() else 0.0
+            recall = tp / m[i, :].sum() if m[i, :].sum() else 0.0
+            f1s.append(2 * precision * recall / (precision + recall) if tp else 0.0)
+        return float(np.mean(f1s))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "accuracy": self.accuracy,
+            "macro_f1": self.macro_f1,
+            "examples": self.total,
+            "shots": self.shots,
+            "labels": self.labels,
+            "confusion": self.confusion,
+            **self.extra,
+        }
+
+
+class LabelLikelihoodClassifier:
+    """Classifies texts with a causal LM by the log-likelihood of each label's verbalizer.
+
+    The prompt is `shots` demonstrations (drawn with `seed` from `demonstrations`, each the
+    template filled with its text followed by its verbalizer), joined by `separator`, then the
+    template filled with the query. Each label is scored by the summed log-probability of its
+    verbalizer tokens after the prompt (`normalize=True` divides by their count).
+
+    With `chain_of_thought`, the model first writes up to `reasoning_tokens` tokens after the
+    prompt and the cue (greedy), and labels are scored after the reasoning and `answer_cue`.
+
+    Args:
+        model: a causal LM (`(B, T)` ids to `(B, T, V)` logits).
+        tokenizer: its tokenizer.
+        verbalizers: label -> the text that stands for it, e.g. `{"1": " positive"}`.
+        template: the prompt for one text, with `{text}`.
+        shots: demonstrations per prompt.
+        demonstrations: labelled examples to draw them from.
+        separator: between demonstrations and the query.
+        seed: the draw of demonstrations.
+        normalize: average rather than sum the verbalizer log-probabilities.
+        chain_of_thought: the reasoning cue (e.g. `" Let's think step by step."`), or None.
+        answer_cue: after the reasoning, before the label.
+        reasoning_tokens: the longest reasoning.
+        batch_size: sequences per forward pass.
+
+    Example:
+
+    >>> clf = LabelLikelihoodClassifier(lm, tokenizer, {"0": " negative", "1": " positive"},
+    ...                                 template="Review: {text}\\nSentiment:")  # doctest: +SKIP
+    >>> clf.predict(["a wonderful film"])  # doctest: +SKIP
+    ['1']
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        verbalizers: Mapping[str, str],
+        template: str = "{text}",
+        shots: int = 0,
+        demonstrations: Sequence[LabelledText] = (),
+        separator: str = "\n\n",
+        seed: int = 0,
+        normalize: bool = False,
+        chain_of_thought: str | None = None,
+        answer_cue: str = "\nSo the answer is",
+        reasoning_tokens: int = 48,
+        batch_size: int = 8,
+    ):
+        if len(verbalizers) < 2:
+            raise ConfigError("verbalizers: at least two labels are needed to classify")
+        if "{text}" not in template:
+            raise ConfigError(f"template: '{template}' has no {{text}} placeholder")
+        if shots < 0:
+            raise ConfigError(f"shots must be >= 0, got {shots}")
+        if shots and len(demonstrations) < shots:
+            raise ConfigError(
+                f"shots={shots} but only {len(demonstrations)} demonstrations were given"
+            )
+        unknown = sorted({d.label for d in demonstrations} - set(verbalizers))
+        if unknown:
+            raise ConfigError(f"demonstrations use labels {unknown} that have no verbalizer")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.verbalizers = dict(verbalizers)
+        self.labels = list(verbalizers)
+        self.template = template
+        self.shots = shots
+        self.separator = separator
+        self.normalize = normalize
+        self.chain_of_thought = chain_of_thought
+        self.answer_cue = answer_cue
+        self.reasoning_tokens = reasoning_tokens
+        self.batch_size = batch_size
+        self.context = self.max_context()
+        pool = list(demonstrations)
+        random.Random(seed).shuffle(pool)
+        self.demonstrations = pool[:shots]
+        self._label_ids = {
+            label: tokenizer.encode_one(text) for label, text in self.verbalizers.items()
+        }
+        empty = [label for label, ids in self._label_ids.items() if not ids]
+        if empty:
+            raise ConfigError(f"verbalizers: {empty} encode to no tokens")
+        self._forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def max_context(self) -> int:
+        return int(self.model.backbone.max_sequence_length)
+
+    def prompt(self, text: str) -> str:
+        """The prompt for one query text (demonstrations included)."""
+        parts = [
+            self.template.format(text=d.text) + self.verbalizers[d.label]
+            for d in self.demonstrations
+        ]
+        parts.append(self.template.format(text=text))
+        return self.separator.join(parts)
+
+    def _prompt_ids(self, prompts: Sequence[str]) -> list[list[int]]:
+        bos = self.tokenizer.prompt_bos_id
+        out = []
+        for p in prompts:
+            ids = ([bos] if bos is not None else []) + self.tokenizer.encode_one(p)
+            out.append(ids)
+        return out
+
+    def _reason(self, prompt_ids: list[list[int]]) -> list[list[int]]:
+        from tfllm.generation.decoder import GenerationConfig, Generator
+
+        cue = self.tokenizer.encode_one(self.chain_of_thought or "")
+        answer = self.tokenizer.encode_one(self.answer_cue)
+        generator = Generator(self.model, self.tokenizer)
+        config = GenerationConfig(max_new_tokens=self.reasoning_tokens, temperature=0.0)
+        out = []
+        for ids in prompt_ids:
+            buffer, lengths, total = generator.generate_ids([ids + cue], config)
+            out.append(buffer[0, : total[0]].tolist() + answer)
+        return out
+
+    def label_log_likelihoods(self, texts: Sequence[str]) -> np.ndarray:
+        """`(len(texts), len(labels))` log-likelihoods of each label's verbalizer."""
+        prompt_ids = self._prompt_ids([self.prompt(t) for t in texts])
+        if self.chain_of_thought is not None:
+            prompt_ids = self._reason(prompt_ids)
+        rows: list[tuple[int, int, list[int], int]] = []  # (example, label, ids, prompt length)
+        for i, ids in enumerate(prompt_ids):
+            for j, label in enumerate(self.labels):
+                seq = ids + self._label_ids[label]
+                if len(seq) > self.context:
+                    raise ConfigError(
+                        f"a prompt with its label is {len(seq)} tokens, longer than the model's "
+                        f"context of {self.context}: use fewer shots or a shorter template"
+                    )
+                rows.append((i, j, seq, len(ids)))
+        scores = np.zeros((len(texts), len(self.labels)))
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start : start + self.batch_size]
+            width = max(len(seq) for _, _, seq, _ in chunk)
+            batch = np.zeros((len(chunk), width), np.int32)
+            for r, (_, _, seq, _) in enumerate(chunk):
+                batch[r, : len(seq)] = seq
+            logits = self._forward(tf.constant(batch))
+            log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32)).numpy()
+            for r, (i, j, seq, n_prompt) in enumerate(chunk):
+                positions = np.arange(n_prompt, len(seq))
+                lp = log_probs[r, positions - 1, batch[r, positions]].astype(np.float64)
+                scores[i, j] = lp.mean() if self.normalize else lp.sum()
+        return scores
+
+    def predict(self, texts: Sequence[str]) -> list[str]:
+        scores = self.label_log_likelihoods(texts)
+        return [self.labels[k] for k in np.argmax(scores, axis=1)]
+
+    def evaluate(self, examples: Sequence[LabelledText]) -> ClassificationReport:
+        """Predict every example and count the confusion matrix."""
+        unknown = sorted({e.label for e in examples} - set(self.labels))
+        if unknown:
+            raise ConfigError(f"examples use labels {unknown} that have no verbalizer")
+        index = {label: k for k, label in enumerate(self.labels)}
+        confusion = [[0] * len(self.labels) for _ in self.labels]
+        predictions = self.predict([e.text for e in examples])
+        for example, predicted in zip(examples, predictions, strict=True):
+            confusion[index[example.label]][index[predicted]] += 1
+        return ClassificationReport(self.labels, confusion, self.shots)

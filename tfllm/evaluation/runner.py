@@ -1,0 +1,171 @@
+"""`tfllm evaluate`: one evaluation of a trained or imported model, as a table and as JSON."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from typing import Any
+
+from tfllm.registry import ConfigError
+
+EVALS = ("perplexity", "bleu", "accuracy")
+
+
+def _read_text(paths: str | Sequence[str], max_chars: int | None) -> str:
+    from tfllm.data.text import read_documents
+
+    try:
+        documents = read_documents(paths)
+    except FileNotFoundError as e:
+        raise ConfigError(f"data.path: {e}") from None
+    text = "\n".join(documents)
+    return text[:max_chars] if max_chars else text
+
+
+def run_perplexity(model: Any, tokenizer: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+    from tfllm.evaluation.perplexity import perplexity
+
+    ev, data = cfg["eval"], cfg["data"]
+    text = _read_text(data["path"], ev.get("max_chars"))
+    try:
+        result = perplexity(
+            model, tokenizer, text, ev.get("window"), ev.get("stride"), ev.get("batch_size", 8)
+        )
+    except ValueError as e:
+        raise ConfigError(f"eval: {e}") from None
+    return result.as_dict()
+
+
+def read_pairs(path: str, source_column: str, reference_column: str) -> list[tuple[str, str]]:
+    """`(source, reference)` rows of a TSV with a header; errors name the file and line."""
+    try:
+        handle = open(path, encoding="utf-8", newline="")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    with handle:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, None) or []
+        for column in (source_column, reference_column):
+            if column not in header:
+                raise ConfigError(f"{path}:1: no '{column}' column in the header {header}")
+        si, ri = header.index(source_column), header.index(reference_column)
+        pairs = []
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise ConfigError(
+                    f"{path}:{line}: {len(row)} tab-separated fields, the header has {len(header)}"
+                )
+            if not row[si].strip():
+                raise ConfigError(f"{path}:{line}: the source text is empty")
+            pairs.append((row[si], row[ri]))
+    if not pairs:
+        raise ConfigError(f"{path}: no rows after the header")
+    return pairs
+
+
+def run_bleu(model: Any, tokenizer: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Greedy continuations of `eval.template` per source, scored against the references."""
+    from tfllm.evaluation.bleu import corpus_bleu
+    from tfllm.generation.decoder import GenerationConfig, Generator
+
+    ev, data = cfg["eval"], cfg["data"]
+    pairs = read_pairs(data["path"], data["source_column"], data["reference_column"])
+    if data.get("limit"):
+        pairs = pairs[: data["limit"]]
+    prompts = [ev["template"].format(source=s) for s, _ in pairs]
+    config = GenerationConfig(
+        max_new_tokens=ev["max_new_tokens"],
+        temperature=0.0,
+        stop=tuple(ev.get("stop") or ()),
+    )
+    generator = Generator(model, tokenizer)
+    hypotheses = []
+    for i in range(0, len(prompts), ev.get("batch_size", 8)):
+        out = generator.generate(prompts[i : i + ev.get("batch_size", 8)], config)
+        hypotheses += [c[0].strip() for c in out]
+    score = corpus_bleu(hypotheses, [r for _, r in pairs], lowercase=ev.get("lowercase", False))
+    result = score.as_dict()
+    result["examples"] = len(pairs)
+    result["samples"] = [
+        {"source": s, "reference": r, "output": h}
+        for (s, r), h in list(zip(pairs, hypotheses, strict=True))[:3]
+    ]
+    return result
+
+
+def run_accuracy(model: Any, tokenizer: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Label-likelihood classification for every `eval.shots` count, on the same examples."""
+    from tfllm.evaluation.classification import LabelLikelihoodClassifier, read_labelled_tsv
+
+    ev, data = cfg["eval"], cfg["data"]
+    verbalizers = {str(k): str(v) for k, v in ev["verbalizers"].items()}
+    labels = list(verbalizers)
+    columns = dict(text_column=data["text_column"], label_column=data["label_column"])
+    examples = read_labelled_tsv(data["path"], labels, **columns)
+    if data.get("limit"):
+        import random
+
+        examples = random.Random(ev.get("seed", 0)).sample(
+            examples, min(data["limit"], len(examples))
+        )
+    shots_list = ev["shots"] if isinstance(ev["shots"], list) else [ev["shots"]]
+    demonstrations = []
+    if any(shots_list):
+        if not ev.get("demonstrations"):
+            raise ConfigError("eval.demonstrations: few-shot needs a labelled file to draw from")
+        demonstrations = read_labelled_tsv(ev["demonstrations"], labels, **columns)
+    reports = {}
+    for shots in shots_list:
+        classifier = LabelLikelihoodClassifier(
+            model,
+            tokenizer,
+            verbalizers,
+            template=ev["template"],
+            shots=int(shots),
+            demonstrations=demonstrations,
+            separator=ev.get("separator", "\n\n"),
+            seed=ev.get("seed", 0),
+            normalize=ev.get("normalize", False),
+            chain_of_thought=ev.get("chain_of_thought"),
+            reasoning_tokens=ev.get("reasoning_tokens", 48),
+            batch_size=ev.get("batch_size", 8),
+        )
+        reports[f"{shots}-shot"] = classifier.evaluate(examples).as_dict()
+    counts = {label: sum(e.label == label for e in examples) for label in labels}
+    majority = max(counts.values()) / len(examples)
+    return {"examples": len(examples), "chance": 1 / len(labels), "majority": majority, **reports}
+
+
+def evaluate(model: Any, tokenizer: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+    name = cfg["eval"].get("name")
+    runners = {"perplexity": run_perplexity, "bleu": run_bleu, "accuracy": run_accuracy}
+    if name not in runners:
+        raise ConfigError(f"eval.name: unknown evaluation '{name}'; one of {', '.join(EVALS)}")
+    return {"eval": name, **runners[name](model, tokenizer, cfg)}
+
+
+def table(result: dict[str, Any]) -> str:
+    """A Markdown table of the scalar results (per shot count for accuracy)."""
+    rows = []
+    if result["eval"] == "accuracy":
+        rows.append("| prompt | accuracy | macro-F1 | examples |")
+        rows.append("|---|---|---|---|")
+        for key, value in result.items():
+            if isinstance(value, dict) and "accuracy" in value:
+                rows.append(
+                    f"| {key} | {value['accuracy']:.4f} | {value['macro_f1']:.4f} | "
+                    f"{value['examples']} |"
+                )
+        rows.append(f"| chance | {result['chance']:.4f} | | |")
+        rows.append(f"| majority label | {result['majority']:.4f} | | |")
+        return "\n".join(rows)
+    rows.append("| metric | value |")
+    rows.append("|---|---|")
+    for key, value in result.items():
+        if isinstance(value, float):
+            rows.append(f"| {key} | {value:.4f} |")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            rows.append(f"| {key} | {value} |")
+    return "\n".join(rows)
