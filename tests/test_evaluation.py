@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
+
 from tfllm.components.tokenizers.char import CharTokenizer
 from tfllm.evaluation.bleu import corpus_bleu
 from tfllm.evaluation.classification import (
