@@ -5,6 +5,7 @@ from tfllm.components.ffn import mlp, swiglu  # noqa: F401
 from tfllm.components.heads import lm  # noqa: F401
 from tfllm.components.norm import layernorm, rmsnorm  # noqa: F401
 from tfllm.components.positional import alibi, learned, none, rope, sinusoidal  # noqa: F401
+from tfllm.components.safety import classifier, patterns  # noqa: F401
 from tfllm.components.tokenizers import bpe, byte, char, sentencepiece, wordpiece  # noqa: F401
 from tfllm.data import text  # noqa: F401
 from tfllm.models import decoder, encoder  # noqa: F401

@@ -145,6 +145,7 @@ def train_job(cfg: Any) -> float | None:
 
 @_report
 def generate_job(cfg: Any) -> None:
+    from tfllm.components.safety.base import build_safety_filter
     from tfllm.config import to_plain
     from tfllm.generation.decoder import GenerationConfig, Generator
     from tfllm.runs import load_run
@@ -166,10 +167,20 @@ def generate_job(cfg: Any) -> None:
         gen_config.validate()
     except ValueError as e:
         raise CommandError(str(e)) from None
+    try:
+        safety = build_safety_filter(plain.get("safety"))
+    except ValueError as e:
+        raise CommandError(f"safety: {e}") from None
     generator = Generator(model, tokenizer, jit_compile=plain["jit_compile"])
     outputs = generator.generate(prompts, gen_config)
     for prompt, completions in zip(prompts, outputs, strict=True):
         for text in completions:
+            if safety is not None:
+                verdict = safety.verdicts([text])[0]
+                if verdict.flagged:
+                    reasons = ", ".join(verdict.reasons)
+                    print(f"tfllm: safety filter flagged a completion ({reasons})", file=sys.stderr)
+                text = verdict.text
             sys.stdout.write(prompt + text + "\n")
             if len(prompts) > 1 or len(completions) > 1:
                 sys.stdout.write("-" * 40 + "\n")
@@ -262,6 +273,12 @@ def chat_job(cfg: Any) -> None:
         )
     except ValueError as e:
         raise CommandError(str(e)) from None
+    from tfllm.components.safety.base import build_safety_filter
+
+    try:
+        safety = build_safety_filter(plain.get("safety"))
+    except ValueError as e:
+        raise CommandError(f"safety: {e}") from None
     interactive = sys.stdin.isatty()
     if interactive:
         print("chatting with", plain["ckpt"], "- /reset starts over, /exit (or Ctrl-D) quits")
@@ -288,7 +305,14 @@ def chat_job(cfg: Any) -> None:
             sys.stdout.flush()
 
         try:
-            session.reply(message, on_text=show)
+            # With a safety filter the reply is checked whole before it is shown.
+            reply = session.reply(message, on_text=show if safety is None else None)
+            if safety is not None:
+                verdict = safety.verdicts([reply])[0]
+                if verdict.flagged:
+                    reasons = ", ".join(verdict.reasons)
+                    print(f"(safety filter: {reasons})", file=sys.stderr)
+                show(verdict.text)
         except (ValueError, ServingClientError) as e:  # report it and keep chatting
             print(f"\ntfllm: error: {e}", file=sys.stderr)
         sys.stdout.write("\n")
@@ -345,6 +369,7 @@ def export_job(cfg: Any) -> None:
         top_p=ex["top_p"],
         seed=ex["seed"],
         jit_compile=ex["jit_compile"],
+        safety=ex.get("safety"),
     )
     try:
         settings.validate()  # before the (slow) model load

@@ -34,6 +34,7 @@ KINDS: tuple[str, ...] = (
     "optimizer",
     "schedule",
     "callback",
+    "safety_filter",
 )
 
 T = TypeVar("T")

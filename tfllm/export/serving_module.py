@@ -25,6 +25,8 @@ class ExportSettings:
         temperature, top_k, top_p, seed: `serving_default`'s sampling settings.
         jit_compile: XLA-compile the decode loop (TF Serving needs
             `--xla_cpu_compilation_enabled=true` to run it).
+        safety: a graph-capable `safety_filter` spec (e.g. `{name: patterns, words: [...]}`);
+            the generation signatures then also output `flagged` (bool `[B]`).
     """
 
     max_new_tokens: int = 64
@@ -34,6 +36,22 @@ class ExportSettings:
     top_p: float = 1.0
     seed: int = 0
     jit_compile: bool = False
+    safety: dict[str, Any] | None = None
+
+    def safety_filter(self):
+        """The configured safety filter, or None; it must run inside a graph."""
+        from tfllm import registry
+        from tfllm.components.safety.base import build_safety_filter
+
+        if self.safety is None:
+            return None
+        name = self.safety.get("name")
+        if name and not getattr(registry.get("safety_filter", name), "graph_capable", False):
+            raise ValueError(
+                f"safety: filter '{name}' runs only in Python; an export needs one that runs in "
+                "the graph, such as patterns"
+            )
+        return build_safety_filter(self.safety, key="export.safety")
 
     def validate(self) -> None:
         """The sampling settings pass `GenerationConfig`'s checks and the default fits the limit."""
@@ -49,6 +67,7 @@ class ExportSettings:
                 f"max_new_tokens must be in [1, max_new_tokens_limit={self.max_new_tokens_limit}]"
                 f", got {self.max_new_tokens}"
             )
+        self.safety_filter()
 
 
 def _assert(condition, message: str):
@@ -74,7 +93,8 @@ class CausalLMServing(tf.Module):
       each row's length); ids outside the vocabulary are refused.
 
     Outputs of both generation signatures: `completions` (string `[B]`), `tokens` (int32
-    `[B, N]`, the new tokens, padded with -1) and `lengths` (int32 `[B]`, new tokens per row).
+    `[B, N]`, the new tokens, padded with -1), `lengths` (int32 `[B]`, new tokens per row) and,
+    with a safety filter, `flagged` (bool `[B]`, completions the filter flags).
     """
 
     def __init__(self, model, tokenizer, settings: ExportSettings):
@@ -86,6 +106,7 @@ class CausalLMServing(tf.Module):
         # Variables are tracked directly: tracking the Keras model would write them twice.
         self.model_variables = list(model_variables(model).values())
         self.settings = settings
+        self.safety = settings.safety_filter()
         self.context = int(model.max_sequence_length)
         self.vocabulary_size = int(model.vocabulary_size)
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
@@ -200,7 +221,10 @@ class CausalLMServing(tf.Module):
         new = tf.gather(out, offsets, batch_dims=1)  # (B, None) new tokens
         completions = self.tokenizer.detokenize(new, skip_special_tokens=True)
         tokens = new.to_tensor(default_value=-1, shape=tf.stack([b, max_new_tokens]))
-        return {"completions": completions, "tokens": tokens, "lengths": new_lengths}
+        outputs = {"completions": completions, "tokens": tokens, "lengths": new_lengths}
+        if self.safety is not None:
+            outputs["flagged"] = self.safety.flag_graph(completions)  # (B,) bool
+        return outputs
 
     def _score(self, texts):
         ids = self._token_ids(texts, "texts")  # (B, None)
