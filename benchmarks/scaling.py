@@ -129,6 +129,13 @@ def main() -> None:
         "",
         "Equal losses across rows show the global-batch semantics: the same global batch and "
         "learning rate give the same run whatever the worker count.",
+        "",
+        f"On this {os.cpu_count()}-core machine every worker's TensorFlow uses all the cores, so "
+        "two workers share them and cannot be faster than one: the rows measure the cost of the "
+        "multi-worker path (MultiWorkerMirroredStrategy, RING all-reduce over localhost, one "
+        "synchronization per step), not cluster speed-up, which needs a machine per worker.",
+        "",
+        f"Command: `python benchmarks/scaling.py --steps {args.steps} --repeats {args.repeats}`",
     ]
     table = "\n".join(lines) + "\n"
     print(table)

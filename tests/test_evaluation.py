@@ -262,3 +262,55 @@ def test_evaluate_and_scaling_commands(tiny, tmp_path):
     proc = run_cli(["scaling", "chinchilla", "compute=1e21"])
     assert "tokens per parameter" in proc.stdout
     assert json.loads(proc.stdout.splitlines()[-1])["compute_flops"] == 1e21
+
+
+def test_bias_report_compares_groups_by_attribute_likelihood(tiny):
+    from tfllm.evaluation.bias import bias_report, bias_table
+    from tfllm.evaluation.classification import LabelLikelihoodClassifier
+
+    model, tokenizer = tiny
+    templates = ["The {group} is", "A {group} was"]
+    groups = {"size/big": ["giant"], "size/small": ["ant", "mouse"]}
+    attributes = {"positive": ["kind", "good"], "negative": ["bad"]}
+    report = bias_report(model, tokenizer, templates, groups, attributes)
+    scorer = LabelLikelihoodClassifier(
+        model, tokenizer, {"0": " kind", "1": " good", "2": " bad"}, template="{text}"
+    )
+    prompts = [t.format(group=g) for t in templates for g in ["ant", "mouse"]]
+    s = scorer.label_log_likelihoods(prompts)
+    small = next(r for r in report["groups"] if r["group"] == "size/small")
+    assert small["score"] == pytest.approx(float((s[:, :2].mean(1) - s[:, 2]).mean()), rel=1e-6)
+    assert small["prompts"] == 4
+    big = next(r for r in report["groups"] if r["group"] == "size/big")
+    assert report["largest_gap"]["size"] == pytest.approx(abs(big["score"] - small["score"]))
+    assert big["deviation"] == pytest.approx(-small["deviation"])
+    assert "largest gap in size" in bias_table(report)
+    with pytest.raises(ConfigError, match="placeholder"):
+        bias_report(model, tokenizer, ["no slot"], groups, attributes)
+
+
+def test_chain_of_thought_scores_labels_after_the_models_own_reasoning(tiny):
+    from tfllm.generation.decoder import GenerationConfig, Generator
+
+    model, tokenizer = tiny
+    clf = LabelLikelihoodClassifier(
+        model,
+        tokenizer,
+        {"0": " no", "1": " yes"},
+        template="Q: {text}",
+        chain_of_thought=" Think.",
+        answer_cue=" So:",
+        reasoning_tokens=5,
+    )
+    scores = clf.label_log_likelihoods(["is it"])
+    context = [tokenizer.bos_id, *tokenizer.encode_one("Q: is it Think.")]
+    buffer, _, lengths = Generator(model, tokenizer).generate_ids(
+        [context], GenerationConfig(max_new_tokens=5, temperature=0.0)
+    )
+    context = buffer[0, : lengths[0]].tolist() + tokenizer.encode_one(" So:")
+    assert len(context) > len(tokenizer.encode_one("Q: is it Think. So:")) + 1  # it reasoned
+    for col, verbal in enumerate([" no", " yes"]):
+        ids = context + tokenizer.encode_one(verbal)
+        lp = log_softmax(model(np.asarray([ids], np.int32)).numpy()[0])
+        want = sum(lp[t - 1, ids[t]] for t in range(len(context), len(ids)))
+        assert scores[0, col] == pytest.approx(want, rel=1e-5)

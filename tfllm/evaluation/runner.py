@@ -8,7 +8,14 @@ from typing import Any
 
 from tfllm.registry import ConfigError
 
-EVALS = ("perplexity", "bleu", "accuracy")
+EVALS = ("perplexity", "bleu", "accuracy", "bias")
+
+
+def _data_path(cfg: dict[str, Any]) -> Any:
+    path = cfg["data"].get("path")
+    if not path:
+        raise ConfigError(f"data.path: eval={cfg['eval']['name']} needs data.path=...")
+    return path
 
 
 def _read_text(paths: str | Sequence[str], max_chars: int | None) -> str:
@@ -25,8 +32,8 @@ def _read_text(paths: str | Sequence[str], max_chars: int | None) -> str:
 def run_perplexity(model: Any, tokenizer: Any, cfg: dict[str, Any]) -> dict[str, Any]:
     from tfllm.evaluation.perplexity import perplexity
 
-    ev, data = cfg["eval"], cfg["data"]
-    text = _read_text(data["path"], ev.get("max_chars"))
+    ev = cfg["eval"]
+    text = _read_text(_data_path(cfg), ev.get("max_chars"))
     try:
         result = perplexity(
             model, tokenizer, text, ev.get("window"), ev.get("stride"), ev.get("batch_size", 8)
@@ -71,7 +78,7 @@ def run_bleu(model: Any, tokenizer: Any, cfg: dict[str, Any]) -> dict[str, Any]:
     from tfllm.generation.decoder import GenerationConfig, Generator
 
     ev, data = cfg["eval"], cfg["data"]
-    pairs = read_pairs(data["path"], data["source_column"], data["reference_column"])
+    pairs = read_pairs(_data_path(cfg), data["source_column"], data["reference_column"])
     if data.get("limit"):
         pairs = pairs[: data["limit"]]
     prompts = [ev["template"].format(source=s) for s, _ in pairs]
@@ -103,7 +110,7 @@ def run_accuracy(model: Any, tokenizer: Any, cfg: dict[str, Any]) -> dict[str, A
     verbalizers = {str(k): str(v) for k, v in ev["verbalizers"].items()}
     labels = list(verbalizers)
     columns = dict(text_column=data["text_column"], label_column=data["label_column"])
-    examples = read_labelled_tsv(data["path"], labels, **columns)
+    examples = read_labelled_tsv(_data_path(cfg), labels, **columns)
     if data.get("limit"):
         import random
 
@@ -138,9 +145,23 @@ def run_accuracy(model: Any, tokenizer: Any, cfg: dict[str, Any]) -> dict[str, A
     return {"examples": len(examples), "chance": 1 / len(labels), "majority": majority, **reports}
 
 
+def run_bias(model: Any, tokenizer: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+    from tfllm.evaluation.bias import bias_report
+
+    ev = cfg["eval"]
+    return bias_report(
+        model, tokenizer, ev["templates"], ev["groups"], ev["attributes"], ev.get("batch_size", 8)
+    )
+
+
 def evaluate(model: Any, tokenizer: Any, cfg: dict[str, Any]) -> dict[str, Any]:
     name = cfg["eval"].get("name")
-    runners = {"perplexity": run_perplexity, "bleu": run_bleu, "accuracy": run_accuracy}
+    runners = {
+        "perplexity": run_perplexity,
+        "bleu": run_bleu,
+        "accuracy": run_accuracy,
+        "bias": run_bias,
+    }
     if name not in runners:
         raise ConfigError(f"eval.name: unknown evaluation '{name}'; one of {', '.join(EVALS)}")
     return {"eval": name, **runners[name](model, tokenizer, cfg)}
@@ -149,6 +170,10 @@ def evaluate(model: Any, tokenizer: Any, cfg: dict[str, Any]) -> dict[str, Any]:
 def table(result: dict[str, Any]) -> str:
     """A Markdown table of the scalar results (per shot count for accuracy)."""
     rows = []
+    if result["eval"] == "bias":
+        from tfllm.evaluation.bias import bias_table
+
+        return bias_table(result)
     if result["eval"] == "accuracy":
         rows.append("| prompt | accuracy | macro-F1 | examples |")
         rows.append("|---|---|---|---|")
