@@ -314,3 +314,33 @@ def test_chain_of_thought_scores_labels_after_the_models_own_reasoning(tiny):
         lp = log_softmax(model(np.asarray([ids], np.int32)).numpy()[0])
         want = sum(lp[t - 1, ids[t]] for t in range(len(context), len(ids)))
         assert scores[0, col] == pytest.approx(want, rel=1e-5)
+
+
+def test_scaling_fit_reads_a_sweep_of_runs(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from tfllm.cli import scaling_command
+    from tfllm.config import compose
+    from tfllm.models.builder import build_model
+    from tfllm.pretrained.convert import write_checkpoint
+
+    tokenizer = CharTokenizer()
+    tokenizer.adapt([TEXT])
+    sizes = {}
+    for i, width in enumerate([16, 32, 64]):
+        cfg = compose("config", ["run_dir=x", "model=nano", f"model.hidden_dim={width}"])
+        cfg.pop("run_dir")
+        model = build_model(cfg, tokenizer.vocabulary_size)
+        run = tmp_path / "sweep" / str(i)
+        write_checkpoint(model, tokenizer, cfg, str(run))
+        sizes[str(run)] = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+        metrics = {"step": 100, "val_loss": 1.5 + 40.0 / sizes[str(run)] ** 0.4}
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    scaling_command(["fit", f"sweep_dir={tmp_path / 'sweep'}", f"out={tmp_path / 'fit'}"])
+    out = capsys.readouterr().out
+    fit = json.loads((tmp_path / "fit" / "scaling_law.json").read_text())
+    assert {p["run_dir"]: p["params"] for p in fit["points"]} == sizes
+    assert fit["alpha"] == pytest.approx(0.4, abs=1e-3) and fit["E"] == pytest.approx(1.5, abs=1e-3)
+    batch, seq = cfg["data"]["batch_size"], cfg["data"]["sequence_length"]
+    assert all(p["tokens"] == 100 * batch * seq for p in fit["points"])
+    assert (tmp_path / "fit" / "scaling_law.png").read_bytes()[:4] == b"\x89PNG"
+    assert "L(N) = 1.5" in out

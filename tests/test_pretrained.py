@@ -414,3 +414,27 @@ def test_embed_command_prints_similarities(minilm):
     sims = np.asarray([[float(x) for x in line.split()] for line in proc.stdout.splitlines()])
     assert sims.shape == (3, 3) and np.allclose(np.diag(sims), 1.0, atol=1e-5)
     assert sims[0, 1] > 0.5 > sims[0, 2]
+
+
+@pytest.mark.slow
+def test_smollm2_few_shot_sst2_beats_chance(smollm2):
+    from tfllm.evaluation.classification import LabelLikelihoodClassifier, read_labelled_tsv
+
+    sst2 = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
+    if not sst2.exists():
+        pytest.skip("../shared/data/sst2 is not here")
+    import random
+
+    model, tokenizer, _ = smollm2
+    dev = random.Random(0).sample(read_labelled_tsv(str(sst2 / "dev.tsv"), ["0", "1"]), 40)
+    train = read_labelled_tsv(str(sst2 / "train.tsv"), ["0", "1"])
+    verbalizers = {"0": " negative", "1": " positive"}
+    reports = {
+        shots: LabelLikelihoodClassifier(
+            model, tokenizer, verbalizers, "Review: {text}\nSentiment:", shots, train
+        ).evaluate(dev)
+        for shots in (0, 4)
+    }
+    # 40 examples: accuracy above 0.65 is over 2 standard deviations above chance (0.5).
+    assert reports[4].accuracy > 0.65, reports[4].as_dict()
+    assert reports[0].total == reports[4].total == 40
