@@ -17,6 +17,7 @@ CASES = {
     "positional/rope": ({"head_dim": 8, "scaling_factor": 2.0}, X, (2, 6, 16)),
     "positional/alibi": ({"num_heads": 4}, X, (2, 6, 16)),
     "attention/mha": ({"hidden_dim": 16, "num_heads": 4}, X, (2, 6, 16)),
+    "head/classification": ({"num_classes": 3, "pooling": "mean", "pooler": True}, X, (2, 3)),
     "attention/mha:gqa": ({"hidden_dim": 16, "num_heads": 4, "num_kv_heads": 2}, X, (2, 6, 16)),
     "attention/mha:mqa-window": (
         {"hidden_dim": 16, "num_heads": 4, "num_kv_heads": 1, "window": 3, "dropout": 0.1},

@@ -30,9 +30,19 @@ def composed(*overrides):
     return plain
 
 
+# Options that only make sense with a task, composed with it.
+CLASSIFY = ["task=classify", "data.train=train.tsv", "data.val=val.tsv"]
+COMPANIONS = {
+    ("data", "tsv_classification"): CLASSIFY,
+    ("head", "classification"): CLASSIFY,
+    ("task", "classify"): CLASSIFY[1:],
+}
+
+
 @pytest.mark.parametrize("group,option", OPTIONS)
 def test_every_option_composes_validates_and_builds(group, option):
-    cfg = validate_train_config(composed(f"{group}={option}"))
+    extra = COMPANIONS.get((group, option), [])
+    cfg = validate_train_config(composed(f"{group}={option}", *extra))
     tokenizer = build_tokenizer(cfg)
     assert isinstance(tokenizer, registry.get("tokenizer", cfg["tokenizer"]["name"]))
     model = build_model(cfg, vocabulary_size=50)
@@ -54,7 +64,8 @@ def test_groups_mirror_registry_kinds():
         "schedule",
     ):
         for _, option in [o for o in OPTIONS if o[0] == group]:
-            name = composed(f"{group}={option}")[group]["name"]
+            extra = COMPANIONS.get((group, option), [])
+            name = composed(f"{group}={option}", *extra)[group]["name"]
             registry.get_entry(group, name)  # each option names a registered component
 
 

@@ -199,6 +199,7 @@ def validate_train_config(cfg: dict[str, Any]) -> dict[str, Any]:
         intermediate_dim=m["intermediate_dim"] or 4 * m["hidden_dim"],
         max_sequence_length=m["max_sequence_length"],
         vocabulary_size=1,
+        num_classes=max(2, len(cfg["task"].get("labels") or ())),
         causal=True,
     )
     for group in COMPONENT_GROUPS:

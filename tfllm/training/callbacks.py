@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,8 @@ from tfllm.registry import register
 
 if TYPE_CHECKING:
     from tfllm.training.trainer import Trainer
+
+log = logging.getLogger(__name__)
 
 
 class TrainerCallback:
@@ -78,9 +81,11 @@ class ProgressBar(TrainerCallback):
         if self.bar is not None:
             self.bar.update(step, values=[("val_loss", logs["val_loss"])])
         else:
+            extra = "  ".join(
+                f"{k} {v:.4f}" for k, v in logs.items() if k != "val_loss" and k.startswith("val_")
+            )
             print(
-                f"step {step}/{trainer.max_steps}  val_loss {logs['val_loss']:.4f}  "
-                f"val_perplexity {logs['val_perplexity']:.3f}",
+                f"step {step}/{trainer.max_steps}  val_loss {logs['val_loss']:.4f}  {extra}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -109,9 +114,50 @@ class TensorBoard(TrainerCallback):
 
     def on_eval_end(self, trainer, step, logs):
         self._write(step, logs, "eval/")
+        confusion = getattr(trainer, "last_confusion", None)
+        if confusion is not None:
+            image = confusion_image(confusion, getattr(trainer.model, "labels", None))
+            if image is not None:
+                with self.writer.as_default(step=step):
+                    tf.summary.image("eval/confusion_matrix", image)
+                self.writer.flush()
 
     def on_train_end(self, trainer, logs):
         self.writer.close()
+
+
+def confusion_image(confusion, labels=None):
+    """A confusion matrix drawn as an RGBA image `(1, H, W, 4)` uint8, or None without
+    matplotlib (the `eval` extra)."""
+    try:
+        import matplotlib
+    except ImportError:
+        log.warning("matplotlib is not installed: no confusion-matrix image in TensorBoard")
+        return None
+    matplotlib.use("Agg")
+    import io
+
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    m = np.asarray(confusion, dtype=np.float64)
+    labels = list(labels) if labels is not None else [str(i) for i in range(len(m))]
+    size = 1.2 + 0.6 * len(m)
+    fig, ax = plt.subplots(figsize=(size + 1, size), dpi=100)
+    ax.imshow(m, cmap="Blues")
+    for i in range(len(m)):
+        for j in range(len(m)):
+            color = "white" if m[i, j] > m.max() / 2 else "black"
+            ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", color=color)
+    ax.set_xticks(range(len(m)), labels)
+    ax.set_yticks(range(len(m)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return tf.image.decode_png(buffer.getvalue(), channels=4)[None]
 
 
 @register("callback", "text_samples")

@@ -48,6 +48,39 @@ class TrainingDivergedError(FloatingPointError):
 PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM
 
 
+def classification_metrics(confusion: np.ndarray) -> dict[str, float]:
+    """Accuracy and macro-F1 from a confusion matrix (rows: true labels, columns: predicted)."""
+    m = np.asarray(confusion, dtype=np.float64)
+    tp = np.diag(m)
+    precision = np.divide(tp, m.sum(axis=0), out=np.zeros_like(tp), where=m.sum(axis=0) > 0)
+    recall = np.divide(tp, m.sum(axis=1), out=np.zeros_like(tp), where=m.sum(axis=1) > 0)
+    denominator = precision + recall
+    f1 = np.divide(
+        2 * precision * recall, denominator, out=np.zeros_like(tp), where=denominator > 0
+    )
+    return {"val_accuracy": float(tp.sum() / max(m.sum(), 1e-12)), "val_macro_f1": float(f1.mean())}
+
+
+def inherit_architecture(cfg: dict[str, Any], source: str) -> dict[str, Any]:
+    """`cfg` with the architecture of the run (or converted checkpoint) at `source`: the
+    backbone (`model`) and its component groups and the tokenizer come from there, so a
+    fine-tuning config names only the task, the data and the training settings. `model.dropout`
+    keeps the fine-tuning config's value."""
+    from tfllm.config import load_run_config
+
+    if not os.path.isdir(source):
+        raise ConfigError(f"init_from: no such directory: {source}")
+    base = load_run_config(source)
+    cfg = dict(cfg)
+    dropout = (cfg.get("model") or {}).get("dropout")
+    for group in ("model", "attention", "positional", "ffn", "norm", "tokenizer"):
+        if group in base:
+            cfg[group] = dict(base[group])
+    if dropout is not None:
+        cfg["model"]["dropout"] = dropout
+    return cfg
+
+
 class Trainer:
     """Trains the task a resolved config describes, in `run_dir`.
 
@@ -57,6 +90,9 @@ class Trainer:
     """
 
     def __init__(self, cfg: dict[str, Any], run_dir: str):
+        self.init_from = cfg.get("init_from") or None
+        if self.init_from:
+            cfg = inherit_architecture(cfg, self.init_from)
         self.cfg = validate_train_config(cfg)
         self.run_dir = os.path.abspath(run_dir)
         tr = self.cfg["trainer"]
@@ -82,6 +118,8 @@ class Trainer:
             # Re-seed here so initial weights do not depend on what set-up consumed before.
             keras.utils.set_random_seed(self.seed)
             self.model = build_model(self.cfg, self.tokenizer.vocabulary_size)
+            if self.init_from:
+                self._init_backbone(self.init_from)
             self.schedule = registry.build("schedule", self.cfg["schedule"], key="schedule")
             self.optimizer = registry.build(
                 "optimizer",
@@ -119,6 +157,8 @@ class Trainer:
         saved = os.path.join(self.run_dir, TOKENIZER_DIR)
         if os.path.exists(os.path.join(saved, "tokenizer.json")):
             return load_tokenizer(saved)
+        if self.init_from:
+            return load_tokenizer(os.path.join(self.init_from, TOKENIZER_DIR))
         tokenizer = build_tokenizer(self.cfg)
         if not tokenizer.is_trained():
             train_docs, _ = self.dataset.texts()
@@ -130,6 +170,24 @@ class Trainer:
             return os.path.join(self.run_dir, CHECKPOINT_DIR)
         task_id = getattr(self.strategy.cluster_resolver, "task_id", 0)
         return os.path.join(self.run_dir, ".workers", f"worker_{task_id}")
+
+    def _init_backbone(self, source: str) -> None:
+        """Load the backbone's weights from another run or a converted checkpoint; the task's
+        head keeps its fresh initialization."""
+        path = tf.train.latest_checkpoint(os.path.join(source, CHECKPOINT_DIR))
+        if path is None:
+            raise ConfigError(f"init_from: {source} has no checkpoint")
+        prefix = type(self.model.backbone).__name__ + "/"
+        backbone = {k: v for k, v in model_variables(self.model).items() if k.startswith(prefix)}
+        status = tf.train.Checkpoint(model=backbone).restore(path).expect_partial()
+        try:
+            status.assert_existing_objects_matched()
+        except AssertionError as e:
+            raise ConfigError(
+                f"init_from: {path} does not hold this backbone's weights "
+                f"({str(e).splitlines()[0]})"
+            ) from None
+        log.info("backbone initialized from %s (%d weights)", path, len(backbone))
 
     def _chief_checkpoint_dir(self) -> str:
         return os.path.join(self.run_dir, CHECKPOINT_DIR)
@@ -230,20 +288,22 @@ class Trainer:
             self.step_var.assign_add(tf.cast(n, tf.int64))
             return loss_total / tf.cast(n, tf.float32), norm
 
+        has_statistics = hasattr(model, "eval_statistics")
+
         def replica_eval(batch):
             ctx = tf.distribute.get_replica_context()
             ls, w = model.loss_terms(batch, training=False)
-            return ctx.all_reduce("sum", tf.cast(ls, tf.float32)), ctx.all_reduce("sum", w)
+            stats = model.eval_statistics(batch) if has_statistics else {}
+            stats = {k: ctx.all_reduce("sum", v) for k, v in stats.items()}
+            return ctx.all_reduce("sum", tf.cast(ls, tf.float32)), ctx.all_reduce("sum", w), stats
 
         eval_fn = tf.function(replica_eval, jit_compile=jit) if single else replica_eval
 
         @tf.function
         def run_eval(batch):
-            ls, w = strategy.run(eval_fn, args=(batch,))
-            return (
-                strategy.experimental_local_results(ls)[0],
-                strategy.experimental_local_results(w)[0],
-            )
+            ls, w, stats = strategy.run(eval_fn, args=(batch,))
+            local = strategy.experimental_local_results
+            return local(ls)[0], local(w)[0], {k: local(v)[0] for k, v in stats.items()}
 
         @tf.function
         def any_flag(flag):
@@ -274,14 +334,19 @@ class Trainer:
         if n_batches.get("n", 1) == 0:
             log.warning("validation text is shorter than one batch: no validation loss")
             return {}
-        total, weight = 0.0, 0.0
+        total, weight, stats = 0.0, 0.0, {}
         for batch in dist:
-            ls, w = self._run_eval(batch)
+            ls, w, batch_stats = self._run_eval(batch)
             total += float(ls)
             weight += float(w)
+            for k, v in batch_stats.items():
+                stats[k] = stats.get(k, 0) + v.numpy()
         if weight == 0:
             return {}
         loss = total / weight
+        if "confusion" in stats:  # a classifier: accuracy and macro-F1 instead of perplexity
+            self.last_confusion = stats["confusion"]
+            return {"val_loss": loss, **classification_metrics(stats["confusion"])}
         return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0))}
 
     # ----- loop -------------------------------------------------------------------------------

@@ -1,0 +1,125 @@
+"""Sequence classification: a backbone and a classification head, trained on cross-entropy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from tfllm import registry
+
+
+@registry.register("task", "classify")
+class SequenceClassifier(keras.Model):
+    """Classifies whole texts: backbone hidden states, pooled by the head, to class logits.
+
+    Works with an encoder (pool `cls` or `mean`, as BERT and MiniLM) or a decoder (pool
+    `last_token`, as the GPT sentiment classifier of the seeds: the last real token has seen the
+    whole text).
+
+    Args:
+        backbone: a backbone, or its serialized config.
+        head: dict. Head spec (default `{"name": "classification"}`); offered `num_classes`.
+        labels: the class names, in logit order.
+
+    Call arguments:
+        token_ids: `(B, T)` int32.
+        padding_mask: optional `(B, T)`, true for real tokens.
+
+    Returns:
+        float32 logits `(B, num_classes)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from tfllm.models.encoder import EncoderBackbone
+    >>> backbone = EncoderBackbone(vocabulary_size=50, num_layers=1, hidden_dim=16,
+    ...                            num_heads=2, max_sequence_length=16)
+    >>> clf = SequenceClassifier(backbone, labels=["neg", "pos"])
+    >>> clf(np.ones((2, 5), "int32")).shape
+    TensorShape([2, 2])
+    """
+
+    def __init__(
+        self,
+        backbone: Any,
+        head: dict[str, Any] | None = None,
+        labels: Sequence[str] = ("0", "1"),
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if isinstance(backbone, dict):
+            backbone = keras.saving.deserialize_keras_object(backbone)
+        labels = [str(label) for label in labels]
+        if len(set(labels)) != len(labels) or len(labels) < 2:
+            raise ValueError(f"labels must be at least two distinct names, got {labels}")
+        self.backbone = backbone
+        self.labels = labels
+        head = dict(head or {"name": "classification"})
+        if head.get("name") == "lm":  # the default head group names the LM head
+            head = {"name": "classification"}
+        self.head_spec = head
+        self.head = registry.build(
+            "head",
+            head,
+            {"num_classes": len(labels)},
+            key="head",
+            dtype=backbone.dtype_policy,
+            name="classification_head",
+        )
+        self.head.build((None, None, backbone.hidden_dim))
+        self.built = True
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def vocabulary_size(self) -> int:
+        return self.backbone.vocabulary_size
+
+    @property
+    def max_sequence_length(self) -> int:
+        return self.backbone.max_sequence_length
+
+    def call(self, token_ids, padding_mask=None, training=None):
+        hidden = self.backbone(token_ids, padding_mask=padding_mask, training=training)
+        return self.head(hidden, padding_mask=padding_mask, training=training)  # (B, C)
+
+    def loss_terms(self, batch: dict[str, Any], training: bool = False):
+        """Summed example cross-entropy and the summed example weights."""
+        logits = self(batch["token_ids"], padding_mask=batch.get("padding_mask"), training=training)
+        labels = tf.cast(batch["labels"], tf.int32)
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)  # (B,)
+        weights = batch.get("loss_weights")
+        weights = tf.ones_like(ce) if weights is None else tf.cast(weights, ce.dtype)
+        return tf.reduce_sum(ce * weights), tf.reduce_sum(weights)
+
+    def eval_statistics(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The weighted confusion matrix `(C, C)` of one batch (rows: true, columns: predicted)."""
+        logits = self(batch["token_ids"], padding_mask=batch.get("padding_mask"), training=False)
+        predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        weights = batch.get("loss_weights")
+        confusion = tf.math.confusion_matrix(
+            tf.cast(batch["labels"], tf.int32),
+            predicted,
+            num_classes=self.num_classes,
+            weights=None if weights is None else tf.cast(weights, tf.float32),
+            dtype=tf.float32,
+        )
+        return {"confusion": confusion}
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "head": self.head_spec,
+            "labels": self.labels,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
