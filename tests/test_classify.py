@@ -1,4 +1,4 @@
-"""Fine-tuning a classifier from a checkpoint: `task=classify init_from=... data=tsv_classification`."""
+"""Fine-tuning a classifier from a checkpoint: `task=classify init_from=... data=...`."""
 
 import json
 import random
@@ -6,8 +6,8 @@ import random
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import run_cli
+
 from tfllm.config import compose
 from tfllm.registry import ConfigError
 from tfllm.training.trainer import Trainer, classification_metrics
