@@ -171,8 +171,25 @@ def generate_job(cfg: Any) -> None:
         safety = build_safety_filter(plain.get("safety"))
     except ValueError as e:
         raise CommandError(f"safety: {e}") from None
-    generator = Generator(model, tokenizer, jit_compile=plain["jit_compile"])
-    outputs = generator.generate(prompts, gen_config)
+    if plain.get("num_beams", 1) > 1:
+        from tfllm.generation.beam import beam_generate
+
+        try:
+            outputs = beam_generate(
+                model,
+                tokenizer,
+                prompts,
+                num_beams=plain["num_beams"],
+                max_new_tokens=plain["max_new_tokens"],
+                length_penalty=plain["length_penalty"],
+                num_return_sequences=plain["num_return_sequences"],
+                stop_at_eos=plain["stop_at_eos"],
+            )
+        except ValueError as e:
+            raise CommandError(str(e)) from None
+    else:
+        generator = Generator(model, tokenizer, jit_compile=plain["jit_compile"])
+        outputs = generator.generate(prompts, gen_config)
     for prompt, completions in zip(prompts, outputs, strict=True):
         for text in completions:
             if safety is not None:

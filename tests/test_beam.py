@@ -1,0 +1,78 @@
+"""Beam search: exact on a tiny vocabulary, greedy with one beam, stops and length penalty."""
+
+import itertools
+
+import keras
+import numpy as np
+import pytest
+
+from tfllm.generation.beam import beam_search
+from tfllm.models.decoder import DecoderBackbone
+from tfllm.tasks.causal_lm import CausalLM
+
+VOCAB = 6
+
+
+@pytest.fixture(scope="module")
+def lm():
+    keras.utils.set_random_seed(3)
+    backbone = DecoderBackbone(
+        vocabulary_size=VOCAB,
+        num_layers=2,
+        hidden_dim=16,
+        num_heads=2,
+        max_sequence_length=16,
+        positional={"name": "rope"},
+    )
+    model = CausalLM(backbone)
+    # Sharpen the distribution so that greedy and the best sequence differ more often.
+    for w in model.trainable_weights:
+        w.assign(w * 8.0)
+    return model
+
+
+def log_prob(model, prompt, continuation):
+    ids = np.asarray([prompt + list(continuation)], np.int32)
+    logits = model(ids).numpy()[0].astype(np.float64)
+    lp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
+    lp -= logits.max(-1, keepdims=True)
+    return sum(lp[len(prompt) + i - 1, t] for i, t in enumerate(continuation))
+
+
+def test_wide_beams_find_the_exact_best_sequences(lm):
+    prompt = [1, 2]
+    exhaustive = sorted(
+        ((log_prob(lm, prompt, c), c) for c in itertools.product(range(VOCAB), repeat=3)),
+        reverse=True,
+    )
+    found = beam_search(
+        lm, prompt, num_beams=VOCAB**2, max_new_tokens=3, length_penalty=0.0, num_return_sequences=5
+    )
+    assert [h.tokens for h in found] == [c for _, c in exhaustive[:5]]
+    for h, (lp, _) in zip(found, exhaustive, strict=False):
+        assert h.log_prob == pytest.approx(lp, abs=1e-4)
+
+
+def test_one_beam_is_greedy(lm):
+    prompt = [3]
+    seq = list(prompt)
+    for _ in range(6):
+        seq.append(int(np.argmax(lm(np.asarray([seq], np.int32)).numpy()[0, -1])))
+    (best,) = beam_search(lm, prompt, num_beams=1, max_new_tokens=6)
+    assert list(best.tokens) == seq[1:]
+
+
+def test_stop_tokens_and_length_penalty(lm):
+    found = beam_search(
+        lm, [1], num_beams=4, max_new_tokens=5, stop_ids=[0], num_return_sequences=4
+    )
+    assert len(found) == 4
+    for h in found:
+        assert 0 not in h.tokens[:-1]  # a stop token ends a hypothesis
+        assert h.score == pytest.approx(h.log_prob / len(h.tokens))
+        assert h.log_prob == pytest.approx(log_prob(lm, [1], h.tokens), abs=1e-4)
+    assert [h.score for h in found] == sorted((h.score for h in found), reverse=True)
+    with pytest.raises(ValueError, match="num_return_sequences"):
+        beam_search(lm, [1], num_beams=2, num_return_sequences=3)
+    with pytest.raises(ValueError, match="exceed the model's context"):
+        beam_search(lm, [1] * 10, max_new_tokens=10)
