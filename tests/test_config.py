@@ -36,6 +36,7 @@ COMPANIONS = {
     ("data", "tsv_classification"): CLASSIFY,
     ("head", "classification"): CLASSIFY,
     ("task", "classify"): CLASSIFY[1:],
+    ("task", "masked_lm"): ["model=encoder", "tokenizer=char_mlm"],
 }
 
 

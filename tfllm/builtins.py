@@ -11,5 +11,5 @@ from tfllm.components.tokenizers import bpe, byte, char, sentencepiece, wordpiec
 from tfllm.data import classification as classification_data  # noqa: F401
 from tfllm.data import text  # noqa: F401
 from tfllm.models import decoder, encoder  # noqa: F401
-from tfllm.tasks import causal_lm, classifier, sentence_embedding  # noqa: F401
+from tfllm.tasks import causal_lm, classifier, masked_lm, sentence_embedding  # noqa: F401
 from tfllm.training import callbacks, optimizers, schedules  # noqa: F401

@@ -126,13 +126,17 @@ def to_plain(cfg: Any) -> Any:
 
 
 def _typed(group: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Type-check the keys every option of `group` shares; keys only some backbones take (an
+    encoder's `type_vocabulary_size`) pass through to the registry's argument check."""
     schema = OmegaConf.structured(SCHEMAS[group])
+    shared = {k: v for k, v in values.items() if k in schema or group != "model"}
+    extra = {k: v for k, v in values.items() if k not in shared}
     try:
-        merged = OmegaConf.merge(schema, values)
+        merged = OmegaConf.merge(schema, shared)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or ""
         raise ConfigError(f"{group}.{key}: {str(e).splitlines()[0]}") from None
-    return OmegaConf.to_container(merged, resolve=True)
+    return {**OmegaConf.to_container(merged, resolve=True), **extra}
 
 
 def _positive(key: str, value: Any, allow_zero: bool = False) -> None:

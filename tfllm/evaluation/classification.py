@@ -78,6 +78,27 @@ def read_labelled_tsv(
     return rows
 
 
+def draw_demonstrations(
+    pool: Sequence[LabelledText], shots: int, labels: Sequence[str], seed: int, balanced: bool
+) -> list[LabelledText]:
+    """`shots` demonstrations from `pool`, seeded; balanced ones cycle through the labels."""
+    rng = random.Random(seed)
+    pool = list(pool)
+    rng.shuffle(pool)
+    if not balanced:
+        return pool[:shots]
+    by_label = {label: [d for d in pool if d.label == label] for label in labels}
+    order = [label for label in labels if by_label[label]]
+    rng.shuffle(order)
+    drawn: list[LabelledText] = []
+    while len(drawn) < shots and any(by_label[label] for label in order):
+        for label in order:
+            if by_label[label] and len(drawn) < shots:
+                drawn.append(by_label[label].pop())
+    rng.shuffle(drawn)
+    return drawn
+
+
 @dataclass
 class ClassificationReport:
     """Accuracy, macro-F1 and the confusion matrix of label predictions.
@@ -149,6 +170,9 @@ class LabelLikelihoodClassifier:
         answer_cue: after the reasoning, before the label.
         reasoning_tokens: the longest reasoning.
         batch_size: sequences per forward pass.
+        balanced: draw demonstrations evenly across labels (in a shuffled order); otherwise
+            uniformly. A prompt whose demonstrations mostly share one label pulls predictions
+            towards it (Zhao et al. 2021, "Calibrate Before Use").
 
     Example:
 
@@ -173,6 +197,7 @@ class LabelLikelihoodClassifier:
         answer_cue: str = "\nSo the answer is",
         reasoning_tokens: int = 48,
         batch_size: int = 8,
+        balanced: bool = True,
     ):
         if len(verbalizers) < 2:
             raise ConfigError("verbalizers: at least two labels are needed to classify")
@@ -200,9 +225,9 @@ class LabelLikelihoodClassifier:
         self.reasoning_tokens = reasoning_tokens
         self.batch_size = batch_size
         self.context = self.max_context()
-        pool = list(demonstrations)
-        random.Random(seed).shuffle(pool)
-        self.demonstrations = pool[:shots]
+        self.demonstrations = draw_demonstrations(
+            demonstrations, shots, self.labels, seed, balanced
+        )
         self._label_ids = {
             label: tokenizer.encode_one(text) for label, text in self.verbalizers.items()
         }

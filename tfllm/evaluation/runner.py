@@ -138,6 +138,7 @@ def run_accuracy(model: Any, tokenizer: Any, cfg: dict[str, Any]) -> dict[str, A
             chain_of_thought=ev.get("chain_of_thought"),
             reasoning_tokens=ev.get("reasoning_tokens", 48),
             batch_size=ev.get("batch_size", 8),
+            balanced=ev.get("balanced", True),
         )
         reports[f"{shots}-shot"] = classifier.evaluate(examples).as_dict()
     counts = {label: sum(e.label == label for e in examples) for label in labels}

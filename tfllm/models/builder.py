@@ -15,8 +15,13 @@ def build_tokenizer(cfg: dict[str, Any]) -> Tokenizer:
     return registry.build("tokenizer", cfg["tokenizer"], key="tokenizer")
 
 
-def build_model(cfg: dict[str, Any], vocabulary_size: int) -> keras.Model:
-    """Backbone (`model` group, with the component groups) wrapped by the `task`."""
+def build_model(
+    cfg: dict[str, Any], vocabulary_size: int, special_tokens: dict[str, int] | None = None
+) -> keras.Model:
+    """Backbone (`model` group, with the component groups) wrapped by the `task`.
+
+    `special_tokens` (role -> id, from the tokenizer) is offered to tasks that need it (masked
+    LM's `[MASK]`)."""
     spec = dict(cfg["model"])
     name = spec.pop("name")
     backbone_spec = {"name": name, **spec}
@@ -27,6 +32,5 @@ def build_model(cfg: dict[str, Any], vocabulary_size: int) -> keras.Model:
     )
     task = dict(cfg["task"])
     task_spec = {"name": task.pop("name"), **task}
-    return registry.build(
-        "task", task_spec, {"backbone": backbone, "head": dict(cfg["head"])}, key="task"
-    )
+    context = {"backbone": backbone, "head": dict(cfg["head"]), "special_tokens": special_tokens}
+    return registry.build("task", task_spec, context, key="task")

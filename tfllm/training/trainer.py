@@ -117,7 +117,9 @@ class Trainer:
         with self.strategy.scope():
             # Re-seed here so initial weights do not depend on what set-up consumed before.
             keras.utils.set_random_seed(self.seed)
-            self.model = build_model(self.cfg, self.tokenizer.vocabulary_size)
+            self.model = build_model(
+                self.cfg, self.tokenizer.vocabulary_size, self.tokenizer.special_token_ids()
+            )
             if self.init_from:
                 self._init_backbone(self.init_from)
             self.schedule = registry.build("schedule", self.cfg["schedule"], key="schedule")
@@ -261,7 +263,13 @@ class Trainer:
 
         def replica_step(batch):
             ctx = tf.distribute.get_replica_context()
-            total_weight = ctx.all_reduce("sum", tf.reduce_sum(batch["loss_weights"]))
+            # The loss normalizer must be known before the backward pass (for accumulation):
+            # the batch's token weights, or what the task says (masked LM: the picked tokens).
+            if hasattr(model, "loss_normalizer"):
+                local_weight = model.loss_normalizer(batch)
+            else:
+                local_weight = tf.reduce_sum(batch["loss_weights"])
+            total_weight = ctx.all_reduce("sum", local_weight)
             grads, loss_sum = grad_fn(batch, total_weight)
             global_grads = ctx.all_reduce("sum", grads) if not single else grads
             scale = getattr(optimizer, "dynamic_scale", None)
