@@ -5,8 +5,10 @@
 
 The model is the packaged SmolLM2-135M-Instruct (`tfllm pretrained pull`), scored exactly as
 `tfllm evaluate eval=fewshot` scores it: the prompt `Review: {text}\\nSentiment:` after `k`
-demonstrations drawn (seed 0) from `../shared/data/sst2/train.tsv`, and the label whose
-verbalizer (" negative" / " positive") has the higher log-likelihood. The evaluation examples are
+demonstrations drawn (seed 0, balanced across labels, shuffled) from
+`../shared/data/sst2/train.tsv`, and the label whose verbalizer (" negative" / " positive") has
+the higher log-likelihood; "calibrated" rows subtract the prompt's content-free label prior
+(Zhao et al. 2021), from the same forward passes. The evaluation examples are
 a seeded sample of `--examples` rows of `../shared/data/sst2/dev.tsv`, the same for every `k`.
 Prints a Markdown table and writes it (and JSON) to benchmarks/results/.
 """
@@ -54,6 +56,8 @@ def main() -> None:
             "separator": "\n\n",
             "seed": 0,
             "batch_size": 8,
+            "balanced": True,
+            "calibrate": True,
         },
     }
     t0 = time.perf_counter()
@@ -70,9 +74,10 @@ def main() -> None:
         "|---|---|---|---|",
     ]
     for shots in args.shots:
-        r = result[f"{shots}-shot"]
-        half = 1.96 * math.sqrt(r["accuracy"] * (1 - r["accuracy"]) / n)
-        lines.append(f"| {shots}-shot | {r['accuracy']:.3f} | ±{half:.3f} | {r['macro_f1']:.3f} |")
+        for key in (f"{shots}-shot", f"{shots}-shot calibrated"):
+            r = result[key]
+            half = 1.96 * math.sqrt(r["accuracy"] * (1 - r["accuracy"]) / n)
+            lines.append(f"| {key} | {r['accuracy']:.3f} | ±{half:.3f} | {r['macro_f1']:.3f} |")
     lines.append(f"| chance | {result['chance']:.3f} | | |")
     lines.append(f"| majority label | {result['majority']:.3f} | | |")
     lines += [

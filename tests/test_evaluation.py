@@ -344,3 +344,23 @@ def test_scaling_fit_reads_a_sweep_of_runs(tmp_path, capsys):
     assert all(p["tokens"] == 100 * batch * seq for p in fit["points"])
     assert (tmp_path / "fit" / "scaling_law.png").read_bytes()[:4] == b"\x89PNG"
     assert "L(N) = 1.5" in out
+
+
+def test_calibration_subtracts_the_content_free_prior(tiny):
+    from tfllm.evaluation.classification import CONTENT_FREE
+
+    model, tokenizer = tiny
+    clf = LabelLikelihoodClassifier(model, tokenizer, {"0": " no", "1": " yes"}, "Q: {text} A:")
+    examples = [LabelledText("to be", "1"), LabelledText("or not", "0"), LabelledText("be", "1")]
+    raw, calibrated = clf.evaluate(examples, calibrate=True)
+    assert raw.confusion == clf.evaluate(examples).confusion
+    scores = clf.label_log_likelihoods([e.text for e in examples])
+    free = clf.label_log_likelihoods(list(CONTENT_FREE))
+    prior = np.exp(free - free.max(1, keepdims=True))
+    prior = np.log((prior / prior.sum(1, keepdims=True)).mean(0))
+    normalized = scores - np.log(np.exp(scores).sum(1, keepdims=True))
+    predicted = np.argmax(normalized - prior, axis=1)
+    expected = [[0, 0], [0, 0]]
+    for e, p in zip(examples, predicted, strict=True):
+        expected[int(e.label)][int(p)] += 1
+    assert calibrated.confusion == expected

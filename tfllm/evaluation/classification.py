@@ -18,6 +18,9 @@ import tensorflow as tf
 
 from tfllm.registry import ConfigError
 
+# Queries without content, whose label scores show the prompt's own bias (Zhao et al. 2021).
+CONTENT_FREE = ("N/A", "", "[MASK]")
+
 
 @dataclass(frozen=True)
 class LabelledText:
@@ -303,14 +306,34 @@ class LabelLikelihoodClassifier:
         scores = self.label_log_likelihoods(texts)
         return [self.labels[k] for k in np.argmax(scores, axis=1)]
 
-    def evaluate(self, examples: Sequence[LabelledText]) -> ClassificationReport:
-        """Predict every example and count the confusion matrix."""
+    def content_free_log_priors(self) -> np.ndarray:
+        """`log p_cf(label)`: the label distribution the prompt alone induces, averaged over
+        content-free queries (Zhao et al. 2021, contextual calibration)."""
+        scores = self.label_log_likelihoods(CONTENT_FREE)  # (3, labels)
+        probs = np.exp(scores - scores.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        return np.log(probs.mean(axis=0))
+
+    def evaluate(
+        self, examples: Sequence[LabelledText], calibrate: bool = False
+    ) -> ClassificationReport | tuple[ClassificationReport, ClassificationReport]:
+        """Predict every example and count the confusion matrix. With `calibrate`, also return
+        the report of contextually calibrated predictions (label log-probabilities minus the
+        prompt's content-free log-prior), from the same forward passes."""
         unknown = sorted({e.label for e in examples} - set(self.labels))
         if unknown:
             raise ConfigError(f"examples use labels {unknown} that have no verbalizer")
-        index = {label: k for k, label in enumerate(self.labels)}
+        scores = self.label_log_likelihoods([e.text for e in examples])
+        gold = [self.labels.index(e.label) for e in examples]
+        report = self._report(gold, np.argmax(scores, axis=1))
+        if not calibrate:
+            return report
+        normalized = scores - np.logaddexp.reduce(scores, axis=1, keepdims=True)
+        calibrated = normalized - self.content_free_log_priors()[None, :]
+        return report, self._report(gold, np.argmax(calibrated, axis=1))
+
+    def _report(self, gold: Sequence[int], predicted: Sequence[int]) -> ClassificationReport:
         confusion = [[0] * len(self.labels) for _ in self.labels]
-        predictions = self.predict([e.text for e in examples])
-        for example, predicted in zip(examples, predictions, strict=True):
-            confusion[index[example.label]][index[predicted]] += 1
+        for g, p in zip(gold, predicted, strict=True):
+            confusion[g][int(p)] += 1
         return ClassificationReport(self.labels, confusion, self.shots)

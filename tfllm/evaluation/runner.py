@@ -140,7 +140,12 @@ def run_accuracy(model: Any, tokenizer: Any, cfg: dict[str, Any]) -> dict[str, A
             batch_size=ev.get("batch_size", 8),
             balanced=ev.get("balanced", True),
         )
-        reports[f"{shots}-shot"] = classifier.evaluate(examples).as_dict()
+        if ev.get("calibrate"):
+            raw, calibrated = classifier.evaluate(examples, calibrate=True)
+            reports[f"{shots}-shot"] = raw.as_dict()
+            reports[f"{shots}-shot calibrated"] = calibrated.as_dict()
+        else:
+            reports[f"{shots}-shot"] = classifier.evaluate(examples).as_dict()
     counts = {label: sum(e.label == label for e in examples) for label in labels}
     majority = max(counts.values()) / len(examples)
     return {"examples": len(examples), "chance": 1 / len(labels), "majority": majority, **reports}
