@@ -183,7 +183,8 @@ class _Signal:
 def test_sigterm_saves_a_checkpoint_and_the_run_resumes_from_it(corpus, tmp_path):
     cfg = train_config(corpus, "trainer.callbacks=[]")
     trainer = Trainer(cfg, str(tmp_path))
-    trainer.callbacks.append(_Signal(6))
+    # The signal arrives after step 4's checks: the run stops at the next boundary, step 6.
+    trainer.callbacks.append(_Signal(4))
     logs = trainer.fit()
     assert logs["preempted_at_step"] == 6  # not a checkpoint_every multiple: saved on SIGTERM
     assert (tmp_path / "checkpoints" / "ckpt-6.index").exists()
@@ -285,3 +286,13 @@ def test_bench_peak_and_mfu(corpus, tmp_path, monkeypatch, capsys):
     n -= int(np.prod(backbone.positional.weights[0].shape))  # learned positions: a lookup
     by_hand = 6 * n + 12 * backbone.num_layers * backbone.hidden_dim * 32
     assert training_flops_per_token(trainer.model, 32) == by_hand
+
+
+def test_max_seconds_stops_with_an_evaluation_and_a_checkpoint(corpus, tmp_path):
+    cfg = train_config(corpus, "trainer.callbacks=[]", "trainer.max_seconds=0.001")
+    trainer = Trainer(cfg, str(tmp_path))
+    logs = trainer.fit()
+    assert logs["stopped_at_step"] == trainer.step == 2  # one execution of 2 steps
+    assert "val_loss" in logs
+    assert (tmp_path / "checkpoints" / "ckpt-2.index").exists()
+    assert json.loads((tmp_path / "metrics.json").read_text())["step"] == 2

@@ -56,6 +56,8 @@ class TrainerSchema:
     deterministic: bool = False
     # FLOP/s that MFU is measured against; null reads what `tfllm bench peak` saved.
     peak_flops: float | None = None
+    # Stop (evaluate and checkpoint) after the step that passes this many seconds of training.
+    max_seconds: float | None = None
     callbacks: list[Any] = field(default_factory=list)
 
 

@@ -383,12 +383,13 @@ class Trainer:
 
         return signal.signal(signal.SIGTERM, handler)
 
-    def _preempted(self) -> bool:
-        """Whether any worker got SIGTERM: an all-reduce, so that every worker stops (and saves)
-        at the same step."""
+    def _agree(self, *flags: bool) -> tuple[bool, ...]:
+        """Each flag, true if it is true on any worker: one all-reduce, so that every worker
+        stops (and saves) at the same step when one is preempted or out of time."""
         if self.num_workers == 1:
-            return self._sigterm
-        return float(self._any_flag(tf.constant(1.0 if self._sigterm else 0.0))) > 0
+            return tuple(bool(f) for f in flags)
+        summed = self._any_flag(tf.constant([1.0 if f else 0.0 for f in flags])).numpy()
+        return tuple(bool(v > 0) for v in summed)
 
     def _mfu_setup(self) -> None:
         from tfllm.training.flops import load_peak, training_flops_per_token
@@ -426,6 +427,7 @@ class Trainer:
         events = [tr["log_every"], tr["eval_every"], tr["checkpoint_every"]]
         tokens_per_step = self.dataset.batch_size * self.dataset.sequence_length
         first = True
+        deadline, started = tr["max_seconds"], time.perf_counter()
         while self.step < self.max_steps:
             n = min([spe, self.max_steps - self.step] + [e - self.step % e for e in events])
             t0 = time.perf_counter()
@@ -454,24 +456,30 @@ class Trainer:
             }
             if self.peak_flops:
                 logs["mfu"] = self.flops_per_token * tokens_per_sec / self.peak_flops
-            if self.step % tr["log_every"] == 0 or self.step == self.max_steps:
+            out_of_time = deadline is not None and time.perf_counter() - started >= deadline
+            preempted, out_of_time = self._agree(self._sigterm, out_of_time)
+            final = self.step == self.max_steps or out_of_time
+            if self.step % tr["log_every"] == 0 or final:
                 for cb in self.callbacks:
                     cb.on_step_end(self, self.step, logs)
-            if self.step % tr["eval_every"] == 0 or self.step == self.max_steps:
+            if self.step % tr["eval_every"] == 0 or final:
                 eval_logs = self.evaluate()
                 logs.update(eval_logs)
                 if eval_logs:
                     for cb in self.callbacks:
                         cb.on_eval_end(self, self.step, eval_logs)
-            preempted = self._preempted()
-            if preempted or self.step % tr["checkpoint_every"] == 0 or self.step == self.max_steps:
+            if preempted or final or self.step % tr["checkpoint_every"] == 0:
                 self._save_checkpoint()
-            if preempted and self.step < self.max_steps:
+            if preempted and not final:
                 log.warning("preempted: checkpoint saved at step %d", self.step)
                 logs["preempted_at_step"] = self.step
                 for cb in self.callbacks:
                     cb.on_train_end(self, logs)
                 return logs
+            if out_of_time and self.step < self.max_steps:
+                log.warning("trainer.max_seconds=%s reached at step %d", deadline, self.step)
+                logs["stopped_at_step"] = self.step
+                break
         self._finish(logs)
         for cb in self.callbacks:
             cb.on_train_end(self, logs)
