@@ -75,30 +75,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--skip-gpt", action="store_true")
+    parser.add_argument("--skip-minilm", action="store_true")
     args = parser.parse_args()
     seconds = 60 * args.minutes
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         minilm = tfllm("pretrained", "pull", "minilm-l6-v2").strip().splitlines()[-1]
-        m = fine_tune(
-            minilm,
-            os.path.join(tmp, "minilm"),
-            seconds,
-            [
-                "head.pooling=mean",
-                "data.sequence_length=64",
-                "data.batch_size=32",
-                "trainer.max_steps=3000",
-                "trainer.eval_every=3000",
-                "trainer.checkpoint_every=500",
-                "schedule.peak_learning_rate=5e-5",
-                "schedule.min_learning_rate=5e-6",
-                "schedule.warmup_steps=150",
-                "optimizer.weight_decay=0.01",
-                "model.dropout=0.1",
-            ],
+        m = (
+            None
+            if args.skip_minilm
+            else fine_tune(
+                minilm,
+                os.path.join(tmp, "minilm"),
+                seconds,
+                [
+                    "head.pooling=mean",
+                    "data.sequence_length=64",
+                    "data.batch_size=32",
+                    "trainer.max_steps=3000",
+                    "trainer.eval_every=3000",
+                    "trainer.checkpoint_every=500",
+                    "schedule.peak_learning_rate=5e-5",
+                    "schedule.min_learning_rate=5e-6",
+                    "schedule.warmup_steps=150",
+                    "optimizer.weight_decay=0.01",
+                    "model.dropout=0.1",
+                ],
+            )
         )
-        rows.append(("MiniLM-L6 (imported, all-MiniLM-L6-v2)", parameters(minilm), m))
+        if m is not None:
+            rows.append(("MiniLM-L6 (imported, all-MiniLM-L6-v2)", parameters(minilm), m))
         if not args.skip_gpt:
             gpt = os.path.join(tmp, "gpt")
             t0 = time.perf_counter()
@@ -148,9 +154,10 @@ def main() -> None:
     table = "\n".join(lines) + "\n"
     print(table)
     os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "sst2.md"), "w", encoding="utf-8") as f:
+    suffix = "_gpt" if args.skip_minilm else "_minilm" if args.skip_gpt else ""
+    with open(os.path.join(RESULTS, f"sst2{suffix}.md"), "w", encoding="utf-8") as f:
         f.write(table)
-    with open(os.path.join(RESULTS, "sst2.json"), "w", encoding="utf-8") as f:
+    with open(os.path.join(RESULTS, f"sst2{suffix}.json"), "w", encoding="utf-8") as f:
         json.dump(
             {"machine": machine, "rows": [{"model": n, "parameters": p, **m} for n, p, m in rows]},
             f,
