@@ -667,19 +667,12 @@ def bench_command(argv: Sequence[str]) -> None:
     if argv[:1] != ["peak"]:
         print("usage: tfllm bench peak [size=4096] [dtype=float32] [repeats=10]", file=sys.stderr)
         sys.exit(2)
-    options = {"size": "4096", "dtype": "float32", "repeats": "10"}
-    for item in argv[1:]:
-        key, sep, value = item.partition("=")
-        if not sep or key not in options:
-            print(
-                f"tfllm: error: unknown option '{item}'; options are size=, dtype=, repeats=",
-                file=sys.stderr,
-            )
-            sys.exit(2)
-        options[key] = value
     try:
+        options = _key_values(
+            "tfllm bench peak", argv[1:], {"size": "4096", "dtype": "float32", "repeats": "10"}
+        )
         result = measure_peak_flops(int(options["size"]), options["dtype"], int(options["repeats"]))
-    except ValueError as e:
+    except (CommandError, ValueError) as e:
         print(f"tfllm: error: {e}", file=sys.stderr)
         sys.exit(2)
     path = save_peak(result)

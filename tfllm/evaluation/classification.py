@@ -102,6 +102,17 @@ def draw_demonstrations(
     return drawn
 
 
+def confusion_metrics(confusion) -> tuple[float, float]:
+    """Accuracy and macro-F1 of a confusion matrix (rows: true labels, columns: predicted)."""
+    m = np.asarray(confusion, dtype=np.float64)
+    tp = np.diag(m)
+    precision = np.divide(tp, m.sum(axis=0), out=np.zeros_like(tp), where=m.sum(axis=0) > 0)
+    recall = np.divide(tp, m.sum(axis=1), out=np.zeros_like(tp), where=m.sum(axis=1) > 0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(tp), where=both > 0)
+    return float(tp.sum() / max(m.sum(), 1e-12)), float(f1.mean())
+
+
 @dataclass
 class ClassificationReport:
     """Accuracy, macro-F1 and the confusion matrix of label predictions.
@@ -123,18 +134,11 @@ class ClassificationReport:
 
     @property
     def accuracy(self) -> float:
-        return float(np.trace(np.asarray(self.confusion))) / max(self.total, 1)
+        return confusion_metrics(self.confusion)[0]
 
     @property
     def macro_f1(self) -> float:
-        m = np.asarray(self.confusion, dtype=np.float64)
-        f1s = []
-        for i in range(len(self.labels)):
-            tp = m[i, i]
-            precision = tp / m[:, i].sum() if m[:, i].sum() else 0.0
-            recall = tp / m[i, :].sum() if m[i, :].sum() else 0.0
-            f1s.append(2 * precision * recall / (precision + recall) if tp else 0.0)
-        return float(np.mean(f1s))
+        return confusion_metrics(self.confusion)[1]
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -49,16 +49,11 @@ PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM
 
 
 def classification_metrics(confusion: np.ndarray) -> dict[str, float]:
-    """Accuracy and macro-F1 from a confusion matrix (rows: true labels, columns: predicted)."""
-    m = np.asarray(confusion, dtype=np.float64)
-    tp = np.diag(m)
-    precision = np.divide(tp, m.sum(axis=0), out=np.zeros_like(tp), where=m.sum(axis=0) > 0)
-    recall = np.divide(tp, m.sum(axis=1), out=np.zeros_like(tp), where=m.sum(axis=1) > 0)
-    denominator = precision + recall
-    f1 = np.divide(
-        2 * precision * recall, denominator, out=np.zeros_like(tp), where=denominator > 0
-    )
-    return {"val_accuracy": float(tp.sum() / max(m.sum(), 1e-12)), "val_macro_f1": float(f1.mean())}
+    """Validation accuracy and macro-F1 from a confusion matrix (rows: true, columns: predicted)."""
+    from tfllm.evaluation.classification import confusion_metrics
+
+    accuracy, macro_f1 = confusion_metrics(confusion)
+    return {"val_accuracy": accuracy, "val_macro_f1": macro_f1}
 
 
 def inherit_architecture(cfg: dict[str, Any], source: str) -> dict[str, Any]:
