@@ -494,6 +494,14 @@ class Trainer:
         if not self.chief:
             # Workers write nothing; their digest in the log shows they hold the chief's weights.
             log.warning("worker finished at step %d, weights sha256 %s", self.step, digest)
+            # Each worker removes its own scratch copies after its last save (the chief cannot:
+            # a worker may still be writing when the chief finishes); the last one out removes
+            # the parent folder.
+            shutil.rmtree(self._checkpoint_dir(), ignore_errors=True)
+            try:
+                os.rmdir(os.path.join(self.run_dir, ".workers"))
+            except OSError:
+                pass  # another worker's copies are still there, or it is gone already
             return
         metrics = {"step": self.step, **{k: float(v) for k, v in logs.items()}}
         metrics["weights_sha256"] = digest
@@ -506,9 +514,6 @@ class Trainer:
         metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         with open(os.path.join(self.run_dir, METRICS_FILE), "w", encoding="utf-8") as f:
             json.dump(metrics, f, indent=1)
-        workers = os.path.join(self.run_dir, ".workers")
-        if os.path.isdir(workers):
-            shutil.rmtree(workers, ignore_errors=True)
 
     def weights(self) -> list[np.ndarray]:
         return [v.numpy() for v in self.model.weights]
