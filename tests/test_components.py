@@ -18,6 +18,8 @@ CASES = {
     "positional/alibi": ({"num_heads": 4}, X, (2, 6, 16)),
     "attention/mha": ({"hidden_dim": 16, "num_heads": 4}, X, (2, 6, 16)),
     "head/classification": ({"num_classes": 3, "pooling": "mean", "pooler": True}, X, (2, 3)),
+    "head/token_classification": ({"num_classes": 5, "dropout": 0.2}, X, (2, 6, 5)),
+    "head/span": ({"dropout": 0.0}, X, (2, 6, 2)),
     "attention/mha:gqa": ({"hidden_dim": 16, "num_heads": 4, "num_kv_heads": 2}, X, (2, 6, 16)),
     "attention/mha:mqa-window": (
         {"hidden_dim": 16, "num_heads": 4, "num_kv_heads": 1, "window": 3, "dropout": 0.1},
@@ -92,6 +94,36 @@ CASES = {
         IDS,
         (2, 6, 16),
     ),
+    # The table only matters inside attention (its own tests train it there).
+    "positional/relative": (
+        {"num_heads": 4, "num_buckets": 8, "max_distance": 16, "causal": True},
+        X,
+        (2, 6, 16),
+        {"run_training": False},
+    ),
+    "attention/mha:cross": (
+        {"hidden_dim": 16, "num_heads": 4, "num_kv_heads": 2, "cross": True},
+        X,
+        (2, 3, 16),
+        {"call": lambda layer, x: layer(x[:, :3], context=x)},
+    ),
+    "model/encoder_decoder": (
+        {
+            "vocabulary_size": 40,
+            "num_layers": 1,
+            "num_decoder_layers": 2,
+            "hidden_dim": 16,
+            "num_heads": 4,
+            "max_sequence_length": 12,
+            "positional": {"name": "relative", "num_buckets": 8},
+            "attention": {"name": "mha", "num_kv_heads": 2},
+            "ffn": {"name": "swiglu"},
+            "norm": {"name": "rmsnorm"},
+        },
+        IDS,
+        (2, 4, 16),
+        {"call": lambda model, x: model(x, x[:, :4])},
+    ),
 }
 
 
@@ -99,8 +131,10 @@ CASES = {
 def test_component_harness(case):
     kind_name = case.split(":")[0]
     kind, name = kind_name.split("/")
-    init, data, shape = CASES[case]
-    run_layer_test(registry.get(kind, name), init, data, expected_output_shape=shape)
+    init, data, shape, *options = CASES[case]
+    run_layer_test(
+        registry.get(kind, name), init, data, expected_output_shape=shape, **(options or [{}])[0]
+    )
 
 
 def test_causal_lm_task_harness():

@@ -38,6 +38,26 @@ COMPANIONS = {
     ("task", "classify"): CLASSIFY[1:],
     ("task", "masked_lm"): ["model=encoder", "tokenizer=char_mlm"],
 }
+PAIRS = ["data.train=train.tsv", "data.val=val.tsv"]
+SEQ2SEQ = ["model=t5_tiny", "task=seq2seq", *PAIRS]
+TAGGING = ["task=token_classify", *PAIRS]
+QA = ["task=extractive_qa", *PAIRS]
+COMPANIONS.update(
+    {
+        ("data", "tsv_seq2seq"): SEQ2SEQ,
+        ("task", "seq2seq"): SEQ2SEQ,
+        ("task", "span_corruption"): ["model=t5_tiny"],
+        ("model", "encoder_decoder"): ["task=span_corruption"],
+        ("model", "t5_tiny"): ["task=span_corruption"],
+        ("model", "t5_small"): ["task=span_corruption"],
+        ("data", "conll"): TAGGING,
+        ("head", "token_classification"): TAGGING,
+        ("task", "token_classify"): TAGGING,
+        ("data", "squad"): QA,
+        ("head", "span"): QA,
+        ("task", "extractive_qa"): QA,
+    }
+)
 
 
 @pytest.mark.parametrize("group,option", OPTIONS)
@@ -46,7 +66,7 @@ def test_every_option_composes_validates_and_builds(group, option):
     cfg = validate_train_config(composed(f"{group}={option}", *extra))
     tokenizer = build_tokenizer(cfg)
     assert isinstance(tokenizer, registry.get("tokenizer", cfg["tokenizer"]["name"]))
-    model = build_model(cfg, vocabulary_size=50)
+    model = build_model(cfg, vocabulary_size=50, sentinel_ids=list(range(40, 50)))
     assert model.count_params() > 0
     registry.build("schedule", cfg["schedule"])
     for cb in cfg["trainer"]["callbacks"]:

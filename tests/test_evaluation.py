@@ -92,6 +92,9 @@ def test_bad_windows_are_errors(tiny):
         perplexity(model, tokenizer, "")
 
 
+TOKENIZE = ("13a", "char", "none")
+
+
 def test_bleu_equals_sacrebleu():
     sacrebleu = pytest.importorskip("sacrebleu")
     hyps = [
@@ -107,9 +110,9 @@ def test_bleu_equals_sacrebleu():
     refs_a += ["y z", "the cat", "nothing"]
     refs_b = ["There is a cat on the mat.", "Is it not 3.5 km long?", "Hi world", "a b c"]
     refs_b += ["x y", "the", "empty"]
-    for refs in ([refs_a], [refs_a, refs_b]):
-        ours = corpus_bleu(hyps, list(zip(*refs, strict=True)))
-        theirs = sacrebleu.corpus_bleu(hyps, refs)
+    for refs, tokenize in ((r, t) for r in ([refs_a], [refs_a, refs_b]) for t in TOKENIZE):
+        ours = corpus_bleu(hyps, list(zip(*refs, strict=True)), tokenize=tokenize)
+        theirs = sacrebleu.corpus_bleu(hyps, refs, tokenize=tokenize)
         assert ours.score == pytest.approx(theirs.score, abs=1e-9)
         assert ours.precisions == pytest.approx(theirs.precisions, abs=1e-9)
         assert (ours.hyp_len, ours.ref_len) == (theirs.sys_len, theirs.ref_len)
@@ -117,6 +120,8 @@ def test_bleu_equals_sacrebleu():
     assert corpus_bleu(["a b c d e"], ["a b c d e"]).score == pytest.approx(100.0)
     with pytest.raises(ValueError, match="pair by position"):
         corpus_bleu(["a"], ["a", "b"])
+    with pytest.raises(ValueError, match="tokenize"):
+        corpus_bleu(["a"], ["a"], tokenize="words")
 
 
 def test_label_scores_are_the_models_log_likelihoods(tiny):

@@ -147,7 +147,8 @@ def train_job(cfg: Any) -> float | None:
 def generate_job(cfg: Any) -> None:
     from tfllm.components.safety.base import build_safety_filter
     from tfllm.config import to_plain
-    from tfllm.generation.decoder import GenerationConfig, Generator
+    from tfllm.generation.decoder import GenerationConfig
+    from tfllm.generation.seq2seq import is_seq2seq, make_generator
     from tfllm.runs import load_run
 
     plain = to_plain(cfg)
@@ -188,8 +189,13 @@ def generate_job(cfg: Any) -> None:
         except ValueError as e:
             raise CommandError(str(e)) from None
     else:
-        generator = Generator(model, tokenizer, jit_compile=plain["jit_compile"])
-        outputs = generator.generate(prompts, gen_config)
+        generator = make_generator(model, tokenizer, jit_compile=plain["jit_compile"])
+        try:
+            outputs = generator.generate(prompts, gen_config)
+        except ValueError as e:
+            raise CommandError(str(e)) from None
+    # A causal LM continues its prompt; an encoder-decoder's output stands alone.
+    echo = not is_seq2seq(model)
     for prompt, completions in zip(prompts, outputs, strict=True):
         for text in completions:
             if safety is not None:
@@ -198,7 +204,7 @@ def generate_job(cfg: Any) -> None:
                     reasons = ", ".join(verdict.reasons)
                     print(f"tfllm: safety filter flagged a completion ({reasons})", file=sys.stderr)
                 text = verdict.text
-            sys.stdout.write(prompt + text + "\n")
+            sys.stdout.write((prompt if echo else "") + text + "\n")
             if len(prompts) > 1 or len(completions) > 1:
                 sys.stdout.write("-" * 40 + "\n")
     sys.stdout.flush()

@@ -190,6 +190,12 @@ def validate_train_config(cfg: dict[str, Any]) -> dict[str, Any]:
             f"data.sequence_length={data['sequence_length']} exceeds "
             f"model.max_sequence_length={m['max_sequence_length']}"
         )
+    for key in ("source_length", "target_length"):  # pairs for an encoder-decoder
+        if data.get(key, 0) > m["max_sequence_length"]:
+            raise ConfigError(
+                f"data.{key}={data[key]} exceeds model.max_sequence_length="
+                f"{m['max_sequence_length']}"
+            )
     batch = data.get("batch_size", 0)
     if batch and batch % tr["grad_accum_steps"]:
         raise ConfigError(

@@ -29,7 +29,9 @@ def load_run(run_dir: str, checkpoint: str | None = None) -> tuple[Any, Tokenize
         raise ConfigError(f"ckpt: no such directory: {run_dir}")
     cfg = load_run_config(run_dir)
     tokenizer = load_tokenizer(os.path.join(run_dir, TOKENIZER_DIR))
-    model = build_model(cfg, tokenizer.vocabulary_size, tokenizer.special_token_ids())
+    model = build_model(
+        cfg, tokenizer.vocabulary_size, tokenizer.special_token_ids(), tokenizer.sentinel_ids()
+    )
     path = checkpoint or tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINT_DIR))
     if path is None:
         raise ConfigError(f"ckpt: {run_dir} has no checkpoint yet")

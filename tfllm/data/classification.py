@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tfllm.data.rows import RowDataset
 from tfllm.registry import ConfigError, register
 
 
@@ -31,14 +32,12 @@ class EncodedSplits:
 
 
 @register("dataset", "tsv_classification")
-class TSVClassificationDataset:
+class TSVClassificationDataset(RowDataset):
     """Labelled texts from TSV files with a header, for `task=classify`.
 
     Each text is wrapped in the tokenizer's `[CLS]`/`[SEP]` (else bos/eos) when it has them,
-    cut to `sequence_length` and padded. Training batches are a pure function of the step (a
-    stateless shuffle per epoch), so resumed and multi-worker runs see the batches an
-    uninterrupted single-worker run would. Validation covers every row once; the last batch is
-    padded with zero-weight rows so shapes stay static.
+    cut to `sequence_length` and padded. Batching is `RowDataset`'s: a pure function of the
+    step for training, every row once for validation.
 
     Args:
         train: the training TSV.
@@ -111,17 +110,8 @@ class TSVClassificationDataset:
     def token_splits(self, tokenizer) -> EncodedSplits:
         return EncodedSplits(self.encode(tokenizer, self.train), self.encode(tokenizer, self.val))
 
-    def _replica(self, input_context: tf.distribute.InputContext) -> tuple[int, int, int]:
-        replicas = input_context.num_replicas_in_sync
-        if self.batch_size % replicas:
-            raise ConfigError(
-                f"data.batch_size={self.batch_size} is not divisible by the {replicas} replicas"
-            )
-        local = replicas // input_context.num_input_pipelines
-        return self.batch_size // replicas, local, input_context.input_pipeline_id * local
-
-    @staticmethod
-    def _gather(split: EncodedSplit, rows, weights, per_replica: int, t: int) -> dict[str, Any]:
+    def _gather(self, split: EncodedSplit, rows, weights, per_replica: int) -> dict[str, Any]:
+        t = self.sequence_length
         ids, mask, labels = (tf.constant(a) for a in (split.ids, split.mask, split.labels))
         return {
             "token_ids": tf.ensure_shape(tf.gather(ids, rows), [per_replica, t]),
@@ -129,54 +119,3 @@ class TSVClassificationDataset:
             "labels": tf.ensure_shape(tf.gather(labels, rows), [per_replica]),
             "loss_weights": tf.ensure_shape(weights, [per_replica]),
         }
-
-    def train_dataset(
-        self,
-        split: EncodedSplit,
-        input_context: tf.distribute.InputContext,
-        start_step: int,
-        num_steps: int,
-    ) -> tf.data.Dataset:
-        """Per-replica batches for optimizer steps `start_step .. start_step + num_steps - 1`."""
-        per_replica, local, first = self._replica(input_context)
-        n, g, seed, t = len(split), self.batch_size, self.seed, self.sequence_length
-        if n < g:
-            raise ConfigError(f"data.train has {n} rows, fewer than data.batch_size={g}")
-        steps_per_epoch = n // g
-
-        def batch(step, slot):
-            epoch = step // steps_per_epoch
-            order = tf.random.experimental.stateless_shuffle(
-                tf.range(n, dtype=tf.int64), seed=tf.stack([tf.cast(seed, tf.int64), epoch])
-            )
-            begin = (step % steps_per_epoch) * g + (first + slot) * per_replica
-            rows = order[begin : begin + per_replica]
-            return self._gather(split, rows, tf.ones([per_replica]), per_replica, t)
-
-        steps = tf.data.Dataset.range(start_step, start_step + num_steps)
-        ds = steps.flat_map(lambda s: tf.data.Dataset.range(local).map(lambda r: batch(s, r)))
-        return ds.prefetch(tf.data.AUTOTUNE)
-
-    def eval_dataset(
-        self,
-        split: EncodedSplit,
-        input_context: tf.distribute.InputContext,
-        max_batches: int | None = None,
-    ) -> tuple[tf.data.Dataset, int]:
-        """Every validation row once, in order; padding rows carry zero weight."""
-        per_replica, local, first = self._replica(input_context)
-        n, g, t = len(split), self.batch_size, self.sequence_length
-        n_batches = (n + g - 1) // g
-        if max_batches:
-            n_batches = min(n_batches, max_batches)
-
-        def batch(k, slot):
-            positions = k * g + (first + slot) * per_replica + tf.range(per_replica, dtype=tf.int64)
-            weights = tf.cast(positions < n, tf.float32)
-            rows = tf.minimum(positions, n - 1)
-            return self._gather(split, rows, weights, per_replica, t)
-
-        ds = tf.data.Dataset.range(n_batches).flat_map(
-            lambda k: tf.data.Dataset.range(local).map(lambda r: batch(k, r))
-        )
-        return ds.prefetch(tf.data.AUTOTUNE), n_batches

@@ -1,4 +1,4 @@
-"""Corpus BLEU, computed as sacrebleu computes it (13a tokenization, exp smoothing)."""
+"""Corpus BLEU, computed as sacrebleu computes it (13a, char or no tokenization; exp smoothing)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,13 @@ def tokenize_13a(line: str) -> list[str]:
     for pattern, replacement in _13A_RULES:
         line = pattern.sub(replacement, line)
     return line.split()
+
+
+TOKENIZERS = {
+    "13a": tokenize_13a,
+    "char": lambda line: list("".join(line.split())),  # sacrebleu `char`: spaces dropped
+    "none": lambda line: line.split(),
+}
 
 
 def _ngrams(tokens: list[str], max_order: int) -> Counter:
@@ -74,6 +81,7 @@ def corpus_bleu(
     references: Sequence[Sequence[str]] | Sequence[str],
     max_order: int = 4,
     lowercase: bool = False,
+    tokenize: str = "13a",
 ) -> BLEUScore:
     """Corpus BLEU of `hypotheses` against one or more references per sentence.
 
@@ -86,10 +94,15 @@ def corpus_bleu(
         references: per sentence, a reference string or a list of references.
         max_order: the longest n-gram.
         lowercase: compare case-insensitively.
+        tokenize: `13a` (sacrebleu's default, for text with words), `char` (characters, for
+            scripts without spaces or character-level tasks) or `none` (split on whitespace).
 
     Raises:
-        ValueError: hypotheses and references differ in number.
+        ValueError: hypotheses and references differ in number, or an unknown `tokenize`.
     """
+    if tokenize not in TOKENIZERS:
+        raise ValueError(f"tokenize must be one of {', '.join(TOKENIZERS)}, got '{tokenize}'")
+    split = TOKENIZERS[tokenize]
     refs = [[r] if isinstance(r, str) else list(r) for r in references]
     if len(refs) != len(hypotheses):
         raise ValueError(
@@ -99,8 +112,8 @@ def corpus_bleu(
     hyp_len = ref_len = 0
     for hyp, sentence_refs in zip(hypotheses, refs, strict=True):
         norm = (lambda s: s.lower()) if lowercase else (lambda s: s)
-        h = tokenize_13a(norm(hyp))
-        rs = [tokenize_13a(norm(r)) for r in sentence_refs]
+        h = split(norm(hyp))
+        rs = [split(norm(r)) for r in sentence_refs]
         hyp_len += len(h)
         # The closest reference length; ties go to the shorter one.
         ref_len += min((abs(len(r) - len(h)), len(r)) for r in rs)[1]

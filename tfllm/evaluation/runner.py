@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,39 +42,13 @@ def run_perplexity(model: Any, tokenizer: Any, cfg: dict[str, Any]) -> dict[str,
     return result.as_dict()
 
 
-def read_pairs(path: str, source_column: str, reference_column: str) -> list[tuple[str, str]]:
-    """`(source, reference)` rows of a TSV with a header; errors name the file and line."""
-    try:
-        handle = open(path, encoding="utf-8", newline="")
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
-    with handle:
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None) or []
-        for column in (source_column, reference_column):
-            if column not in header:
-                raise ConfigError(f"{path}:1: no '{column}' column in the header {header}")
-        si, ri = header.index(source_column), header.index(reference_column)
-        pairs = []
-        for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise ConfigError(
-                    f"{path}:{line}: {len(row)} tab-separated fields, the header has {len(header)}"
-                )
-            if not row[si].strip():
-                raise ConfigError(f"{path}:{line}: the source text is empty")
-            pairs.append((row[si], row[ri]))
-    if not pairs:
-        raise ConfigError(f"{path}: no rows after the header")
-    return pairs
-
-
 def run_bleu(model: Any, tokenizer: Any, cfg: dict[str, Any]) -> dict[str, Any]:
-    """Greedy continuations of `eval.template` per source, scored against the references."""
+    """Greedy outputs for `eval.template` per source (a causal LM continues the prompt, an
+    encoder-decoder reads it as its input), scored against the references."""
+    from tfllm.data.seq2seq import read_pairs
     from tfllm.evaluation.bleu import corpus_bleu
-    from tfllm.generation.decoder import GenerationConfig, Generator
+    from tfllm.generation.decoder import GenerationConfig
+    from tfllm.generation.seq2seq import make_generator
 
     ev, data = cfg["eval"], cfg["data"]
     pairs = read_pairs(_data_path(cfg), data["source_column"], data["reference_column"])
@@ -87,12 +60,20 @@ def run_bleu(model: Any, tokenizer: Any, cfg: dict[str, Any]) -> dict[str, Any]:
         temperature=0.0,
         stop=tuple(ev.get("stop") or ()),
     )
-    generator = Generator(model, tokenizer)
+    generator = make_generator(model, tokenizer)
     hypotheses = []
     for i in range(0, len(prompts), ev.get("batch_size", 8)):
         out = generator.generate(prompts[i : i + ev.get("batch_size", 8)], config)
         hypotheses += [c[0].strip() for c in out]
-    score = corpus_bleu(hypotheses, [r for _, r in pairs], lowercase=ev.get("lowercase", False))
+    try:
+        score = corpus_bleu(
+            hypotheses,
+            [r for _, r in pairs],
+            lowercase=ev.get("lowercase", False),
+            tokenize=ev.get("tokenize", "13a"),
+        )
+    except ValueError as e:
+        raise ConfigError(f"eval: {e}") from None
     result = score.as_dict()
     result["examples"] = len(pairs)
     result["samples"] = [

@@ -138,8 +138,20 @@ def beam_generate(
     num_return_sequences: int = 1,
     stop_at_eos: bool = True,
 ) -> list[list[str]]:
-    """Beam-search completions of text prompts (`num_return_sequences` per prompt, best first)."""
+    """Beam-search completions of text prompts (`num_return_sequences` per prompt, best first);
+    for an encoder-decoder, outputs for the prompts as sources."""
     from tfllm.generation.decoder import Generator
+    from tfllm.generation.seq2seq import Seq2SeqGenerator, is_seq2seq
+
+    if is_seq2seq(model):
+        return Seq2SeqGenerator(model, tokenizer).beam(
+            prompts,
+            num_beams=num_beams,
+            max_new_tokens=max_new_tokens,
+            length_penalty=length_penalty,
+            num_return_sequences=num_return_sequences,
+            stop_at_eos=stop_at_eos,
+        )
 
     start = Generator(model, tokenizer)
     stops = [tokenizer.eos_id] if stop_at_eos and tokenizer.eos_id is not None else []

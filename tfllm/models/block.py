@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import keras
 
 from tfllm import registry
+from tfllm.registry import ConfigError
 
 NORM_PLACEMENTS = ("pre", "post")
 
@@ -18,6 +20,10 @@ class TransformerBlock(keras.layers.Layer):
     Every sub-layer comes from the registry: `attention`, `ffn` and `norm` are specs
     (`{"name": ..., **args}`); the block offers them `hidden_dim`, `num_heads`,
     `intermediate_dim` and `causal`, which each takes if its constructor names them.
+
+    With a `cross_attention` spec (an encoder-decoder's decoder) a third sub-layer sits between
+    the two: `x + cross(norm(x), context)`, attending to the encoder's states. It is built with
+    `cross=True`, so the attention class must support it (`mha` does).
 
     Args:
         hidden_dim: int. Model width.
@@ -32,10 +38,14 @@ class TransformerBlock(keras.layers.Layer):
         initializer_range: float. Standard deviation of the normal initializers.
         output_initializer_range: float or None. Offered to sub-layers for the projections that
             write into the residual stream.
+        cross_attention: dict or None. Cross-attention spec, for decoder blocks that read an
+            encoder.
 
     Call arguments:
         x: `(B, T, hidden_dim)`.
         positions, padding_mask, cache, cache_index, positional, training: as in attention.
+        context, context_kv, context_mask: the encoder's states (or their projection) and
+            padding mask, for the cross-attention sub-layer.
 
     Example:
 
@@ -59,6 +69,7 @@ class TransformerBlock(keras.layers.Layer):
         causal: bool = True,
         initializer_range: float = 0.02,
         output_initializer_range: float | None = None,
+        cross_attention: dict[str, Any] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -95,9 +106,32 @@ class TransformerBlock(keras.layers.Layer):
         )
         self.ffn_norm = registry.build("norm", norm, context, dtype=dtype, name="ffn_norm")
         self.residual_dropout = keras.layers.Dropout(dropout, dtype=dtype)
+        self.cross_attention_spec = None if cross_attention is None else dict(cross_attention)
+        if cross_attention is not None:
+            entry = registry.get("attention", cross_attention["name"])
+            if "cross" not in inspect.signature(entry).parameters:
+                raise ConfigError(
+                    f"cross_attention: attention '{cross_attention['name']}' cannot attend to an "
+                    "encoder's states (its constructor has no `cross` argument); use mha"
+                )
+            self.cross_attention = registry.build(
+                "attention",
+                cross_attention,
+                {**context, "causal": False, "cross": True},
+                key="cross_attention",
+                dtype=dtype,
+                name="cross_attention",
+            )
+            self.cross_norm = registry.build("norm", norm, context, dtype=dtype, name="cross_norm")
+
+    def _sublayers(self) -> list[keras.layers.Layer]:
+        layers = [self.attention, self.ffn, self.attention_norm, self.ffn_norm]
+        if self.cross_attention_spec is not None:
+            layers += [self.cross_attention, self.cross_norm]
+        return layers
 
     def build(self, input_shape):
-        for layer in (self.attention, self.ffn, self.attention_norm, self.ffn_norm):
+        for layer in self._sublayers():
             layer.build(input_shape)
         self.built = True
 
@@ -109,6 +143,9 @@ class TransformerBlock(keras.layers.Layer):
         cache=None,
         cache_index=None,
         positional=None,
+        context=None,
+        context_kv=None,
+        context_mask=None,
         training=None,
     ):
         pre = self.norm_placement == "pre"
@@ -127,6 +164,18 @@ class TransformerBlock(keras.layers.Layer):
         x = x + self.residual_dropout(attn, training=training)  # (B, T, D)
         if not pre:
             x = self.attention_norm(x)
+        if self.cross_attention_spec is not None:
+            h = self.cross_norm(x) if pre else x
+            cross = self.cross_attention(
+                h,
+                context=context,
+                context_kv=context_kv,
+                context_mask=context_mask,
+                training=training,
+            )  # (B, T, D)
+            x = x + self.residual_dropout(cross, training=training)
+            if not pre:
+                x = self.cross_norm(x)
         h = self.ffn_norm(x) if pre else x
         x = x + self.residual_dropout(self.ffn(h), training=training)  # (B, T, D)
         if not pre:
@@ -152,5 +201,6 @@ class TransformerBlock(keras.layers.Layer):
             causal=self.causal,
             initializer_range=self.initializer_range,
             output_initializer_range=self.output_initializer_range,
+            cross_attention=self.cross_attention_spec,
         )
         return config

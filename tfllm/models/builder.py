@@ -16,12 +16,15 @@ def build_tokenizer(cfg: dict[str, Any]) -> Tokenizer:
 
 
 def build_model(
-    cfg: dict[str, Any], vocabulary_size: int, special_tokens: dict[str, int] | None = None
+    cfg: dict[str, Any],
+    vocabulary_size: int,
+    special_tokens: dict[str, int] | None = None,
+    sentinel_ids: list[int] | None = None,
 ) -> keras.Model:
     """Backbone (`model` group, with the component groups) wrapped by the `task`.
 
-    `special_tokens` (role -> id, from the tokenizer) is offered to tasks that need it (masked
-    LM's `[MASK]`)."""
+    `special_tokens` (role -> id, from the tokenizer) and `sentinel_ids` are offered to tasks
+    that need them (masked LM's `[MASK]`, span corruption's sentinels)."""
     spec = dict(cfg["model"])
     name = spec.pop("name")
     backbone_spec = {"name": name, **spec}
@@ -32,5 +35,10 @@ def build_model(
     )
     task = dict(cfg["task"])
     task_spec = {"name": task.pop("name"), **task}
-    context = {"backbone": backbone, "head": dict(cfg["head"]), "special_tokens": special_tokens}
+    context = {
+        "backbone": backbone,
+        "head": dict(cfg["head"]),
+        "special_tokens": special_tokens,
+        "sentinel_ids": sentinel_ids,
+    }
     return registry.build("task", task_spec, context, key="task")

@@ -112,6 +112,7 @@ class DecoderBackbone(keras.Model):
             head_dim=head_dim,
             max_sequence_length=max_sequence_length,
             initializer_range=initializer_range,
+            causal=self.causal,
         )
         self.token_embedding = keras.layers.Embedding(
             vocabulary_size,

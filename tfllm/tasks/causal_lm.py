@@ -40,6 +40,11 @@ class CausalLM(keras.Model):
         super().__init__(**kwargs)
         if isinstance(backbone, dict):
             backbone = keras.saving.deserialize_keras_object(backbone)
+        if hasattr(backbone, "encode"):
+            raise ValueError(
+                "causal_lm needs a decoder-only backbone; an encoder-decoder (t5 presets, "
+                "model=encoder_decoder) trains with task=seq2seq or task=span_corruption"
+            )
         self.backbone = backbone
         self.head_spec = dict(head or {"name": "lm"})
         self.head = registry.build(

@@ -42,6 +42,8 @@ class SequenceClassifier(keras.Model):
     TensorShape([2, 2])
     """
 
+    default_head = "classification"
+
     def __init__(
         self,
         backbone: Any,
@@ -57,9 +59,9 @@ class SequenceClassifier(keras.Model):
             raise ValueError(f"labels must be at least two distinct names, got {labels}")
         self.backbone = backbone
         self.labels = labels
-        head = dict(head or {"name": "classification"})
+        head = dict(head or {"name": self.default_head})
         if head.get("name") == "lm":  # the default head group names the LM head
-            head = {"name": "classification"}
+            head = {"name": self.default_head}
         self.head_spec = head
         self.head = registry.build(
             "head",
@@ -100,13 +102,13 @@ class SequenceClassifier(keras.Model):
     def eval_statistics(self, batch: dict[str, Any]) -> dict[str, Any]:
         """The weighted confusion matrix `(C, C)` of one batch (rows: true, columns: predicted)."""
         logits = self(batch["token_ids"], padding_mask=batch.get("padding_mask"), training=False)
-        predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)  # (B,) or (B, T) per token
         weights = batch.get("loss_weights")
         confusion = tf.math.confusion_matrix(
-            tf.cast(batch["labels"], tf.int32),
-            predicted,
+            tf.reshape(tf.cast(batch["labels"], tf.int32), [-1]),
+            tf.reshape(predicted, [-1]),
             num_classes=self.num_classes,
-            weights=None if weights is None else tf.cast(weights, tf.float32),
+            weights=None if weights is None else tf.reshape(tf.cast(weights, tf.float32), [-1]),
             dtype=tf.float32,
         )
         return {"confusion": confusion}
@@ -123,3 +125,31 @@ class SequenceClassifier(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+@registry.register("task", "token_classify")
+class TokenClassifier(SequenceClassifier):
+    """Labels every token (named entities, part of speech): the backbone's hidden states through
+    a per-token head (`token_classification`), trained on the cross-entropy of the tokens that
+    carry a label (`loss_weights`: in `conll` data, the first token of each word). Validation
+    reports token accuracy and macro-F1 from the confusion matrix.
+
+    Args:
+        backbone, labels: as in `SequenceClassifier`.
+        head: dict. Head spec (default `{"name": "token_classification"}`).
+
+    Returns:
+        float32 logits `(B, T, num_classes)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from tfllm.models.encoder import EncoderBackbone
+    >>> backbone = EncoderBackbone(vocabulary_size=50, num_layers=1, hidden_dim=16,
+    ...                            num_heads=2, max_sequence_length=16)
+    >>> tagger = TokenClassifier(backbone, labels=["O", "B-PER", "I-PER"])
+    >>> tagger(np.ones((2, 5), "int32")).shape
+    TensorShape([2, 5, 3])
+    """
+
+    default_head = "token_classification"

@@ -164,9 +164,11 @@ def confusion_image(confusion, labels=None):
 class TextSamples(TrainerCallback):
     """Generates text from fixed prompts every `every` steps; logs it to TensorBoard.
 
+    A causal LM continues each prompt; an encoder-decoder reads it as a source.
+
     Args:
         every: int. Steps between samples (also at the end of training).
-        prompts: list of str. Prompts to continue.
+        prompts: list of str. Prompts to continue (or sources to transform).
         max_new_tokens: int. Length of each sample.
         temperature: float. Sampling temperature (0 is greedy).
         top_k: int. Top-k filter.
@@ -194,7 +196,8 @@ class TextSamples(TrainerCallback):
         self.writer = tf.summary.create_file_writer(os.path.join(trainer.run_dir, self.subdir))
 
     def _sample(self, trainer, step):
-        from tfllm.generation.decoder import GenerationConfig, Generator
+        from tfllm.generation.decoder import GenerationConfig
+        from tfllm.generation.seq2seq import make_generator
 
         limit = trainer.model.max_sequence_length - 1
         config = GenerationConfig(
@@ -203,7 +206,7 @@ class TextSamples(TrainerCallback):
             top_k=self.top_k,
             seed=step,
         )
-        gen = Generator(trainer.model, trainer.tokenizer)
+        gen = make_generator(trainer.model, trainer.tokenizer)
         texts = [c[0] for c in gen.generate(self.prompts, config)]
         self.samples.append((step, texts))
         with self.writer.as_default(step=step):

@@ -124,9 +124,10 @@ def training_flops_per_token(model: Any, sequence_length: int) -> float:
     backbone = getattr(model, "backbone", model)
     embedding = getattr(backbone, "token_embedding", None)
     lookups = {id(w) for w in (embedding.weights if embedding is not None else [])}
-    positional = getattr(backbone, "positional", None)
-    if positional is not None:
-        lookups |= {id(w) for w in positional.weights}
+    for name in ("positional", "encoder_positional", "decoder_positional"):
+        positional = getattr(backbone, name, None)
+        if positional is not None:
+            lookups |= {id(w) for w in positional.weights}
     n = sum(math.prod(w.shape) for w in model.trainable_weights if id(w) not in lookups)
     head = getattr(model, "head", None)
     if embedding is not None and getattr(head, "tie_embeddings", False):

@@ -113,7 +113,10 @@ class Trainer:
             # Re-seed here so initial weights do not depend on what set-up consumed before.
             keras.utils.set_random_seed(self.seed)
             self.model = build_model(
-                self.cfg, self.tokenizer.vocabulary_size, self.tokenizer.special_token_ids()
+                self.cfg,
+                self.tokenizer.vocabulary_size,
+                self.tokenizer.special_token_ids(),
+                self.tokenizer.sentinel_ids(),
             )
             if self.init_from:
                 self._init_backbone(self.init_from)
@@ -350,6 +353,9 @@ class Trainer:
         if "confusion" in stats:  # a classifier: accuracy and macro-F1 instead of perplexity
             self.last_confusion = stats["confusion"]
             return {"val_loss": loss, **classification_metrics(stats["confusion"])}
+        if "examples" in stats:  # per-example sums (extractive QA): their means
+            count = max(float(stats.pop("examples")), 1.0)
+            return {"val_loss": loss, **{f"val_{k}": float(v) / count for k, v in stats.items()}}
         return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0))}
 
     # ----- loop -------------------------------------------------------------------------------

@@ -25,13 +25,18 @@ def write_cache(cache, update, start):
 
 @register("attention", "mha")
 class MultiHeadAttention(keras.layers.Layer):
-    """Multi-head self-attention; `num_kv_heads` makes it grouped-query or multi-query.
+    """Multi-head attention; `num_kv_heads` makes it grouped-query or multi-query.
 
     Queries have `num_heads` heads; keys and values have `num_kv_heads` heads, each shared by
     `num_heads // num_kv_heads` query heads (GQA; `num_kv_heads=1` is MQA). A `window` limits
     each query to the `window` most recent keys (itself included). Causal masking is on for
     decoders and off for encoders. With `cache=(k, v)` the layer appends the new keys/values at
     `cache_index` and attends over the cache, for incremental decoding.
+
+    With `cross=True` it is cross-attention (an encoder-decoder's decoder reading the encoder):
+    queries come from `x`, keys and values from `context` (or from `context_kv`, the projection
+    `project_context(context)` made once before decoding); no causal mask, window or positional
+    hook applies, and `context_mask` hides padded encoder tokens.
 
     Args:
         hidden_dim: int. Model width (set by the model).
@@ -46,6 +51,8 @@ class MultiHeadAttention(keras.layers.Layer):
         output_initializer_range: float or None. Standard deviation for the output projection
             (set by the model when it scales residual-branch initialization); None uses
             `initializer_range`.
+        cross: bool. Cross-attention (separate query and key/value projections; set by the
+            model for an encoder-decoder's cross-attention layers).
 
     Call arguments:
         x: `(B, T, hidden_dim)` inputs.
@@ -55,6 +62,9 @@ class MultiHeadAttention(keras.layers.Layer):
             `init_cache(batch_size, S)`; slot `p` holds position `p`.
         cache_index: int32 scalar, where `x` starts inside the cache.
         positional: optional shared `PositionalEncoding` whose rotation and bias hooks apply.
+        context: cross only: `(B, S, hidden_dim)` encoder states to attend to.
+        context_kv: cross only: `project_context(context)`, instead of `context`.
+        context_mask: cross only: optional `(B, S)`, true for real encoder tokens.
         training: bool, for dropout.
 
     Returns:
@@ -83,6 +93,7 @@ class MultiHeadAttention(keras.layers.Layer):
         use_bias: bool = True,
         initializer_range: float = 0.02,
         output_initializer_range: float | None = None,
+        cross: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -115,20 +126,37 @@ class MultiHeadAttention(keras.layers.Layer):
         self.use_bias = use_bias
         self.initializer_range = initializer_range
         self.output_initializer_range = output_initializer_range
+        self.cross = cross
         out_init = keras.initializers.RandomNormal(
             stddev=initializer_range
             if output_initializer_range is None
             else output_initializer_range
         )
         init = keras.initializers.RandomNormal(stddev=initializer_range)
-        # One fused projection for q, k and v: a single matmul is faster on CPU.
-        self.qkv_proj = keras.layers.Dense(
-            (num_heads + 2 * num_kv_heads) * head_dim,
-            use_bias=use_bias,
-            kernel_initializer=init,
-            dtype=self.dtype_policy,
-            name="qkv_proj",
-        )
+        if cross:  # queries from x, keys and values from the encoder's states
+            self.q_proj = keras.layers.Dense(
+                num_heads * head_dim,
+                use_bias=use_bias,
+                kernel_initializer=init,
+                dtype=self.dtype_policy,
+                name="q_proj",
+            )
+            self.kv_proj = keras.layers.Dense(
+                2 * num_kv_heads * head_dim,
+                use_bias=use_bias,
+                kernel_initializer=init,
+                dtype=self.dtype_policy,
+                name="kv_proj",
+            )
+        else:
+            # One fused projection for q, k and v: a single matmul is faster on CPU.
+            self.qkv_proj = keras.layers.Dense(
+                (num_heads + 2 * num_kv_heads) * head_dim,
+                use_bias=use_bias,
+                kernel_initializer=init,
+                dtype=self.dtype_policy,
+                name="qkv_proj",
+            )
         self.out_proj = keras.layers.Dense(
             hidden_dim,
             use_bias=use_bias,
@@ -143,11 +171,29 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def init_cache(self, batch_size, max_length):
         """An empty cache for `max_length` positions: `(k, v)`, each `(B, Hkv, S, Dh)`."""
+        if self.cross:
+            raise ValueError("cross-attention has no self-attention cache: use project_context")
         shape = [batch_size, self.num_kv_heads, max_length, self.head_dim]
         return (tf.zeros(shape, self.compute_dtype), tf.zeros(shape, self.compute_dtype))
 
+    def project_context(self, context):
+        """Keys and values of the encoder states `(B, S, D)`: `(k, v)`, each `(B, Hkv, S, Dh)`.
+        Computed once per input and reused by every decoding step."""
+        if not self.cross:
+            raise ValueError("project_context is for cross-attention (cross=True)")
+        kvh, dh = self.num_kv_heads, self.head_dim
+        shape = tf.shape(context)
+        kv = self.kv_proj(context)  # (B, S, 2 Hkv Dh)
+        kv = tf.reshape(kv, [shape[0], shape[1], 2, kvh, dh])
+        kv = tf.transpose(kv, [2, 0, 3, 1, 4])  # (2, B, Hkv, S, Dh)
+        return kv[0], kv[1]
+
     def build(self, input_shape):
-        self.qkv_proj.build(input_shape)
+        if self.cross:
+            self.q_proj.build(input_shape)
+            self.kv_proj.build(input_shape)
+        else:
+            self.qkv_proj.build(input_shape)
         self.out_proj.build((None, None, self.num_heads * self.head_dim))
         self.built = True
 
@@ -159,10 +205,20 @@ class MultiHeadAttention(keras.layers.Layer):
         cache=None,
         cache_index=None,
         positional=None,
+        context=None,
+        context_kv=None,
+        context_mask=None,
         training=None,
     ):
+        if self.cross:
+            if context_kv is None:
+                if context is None:
+                    raise ValueError("cross-attention needs `context` or `context_kv`")
+                context_kv = self.project_context(context)
+            return self._attend_context(x, context_kv, context_mask, training)
+        if context is not None or context_kv is not None:
+            raise ValueError("this attention layer has cross=False: it cannot take a context")
         h, kvh, dh = self.num_heads, self.num_kv_heads, self.head_dim
-        groups = h // kvh
         shape = tf.shape(x)
         b, t = shape[0], shape[1]
         start = tf.constant(0, "int32") if cache_index is None else tf.cast(cache_index, "int32")
@@ -191,11 +247,7 @@ class MultiHeadAttention(keras.layers.Layer):
             valid_keys = None
         s = tf.shape(k)[2]
 
-        # Query heads are grouped per kv head: head = kv_head * groups + g.
-        qg = tf.reshape(q, [b, kvh, groups * t, dh])  # (B, Hkv, G*T, Dh)
-        scores = tf.matmul(qg, k, transpose_b=True)  # (B, Hkv, G*T, S)
-        scores = tf.reshape(scores, [b, h, t, s])  # (B, H, T, S)
-        scores = tf.cast(scores, "float32") * (dh**-0.5)
+        scores = self._scores(q, k)  # (B, H, T, S)
 
         if positional is not None:
             bias = positional.attention_bias(positions, key_positions)
@@ -217,18 +269,49 @@ class MultiHeadAttention(keras.layers.Layer):
             allowed = allowed & tf.cast(padding_mask, tf.bool)[:, None, None, :]  # (B, 1, T, S)
         scores = tf.where(allowed, scores, _MASKED)
 
+        out = self._mix_values(scores, v, training)  # (B, T, D)
+        if cache is not None:
+            return out, (k, v)
+        return out
+
+    def _scores(self, q, k):
+        """Scaled logits `(B, H, T, S)` (float32) of queries `(B, H, T, Dh)` against keys
+        `(B, Hkv, S, Dh)`; query heads are grouped per kv head: head = kv_head * groups + g."""
+        h, kvh, dh = self.num_heads, self.num_kv_heads, self.head_dim
+        b, t, s = tf.shape(q)[0], tf.shape(q)[2], tf.shape(k)[2]
+        qg = tf.reshape(q, [b, kvh, (h // kvh) * t, dh])  # (B, Hkv, G*T, Dh)
+        scores = tf.matmul(qg, k, transpose_b=True)  # (B, Hkv, G*T, S)
+        scores = tf.reshape(scores, [b, h, t, s])  # (B, H, T, S)
+        return tf.cast(scores, "float32") * (dh**-0.5)
+
+    def _mix_values(self, scores, v, training):
+        """Softmax of masked `scores` `(B, H, T, S)` over values `(B, Hkv, S, Dh)`, projected
+        back to `(B, T, hidden_dim)`."""
+        h, kvh, dh = self.num_heads, self.num_kv_heads, self.head_dim
+        shape = tf.shape(scores)
+        b, t, s = shape[0], shape[2], shape[3]
         probs = tf.nn.softmax(scores, axis=-1)  # (B, H, T, S) float32
         if self.capture_attention:  # eager inspection only (`tfllm attention`)
             self.last_attention = probs
         probs = self.attention_dropout(tf.cast(probs, self.compute_dtype), training=training)
-        probs = tf.reshape(probs, [b, kvh, groups * t, s])  # (B, Hkv, G*T, S)
+        probs = tf.reshape(probs, [b, kvh, (h // kvh) * t, s])  # (B, Hkv, G*T, S)
         out = tf.matmul(probs, tf.cast(v, probs.dtype))  # (B, Hkv, G*T, Dh)
         out = tf.reshape(out, [b, h, t, dh])  # (B, H, T, Dh)
         out = tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [b, t, h * dh])  # (B, T, H*Dh)
-        out = self.out_proj(out)  # (B, T, D)
-        if cache is not None:
-            return out, (k, v)
-        return out
+        return self.out_proj(out)  # (B, T, D)
+
+    def _attend_context(self, x, context_kv, context_mask, training):
+        h, dh = self.num_heads, self.head_dim
+        shape = tf.shape(x)
+        b, t = shape[0], shape[1]
+        q = tf.reshape(self.q_proj(x), [b, t, h, dh])  # (B, T, H, Dh)
+        q = tf.transpose(q, [0, 2, 1, 3])  # (B, H, T, Dh)
+        k, v = context_kv  # (B, Hkv, S, Dh) each
+        scores = self._scores(q, k)  # (B, H, T, S)
+        if context_mask is not None:
+            allowed = tf.cast(context_mask, tf.bool)[:, None, None, :]  # (B, 1, 1, S)
+            scores = tf.where(allowed, scores, _MASKED)
+        return self._mix_values(scores, v, training)  # (B, T, D)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.hidden_dim,)
@@ -246,5 +329,6 @@ class MultiHeadAttention(keras.layers.Layer):
             use_bias=self.use_bias,
             initializer_range=self.initializer_range,
             output_initializer_range=self.output_initializer_range,
+            cross=self.cross,
         )
         return config

@@ -131,8 +131,17 @@ class Tokenizer(keras.layers.Layer):
         return {role: self.token_to_id(tok) for role, tok in self.special_tokens.items()}
 
     def control_token_ids(self) -> list[int]:
-        """Ids that `skip_special_tokens` drops: the special tokens (subclasses add more)."""
-        return list(self.special_token_ids().values())
+        """Ids that `skip_special_tokens` drops: the special tokens and the sentinels
+        (subclasses add more)."""
+        return list(self.special_token_ids().values()) + self.sentinel_ids()
+
+    def sentinel_ids(self) -> list[int]:
+        """Ids of T5's sentinel tokens `<extra_id_0>`, `<extra_id_1>`, ... (in that order, as
+        many as the vocabulary holds): what span corruption replaces each noise span with."""
+        index, ids = self._token_index(), []
+        while f"<extra_id_{len(ids)}>" in index:
+            ids.append(index[f"<extra_id_{len(ids)}>"])
+        return ids
 
     def token_to_id(self, token: str) -> int:
         index = self._token_index()

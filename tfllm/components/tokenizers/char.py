@@ -17,12 +17,14 @@ class CharTokenizer(Tokenizer):
     """One token per Unicode character; the vocabulary is the corpus's characters.
 
     Characters get ids `0..C-1` in code-point order (so for tiny Shakespeare the ids are
-    nanoGPT's), and the special tokens follow. Characters outside the vocabulary map to `unk`.
+    nanoGPT's), the special tokens follow, then `extra_ids` sentinels `<extra_id_0>`, ... (for
+    T5's span corruption). Characters outside the vocabulary map to `unk`.
     The graph op is a sorted search, so no lookup-table resource is needed in a SavedModel.
 
     Args:
         vocabulary: str or list of single characters, or None until `adapt` is called.
         special_tokens: role -> token string; defaults to pad, unk and eos.
+        extra_ids: int. Sentinel tokens appended to the vocabulary (never produced from text).
 
     Call arguments:
         inputs: string tensor `(B,)`; returns ragged int32 ids `(B, None)`.
@@ -40,10 +42,14 @@ class CharTokenizer(Tokenizer):
         self,
         vocabulary: str | list[str] | None = None,
         special_tokens: dict[str, str] | None = None,
+        extra_ids: int = 0,
         **kwargs,
     ):
         specials = dict(DEFAULT_SPECIALS if special_tokens is None else special_tokens)
         super().__init__(special_tokens=specials, **kwargs)
+        if not isinstance(extra_ids, int) or extra_ids < 0:
+            raise ValueError(f"extra_ids must be a non-negative integer, got {extra_ids!r}")
+        self.extra_ids = extra_ids
         self.vocabulary: list[str] | None = None
         if vocabulary is not None:
             self.set_vocabulary(vocabulary)
@@ -78,12 +84,13 @@ class CharTokenizer(Tokenizer):
 
     @property
     def vocabulary_size(self) -> int:
-        return len(self._require_vocabulary()) + len(self.special_tokens)
+        return len(self._require_vocabulary()) + len(self.special_tokens) + self.extra_ids
 
     def _token_bytes(self) -> list[bytes]:
         chars = [c.encode("utf-8") for c in self._require_vocabulary()]
         specials = list(dict.fromkeys(self.special_tokens.values()))
-        return chars + [s.encode("utf-8") for s in specials]
+        sentinels = [f"<extra_id_{i}>" for i in range(self.extra_ids)]
+        return chars + [s.encode("utf-8") for s in specials + sentinels]
 
     def _codepoints(self):
         if "codepoints" not in self._tables:  # cache the list, not a tensor of one graph
@@ -105,5 +112,8 @@ class CharTokenizer(Tokenizer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(vocabulary="".join(self.vocabulary) if self.vocabulary else None)
+        config.update(
+            vocabulary="".join(self.vocabulary) if self.vocabulary else None,
+            extra_ids=self.extra_ids,
+        )
         return config

@@ -1,0 +1,224 @@
+"""Questions, contexts and answer spans (SQuAD), for extractive question answering."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tfllm.data.rows import RowDataset
+from tfllm.registry import ConfigError, register
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class QAExample:
+    question: str
+    context: str
+    answer: str
+    answer_start: int  # character offset in the context
+    source: str  # "path: id"
+
+
+def _example(path: str, where: str, question: Any, context: Any, answers: Any) -> QAExample:
+    if not isinstance(question, str) or not question.strip():
+        raise ConfigError(f"{path}: {where}: the question is missing or empty")
+    if not isinstance(context, str) or not context.strip():
+        raise ConfigError(f"{path}: {where}: the context is missing or empty")
+    if not answers:
+        raise ConfigError(f"{path}: {where}: no answer (unanswerable questions are not supported)")
+    text, start = answers[0]
+    if not isinstance(start, int) or context[start : start + len(text)] != text:
+        raise ConfigError(
+            f"{path}: {where}: the answer {text!r} is not at character {start} of the context"
+        )
+    return QAExample(question, context, text, start, f"{path}: {where}")
+
+
+def read_squad(path: str) -> list[QAExample]:
+    """Examples of a SQuAD v1.1 JSON file (`data/paragraphs/qas`), or of a JSON-lines file with
+    `question`, `context` and `answers: {text: [...], answer_start: [...]}` per line (Hugging
+    Face's layout). The first answer of each question is its gold span. Errors name the file
+    and the question id or line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    examples = []
+    if path.endswith(".jsonl"):
+        for number, line in enumerate(raw.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path}:{number}: not JSON ({e.msg})") from None
+            answers = row.get("answers") or {}
+            pairs = list(
+                zip(answers.get("text", []), answers.get("answer_start", []), strict=False)
+            )
+            examples.append(
+                _example(path, f"line {number}", row.get("question"), row.get("context"), pairs)
+            )
+    else:
+        try:
+            document = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}:{e.lineno}: not JSON ({e.msg})") from None
+        for article in document.get("data", []):
+            for paragraph in article.get("paragraphs", []):
+                for qa in paragraph.get("qas", []):
+                    pairs = [(a.get("text"), a.get("answer_start")) for a in qa.get("answers", [])]
+                    where = f"question {qa.get('id', '?')}"
+                    examples.append(
+                        _example(path, where, qa.get("question"), paragraph.get("context"), pairs)
+                    )
+    if not examples:
+        raise ConfigError(f"{path}: no questions")
+    return examples
+
+
+@dataclass
+class QASplit:
+    ids: np.ndarray  # (N, T)
+    mask: np.ndarray  # (N, T)
+    context_mask: np.ndarray  # (N, T)
+    start: np.ndarray  # (N,)
+    end: np.ndarray  # (N,)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class QASplits:
+    train: QASplit
+    val: QASplit
+
+
+@register("dataset", "squad")
+class SQuADDataset(RowDataset):
+    """Question-context pairs with answer spans, for `task=extractive_qa`.
+
+    Each example becomes `[CLS] question [SEP] context [SEP]` (bos/eos when the tokenizer has
+    no `[CLS]`/`[SEP]`), cut to `sequence_length` (the question to at most `max_question_length`
+    tokens, the context to what is left). The answer's token span is found by tokenizing the
+    context up to the answer and through it; an answer cut off by the length limit, or whose
+    tokens do not decode to the answer, is dropped with a warning counting them (there is no
+    sliding window over long contexts). Batching is `RowDataset`'s.
+
+    Args:
+        train, val: SQuAD v1.1 JSON or JSON-lines files.
+        sequence_length: int. Tokens per example.
+        max_question_length: int. Question tokens kept.
+        batch_size: int. Global examples per optimizer step.
+        seed: int. Shuffle seed.
+    """
+
+    def __init__(
+        self,
+        train: str | None = None,
+        val: str | None = None,
+        sequence_length: int = 256,
+        max_question_length: int = 64,
+        batch_size: int = 16,
+        seed: int = 0,
+    ):
+        if not train or not val:
+            raise ConfigError("data.train and data.val: both SQuAD files are required")
+        if sequence_length < 8:
+            raise ConfigError(f"data.sequence_length must be at least 8, got {sequence_length}")
+        if not 1 <= max_question_length < sequence_length - 4:
+            raise ConfigError(
+                f"data.max_question_length must be in [1, sequence_length - 4), got "
+                f"{max_question_length}"
+            )
+        if batch_size <= 0:
+            raise ConfigError(f"data.batch_size must be positive, got {batch_size}")
+        self.train = train
+        self.val = val
+        self.sequence_length = sequence_length
+        self.max_question_length = max_question_length
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def texts(self) -> tuple[list[str], list[str]]:
+        return tuple(  # type: ignore[return-value]
+            [t for e in read_squad(path) for t in (e.question, e.context)]
+            for path in (self.train, self.val)
+        )
+
+    def encode(self, tokenizer, path: str) -> QASplit:
+        from tfllm.tasks.sentence_embedding import boundary_ids
+
+        examples = read_squad(path)
+        cls, sep = boundary_ids(tokenizer)
+        cls_ids = [cls] if cls is not None else []
+        sep_ids = [sep] if sep is not None else []
+        t = self.sequence_length
+        pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+
+        def ids_of(texts):
+            return tokenizer.encode(texts)["input_ids"]
+
+        questions = ids_of([e.question for e in examples])
+        contexts = ids_of([e.context for e in examples])
+        before = ids_of([e.context[: e.answer_start] for e in examples])
+        through = ids_of([e.context[: e.answer_start + len(e.answer)] for e in examples])
+        rows, dropped = [], {"cut off": 0, "not aligned": 0}
+        for e, q, c, b, th in zip(examples, questions, contexts, before, through, strict=True):
+            q = q[: self.max_question_length]
+            prefix = cls_ids + q + sep_ids
+            c = c[: t - len(prefix) - len(sep_ids)]
+            start, end = len(prefix) + len(b), len(prefix) + len(th) - 1
+            if end >= len(prefix) + len(c) or end < start:
+                dropped["cut off" if end >= len(prefix) + len(c) else "not aligned"] += 1
+                continue
+            seq = prefix + c + sep_ids
+            if tokenizer.decode(seq[start : end + 1]).strip() != e.answer.strip():
+                dropped["not aligned"] += 1
+                continue
+            rows.append((seq, len(prefix), len(prefix) + len(c), start, end))
+        for reason, count in dropped.items():
+            if count:
+                log.warning("%s: %d of %d answers %s: dropped", path, count, len(examples), reason)
+        if not rows:
+            raise ConfigError(f"{path}: no answer fits in data.sequence_length={t}")
+        n = len(rows)
+        split = QASplit(
+            np.full((n, t), pad, np.int32),
+            np.zeros((n, t), bool),
+            np.zeros((n, t), bool),
+            np.zeros(n, np.int32),
+            np.zeros(n, np.int32),
+        )
+        for i, (seq, c0, c1, start, end) in enumerate(rows):
+            split.ids[i, : len(seq)] = seq
+            split.mask[i, : len(seq)] = True
+            split.context_mask[i, c0:c1] = True
+            split.start[i], split.end[i] = start, end
+        return split
+
+    def token_splits(self, tokenizer) -> QASplits:
+        return QASplits(self.encode(tokenizer, self.train), self.encode(tokenizer, self.val))
+
+    def _gather(self, split: QASplit, rows, weights, per_replica: int) -> dict[str, Any]:
+        t = self.sequence_length
+
+        def take(array, shape):
+            return tf.ensure_shape(tf.gather(tf.constant(array), rows), shape)
+
+        return {
+            "token_ids": take(split.ids, [per_replica, t]),
+            "padding_mask": take(split.mask, [per_replica, t]),
+            "context_mask": take(split.context_mask, [per_replica, t]),
+            "start": take(split.start, [per_replica]),
+            "end": take(split.end, [per_replica]),
+            "loss_weights": tf.ensure_shape(weights, [per_replica]),
+        }
