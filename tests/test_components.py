@@ -20,6 +20,8 @@ CASES = {
     "head/classification": ({"num_classes": 3, "pooling": "mean", "pooler": True}, X, (2, 3)),
     "head/token_classification": ({"num_classes": 5, "dropout": 0.2}, X, (2, 6, 5)),
     "head/span": ({"dropout": 0.0}, X, (2, 6, 2)),
+    "head/scalar": ({"pooling": "last_token", "dropout": 0.1}, X, (2,)),
+    "head/scalar:per-token": ({"pooling": "none"}, X, (2, 6)),
     "attention/mha:gqa": ({"hidden_dim": 16, "num_heads": 4, "num_kv_heads": 2}, X, (2, 6, 16)),
     "attention/mha:mqa-window": (
         {"hidden_dim": 16, "num_heads": 4, "num_kv_heads": 1, "window": 3, "dropout": 0.1},

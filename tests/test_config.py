@@ -56,6 +56,14 @@ COMPANIONS.update(
         ("data", "squad"): QA,
         ("head", "span"): QA,
         ("task", "extractive_qa"): QA,
+        ("task", "sft"): ["task=sft", *PAIRS],
+        ("data", "chat"): ["task=sft", *PAIRS],
+        ("task", "reward"): ["task=reward", *PAIRS],
+        ("head", "scalar"): ["task=reward", *PAIRS],
+        ("data", "preferences"): ["task=dpo", *PAIRS],
+        ("task", "dpo"): ["task=dpo", *PAIRS],
+        ("task", "ppo"): ["task=ppo", *PAIRS],
+        ("data", "prompts"): ["task=ppo", *PAIRS],
     }
 )
 

@@ -35,7 +35,9 @@ def test_unknown_names_list_what_exists_and_suggest(clean_registry):
     with pytest.raises(RegistryError) as e:
         registry.get("positional", "ropee")
     msg = str(e.value)
-    assert "Did you mean 'rope'" in msg and "alibi, learned, none, rope, sinusoidal" in msg
+    assert (
+        "Did you mean 'rope'" in msg and "alibi, learned, none, relative, rope, sinusoidal" in msg
+    )
     assert "tfllm list positional" in msg
     with pytest.raises(RegistryError, match="Unknown registry kind 'positionl'"):
         registry.get("positionl", "rope")

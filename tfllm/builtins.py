@@ -1,10 +1,12 @@
 """Imports every built-in component, so registration never depends on import order."""
 
+from tfllm.adapters import lora  # noqa: F401
 from tfllm.components.attention import mha  # noqa: F401
 from tfllm.components.ffn import mlp, swiglu  # noqa: F401
 from tfllm.components.heads import (  # noqa: F401
     classification,
     lm,
+    scalar,
     span,
     token_classification,
 )
@@ -20,15 +22,19 @@ from tfllm.components.positional import (  # noqa: F401
 from tfllm.components.safety import classifier as classifier_filter  # noqa: F401
 from tfllm.components.safety import patterns  # noqa: F401
 from tfllm.components.tokenizers import bpe, byte, char, sentencepiece, wordpiece  # noqa: F401
+from tfllm.data import chat as chat_data  # noqa: F401
 from tfllm.data import classification as classification_data  # noqa: F401
-from tfllm.data import conll, squad, text  # noqa: F401
+from tfllm.data import conll, preferences, prompts, squad, text  # noqa: F401
 from tfllm.data import seq2seq as seq2seq_data  # noqa: F401
 from tfllm.models import decoder, encoder, encoder_decoder  # noqa: F401
 from tfllm.tasks import (  # noqa: F401
     causal_lm,
     classifier,
+    dpo,
     extractive_qa,
     masked_lm,
+    ppo,
+    reward,
     sentence_embedding,
     seq2seq,
     span_corruption,

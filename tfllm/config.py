@@ -221,6 +221,8 @@ def validate_train_config(cfg: dict[str, Any]) -> dict[str, Any]:
     registry.resolve_args("optimizer", cfg["optimizer"], {"learning_rate": 1.0}, key="optimizer")
     registry.build("schedule", cfg["schedule"], {}, key="schedule")  # pure Python: cheap
     registry.resolve_args("task", {"name": cfg["task"]["name"]}, {"backbone": None}, key="task")
+    if cfg.get("adapter"):
+        registry.resolve_args("adapter", cfg["adapter"], {}, key="adapter")
     for i, cb in enumerate(tr["callbacks"]):
         spec = {"name": cb} if isinstance(cb, str) else cb
         registry.resolve_args("callback", spec, {}, key=f"trainer.callbacks[{i}]")

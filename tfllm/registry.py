@@ -35,6 +35,8 @@ KINDS: tuple[str, ...] = (
     "schedule",
     "callback",
     "safety_filter",
+    "adapter",
+    "reward",
 )
 
 T = TypeVar("T")

@@ -30,7 +30,11 @@ def load_run(run_dir: str, checkpoint: str | None = None) -> tuple[Any, Tokenize
     cfg = load_run_config(run_dir)
     tokenizer = load_tokenizer(os.path.join(run_dir, TOKENIZER_DIR))
     model = build_model(
-        cfg, tokenizer.vocabulary_size, tokenizer.special_token_ids(), tokenizer.sentinel_ids()
+        cfg,
+        tokenizer.vocabulary_size,
+        tokenizer.special_token_ids(),
+        tokenizer.sentinel_ids(),
+        tokenizer,
     )
     path = checkpoint or tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINT_DIR))
     if path is None:

@@ -79,9 +79,10 @@ def export_model(
 ) -> ExportResult:
     """Export to `<base_path>/<name>/<version>/`, atomically, then validate it.
 
-    The SavedModel is written into a temporary folder beside the version folders and renamed
-    into place only when complete (TF Serving polls the model folder and must never see half a
-    version). Validation reloads it in a fresh process that imports only TensorFlow and
+    A model trained with an adapter (LoRA) is exported with the adapter merged into its base
+    weights. The SavedModel is written into a temporary folder beside the version folders and
+    renamed into place only when complete (TF Serving polls the model folder and must never see
+    half a version). Validation reloads it in a fresh process that imports only TensorFlow and
     tensorflow-text, compares greedy completions with this process, and lists every op.
 
     Raises:
@@ -96,6 +97,10 @@ def export_model(
 
     settings = settings or ExportSettings()
     settings.validate()
+    if cfg.get("adapter"):  # serve the base weights with the adapter folded in
+        from tfllm.adapters.lora import merge_adapter
+
+        model, cfg = merge_adapter(model, cfg, tokenizer)
     model_dir = os.path.join(os.path.abspath(base_path), name)
     os.makedirs(model_dir, exist_ok=True)
     version = next_version(model_dir) if version is None else int(version)

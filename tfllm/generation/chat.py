@@ -12,8 +12,13 @@ from tfllm.generation.streaming import TokenStreamer
 log = logging.getLogger(__name__)
 
 
-def render_template(template: str, messages: list[dict[str, str]], tokenizer=None) -> str:
-    """Render a Hugging Face-style Jinja chat template with a generation prompt.
+def render_template(
+    template: str,
+    messages: list[dict[str, str]],
+    tokenizer=None,
+    add_generation_prompt: bool = True,
+) -> str:
+    """Render a Hugging Face-style Jinja chat template (with a generation prompt by default).
 
     Runs in Jinja's immutable sandbox (templates come with downloaded checkpoints), with the
     variables and helpers such templates expect: `messages`, `add_generation_prompt`,
@@ -31,7 +36,7 @@ def render_template(template: str, messages: list[dict[str, str]], tokenizer=Non
     try:
         return env.from_string(template).render(
             messages=messages,
-            add_generation_prompt=True,
+            add_generation_prompt=add_generation_prompt,
             bos_token=specials.get("bos", ""),
             eos_token=specials.get("eos", ""),
         )

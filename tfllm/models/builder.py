@@ -8,6 +8,7 @@ import keras
 
 from tfllm import registry
 from tfllm.components.tokenizers.base import Tokenizer
+from tfllm.registry import ConfigError
 
 
 def build_tokenizer(cfg: dict[str, Any]) -> Tokenizer:
@@ -20,11 +21,13 @@ def build_model(
     vocabulary_size: int,
     special_tokens: dict[str, int] | None = None,
     sentinel_ids: list[int] | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> keras.Model:
     """Backbone (`model` group, with the component groups) wrapped by the `task`.
 
     `special_tokens` (role -> id, from the tokenizer) and `sentinel_ids` are offered to tasks
-    that need them (masked LM's `[MASK]`, span corruption's sentinels)."""
+    that need them (masked LM's `[MASK]`, span corruption's sentinels); `tokenizer` to tasks that
+    read text (PPO's reward functions)."""
     spec = dict(cfg["model"])
     name = spec.pop("name")
     backbone_spec = {"name": name, **spec}
@@ -40,5 +43,12 @@ def build_model(
         "head": dict(cfg["head"]),
         "special_tokens": special_tokens,
         "sentinel_ids": sentinel_ids,
+        "tokenizer": tokenizer,
     }
-    return registry.build("task", task_spec, context, key="task")
+    model = registry.build("task", task_spec, context, key="task")
+    if cfg.get("adapter"):  # e.g. LoRA: only the adapter's weights train
+        try:
+            registry.build("adapter", cfg["adapter"], key="adapter").apply(model)
+        except ValueError as e:
+            raise ConfigError(f"adapter: {e}") from None
+    return model

@@ -105,3 +105,21 @@ class CausalLM(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+@registry.register("task", "sft")
+class SupervisedFineTuning(CausalLM):
+    """Supervised fine-tuning: a causal LM trained on chat-templated conversations (`data=chat`)
+    whose batches weight only the assistant's tokens, so prompts carry no loss. The model is a
+    plain `CausalLM`; `init_from=` a run or an imported checkpoint brings its weights, and the
+    run keeps the chat template for `tfllm chat`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from tfllm.models.decoder import DecoderBackbone
+    >>> backbone = DecoderBackbone(vocabulary_size=50, num_layers=1, hidden_dim=16,
+    ...                            num_heads=2, max_sequence_length=16)
+    >>> SupervisedFineTuning(backbone)(np.zeros((2, 8), "int32")).shape
+    TensorShape([2, 8, 50])
+    """

@@ -68,7 +68,7 @@ def inherit_architecture(cfg: dict[str, Any], source: str) -> dict[str, Any]:
     base = load_run_config(source)
     cfg = dict(cfg)
     dropout = (cfg.get("model") or {}).get("dropout")
-    for group in ("model", "attention", "positional", "ffn", "norm", "tokenizer"):
+    for group in ("model", "attention", "positional", "ffn", "norm", "tokenizer", "chat"):
         if group in base:
             cfg[group] = dict(base[group])
     if dropout is not None:
@@ -106,7 +106,12 @@ class Trainer:
         self.strategy = build_strategy(tr["strategy"], tr["logical_cpus"])
         self.chief = is_chief(self.strategy)
         self.num_workers = num_workers(self.strategy)
-        self.dataset = registry.build("dataset", self.cfg["data"], key="data")
+        data = self.cfg["data"]
+        if "template" in data and not data["template"]:  # chat data: the checkpoint's template
+            data["template"] = (self.cfg.get("chat") or {}).get("template")
+        self.dataset = registry.build("dataset", data, key="data")
+        if getattr(self.dataset, "template", None):  # kept with the run, for `tfllm chat`
+            self.cfg["chat"] = {**(self.cfg.get("chat") or {}), "template": self.dataset.template}
         self.tokenizer = self._tokenizer()
         self.tokens = self.dataset.token_splits(self.tokenizer)
         with self.strategy.scope():
@@ -117,9 +122,12 @@ class Trainer:
                 self.tokenizer.vocabulary_size,
                 self.tokenizer.special_token_ids(),
                 self.tokenizer.sentinel_ids(),
+                self.tokenizer,
             )
             if self.init_from:
                 self._init_backbone(self.init_from)
+            if hasattr(self.model, "on_initialized"):  # e.g. DPO copies its frozen reference
+                self.model.on_initialized()
             self.schedule = registry.build("schedule", self.cfg["schedule"], key="schedule")
             self.optimizer = registry.build(
                 "optimizer",
@@ -172,13 +180,19 @@ class Trainer:
         return os.path.join(self.run_dir, ".workers", f"worker_{task_id}")
 
     def _init_backbone(self, source: str) -> None:
-        """Load the backbone's weights from another run or a converted checkpoint; the task's
-        head keeps its fresh initialization."""
+        """Load the backbone's weights from another run or a converted checkpoint, and every
+        other weight of the task that the source holds under the same name and shape (the LM
+        head, when fine-tuning a causal LM on chats); other heads start fresh."""
         path = tf.train.latest_checkpoint(os.path.join(source, CHECKPOINT_DIR))
         if path is None:
             raise ConfigError(f"init_from: {source} has no checkpoint")
         prefix = type(self.model.backbone).__name__ + "/"
-        backbone = {k: v for k, v in model_variables(self.model).items() if k.startswith(prefix)}
+        variables = {  # adapters (LoRA) start fresh
+            k: v
+            for k, v in model_variables(self.model).items()
+            if not k.startswith("rng/") and "lora_kernel" not in k
+        }
+        backbone = {k: v for k, v in variables.items() if k.startswith(prefix)}
         status = tf.train.Checkpoint(model=backbone).restore(path).expect_partial()
         try:
             status.assert_existing_objects_matched()
@@ -187,7 +201,19 @@ class Trainer:
                 f"init_from: {path} does not hold this backbone's weights "
                 f"({str(e).splitlines()[0]})"
             ) from None
-        log.info("backbone initialized from %s (%d weights)", path, len(backbone))
+        shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+        rest = {
+            k: v
+            for k, v in variables.items()
+            if k not in backbone
+            and shapes.get(f"model/{k.replace('/', '.S')}/.ATTRIBUTES/VARIABLE_VALUE")
+            == list(v.shape)
+        }
+        if rest:
+            tf.train.Checkpoint(model=rest).restore(path).expect_partial()
+        log.info(
+            "initialized from %s: %d backbone weights, %d more", path, len(backbone), len(rest)
+        )
 
     def _chief_checkpoint_dir(self) -> str:
         return os.path.join(self.run_dir, CHECKPOINT_DIR)
@@ -259,8 +285,17 @@ class Trainer:
 
         grad_fn = gradients if single else tf.function(gradients, jit_compile=jit)
 
+        # Tasks that make their own training data from each batch (PPO: rollouts) prepare it
+        # first, may take several updates per batch, and report statistics per step.
+        prepares = hasattr(model, "prepare_batch")
+        updates = int(getattr(model, "updates_per_batch", 1))
+        statistic_names = tuple(getattr(model, "step_statistics", ()))
+
         def replica_step(batch):
             ctx = tf.distribute.get_replica_context()
+            statistics = {}
+            if prepares:
+                batch, statistics = model.prepare_batch(batch)
             # The loss normalizer must be known before the backward pass (for accumulation):
             # the batch's token weights, or what the task says (masked LM: the picked tokens).
             if hasattr(model, "loss_normalizer"):
@@ -268,16 +303,23 @@ class Trainer:
             else:
                 local_weight = tf.reduce_sum(batch["loss_weights"])
             total_weight = ctx.all_reduce("sum", local_weight)
-            grads, loss_sum = grad_fn(batch, total_weight)
-            global_grads = ctx.all_reduce("sum", grads) if not single else grads
-            scale = getattr(optimizer, "dynamic_scale", None)
-            norm = tf.linalg.global_norm(global_grads)
-            if scale is not None:
-                norm = norm / tf.cast(scale, norm.dtype)
-            factor = tf.constant(1.0) if clip <= 0 else clip / tf.maximum(norm, clip)
-            optimizer.apply([g * tf.cast(factor, g.dtype) for g in grads], variables)
+            for _ in range(updates):  # static: unrolled
+                grads, loss_sum = grad_fn(batch, total_weight)
+                global_grads = ctx.all_reduce("sum", grads) if not single else grads
+                scale = getattr(optimizer, "dynamic_scale", None)
+                norm = tf.linalg.global_norm(global_grads)
+                if scale is not None:
+                    norm = norm / tf.cast(scale, norm.dtype)
+                factor = tf.constant(1.0) if clip <= 0 else clip / tf.maximum(norm, clip)
+                optimizer.apply([g * tf.cast(factor, g.dtype) for g in grads], variables)
             loss = ctx.all_reduce("sum", loss_sum) / total_weight
-            return loss, norm
+            if hasattr(model, "update_statistics"):
+                statistics = {**statistics, **model.update_statistics(batch)}
+            statistics = {
+                k: ctx.all_reduce("mean", tf.cast(statistics[k], tf.float32))
+                for k in statistic_names
+            }
+            return loss, norm, statistics
 
         step_fn = tf.function(replica_step, jit_compile=jit) if single else replica_step
         strategy = self.strategy
@@ -286,18 +328,24 @@ class Trainer:
         def run_steps(iterator, n):
             loss_total = tf.constant(0.0)
             norm = tf.constant(0.0)
+            totals = {k: tf.constant(0.0) for k in statistic_names}
             for _ in tf.range(n):
-                loss, norm = strategy.run(step_fn, args=(next(iterator),))
-                loss = strategy.experimental_local_results(loss)[0]
-                norm = strategy.experimental_local_results(norm)[0]
+                loss, norm, statistics = strategy.run(step_fn, args=(next(iterator),))
+                local = strategy.experimental_local_results
+                loss = local(loss)[0]
+                norm = local(norm)[0]
                 loss_total += loss
+                totals = {k: totals[k] + local(statistics[k])[0] for k in statistic_names}
             self.step_var.assign_add(tf.cast(n, tf.int64))
-            return loss_total / tf.cast(n, tf.float32), norm
+            count = tf.cast(n, tf.float32)
+            return loss_total / count, norm, {k: v / count for k, v in totals.items()}
 
         has_statistics = hasattr(model, "eval_statistics")
 
         def replica_eval(batch):
             ctx = tf.distribute.get_replica_context()
+            if prepares:
+                batch, _ = model.prepare_batch(batch, update=False)
             ls, w = model.loss_terms(batch, training=False)
             stats = model.eval_statistics(batch) if has_statistics else {}
             stats = {k: ctx.all_reduce("sum", v) for k, v in stats.items()}
@@ -432,7 +480,7 @@ class Trainer:
         while self.step < self.max_steps:
             n = min([spe, self.max_steps - self.step] + [e - self.step % e for e in events])
             t0 = time.perf_counter()
-            loss, norm = self._run_steps(iterator, tf.constant(n, tf.int64))
+            loss, norm, statistics = self._run_steps(iterator, tf.constant(n, tf.int64))
             loss, norm = float(loss), float(norm)
             elapsed = time.perf_counter() - t0
             self.step += n
@@ -454,6 +502,7 @@ class Trainer:
                 "learning_rate": float(self.schedule(self.step - 1)),
                 "grad_norm": norm,
                 "tokens_per_sec": tokens_per_sec,
+                **{k: float(v) for k, v in statistics.items()},
             }
             if self.peak_flops:
                 logs["mfu"] = self.flops_per_token * tokens_per_sec / self.peak_flops

@@ -1,0 +1,240 @@
+"""Conversations for supervised fine-tuning: chat-templated, with loss on assistant tokens only."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tfllm.data.rows import RowDataset
+from tfllm.registry import ConfigError, register
+
+log = logging.getLogger(__name__)
+
+# Used when neither `data.template` nor the checkpoint (`chat.template`) gives one. Plain-text
+# role markers, so it suits any tokenizer, a character one included; the end of each reply is
+# the tokenizer's eos token, appended as a token.
+DEFAULT_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m.role == 'system' %}{{ m.content }}\n\n"
+    "{% elif m.role == 'user' %}### User:\n{{ m.content }}\n\n"
+    "{% else %}### Assistant:\n{{ m.content }}\n\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}### Assistant:\n{% endif %}"
+)
+ROLES = ("system", "user", "assistant")
+
+
+def _messages(row: Any, where: str) -> list[dict[str, str]]:
+    """A row's conversation: `messages` as is, or `instruction`/`input`/`output` (Alpaca) as a
+    user turn and an assistant turn."""
+    if not isinstance(row, dict):
+        raise ConfigError(f"{where}: a JSON object expected")
+    if "messages" in row:
+        messages = row["messages"]
+        if not isinstance(messages, list) or not messages:
+            raise ConfigError(f"{where}: 'messages' must be a non-empty list")
+        for m in messages:
+            if not isinstance(m, dict) or m.get("role") not in ROLES:
+                raise ConfigError(f"{where}: every message needs a role in {ROLES}")
+            if not isinstance(m.get("content"), str):
+                raise ConfigError(f"{where}: a message's content must be a string")
+        if not any(m["role"] == "assistant" for m in messages):
+            raise ConfigError(f"{where}: no assistant message to learn from")
+        return [{"role": m["role"], "content": m["content"]} for m in messages]
+    if "instruction" in row and "output" in row:
+        prompt = str(row["instruction"])
+        if row.get("input"):
+            prompt += "\n\n" + str(row["input"])
+        return [
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": row["output"]},
+        ]
+    raise ConfigError(f"{where}: needs 'messages', or 'instruction' and 'output'")
+
+
+def read_conversations(path: str) -> list[list[dict[str, str]]]:
+    """Conversations of a JSON-lines file; errors name the file and line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    out = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}:{number}: not JSON ({e.msg})") from None
+        out.append(_messages(row, f"{path}:{number}"))
+    if not out:
+        raise ConfigError(f"{path}: no conversations")
+    return out
+
+
+def render(template: str, messages: list[dict[str, str]], generation_prompt: bool) -> str:
+    from tfllm.generation.chat import render_template
+
+    return render_template(template, messages, None, add_generation_prompt=generation_prompt)
+
+
+def conversation_ids(
+    tokenizer, template: str, messages: list[dict[str, str]]
+) -> tuple[list[int], list[float]]:
+    """Token ids of a templated conversation and a weight per token: 1 on the assistant's
+    replies (and the eos that ends each), 0 on everything else.
+
+    The text before each reply is the template rendered up to it with the generation prompt,
+    exactly the prompt `tfllm chat` sends; the reply is what the full render adds after it.
+    Each piece is tokenized on its own, as at inference, where the prompt is tokenized and the
+    reply generated. A reply not followed by the tokenizer's eos gets one, so the model learns
+    to stop.
+    """
+    ids: list[int] = []
+    weights: list[float] = []
+    done = ""  # text rendered so far
+    eos = tokenizer.eos_id
+
+    def add(text: str, weight: float) -> None:
+        if text:
+            piece = tokenizer.encode_one(text)
+            ids.extend(piece)
+            weights.extend([weight] * len(piece))
+
+    for k, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        prompt = render(template, messages[:k], generation_prompt=True)
+        full = render(template, messages[: k + 1], generation_prompt=False)
+        if not prompt.startswith(done) or not full.startswith(prompt):
+            raise ValueError(
+                "the chat template does not render conversations as growing prefixes; "
+                "its assistant turns cannot be located"
+            )
+        add(prompt[len(done) :], 0.0)
+        start = len(ids)
+        add(full[len(prompt) :], 1.0)
+        if eos is not None and eos not in ids[start:]:
+            ids.append(eos)
+            weights.append(1.0)
+        done = full
+    return ids, weights
+
+
+@dataclass
+class ChatSplit:
+    ids: np.ndarray  # (N, T + 1)
+    weights: np.ndarray  # (N, T + 1) loss weight of each token as a target
+    length: np.ndarray  # (N,)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class ChatSplits:
+    train: ChatSplit
+    val: ChatSplit
+
+
+@register("dataset", "chat")
+class ChatDataset(RowDataset):
+    """Conversations in JSON lines for supervised fine-tuning (`task=sft`).
+
+    Each line holds `messages` (`[{"role": "system"|"user"|"assistant", "content": ...}]`) or
+    `instruction`, optional `input`, and `output`. Conversations are rendered with the chat
+    template (`data.template`, else the checkpoint's `chat.template`, else `DEFAULT_TEMPLATE`)
+    and only assistant tokens carry loss (`conversation_ids`). One conversation per row, cut to
+    `sequence_length` + 1 tokens and padded: no packing, so conversations never attend to each
+    other (the price is padding; sort or bucket by length upstream to cut it). Rows cut so far
+    that no assistant token is left are dropped with a warning. Batches hold `token_ids`,
+    `labels` (the next tokens), `loss_weights` and `padding_mask`, as the causal LM expects.
+
+    Args:
+        train, val: JSON-lines files.
+        template: a Jinja chat template, or None.
+        sequence_length: int. Tokens per row (inputs; targets are shifted by one).
+        batch_size: int. Global conversations per optimizer step.
+        seed: int. Shuffle seed.
+    """
+
+    def __init__(
+        self,
+        train: str | None = None,
+        val: str | None = None,
+        template: str | None = None,
+        sequence_length: int = 256,
+        batch_size: int = 8,
+        seed: int = 0,
+    ):
+        if not train or not val:
+            raise ConfigError("data.train and data.val: both JSON-lines files are required")
+        if sequence_length < 2:
+            raise ConfigError(f"data.sequence_length must be at least 2, got {sequence_length}")
+        if batch_size <= 0:
+            raise ConfigError(f"data.batch_size must be positive, got {batch_size}")
+        self.train = train
+        self.val = val
+        self.template = template or DEFAULT_TEMPLATE
+        self.sequence_length = sequence_length
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def texts(self) -> tuple[list[str], list[str]]:
+        return tuple(  # type: ignore[return-value]
+            [render(self.template, c, False) for c in read_conversations(path)]
+            for path in (self.train, self.val)
+        )
+
+    def encode(self, tokenizer, path: str) -> ChatSplit:
+        t = self.sequence_length + 1
+        pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+        rows = []
+        try:
+            for conversation in read_conversations(path):
+                ids, weights = conversation_ids(tokenizer, self.template, conversation)
+                ids, weights = ids[:t], weights[:t]
+                if sum(weights[1:]) > 0:
+                    rows.append((ids, weights))
+        except ValueError as e:
+            if isinstance(e, ConfigError):
+                raise
+            raise ConfigError(f"data.template: {e}") from None
+        dropped = len(read_conversations(path)) - len(rows)
+        if dropped:
+            log.warning("%s: %d conversations have no reply within %d tokens", path, dropped, t)
+        if not rows:
+            raise ConfigError(f"{path}: no conversation has a reply within {t} tokens")
+        split = ChatSplit(
+            np.full((len(rows), t), pad, np.int32),
+            np.zeros((len(rows), t), np.float32),
+            np.asarray([len(r[0]) for r in rows], np.int32),
+        )
+        for i, (ids, weights) in enumerate(rows):
+            split.ids[i, : len(ids)] = ids
+            split.weights[i, : len(ids)] = weights
+        return split
+
+    def token_splits(self, tokenizer) -> ChatSplits:
+        return ChatSplits(self.encode(tokenizer, self.train), self.encode(tokenizer, self.val))
+
+    def _gather(self, split: ChatSplit, rows, weights, per_replica: int) -> dict[str, Any]:
+        t = self.sequence_length
+        ids = tf.gather(tf.constant(split.ids), rows)  # (B, T + 1)
+        token_weights = tf.gather(tf.constant(split.weights), rows)
+        length = tf.gather(tf.constant(split.length), rows)
+        real = tf.range(t)[None, :] < length[:, None]  # (B, T) inputs that are tokens
+        return {
+            "token_ids": tf.ensure_shape(ids[:, :-1], [per_replica, t]),
+            "labels": tf.ensure_shape(ids[:, 1:], [per_replica, t]),
+            "loss_weights": tf.ensure_shape(
+                token_weights[:, 1:] * weights[:, None], [per_replica, t]
+            ),
+            "padding_mask": tf.ensure_shape(real, [per_replica, t]),
+        }

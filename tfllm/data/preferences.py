@@ -1,0 +1,177 @@
+"""Preference pairs (a prompt, a chosen and a rejected reply), for reward models and DPO."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tfllm.data.chat import DEFAULT_TEMPLATE, conversation_ids, render
+from tfllm.data.rows import RowDataset
+from tfllm.registry import ConfigError, register
+
+log = logging.getLogger(__name__)
+
+
+def read_preferences(path: str) -> list[tuple[str, str, str]]:
+    """`(prompt, chosen, rejected)` per line of a JSON-lines file (TRL's layout); errors name
+    the file and line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    out = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}:{number}: not JSON ({e.msg})") from None
+        if not isinstance(row, dict) or not all(
+            isinstance(row.get(k), str) for k in ("prompt", "chosen", "rejected")
+        ):
+            raise ConfigError(f"{path}:{number}: needs string 'prompt', 'chosen' and 'rejected'")
+        if row["chosen"] == row["rejected"]:
+            raise ConfigError(f"{path}:{number}: the chosen and rejected replies are the same")
+        out.append((row["prompt"], row["chosen"], row["rejected"]))
+    if not out:
+        raise ConfigError(f"{path}: no pairs")
+    return out
+
+
+@dataclass
+class PairSide:
+    ids: np.ndarray  # (N, T + 1)
+    weights: np.ndarray  # (N, T + 1) 1 on the reply's tokens
+    length: np.ndarray  # (N,)
+
+
+@dataclass
+class PreferenceSplit:
+    chosen: PairSide
+    rejected: PairSide
+
+    def __len__(self) -> int:
+        return len(self.chosen.ids)
+
+
+@dataclass
+class PreferenceSplits:
+    train: PreferenceSplit
+    val: PreferenceSplit
+
+
+@register("dataset", "preferences")
+class PreferenceDataset(RowDataset):
+    """Preference pairs in JSON lines (`prompt`, `chosen`, `rejected`) for `task=reward` and
+    `task=dpo`.
+
+    Each side is the conversation `[user: prompt, assistant: reply]` rendered with the chat
+    template (as `data=chat` does), cut to `sequence_length` + 1 tokens; weights mark the
+    reply's tokens. A batch holds, for `chosen` and `rejected` each, `<side>_token_ids`,
+    `<side>_labels` (next tokens), `<side>_weights` (reply tokens as targets) and
+    `<side>_mask`. Pairs whose reply is cut away entirely are dropped with a warning.
+
+    Args:
+        train, val: JSON-lines files.
+        template: a Jinja chat template, or None (the checkpoint's, else the default).
+        sequence_length: int. Tokens per side.
+        batch_size: int. Global pairs per optimizer step.
+        seed: int. Shuffle seed.
+    """
+
+    def __init__(
+        self,
+        train: str | None = None,
+        val: str | None = None,
+        template: str | None = None,
+        sequence_length: int = 256,
+        batch_size: int = 8,
+        seed: int = 0,
+    ):
+        if not train or not val:
+            raise ConfigError("data.train and data.val: both JSON-lines files are required")
+        if sequence_length < 2:
+            raise ConfigError(f"data.sequence_length must be at least 2, got {sequence_length}")
+        if batch_size <= 0:
+            raise ConfigError(f"data.batch_size must be positive, got {batch_size}")
+        self.train = train
+        self.val = val
+        self.template = template or DEFAULT_TEMPLATE
+        self.sequence_length = sequence_length
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def texts(self) -> tuple[list[str], list[str]]:
+        def texts(path):
+            out = []
+            for prompt, chosen, rejected in read_preferences(path):
+                for reply in (chosen, rejected):
+                    out.append(render(self.template, self._conversation(prompt, reply), False))
+            return out
+
+        return texts(self.train), texts(self.val)
+
+    @staticmethod
+    def _conversation(prompt: str, reply: str) -> list[dict[str, str]]:
+        return [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}]
+
+    def encode(self, tokenizer, path: str) -> PreferenceSplit:
+        t = self.sequence_length + 1
+        pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+        pairs = read_preferences(path)
+        kept = []
+        for prompt, chosen, rejected in pairs:
+            sides = []
+            for reply in (chosen, rejected):
+                ids, weights = conversation_ids(
+                    tokenizer, self.template, self._conversation(prompt, reply)
+                )
+                sides.append((ids[:t], weights[:t]))
+            if all(sum(w[1:]) > 0 for _, w in sides):
+                kept.append(sides)
+        if len(kept) < len(pairs):
+            log.warning("%s: %d pairs have a reply cut away: dropped", path, len(pairs) - len(kept))
+        if not kept:
+            raise ConfigError(
+                f"{path}: no pair fits in data.sequence_length={self.sequence_length}"
+            )
+
+        def side(k):
+            n = len(kept)
+            out = PairSide(
+                np.full((n, t), pad, np.int32), np.zeros((n, t), np.float32), np.zeros(n, np.int32)
+            )
+            for i, sides in enumerate(kept):
+                ids, weights = sides[k]
+                out.ids[i, : len(ids)] = ids
+                out.weights[i, : len(ids)] = weights
+                out.length[i] = len(ids)
+            return out
+
+        return PreferenceSplit(side(0), side(1))
+
+    def token_splits(self, tokenizer) -> PreferenceSplits:
+        return PreferenceSplits(
+            self.encode(tokenizer, self.train), self.encode(tokenizer, self.val)
+        )
+
+    def _gather(self, split: PreferenceSplit, rows, weights, per_replica: int) -> dict[str, Any]:
+        t = self.sequence_length
+        batch = {"loss_weights": tf.ensure_shape(weights, [per_replica])}
+        for name, side in (("chosen", split.chosen), ("rejected", split.rejected)):
+            ids = tf.gather(tf.constant(side.ids), rows)  # (B, T + 1)
+            token_weights = tf.gather(tf.constant(side.weights), rows)[:, 1:]
+            length = tf.gather(tf.constant(side.length), rows)
+            shape = [per_replica, t]
+            batch[f"{name}_token_ids"] = tf.ensure_shape(ids[:, :-1], shape)
+            batch[f"{name}_labels"] = tf.ensure_shape(ids[:, 1:], shape)
+            batch[f"{name}_weights"] = tf.ensure_shape(token_weights * weights[:, None], shape)
+            batch[f"{name}_mask"] = tf.ensure_shape(tf.range(t)[None, :] < length[:, None], shape)
+        return batch
