@@ -1,7 +1,10 @@
+import contextlib
 import os
 import pathlib
+import re
 import subprocess
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -53,3 +56,47 @@ def run_cli(args, cwd=None, timeout=300, check=True, env=None, input_text=None):
             f"{proc.stdout}\n{proc.stderr[-4000:]}"
         )
     return proc
+
+
+@contextlib.contextmanager
+def serve_process(model_dir, model_name, timeout=120):
+    """`tfllm serve` for `model_dir` in its own process on free ports of 127.0.0.1; yields
+    `(process, (grpc_port, rest_port))` and stops the server after."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tfllm.cli",
+            "serve",
+            f"model_base_path={model_dir}",
+            f"model_name={model_name}",
+            "port=0",
+            "rest_port=0",
+            "file_system_poll_wait_seconds=0.3",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    ports = None
+    deadline = time.monotonic() + timeout
+    lines = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        match = re.search(r"serving gRPC on 127\.0\.0\.1:(\d+), REST on 127\.0\.0\.1:(\d+)", line)
+        if match:
+            ports = int(match[1]), int(match[2])
+            break
+    if ports is None:
+        proc.kill()
+        raise AssertionError(f"server did not start: {''.join(lines)}{proc.stderr.read()}")
+    try:
+        yield proc, ports
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

