@@ -111,8 +111,9 @@ class ProximalPolicyOptimization(CausalLM):
 
     Args:
         backbone, head: as in `CausalLM` (the policy; `init_from=` an SFT run).
-        reward: dict. `{"name": "token_frequency", "target": "a"}` or
-            `{"name": "reward_model", "path": RUN_DIR}` (registry kind `reward`).
+        reward: dict or None. `{"name": "token_frequency", "target": "aeiou"}` or
+            `{"name": "reward_model", "path": RUN_DIR}` (registry kind `reward`); None is
+            `token_frequency` of `"a"`.
         special_tokens: role -> id (set by the builder); eos ends a reply.
         max_new_tokens: int. Reply length limit.
         temperature: float. Sampling temperature of rollouts.

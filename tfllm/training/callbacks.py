@@ -164,7 +164,9 @@ def confusion_image(confusion, labels=None):
 class TextSamples(TrainerCallback):
     """Generates text from fixed prompts every `every` steps; logs it to TensorBoard.
 
-    A causal LM continues each prompt; an encoder-decoder reads it as a source.
+    A causal LM continues each prompt; an encoder-decoder reads it as a source. With
+    `validation_prompts=N` the prompts are the first N of the validation split instead, as
+    templated for training (`data=prompts`: what PPO's policy answers).
 
     Args:
         every: int. Steps between samples (also at the end of training).
@@ -172,6 +174,7 @@ class TextSamples(TrainerCallback):
         max_new_tokens: int. Length of each sample.
         temperature: float. Sampling temperature (0 is greedy).
         top_k: int. Top-k filter.
+        validation_prompts: int. Sample from this many validation prompts (0: use `prompts`).
     """
 
     def __init__(
@@ -182,9 +185,11 @@ class TextSamples(TrainerCallback):
         temperature: float = 0.8,
         top_k: int = 40,
         subdir: str = "tensorboard",
+        validation_prompts: int = 0,
     ):
         self.every = every
         self.prompts = list(prompts)
+        self.validation_prompts = validation_prompts
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.top_k = top_k
@@ -194,6 +199,15 @@ class TextSamples(TrainerCallback):
 
     def on_train_begin(self, trainer):
         self.writer = tf.summary.create_file_writer(os.path.join(trainer.run_dir, self.subdir))
+        if self.validation_prompts:
+            val = trainer.tokens.val
+            if not hasattr(val, "lengths"):
+                raise ValueError("text_samples: validation_prompts needs data=prompts")
+            rows = range(min(self.validation_prompts, len(val)))
+            self.prompts = [
+                trainer.tokenizer.decode(val.ids[i, : val.lengths[i]], skip_special_tokens=False)
+                for i in rows
+            ]
 
     def _sample(self, trainer, step):
         from tfllm.generation.decoder import GenerationConfig
