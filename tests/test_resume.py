@@ -28,7 +28,6 @@ def train_cmd(corpus, run_dir):
         "debug=fast",
         f"data.path={corpus}",
         f"run_dir={run_dir}",
-        "model=tiny",
         "model.dropout=0.1",
         "trainer.max_steps=100",
         "trainer.checkpoint_every=20",

@@ -341,7 +341,7 @@ def test_seq2seq_sampling_and_beam_search(reverse_run):
     assert all(len(set(b)) == 3 for b in best)  # an n-best list of distinct outputs
 
 
-def test_evaluate_bleu_and_generate_from_the_cli(reverse_run):
+def test_evaluate_reports_bleu_on_the_held_out_split(reverse_run):
     import json
 
     _, _, paths, run_dir = reverse_run
@@ -361,8 +361,6 @@ def test_evaluate_bleu_and_generate_from_the_cli(reverse_run):
     result = json.loads(out.read_text())
     assert "| bleu |" in proc.stdout
     assert result["examples"] == 100 and result["bleu"] > 90
-    gen = run_cli(["generate", f"ckpt={run_dir}", "prompt=abcdef", "max_new_tokens=10"])
-    assert gen.stdout.strip() == "fedcba"
 
 
 def test_span_corruption_pretraining_lowers_the_loss(tiny_corpus, tmp_path):
