@@ -1,6 +1,7 @@
 """The `tfllm` console script end to end, in fresh processes."""
 
 import numpy as np
+import pytest
 from conftest import run_cli
 
 from tfllm.runs import load_run
@@ -41,8 +42,6 @@ def test_train_then_generate_prints_text(tiny_corpus, tmp_path):
     generated = "".join(s[len("BERNARDO:") :] for s in samples)
     assert sum(c.isalpha() for c in generated) > 10  # words, not just whitespace
     assert set(generated) <= set(tiny_corpus.read_text())
-    greedy = ["generate", f"ckpt={run}", "prompt=BERNARDO:", "max_new_tokens=40", "temperature=0"]
-    assert run_cli(greedy).stdout == run_cli(greedy).stdout  # greedy is deterministic
     # Longer than the 32-token context: continues over a sliding window.
     longer = run_cli(
         [
@@ -58,6 +57,7 @@ def test_train_then_generate_prints_text(tiny_corpus, tmp_path):
     assert len(longer.rstrip("\n")) >= 90
 
 
+@pytest.mark.slow  # 45 s; the multi-worker tests cover distribution in the default run
 def test_mirrored_on_two_logical_cpus_matches_one_device(tiny_corpus, tmp_path):
     common = [
         "debug=fast",
@@ -81,6 +81,7 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(tiny_corpus, tmp_path):
         np.testing.assert_allclose(one[key], two[key], atol=1e-5, err_msg=key)
 
 
+@pytest.mark.slow  # three training processes
 def test_multirun_sweeps_overrides(tiny_corpus, tmp_path):
     proc = run_cli(
         [

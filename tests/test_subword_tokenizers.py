@@ -292,6 +292,7 @@ def test_saved_model_runs_in_a_process_with_only_tensorflow_and_tf_text(
     assert got["text"] == [t.decode() for t in tok.detokenize(tok(tf.constant(texts))).numpy()]
 
 
+@pytest.mark.slow  # three CLI processes; the trained tokenizers pass the harness by default
 def test_tokenizer_train_command_then_train_and_generate_with_it(tiny_corpus, tmp_path):
     from conftest import run_cli
 
