@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tfllm.data.jsonl import json_lines
 from tfllm.data.rows import RowDataset
 from tfllm.registry import ConfigError, register
 
@@ -59,20 +59,7 @@ def _messages(row: Any, where: str) -> list[dict[str, str]]:
 
 def read_conversations(path: str) -> list[list[dict[str, str]]]:
     """Conversations of a JSON-lines file; errors name the file and line."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
-    out = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}:{number}: not JSON ({e.msg})") from None
-        out.append(_messages(row, f"{path}:{number}"))
+    out = [_messages(row, f"{path}:{number}") for number, row in json_lines(path)]
     if not out:
         raise ConfigError(f"{path}: no conversations")
     return out
@@ -196,8 +183,9 @@ class ChatDataset(RowDataset):
         t = self.sequence_length + 1
         pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
         rows = []
+        conversations = read_conversations(path)
         try:
-            for conversation in read_conversations(path):
+            for conversation in conversations:
                 ids, weights = conversation_ids(tokenizer, self.template, conversation)
                 ids, weights = ids[:t], weights[:t]
                 if sum(weights[1:]) > 0:
@@ -206,7 +194,7 @@ class ChatDataset(RowDataset):
             if isinstance(e, ConfigError):
                 raise
             raise ConfigError(f"data.template: {e}") from None
-        dropped = len(read_conversations(path)) - len(rows)
+        dropped = len(conversations) - len(rows)
         if dropped:
             log.warning("%s: %d conversations have no reply within %d tokens", path, dropped, t)
         if not rows:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -10,8 +9,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tfllm.data.chat import DEFAULT_TEMPLATE, conversation_ids, render
-from tfllm.data.rows import RowDataset
+from tfllm.data.chat import ChatDataset, conversation_ids, render
+from tfllm.data.jsonl import json_lines
 from tfllm.registry import ConfigError, register
 
 log = logging.getLogger(__name__)
@@ -20,19 +19,8 @@ log = logging.getLogger(__name__)
 def read_preferences(path: str) -> list[tuple[str, str, str]]:
     """`(prompt, chosen, rejected)` per line of a JSON-lines file (TRL's layout); errors name
     the file and line."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
     out = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}:{number}: not JSON ({e.msg})") from None
+    for number, row in json_lines(path):
         if not isinstance(row, dict) or not all(
             isinstance(row.get(k), str) for k in ("prompt", "chosen", "rejected")
         ):
@@ -68,7 +56,7 @@ class PreferenceSplits:
 
 
 @register("dataset", "preferences")
-class PreferenceDataset(RowDataset):
+class PreferenceDataset(ChatDataset):
     """Preference pairs in JSON lines (`prompt`, `chosen`, `rejected`) for `task=reward` and
     `task=dpo`.
 
@@ -76,7 +64,8 @@ class PreferenceDataset(RowDataset):
     template (as `data=chat` does), cut to `sequence_length` + 1 tokens; weights mark the
     reply's tokens. A batch holds, for `chosen` and `rejected` each, `<side>_token_ids`,
     `<side>_labels` (next tokens), `<side>_weights` (reply tokens as targets) and
-    `<side>_mask`. Pairs whose reply is cut away entirely are dropped with a warning.
+    `<side>_mask`. Pairs whose reply is cut away entirely are dropped with a warning. The
+    settings and their checks are `ChatDataset`'s.
 
     Args:
         train, val: JSON-lines files.
@@ -85,28 +74,6 @@ class PreferenceDataset(RowDataset):
         batch_size: int. Global pairs per optimizer step.
         seed: int. Shuffle seed.
     """
-
-    def __init__(
-        self,
-        train: str | None = None,
-        val: str | None = None,
-        template: str | None = None,
-        sequence_length: int = 256,
-        batch_size: int = 8,
-        seed: int = 0,
-    ):
-        if not train or not val:
-            raise ConfigError("data.train and data.val: both JSON-lines files are required")
-        if sequence_length < 2:
-            raise ConfigError(f"data.sequence_length must be at least 2, got {sequence_length}")
-        if batch_size <= 0:
-            raise ConfigError(f"data.batch_size must be positive, got {batch_size}")
-        self.train = train
-        self.val = val
-        self.template = template or DEFAULT_TEMPLATE
-        self.sequence_length = sequence_length
-        self.batch_size = batch_size
-        self.seed = seed
 
     def texts(self) -> tuple[list[str], list[str]]:
         def texts(path):

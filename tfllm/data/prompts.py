@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm.data.chat import DEFAULT_TEMPLATE, render
+from tfllm.data.jsonl import json_lines
 from tfllm.data.rows import RowDataset
 from tfllm.registry import ConfigError, register
 
@@ -20,19 +20,8 @@ log = logging.getLogger(__name__)
 def read_prompts(path: str) -> list[list[dict[str, str]]]:
     """Prompts of a JSON-lines file, as conversations to continue: `prompt` (a user message)
     or `messages`. Errors name the file and line."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
     out = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}:{number}: not JSON ({e.msg})") from None
+    for number, row in json_lines(path):
         if isinstance(row, dict) and isinstance(row.get("prompt"), str):
             out.append([{"role": "user", "content": row["prompt"]}])
         elif isinstance(row, dict) and isinstance(row.get("messages"), list) and row["messages"]:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tfllm.data.jsonl import json_lines
 from tfllm.data.rows import RowDataset
 from tfllm.registry import ConfigError, register
 
@@ -45,20 +46,9 @@ def read_squad(path: str) -> list[QAExample]:
     `question`, `context` and `answers: {text: [...], answer_start: [...]}` per line (Hugging
     Face's layout). The first answer of each question is its gold span. Errors name the file
     and the question id or line."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            raw = f.read()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
     examples = []
     if path.endswith(".jsonl"):
-        for number, line in enumerate(raw.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}:{number}: not JSON ({e.msg})") from None
+        for number, row in json_lines(path):
             answers = row.get("answers") or {}
             pairs = list(
                 zip(answers.get("text", []), answers.get("answer_start", []), strict=False)
@@ -67,6 +57,11 @@ def read_squad(path: str) -> list[QAExample]:
                 _example(path, f"line {number}", row.get("question"), row.get("context"), pairs)
             )
     else:
+        try:
+            with open(path, encoding="utf-8") as f:
+                raw = f.read()
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
         try:
             document = json.loads(raw)
         except json.JSONDecodeError as e:
