@@ -53,6 +53,22 @@ class GenerationConfig:
             )
 
 
+def stop_tokens(tokenizer, config: GenerationConfig) -> tuple[list[int], list[str]]:
+    """`(stop ids, stop strings)`: single-token stops (and eos with `stop_at_eos`) end a row
+    inside the graph; longer stop strings cut the decoded text afterwards."""
+    stop_ids: list[int] = []
+    long_stops: list[str] = []
+    for s in config.stop:
+        ids = tokenizer.encode_one(s)
+        if len(ids) == 1:
+            stop_ids.append(ids[0])
+        elif ids:
+            long_stops.append(s)
+    if config.stop_at_eos and tokenizer.eos_id is not None:
+        stop_ids.append(tokenizer.eos_id)
+    return stop_ids, long_stops
+
+
 def decode_loop(
     model,
     token_ids,
@@ -232,16 +248,7 @@ class Generator:
         prompts = [prompts] if single else list(prompts)
         n = config.num_return_sequences
         contexts = [self.start_ids(p) for p in prompts for _ in range(n)]
-        stop_ids: list[int] = []
-        long_stops: list[str] = []
-        for s in config.stop:
-            ids = self.tokenizer.encode_one(s)
-            if len(ids) == 1:
-                stop_ids.append(ids[0])
-            elif ids:
-                long_stops.append(s)
-        if config.stop_at_eos and self.tokenizer.eos_id is not None:
-            stop_ids.append(self.tokenizer.eos_id)
+        stop_ids, long_stops = stop_tokens(self.tokenizer, config)
         generated = self._generate_rounds(contexts, config, stop_ids)
         texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
         for s in long_stops:

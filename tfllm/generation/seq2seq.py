@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tfllm.generation.decoder import GenerationConfig, Generator, decode_loop
+from tfllm.generation.decoder import GenerationConfig, Generator, decode_loop, stop_tokens
 
 
 def is_seq2seq(model: Any) -> bool:
@@ -58,19 +58,6 @@ class Seq2SeqGenerator:
         length = max(1, min(longest, self.model.max_sequence_length))
         return encode_texts(self.tokenizer, list(sources), length, "source")
 
-    def _stop_ids(self, config: GenerationConfig) -> tuple[list[int], list[str]]:
-        stop_ids: list[int] = []
-        long_stops: list[str] = []
-        for s in config.stop:
-            ids = self.tokenizer.encode_one(s)
-            if len(ids) == 1:
-                stop_ids.append(ids[0])
-            elif ids:
-                long_stops.append(s)
-        if config.stop_at_eos and self.tokenizer.eos_id is not None:
-            stop_ids.append(self.tokenizer.eos_id)
-        return stop_ids, long_stops
-
     def generate_ids(
         self,
         sources: Sequence[str],
@@ -116,7 +103,7 @@ class Seq2SeqGenerator:
         sources = [sources] if single else list(sources)
         n = config.num_return_sequences
         rows = [s for s in sources for _ in range(n)]
-        stop_ids, long_stops = self._stop_ids(config)
+        stop_ids, long_stops = stop_tokens(self.tokenizer, config)
         generated = self.generate_ids(rows, config, stop_ids)
         texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
         for s in long_stops:
