@@ -17,6 +17,7 @@ ATTENTIONS = {
     "gqa": {"name": "mha", "num_kv_heads": 2},
     "mqa": {"name": "mha", "num_kv_heads": 1},
     "window": {"name": "mha", "window": 4},
+    "block_sparse": {"name": "block_sparse", "block_size": 3, "global_blocks": 1, "window": 4},
 }
 POSITIONALS = sorted(e.name for e in registry.list_entries("positional") if e.package == "tfllm")
 COMBOS = list(itertools.product(sorted(ATTENTIONS), POSITIONALS))
@@ -167,6 +168,7 @@ def test_decode_loop_is_a_single_graph_without_dynamic_update_slice():
         ("gqa", "rope", {"ffn": {"name": "swiglu"}, "norm": {"name": "rmsnorm"}}),
         ("window", "alibi", {"norm_placement": "post"}),
         ("mha", "learned", {"dropout": 0.1}),
+        ("block_sparse", "relative", {"ffn": {"name": "moe", "num_experts": 4}}),
     ],
 )
 def test_keras_file_round_trip_gives_identical_logits(tmp_path, attention, positional, extra):

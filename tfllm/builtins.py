@@ -1,8 +1,8 @@
 """Imports every built-in component, so registration never depends on import order."""
 
 from tfllm.adapters import lora  # noqa: F401
-from tfllm.components.attention import mha  # noqa: F401
-from tfllm.components.ffn import mlp, swiglu  # noqa: F401
+from tfllm.components.attention import block_sparse, mha  # noqa: F401
+from tfllm.components.ffn import mlp, moe, swiglu  # noqa: F401
 from tfllm.components.heads import (  # noqa: F401
     classification,
     lm,

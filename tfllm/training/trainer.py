@@ -267,7 +267,8 @@ class Trainer:
         clip = float(self.cfg["trainer"]["clip_norm"])
         variables = model.trainable_variables
         jit = bool(self.cfg["trainer"]["jit_compile"])
-        single = self.strategy.num_replicas_in_sync == 1
+        replicas = self.strategy.num_replicas_in_sync
+        single = replicas == 1
 
         def gradients(batch, total_weight):
             micro = {k: tf.reshape(v, [accum, -1, *v.shape[1:]]) for k, v in batch.items()}
@@ -277,7 +278,12 @@ class Trainer:
                 mb = {k: v[a] for k, v in micro.items()}
                 with tf.GradientTape() as tape:
                     ls, _ = model.loss_terms(mb, training=True)
-                    scaled = optimizer.scale_loss(ls / total_weight)
+                    objective = ls / total_weight
+                    # Losses the layers add in training (mixture-of-experts load balancing):
+                    # a mean over micro-batches and replicas, whose gradients are summed.
+                    if model.losses:
+                        objective += tf.add_n(model.losses) / (accum * replicas)
+                    scaled = optimizer.scale_loss(objective)
                 g = tape.gradient(scaled, variables)
                 grads = [x + tf.cast(y, x.dtype) for x, y in zip(grads, g, strict=True)]
                 loss_sum += tf.cast(ls, tf.float32)

@@ -245,8 +245,6 @@ class MultiHeadAttention(keras.layers.Layer):
         else:
             key_positions = positions
             valid_keys = None
-        s = tf.shape(k)[2]
-
         scores = self._scores(q, k)  # (B, H, T, S)
 
         if positional is not None:
@@ -254,14 +252,7 @@ class MultiHeadAttention(keras.layers.Layer):
             if bias is not None:
                 scores = scores + tf.cast(bias, "float32")  # (H or 1, T, S) broadcast
 
-        allowed = tf.ones([t, s], dtype=tf.bool)
-        distance = positions[:, None] - key_positions[None, :]  # (T, S)
-        if self.causal:
-            allowed = allowed & (distance >= 0)
-        if self.window is not None:
-            allowed = allowed & (distance < self.window)
-            if not self.causal:
-                allowed = allowed & (distance > -self.window)
+        allowed = self.allowed(positions, key_positions)  # (T, S)
         if valid_keys is not None:
             allowed = allowed & valid_keys[None, :]
         allowed = allowed[None, None]  # (1, 1, T, S)
@@ -273,6 +264,19 @@ class MultiHeadAttention(keras.layers.Layer):
         if cache is not None:
             return out, (k, v)
         return out
+
+    def allowed(self, query_positions, key_positions):
+        """Which keys each query may see: `(Tq,)` and `(Tk,)` positions to `(Tq, Tk)` bool
+        (causal and window rules; padding and cache validity are applied by the caller)."""
+        distance = query_positions[:, None] - key_positions[None, :]  # (Tq, Tk)
+        allowed = tf.ones_like(distance, dtype=tf.bool)
+        if self.causal:
+            allowed = allowed & (distance >= 0)
+        if self.window is not None:
+            allowed = allowed & (distance < self.window)
+            if not self.causal:
+                allowed = allowed & (distance > -self.window)
+        return allowed
 
     def _scores(self, q, k):
         """Scaled logits `(B, H, T, S)` (float32) of queries `(B, H, T, Dh)` against keys

@@ -1,0 +1,223 @@
+"""Mixture-of-experts FFN and block-sparse attention: exact against plain references, in every
+family, in the decode cache and in the trainer."""
+
+import itertools
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfllm import registry
+from tfllm.components.attention.block_sparse import BlockSparseAttention
+from tfllm.components.attention.mha import MultiHeadAttention
+from tfllm.components.ffn.moe import MixtureOfExperts
+
+rng = np.random.default_rng(0)
+MOE = {"name": "moe", "num_experts": 4, "top_k": 2}
+
+
+def _silu(a):
+    return a / (1 + np.exp(-a))
+
+
+def test_moe_equals_a_token_by_token_loop():
+    moe = MixtureOfExperts(hidden_dim=8, intermediate_dim=4, num_experts=4, top_k=2)
+    x = rng.normal(size=(3, 5, 8)).astype("float32")
+    out = moe(x).numpy().reshape(-1, 8)
+    tokens = x.reshape(-1, 8)
+    probs = tf.nn.softmax(tokens @ moe.router.numpy()).numpy()
+    w_in, w_out = moe.expert_in.numpy(), moe.expert_out.numpy()
+    for n, token in enumerate(tokens):
+        chosen = np.argsort(-probs[n])[:2]
+        gates = probs[n, chosen] / probs[n, chosen].sum()
+        expected = np.zeros(8, "float32")
+        for gate, e in zip(gates, chosen, strict=True):
+            gate_h, up = np.split(token @ w_in[e], 2)
+            expected += gate * (_silu(gate_h) * up) @ w_out[e]
+        np.testing.assert_allclose(out[n], expected, atol=1e-5)
+
+
+def test_moe_capacity_drops_tokens_only_in_training():
+    moe = MixtureOfExperts(
+        hidden_dim=8, intermediate_dim=4, num_experts=2, top_k=1, capacity_factor=0.5
+    )
+    keras.utils.set_random_seed(1)
+    x = rng.normal(size=(1, 16, 8)).astype("float32")
+    moe.build(x.shape)
+    moe.router.assign(np.zeros((8, 2), "float32"))  # every token ties: all go to expert 0
+    trained = moe(x, training=True).numpy()[0]
+    # Load balancing: all choices on one expert with uniform probabilities -> E * 1 * 1/2 = 1.
+    assert len(moe.losses) == 1
+    np.testing.assert_allclose(float(moe.losses[0]), 0.01 * 1.0, rtol=1e-6)
+    inferred = moe(x).numpy()[0]
+    assert not moe.losses  # no auxiliary loss outside training
+    # capacity = ceil(0.5 * 16 * 1 / 2) = 4 slots: tokens 0..3 served, the rest dropped (zero).
+    assert np.abs(trained[:4]).min() > 0
+    np.testing.assert_array_equal(trained[4:], 0.0)
+    np.testing.assert_allclose(trained[:4], inferred[:4], atol=1e-6)
+    assert np.abs(inferred[4:]).min() > 0  # no drops outside training
+
+
+def _encoder_decoder(ffn):
+    from tfllm.models.encoder_decoder import EncoderDecoderBackbone
+    from tfllm.tasks.seq2seq import Seq2SeqLM
+
+    keras.utils.set_random_seed(0)
+    backbone = EncoderDecoderBackbone(
+        vocabulary_size=30,
+        num_layers=2,
+        hidden_dim=16,
+        num_heads=4,
+        max_sequence_length=24,
+        positional={"name": "relative", "num_buckets": 8},
+        ffn=ffn,
+    )
+    return Seq2SeqLM(backbone, special_tokens={"pad": 0, "eos": 1})
+
+
+def test_moe_in_an_encoder_decoder_decodes_with_the_cache_as_it_recomputes():
+    model = _encoder_decoder(MOE)
+    src = rng.integers(3, 30, size=(2, 7)).astype("int32")
+    dec = rng.integers(3, 30, size=(2, 8)).astype("int32")
+    full = model(src, dec).numpy()
+    bound = model.bind(src, np.ones_like(src))
+    cache = bound.init_cache(2, 10)
+    logits, cache = bound.call_with_cache(dec[:, :3], cache, 0)
+    steps = [logits.numpy()]
+    for i in range(3, 8):
+        logits, cache = bound.call_with_cache(dec[:, i : i + 1], cache, i)
+        steps.append(logits.numpy())
+    assert np.abs(np.concatenate(steps, axis=1) - full).max() <= 1e-4
+
+
+def test_moe_in_an_encoder_ignores_padding_neighbours():
+    from tfllm.models.encoder import EncoderBackbone
+
+    keras.utils.set_random_seed(0)
+    encoder = EncoderBackbone(
+        vocabulary_size=30,
+        num_layers=2,
+        hidden_dim=16,
+        num_heads=2,
+        max_sequence_length=16,
+        ffn=MOE,
+    )
+    ids = rng.integers(3, 30, size=(2, 8)).astype("int32")
+    mask = np.ones_like(ids)
+    mask[1, 5:] = 0
+    base = encoder(ids, padding_mask=mask).numpy()
+    noise = ids.copy()
+    noise[1, 5:] = 7
+    changed = encoder(noise, padding_mask=mask).numpy()
+    np.testing.assert_allclose(changed[1, :5], base[1, :5], atol=1e-5)
+
+
+def test_the_trainer_adds_the_load_balancing_loss(tiny_corpus, tmp_path):
+    from test_trainer import train_config
+
+    from tfllm.training.trainer import Trainer
+
+    routers = {}
+    for weight in (0.0, 10.0):
+        cfg = train_config(
+            tiny_corpus,
+            "ffn=moe",
+            "ffn.num_experts=4",
+            f"ffn.aux_loss_weight={weight}",
+            "trainer.max_steps=3",
+            "trainer.callbacks=[]",
+            "trainer.eval_every=100",
+        )
+        trainer = Trainer(cfg, str(tmp_path / str(weight)))
+        trainer.fit()
+        routers[weight] = [w.numpy() for w in trainer.model.weights if "router" in w.path]
+    # Same seed and batches: only the auxiliary loss can move the routers apart.
+    assert len(routers[0.0]) == 2
+    assert max(np.abs(a - b).max() for a, b in zip(*routers.values(), strict=True)) > 1e-4
+
+
+POSITIONALS = ["none", "alibi", "relative", "rope"]
+
+
+def _positional(name, causal):
+    spec = {"name": name}
+    if name == "relative":
+        spec.update(num_buckets=8)
+    layer = registry.build(
+        "positional", spec, {"num_heads": 4, "head_dim": 4, "hidden_dim": 16, "causal": causal}
+    )
+    layer.build((None, None, 16))
+    return layer
+
+
+@pytest.mark.parametrize(
+    "causal,global_blocks,window,positional",
+    [
+        (c, g, w, p)
+        for (c, g, w), p in itertools.product(
+            [(True, 0, None), (True, 1, 3), (False, 1, None), (False, 0, 3)], POSITIONALS
+        )
+    ],
+)
+def test_blocked_attention_equals_the_dense_masked_pattern(
+    causal, global_blocks, window, positional
+):
+    keras.utils.set_random_seed(0)
+    attn = BlockSparseAttention(
+        hidden_dim=16,
+        num_heads=4,
+        num_kv_heads=2,
+        block_size=3,
+        local_blocks=1,
+        global_blocks=global_blocks,
+        window=window,
+        causal=causal,
+    )
+    pos = _positional(positional, causal)
+    x = rng.normal(size=(2, 10, 16)).astype("float32")  # 10 = 3 blocks of 3 + 1: padding too
+    mask = np.ones((2, 10), bool)
+    mask[1, 7:] = False
+    blocked = attn(x, padding_mask=mask, positional=pos).numpy()
+    # Explicit positions take the dense (T, T) path, masked by `allowed()`: the reference.
+    dense = attn(x, positions=tf.range(10), padding_mask=mask, positional=pos).numpy()
+    np.testing.assert_allclose(blocked[0], dense[0], atol=1e-5)
+    np.testing.assert_allclose(blocked[1, :7], dense[1, :7], atol=1e-5)
+
+
+def test_allowed_pattern_is_local_plus_global():
+    attn = BlockSparseAttention(
+        hidden_dim=16, num_heads=4, block_size=2, local_blocks=1, global_blocks=1
+    )
+    pattern = attn.allowed(tf.range(8), tf.range(8)).numpy()
+    q, k = np.meshgrid(np.arange(8), np.arange(8), indexing="ij")
+    expected = (k <= q) & ((q // 2 - k // 2 <= 1) | (k // 2 < 1))
+    np.testing.assert_array_equal(pattern, expected)
+
+
+def test_local_attention_equals_mha_with_the_same_window():
+    keras.utils.set_random_seed(0)
+    local = BlockSparseAttention(hidden_dim=16, num_heads=4, block_size=5, window=5)
+    dense = MultiHeadAttention(hidden_dim=16, num_heads=4, window=5)
+    x = rng.normal(size=(2, 23, 16)).astype("float32")
+    local.build(x.shape)
+    dense.build(x.shape)
+    dense.set_weights(local.get_weights())
+    np.testing.assert_allclose(local(x).numpy(), dense(x).numpy(), atol=1e-5)
+
+
+def test_blocked_attention_never_builds_a_t_by_t_score_matrix():
+    attn = BlockSparseAttention(hidden_dim=16, num_heads=2, block_size=16, window=16)
+    attn.build((1, 512, 16))
+    graph = (
+        tf.function(lambda x: attn(x))
+        .get_concrete_function(tf.TensorSpec((1, 512, 16), tf.float32))
+        .graph
+    )
+    sizes = [
+        int(np.prod(t.shape.as_list()))
+        for op in graph.get_operations()
+        for t in op.outputs
+        if t.shape.is_fully_defined()
+    ]
+    assert max(sizes) < 512 * 512  # the largest is (1, 2, 32 blocks, 16, 32) scores
