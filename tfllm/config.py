@@ -223,6 +223,14 @@ def validate_train_config(cfg: dict[str, Any]) -> dict[str, Any]:
     registry.resolve_args("task", {"name": cfg["task"]["name"]}, {"backbone": None}, key="task")
     if cfg.get("adapter"):
         registry.resolve_args("adapter", cfg["adapter"], {}, key="adapter")
+    if cfg.get("pruning"):
+        from tfllm.compression.prune import check_pruning
+
+        cfg["pruning"] = check_pruning(cfg["pruning"])
+    if cfg.get("quantization"):
+        from tfllm.compression.quantize import check_quantization
+
+        cfg["quantization"] = check_quantization(cfg["quantization"])
     for i, cb in enumerate(tr["callbacks"]):
         spec = {"name": cb} if isinstance(cb, str) else cb
         registry.resolve_args("callback", spec, {}, key=f"trainer.callbacks[{i}]")

@@ -51,4 +51,8 @@ def build_model(
             registry.build("adapter", cfg["adapter"], key="adapter").apply(model)
         except ValueError as e:
             raise ConfigError(f"adapter: {e}") from None
+    if cfg.get("quantization"):  # a run written by `tfllm quantize`: int8 weights
+        from tfllm.compression.quantize import check_quantization, quantize_model
+
+        quantize_model(model, **check_quantization(cfg["quantization"]))
     return model

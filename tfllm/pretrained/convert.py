@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
 from tfllm.pretrained.imported import ImportedModel, PretrainedError, build_model
+from tfllm.runs import write_run
 
 
 def import_source(source: str) -> ImportedModel:
@@ -28,27 +27,6 @@ def import_source(source: str) -> ImportedModel:
     )
 
 
-def write_checkpoint(model, tokenizer, config: dict, out: str) -> None:
-    """Write `config.yaml`, `tokenizer/` and `checkpoints/` into the new directory `out`.
-
-    The layout is a training run's, so `generate`, `chat`, `embed`, `export` and `train
-    init_from=` read it like any run.
-    """
-    import tensorflow as tf
-
-    from tfllm.config import save_run_config
-    from tfllm.training.checkpoint import model_variables
-    from tfllm.training.trainer import CHECKPOINT_DIR, TOKENIZER_DIR
-
-    save_run_config(config, out)
-    tokenizer.save_to_directory(os.path.join(out, TOKENIZER_DIR))
-    checkpoint = tf.train.Checkpoint(model=model_variables(model))
-    manager = tf.train.CheckpointManager(
-        checkpoint, os.path.join(out, CHECKPOINT_DIR), max_to_keep=1, checkpoint_name="ckpt"
-    )
-    manager.save(checkpoint_number=0)
-
-
 def convert(source: str, out: str, overwrite: bool = False) -> ImportedModel:
     """Import `source` and write a tfllm checkpoint to `out`.
 
@@ -63,23 +41,5 @@ def convert(source: str, out: str, overwrite: bool = False) -> ImportedModel:
     if os.path.exists(out) and os.listdir(out) and not overwrite:
         raise FileExistsError(f"out: {out} exists and is not empty (pass overwrite=true)")
     imported = import_source(source)
-    model = build_model(imported)
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)
-        write_checkpoint(model, imported.tokenizer, imported.run_config(), staging)
-        if os.path.exists(out):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=parent)
-            os.replace(out, os.path.join(old, "previous"))
-            os.replace(staging, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    write_run(build_model(imported), imported.tokenizer, imported.run_config(), out, overwrite)
     return imported

@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from tfllm import registry
 from tfllm.components.tokenizers.base import load_tokenizer
+from tfllm.compression.prune import prunable_weights, prune_model, sparsity_of
 from tfllm.config import save_run_config, validate_train_config
 from tfllm.models.builder import build_model, build_tokenizer
 from tfllm.registry import ConfigError
@@ -128,6 +129,15 @@ class Trainer:
                 self._init_backbone(self.init_from)
             if hasattr(self.model, "on_initialized"):  # e.g. DPO copies its frozen reference
                 self.model.on_initialized()
+            # Pruning: keep-masks on the gradients of the pruned weights (set in `fit`, once the
+            # weights are final), so zeros stay zero through Adam and weight decay.
+            self.pruning = self.cfg.get("pruning") or None
+            self.prune_masks = {
+                w.path: tf.Variable(tf.ones(w.shape, w.dtype), trainable=False, name="keep")
+                for w in (
+                    prunable_weights(self.model, self.pruning["targets"]) if self.pruning else []
+                )
+            }
             self.schedule = registry.build("schedule", self.cfg["schedule"], key="schedule")
             self.optimizer = registry.build(
                 "optimizer",
@@ -270,6 +280,8 @@ class Trainer:
         replicas = self.strategy.num_replicas_in_sync
         single = replicas == 1
 
+        masks = [self.prune_masks.get(v.path) for v in variables]
+
         def gradients(batch, total_weight):
             micro = {k: tf.reshape(v, [accum, -1, *v.shape[1:]]) for k, v in batch.items()}
             grads = [tf.zeros_like(v) for v in variables]
@@ -311,6 +323,7 @@ class Trainer:
             total_weight = ctx.all_reduce("sum", local_weight)
             for _ in range(updates):  # static: unrolled
                 grads, loss_sum = grad_fn(batch, total_weight)
+                grads = [g if m is None else g * m for g, m in zip(grads, masks, strict=True)]
                 global_grads = ctx.all_reduce("sum", grads) if not single else grads
                 scale = getattr(optimizer, "dynamic_scale", None)
                 norm = tf.linalg.global_norm(global_grads)
@@ -461,6 +474,12 @@ class Trainer:
         SIGTERM stopped the run after saving a checkpoint)."""
         self._save_artifacts()
         self._restore()
+        if self.pruning:
+            kept = prune_model(self.model, **self.pruning)
+            for path, mask in kept.items():
+                self.prune_masks[path].assign(mask)
+            total, _ = sparsity_of(self.model, self.pruning["targets"])
+            log.info("pruned %d weights to sparsity %.3f", len(kept), total)
         self._mfu_setup()
         self.step = self.start_step
         previous_handler = self._install_sigterm_handler()

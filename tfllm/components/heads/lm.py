@@ -75,6 +75,9 @@ class LMHead(keras.layers.Layer):
             table = ops.cast(token_embedding.embeddings, x.dtype)  # (V, D)
             flat = tf.reshape(x, [-1, tf.shape(x)[-1]])  # (B*T, D)
             logits = tf.matmul(flat, table, transpose_b=True)  # (B*T, V)
+            if token_embedding.quantization_mode == "int8":
+                # int8 rows with one scale each: x . (q_v / s_v) = (x . q_v) / s_v
+                logits = logits / ops.cast(token_embedding.embeddings_scale, logits.dtype)
             out_shape = tf.concat([tf.shape(x)[:-1], [self.vocabulary_size]], axis=0)
             logits = tf.reshape(logits, out_shape)  # (B, T, V)
             logits.set_shape(tf.TensorShape(x.shape[:-1]).concatenate([self.vocabulary_size]))

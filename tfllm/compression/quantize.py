@@ -1,0 +1,93 @@
+"""Post-training int8 quantization of a model's dense layers and embeddings (Keras's own)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import keras
+
+from tfllm.registry import ConfigError
+
+MODES = ("int8",)
+# `none`: int8 weights, float activations (each matmul dequantizes per output channel).
+# `dynamic`: activations quantized per token at run time too (int8 x int8 matmuls).
+ACTIVATIONS = ("none", "dynamic")
+QUANTIZABLE = (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Embedding)
+
+
+def check_quantization(spec: dict[str, Any]) -> dict[str, str]:
+    """The `quantization` config block with defaults, or a ConfigError naming the bad key."""
+    spec = dict(spec)
+    mode = spec.pop("mode", "int8")
+    activations = spec.pop("activations", "none")
+    if spec:
+        raise ConfigError(
+            f"quantization.{sorted(spec)[0]}: unknown key; valid keys: mode, activations"
+        )
+    if mode not in MODES:
+        raise ConfigError(f"quantization.mode must be one of {MODES}, got {mode!r}")
+    if activations not in ACTIVATIONS:
+        raise ConfigError(
+            f"quantization.activations must be one of {ACTIVATIONS}, got {activations!r}"
+        )
+    return {"mode": mode, "activations": activations}
+
+
+def quantize_model(model: Any, mode: str = "int8", activations: str = "none") -> list[str]:
+    """Quantize every dense layer and embedding of `model` in place; returns their paths.
+
+    Weights become int8 with one float scale per output channel (per row for embeddings,
+    symmetric abs-max, Keras's `Int8QuantizationConfig`); a tied LM head reads the quantized
+    embedding. Layers of other kinds (norms, learned positions, an untied head's kernel,
+    mixture-of-experts weights) stay in floating point.
+    """
+    spec = check_quantization({"mode": mode, "activations": activations})
+    from keras.quantizers import AbsMaxQuantizer, Int8QuantizationConfig
+
+    config = Int8QuantizationConfig(
+        activation_quantizer=None if spec["activations"] == "none" else AbsMaxQuantizer(axis=-1)
+    )
+    done = []
+    for layer in model._flatten_layers():
+        if type(layer) in QUANTIZABLE and layer.quantization_mode is None:
+            if getattr(layer, "lora_enabled", False):
+                raise ValueError(
+                    f"{layer.path} carries a LoRA adapter: merge it first (tfllm export and "
+                    "tfllm quantize do)"
+                )
+            layer.quantize(spec["mode"], config=config)
+            done.append(layer.path)
+    return done
+
+
+def weight_bytes(model: Any) -> int:
+    """Bytes of every weight of `model` as stored (int8 weights count one byte each)."""
+    return sum(int(w.numpy().nbytes) for w in model.weights)
+
+
+def quantize_run(
+    ckpt: str, out: str, activations: str = "none", overwrite: bool = False
+) -> dict[str, Any]:
+    """`tfllm quantize`: a run or converted checkpoint in, an int8 checkpoint directory out.
+
+    A LoRA adapter is merged first. The written config records `quantization`, so every
+    loader (generate, chat, evaluate, export, serve) rebuilds the int8 layers before restoring.
+    Returns what was done: layer count and weight bytes before and after.
+    """
+    from tfllm.runs import load_run, write_run
+
+    spec = check_quantization({"mode": "int8", "activations": activations})
+    if os.path.exists(out) and os.listdir(out) and not overwrite:
+        raise FileExistsError(f"out: {out} exists and is not empty (pass overwrite=true)")
+    model, tokenizer, cfg = load_run(ckpt)
+    if cfg.get("quantization"):
+        raise ConfigError(f"ckpt: {ckpt} is already quantized ({cfg['quantization']})")
+    if cfg.get("adapter"):
+        from tfllm.adapters.lora import merge_adapter
+
+        model, cfg = merge_adapter(model, cfg, tokenizer)
+    before = weight_bytes(model)
+    layers = quantize_model(model, **spec)
+    write_run(model, tokenizer, {**cfg, "quantization": spec}, out, overwrite)
+    return {"layers": len(layers), "bytes_before": before, "bytes_after": weight_bytes(model)}
