@@ -179,8 +179,8 @@ def test_blocked_attention_equals_the_dense_masked_pattern(
     mask = np.ones((2, 10), bool)
     mask[1, 7:] = False
     blocked = attn(x, padding_mask=mask, positional=pos).numpy()
-    # Explicit positions take the dense (T, T) path, masked by `allowed()`: the reference.
-    dense = attn(x, positions=tf.range(10), padding_mask=mask, positional=pos).numpy()
+    # The reference: mha's dense (T, T) computation masked by the block pattern `allowed()`.
+    dense = MultiHeadAttention.call(attn, x, padding_mask=mask, positional=pos).numpy()
     np.testing.assert_allclose(blocked[0], dense[0], atol=1e-5)
     np.testing.assert_allclose(blocked[1, :7], dense[1, :7], atol=1e-5)
 
@@ -206,13 +206,23 @@ def test_local_attention_equals_mha_with_the_same_window():
     np.testing.assert_allclose(local(x).numpy(), dense(x).numpy(), atol=1e-5)
 
 
-def test_blocked_attention_never_builds_a_t_by_t_score_matrix():
-    attn = BlockSparseAttention(hidden_dim=16, num_heads=2, block_size=16, window=16)
-    attn.build((1, 512, 16))
+def test_a_block_sparse_model_never_builds_a_t_by_t_score_matrix():
+    from tfllm.models.decoder import DecoderBackbone
+    from tfllm.tasks.causal_lm import CausalLM
+
+    lm = CausalLM(
+        DecoderBackbone(
+            vocabulary_size=37,
+            num_layers=1,
+            hidden_dim=16,
+            num_heads=2,
+            max_sequence_length=512,
+            positional={"name": "rope"},
+            attention={"name": "block_sparse", "block_size": 16, "window": 16},
+        )
+    )
     graph = (
-        tf.function(lambda x: attn(x))
-        .get_concrete_function(tf.TensorSpec((1, 512, 16), tf.float32))
-        .graph
+        tf.function(lambda x: lm(x)).get_concrete_function(tf.TensorSpec((1, 512), tf.int32)).graph
     )
     sizes = [
         int(np.prod(t.shape.as_list()))

@@ -227,10 +227,6 @@ def validate_train_config(cfg: dict[str, Any]) -> dict[str, Any]:
         from tfllm.compression.prune import check_pruning
 
         cfg["pruning"] = check_pruning(cfg["pruning"])
-    if cfg.get("quantization"):
-        from tfllm.compression.quantize import check_quantization
-
-        cfg["quantization"] = check_quantization(cfg["quantization"])
     for i, cb in enumerate(tr["callbacks"]):
         spec = {"name": cb} if isinstance(cb, str) else cb
         registry.resolve_args("callback", spec, {}, key=f"trainer.callbacks[{i}]")

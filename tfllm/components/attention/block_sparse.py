@@ -21,7 +21,8 @@ class BlockSparseAttention(MultiHeadAttention):
     `O(T^2)` of `mha` with `window`. With `global_blocks` it is the local+global pattern of
     Longformer/BigBird (without random blocks) and of StreamingLLM's attention sinks.
 
-    Training and prefill without a cache use the blocked computation: per query block, scores
+    Calls without a cache (training, scoring, encoders) treat the tokens as positions
+    `0..T-1` and use the blocked computation: per query block, scores
     against `(local_blocks + 1) * block_size` local keys and `global_blocks * block_size` global
     keys, never a `(T, T)` matrix. KV-cached decoding writes the same cache as `mha` and masks
     the cache with the same pattern (one new query costs `O(S)`, as in any attention).
@@ -106,7 +107,7 @@ class BlockSparseAttention(MultiHeadAttention):
         context_mask=None,
         training=None,
     ):
-        if cache is not None or self.capture_attention or positions is not None:
+        if cache is not None or self.capture_attention:
             return super().call(
                 x,
                 positions=positions,
@@ -120,9 +121,9 @@ class BlockSparseAttention(MultiHeadAttention):
             )
         if context is not None or context_kv is not None:
             raise ValueError("block_sparse attention cannot take a context")
-        return self._blocked(x, padding_mask, positional, training)
+        return self._blocked(x, positions, padding_mask, positional, training)
 
-    def _blocked(self, x, padding_mask, positional, training):
+    def _blocked(self, x, positions, padding_mask, positional, training):
         h, kvh, dh = self.num_heads, self.num_kv_heads, self.head_dim
         g = h // kvh
         bs, lb, gb = self.block_size, self.local_blocks, self.global_blocks
@@ -130,7 +131,10 @@ class BlockSparseAttention(MultiHeadAttention):
         b, t = shape[0], shape[1]
         n = (t + bs - 1) // bs  # blocks
         tp = n * bs
-        positions = tf.range(t)
+        # Without a cache the tokens are positions 0..T-1 (what backbones pass); the positions
+        # given are what rotary encodings see.
+        if positions is None:
+            positions = tf.range(t)
 
         qkv = self.qkv_proj(x)  # (B, T, (H + 2 Hkv) * Dh)
         q, k, v = tf.split(qkv, [h * dh, kvh * dh, kvh * dh], axis=-1)
