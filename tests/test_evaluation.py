@@ -218,7 +218,7 @@ def test_attention_maps_are_causal_distributions(tiny, tmp_path):
 
 def test_evaluate_and_scaling_commands(tiny, tmp_path):
     from tfllm.config import compose
-    from tfllm.pretrained.convert import write_checkpoint
+    from tfllm.runs import write_checkpoint
 
     model, tokenizer = tiny
     cfg = compose("config", ["run_dir=x", "positional=rope", "model=tiny"])
@@ -326,7 +326,7 @@ def test_scaling_fit_reads_a_sweep_of_runs(tmp_path, capsys):
     from tfllm.cli import scaling_command
     from tfllm.config import compose
     from tfllm.models.builder import build_model
-    from tfllm.pretrained.convert import write_checkpoint
+    from tfllm.runs import write_checkpoint
 
     tokenizer = CharTokenizer()
     tokenizer.adapt([TEXT])

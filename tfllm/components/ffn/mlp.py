@@ -6,7 +6,16 @@ import keras
 
 from tfllm.registry import register
 
-_ACTIVATIONS = ("relu", "gelu", "gelu_approximate", "silu")
+ACTIVATIONS = ("relu", "gelu", "gelu_approximate", "silu")
+
+
+def activate(h, activation: str):
+    """One of `ACTIVATIONS` applied to `h` (`gelu_approximate` is GPT-2's tanh form)."""
+    if activation == "gelu_approximate":
+        return keras.activations.gelu(h, approximate=True)
+    if activation == "gelu":
+        return keras.activations.gelu(h, approximate=False)
+    return keras.activations.get(activation)(h)
 
 
 @register("ffn", "mlp")
@@ -46,8 +55,8 @@ class MLP(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {_ACTIVATIONS}, got '{activation}'")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got '{activation}'")
         if intermediate_dim <= 0:
             raise ValueError(f"intermediate_dim must be positive, got {intermediate_dim}")
         self.hidden_dim = hidden_dim
@@ -83,13 +92,7 @@ class MLP(keras.layers.Layer):
         self.built = True
 
     def call(self, x):
-        h = self.up(x)  # (B, T, I)
-        if self.activation == "gelu_approximate":
-            h = keras.activations.gelu(h, approximate=True)
-        elif self.activation == "gelu":
-            h = keras.activations.gelu(h, approximate=False)
-        else:
-            h = keras.activations.get(self.activation)(h)
+        h = activate(self.up(x), self.activation)  # (B, T, I)
         return self.down(h)  # (B, T, D)
 
     def compute_output_shape(self, input_shape):

@@ -7,10 +7,10 @@ import math
 import keras
 import tensorflow as tf
 
+from tfllm.components.ffn.mlp import ACTIVATIONS, activate
 from tfllm.registry import register
 
 _EXPERTS = ("swiglu", "mlp")
-_ACTIVATIONS = ("relu", "gelu", "gelu_approximate", "silu")
 
 
 @register("ffn", "moe")
@@ -97,8 +97,8 @@ class MixtureOfExperts(keras.layers.Layer):
             )
         if expert not in _EXPERTS:
             raise ValueError(f"expert must be one of {_EXPERTS}, got '{expert}'")
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {_ACTIVATIONS}, got '{activation}'")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got '{activation}'")
         if aux_loss_weight < 0 or router_z_loss_weight < 0:
             raise ValueError(
                 "aux_loss_weight and router_z_loss_weight must be >= 0, got "
@@ -164,12 +164,8 @@ class MixtureOfExperts(keras.layers.Layer):
         if self.expert == "swiglu":
             gate, up = tf.split(h, 2, axis=-1)  # (E, C, I) each
             h = tf.nn.silu(gate) * up
-        elif self.activation == "gelu_approximate":
-            h = keras.activations.gelu(h, approximate=True)
-        elif self.activation == "gelu":
-            h = keras.activations.gelu(h, approximate=False)
         else:
-            h = keras.activations.get(self.activation)(h)
+            h = activate(h, self.activation)
         out = tf.einsum("eci,eid->ecd", h, tf.cast(self.expert_out, h.dtype))  # (E, C, D)
         if self.use_bias:
             out = out + tf.cast(self.expert_out_bias, out.dtype)[:, None, :]
