@@ -776,3 +776,19 @@ def test_an_int8_quantized_run_exports_and_serves_its_own_completions(exported, 
         channel.close()
     served = [c.decode("utf-8") for c in apis_ndarray(reply.outputs["completions"])]
     assert served == expected
+
+
+def test_an_export_stores_every_weight_once(exported, in_process):
+    import tensorflow as tf
+
+    from tfllm.compression.quantize import weight_bytes
+
+    _, _, model_dir, _ = exported
+    reader = tf.train.load_checkpoint(str(model_dir / "1" / "variables" / "variables"))
+    stored = sum(
+        reader.get_tensor(name).nbytes
+        for name in reader.get_variable_to_shape_map()
+        if name != "_CHECKPOINTABLE_OBJECT_GRAPH" and not name.startswith("tokenizer")
+    )
+    # The Keras model is not tracked a second time beside the variables list.
+    assert stored <= weight_bytes(in_process[0]) * 1.01

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
+from tensorflow.python.trackable.data_structures import NoDependency
 
 from tfllm.generation.decoder import GenerationConfig, decode_loop
 
@@ -101,9 +102,10 @@ class CausalLMServing(tf.Module):
         super().__init__(name="tfllm_causal_lm")
         from tfllm.training.checkpoint import model_variables
 
-        self._model = model
+        # Variables are tracked directly; the Keras model is held out of tf.Module's tracking,
+        # which would write every weight a second time (its Keras variable wrappers).
+        self._model = NoDependency(model)
         self.tokenizer = tokenizer
-        # Variables are tracked directly: tracking the Keras model would write them twice.
         self.model_variables = list(model_variables(model).values())
         self.settings = settings
         self.safety = settings.safety_filter()
@@ -294,7 +296,7 @@ class EmbeddingServing(tf.Module):
         super().__init__(name="tfllm_embedding")
         from tfllm.training.checkpoint import model_variables
 
-        self._model = model
+        self._model = NoDependency(model)  # tracked through model_variables only
         self.tokenizer = tokenizer
         self.model_variables = list(model_variables(model).values())
         self.max_length = int(
