@@ -136,15 +136,7 @@ class BlockSparseAttention(MultiHeadAttention):
         if positions is None:
             positions = tf.range(t)
 
-        qkv = self.qkv_proj(x)  # (B, T, (H + 2 Hkv) * Dh)
-        q, k, v = tf.split(qkv, [h * dh, kvh * dh, kvh * dh], axis=-1)
-        q = tf.reshape(q, [b, t, h, dh])
-        k = tf.reshape(k, [b, t, kvh, dh])
-        v = tf.reshape(v, [b, t, kvh, dh])
-        if positional is not None:
-            q = positional.rotate_query(q, positions)
-            k = positional.rotate_key(k, positions)
-        unpadded = (q, k, v)  # (B, T, heads, Dh)
+        unpadded = self.project(x, positions, positional)  # (B, T, heads, Dh)
         pad = [[0, 0], [0, tp - t], [0, 0], [0, 0]]
         q, k, v = (tf.pad(a, pad) for a in unpadded)  # (B, Tp, heads, Dh)
         q = tf.reshape(q, [b, n, bs, kvh, g, dh])

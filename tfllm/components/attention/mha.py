@@ -218,21 +218,12 @@ class MultiHeadAttention(keras.layers.Layer):
             return self._attend_context(x, context_kv, context_mask, training)
         if context is not None or context_kv is not None:
             raise ValueError("this attention layer has cross=False: it cannot take a context")
-        h, kvh, dh = self.num_heads, self.num_kv_heads, self.head_dim
-        shape = tf.shape(x)
-        b, t = shape[0], shape[1]
+        t = tf.shape(x)[1]
         start = tf.constant(0, "int32") if cache_index is None else tf.cast(cache_index, "int32")
         if positions is None:
             positions = start + tf.range(t)  # (T,)
 
-        qkv = self.qkv_proj(x)  # (B, T, (H + 2 Hkv) * Dh)
-        q, k, v = tf.split(qkv, [h * dh, kvh * dh, kvh * dh], axis=-1)
-        q = tf.reshape(q, [b, t, h, dh])  # (B, T, H, Dh)
-        k = tf.reshape(k, [b, t, kvh, dh])  # (B, T, Hkv, Dh)
-        v = tf.reshape(v, [b, t, kvh, dh])
-        if positional is not None:
-            q = positional.rotate_query(q, positions)
-            k = positional.rotate_key(k, positions)
+        q, k, v = self.project(x, positions, positional)  # (B, T, heads, Dh)
         q = tf.transpose(q, [0, 2, 1, 3])  # (B, H, T, Dh)
         k = tf.transpose(k, [0, 2, 1, 3])  # (B, Hkv, T, Dh)
         v = tf.transpose(v, [0, 2, 1, 3])
@@ -264,6 +255,21 @@ class MultiHeadAttention(keras.layers.Layer):
         if cache is not None:
             return out, (k, v)
         return out
+
+    def project(self, x, positions, positional=None):
+        """Queries `(B, T, H, Dh)`, keys and values `(B, T, Hkv, Dh)` of `x` `(B, T, D)`, with
+        the positional rotation applied at `positions` `(T,)`."""
+        h, kvh, dh = self.num_heads, self.num_kv_heads, self.head_dim
+        b, t = tf.shape(x)[0], tf.shape(x)[1]
+        qkv = self.qkv_proj(x)  # (B, T, (H + 2 Hkv) * Dh)
+        q, k, v = tf.split(qkv, [h * dh, kvh * dh, kvh * dh], axis=-1)
+        q = tf.reshape(q, [b, t, h, dh])  # (B, T, H, Dh)
+        k = tf.reshape(k, [b, t, kvh, dh])  # (B, T, Hkv, Dh)
+        v = tf.reshape(v, [b, t, kvh, dh])
+        if positional is not None:
+            q = positional.rotate_query(q, positions)
+            k = positional.rotate_key(k, positions)
+        return q, k, v
 
     def allowed(self, query_positions, key_positions):
         """Which keys each query may see: `(Tq,)` and `(Tk,)` positions to `(Tq, Tk)` bool
