@@ -564,7 +564,11 @@ def serve_job(cfg: Any) -> None:
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
-    stopping.wait()
+    # Wake up now and then: a signal the kernel hands to one of gRPC's threads only runs its
+    # Python handler when the main thread next executes bytecode, so an untimed wait could
+    # sleep through SIGTERM (seen in CI: a server that never stopped).
+    while not stopping.wait(0.5):
+        pass
     server.stop()
     print("server stopped", flush=True)
 
