@@ -1,13 +1,23 @@
 """nanoGPT's shakespeare_char baby run: tfllm against keras-hub and a PyTorch GPT-2, one run.
 
     pip install -e ".[bench]"
-    python benchmarks/shakespeare_char.py [--steps 2000] [--data ../shared/data/tinyshakespeare.txt]
+    python benchmarks/shakespeare_char.py [--steps 2000] [--repeats 3] [--data PATH]
 
 Every contender trains the same shape (4 layers, 4 heads, width 128, block 64, batch 12) on the
-same batches in the same order (tfllm's deterministic TextDataset), with the same optimizer
+same batches in the same order (built by tfllm's TextDataset from the composed
+`experiment=shakespeare_char` config, so nanoGPT's random windows), with the same optimizer
 (AdamW, beta2 0.99, weight decay 0.1 on matrices, clip 1.0, warmup 100 then cosine 1e-3 to
 1e-4), and is evaluated on every validation block. Each runs in its own process, so peak RSS is
-its own. Prints a Markdown table and writes it (and JSON) to benchmarks/results/.
+its own.
+
+Repeat r uses seed r for every contender (initial weights and batches), and the contenders'
+order rotates from one repeat to the next, so a slow minute of the machine does not fall on one
+contender. The table gives each contender's validation loss as mean and spread over the seeds,
+and its median tokens/s; the ratios are medians of the per-repeat ratios. For the tfllm rows it
+also gives nanoGPT's own estimator of the validation loss (the mean over 20 batches of 12 random
+windows, as `estimate_loss` with `--eval_iters=20` computes it): its mean and 5-95% range over
+many draws, which is the spread of the single number nanoGPT prints.
+Prints Markdown tables and writes them (and JSON) to benchmarks/results/.
 
 Contenders:
 - tfllm: `tfllm train experiment=shakespeare_char` (the real CLI), XLA train step.
@@ -25,6 +35,8 @@ import math
 import os
 import platform
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,17 +74,23 @@ def lr_at(step: int, steps: int) -> float:
 
 
 # ----- shared data ---------------------------------------------------------------------------
-def make_batches(data: str, steps: int):
-    """The exact batches tfllm trains on, and every validation block, as numpy arrays."""
+def experiment_overrides(data: str, seed: int) -> list[str]:
+    return ["experiment=shakespeare_char", f"data.path={data}", f"seed={seed}"]
+
+
+def make_batches(data: str, steps: int, seed: int):
+    """The exact batches `tfllm train` makes for this seed, and every validation block."""
     import numpy as np
     import tensorflow as tf
 
-    from tfllm.components.tokenizers.char import CharTokenizer
-    from tfllm.data.text import TextDataset
+    from tfllm import registry
+    from tfllm.config import compose
+    from tfllm.models.builder import build_tokenizer
 
-    ds = TextDataset(path=data, sequence_length=SHAPE["block"], batch_size=SHAPE["batch"])
+    cfg = compose("config", [*experiment_overrides(data, seed), "run_dir=unused"])
+    ds = registry.build("dataset", cfg["data"], key="data")
     train_docs, _ = ds.texts()
-    tok = CharTokenizer()
+    tok = build_tokenizer(cfg)
     tok.adapt(train_docs)
     splits = ds.token_splits(tok)
     ctx = tf.distribute.InputContext(1, 0, 1)
@@ -84,21 +102,42 @@ def make_batches(data: str, steps: int):
     return train, labels, val, tok.vocabulary_size
 
 
+def nanogpt_estimates(model, tokenizer, cfg: dict, draws: int) -> list[float]:
+    """nanoGPT's `estimate_loss` on the validation split (20 batches of 12 windows at random
+    positions), drawn `draws` times: the spread of the one number nanoGPT reports."""
+    import numpy as np
+    import tensorflow as tf
+
+    from tfllm import registry
+
+    val = registry.build("dataset", cfg["data"], key="data").token_splits(tokenizer).val
+    t, b, iters = SHAPE["block"], SHAPE["batch"], 20
+    rng = np.random.default_rng(1234)
+    logits_of = tf.function(lambda x: model(x, training=False))
+    out = []
+    for _ in range(draws):
+        starts = rng.integers(0, len(val) - t, size=iters * b)
+        windows = val[starts[:, None] + np.arange(t + 1)[None, :]]  # (20 * 12, T + 1)
+        logits = logits_of(tf.constant(windows[:, :-1]))
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=windows[:, 1:], logits=logits)
+        out.append(float(tf.reduce_mean(ce)))
+    return out
+
+
 def model_flops_per_token(params: int) -> float:
     s = SHAPE
     return 6 * params + 12 * s["layers"] * s["block"] * s["width"]
 
 
 # ----- contenders ----------------------------------------------------------------------------
-def run_tfllm(args, extra: list[str]) -> dict:
+def run_tfllm(args, seed: int, extra: list[str]) -> dict:
     run_dir = tempfile.mkdtemp(prefix="tfllm-bench-")
     cmd = [
         sys.executable,
         "-m",
         "tfllm.cli",
         "train",
-        "experiment=shakespeare_char",
-        f"data.path={args.data}",
+        *experiment_overrides(args.data, seed),
         f"run_dir={run_dir}",
         f"trainer.max_steps={args.steps}",
         f"trainer.eval_every={args.steps}",
@@ -114,10 +153,13 @@ def run_tfllm(args, extra: list[str]) -> dict:
         m = json.load(f)
     from tfllm.runs import load_run
 
-    model, _, _ = load_run(run_dir)
+    model, tokenizer, cfg = load_run(run_dir)
     params = sum(int(v.numpy().size) for v in model.trainable_weights)
+    estimates = nanogpt_estimates(model, tokenizer, cfg, args.draws) if args.draws else []
+    shutil.rmtree(run_dir, ignore_errors=True)
     return {
         "val_loss": m["val_loss"],
+        "nanogpt_estimates": estimates,
         "wall_s": wall,
         "tokens_per_sec": m["mean_tokens_per_sec"],
         "peak_rss_mb": m["peak_rss_mb"],
@@ -131,8 +173,8 @@ def child_keras_hub(args) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    train, labels, val, vocab = make_batches(args.data, args.steps)
-    keras.utils.set_random_seed(0)
+    train, labels, val, vocab = make_batches(args.data, args.steps, args.seed)
+    keras.utils.set_random_seed(args.seed)
     s = SHAPE
     backbone = keras_hub.models.GPT2Backbone(
         vocabulary_size=vocab,
@@ -194,8 +236,8 @@ def child_torch(args) -> dict:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    train, labels, val, vocab = make_batches(args.data, args.steps)
-    torch.manual_seed(0)
+    train, labels, val, vocab = make_batches(args.data, args.steps, args.seed)
+    torch.manual_seed(args.seed)
     torch.set_num_threads(os.cpu_count() or 2)
     s = SHAPE
     config = GPT2Config(
@@ -287,7 +329,7 @@ def child_peak(args) -> dict:
 CHILDREN = {"keras_hub": child_keras_hub, "torch": child_torch, "peak": child_peak}
 
 
-def run_child(name: str, args) -> dict:
+def run_child(name: str, args, seed: int = 0) -> dict:
     out = tempfile.mktemp(suffix=".json")
     cmd = [
         sys.executable,
@@ -300,15 +342,134 @@ def run_child(name: str, args) -> dict:
         str(args.steps),
         "--data",
         args.data,
+        "--seed",
+        str(seed),
     ]
     subprocess.run(cmd, check=True, cwd=REPO)
     with open(out) as f:
         return json.load(f)
 
 
+BASE = "tfllm (learned, mlp, layernorm)"
+CONTENDERS = {
+    "tfllm": BASE,
+    "stretch": "tfllm rope+swiglu+rmsnorm",
+    "keras_hub": "keras-hub GPT2Backbone (fit, XLA)",
+    "torch": "transformers GPT2LMHeadModel (torch)",
+}
+STRETCH = ["positional=rope", "ffn=swiglu", "norm=rmsnorm", "model.intermediate_dim=344"]
+
+
+def run_contender(key: str, args, seed: int) -> dict:
+    if key == "tfllm":
+        return run_tfllm(args, seed, [])
+    if key == "stretch":
+        return run_tfllm(args, seed, STRETCH)
+    return run_child(key, args, seed)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def summarize(runs: dict[str, list[dict]], peak_gflops: float) -> dict[str, dict]:
+    out = {}
+    for name, rs in runs.items():
+        losses = [r["val_loss"] for r in rs]
+        speeds = [r["tokens_per_sec"] for r in rs]
+        params = rs[0]["params"]
+        median_speed = statistics.median(speeds)
+        estimates = [e for r in rs for e in r.get("nanogpt_estimates", [])]
+        out[name] = {
+            "params": params,
+            "val_loss_mean": statistics.fmean(losses),
+            "val_loss_sd": statistics.stdev(losses) if len(losses) > 1 else 0.0,
+            "val_loss_min": min(losses),
+            "tokens_per_sec_median": median_speed,
+            "tokens_per_sec_min": min(speeds),
+            "tokens_per_sec_max": max(speeds),
+            "wall_s_median": statistics.median(r["wall_s"] for r in rs),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
+            "mfu": median_speed * model_flops_per_token(params) / (peak_gflops * 1e9),
+        }
+        if estimates:
+            out[name]["nanogpt_estimate_mean"] = statistics.fmean(estimates)
+            out[name]["nanogpt_estimate_p05"] = percentile(estimates, 0.05)
+            out[name]["nanogpt_estimate_p95"] = percentile(estimates, 0.95)
+            out[name]["nanogpt_estimate_min"] = min(estimates)
+    return out
+
+
+def report(
+    args, peak: dict, runs: dict[str, list[dict]], seeds: list[int]
+) -> tuple[str, dict[str, dict]]:
+    peak_gflops = max(peak.values())
+    summary = summarize(runs, peak_gflops)
+    n = len(seeds)
+    lines = [
+        f"# shakespeare_char, {args.steps} steps (batch 12 x 64, 4x128, 4 heads), "
+        f"{n} seed{'s' if n > 1 else ''}",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}. Matmul peak (fp32, 2048^3): "
+        + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()),
+        "",
+        "| contender | params | val loss, mean ± sd | best seed | nanoGPT estimator, "
+        "mean [5%, 95%] | median wall s | median tokens/s [min, max] | MFU | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in summary.items():
+        estimator = (
+            f"{r['nanogpt_estimate_mean']:.4f} [{r['nanogpt_estimate_p05']:.4f}, "
+            f"{r['nanogpt_estimate_p95']:.4f}]"
+            if "nanogpt_estimate_mean" in r
+            else "-"
+        )
+        lines.append(
+            f"| {name} | {r['params']:,} | {r['val_loss_mean']:.4f} ± {r['val_loss_sd']:.4f} | "
+            f"{r['val_loss_min']:.4f} | {estimator} | {r['wall_s_median']:.0f} | "
+            f"{r['tokens_per_sec_median']:,.0f} [{r['tokens_per_sec_min']:,.0f}, "
+            f"{r['tokens_per_sec_max']:,.0f}] | {r['mfu']:.1%} | {r['peak_rss_mb']:.0f} |"
+        )
+    lines += ["", "Per seed: val loss / tokens/s", ""]
+    names = list(runs)
+    lines.append("| seed | " + " | ".join(names) + " |")
+    lines.append("|---" * (len(names) + 1) + "|")
+    for i, seed in enumerate(seeds):
+        cells = [
+            f"{runs[k][i]['val_loss']:.4f} / {runs[k][i]['tokens_per_sec']:,.0f}" for k in names
+        ]
+        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+    if BASE in runs:
+        lines.append("")
+        for name in names:
+            if name == BASE:
+                continue
+            ratios = [
+                a["tokens_per_sec"] / b["tokens_per_sec"]
+                for a, b in zip(runs[BASE], runs[name], strict=True)
+            ]
+            lines.append(
+                f"- tfllm tokens/s / {name}: median {statistics.median(ratios):.2f}x "
+                f"(per repeat: {', '.join(f'{x:.2f}' for x in ratios)})"
+            )
+    lines += [
+        "",
+        "tokens/s excludes the first 50 steps (tracing, compilation) and evaluation. Repeat r "
+        "trains every contender with seed r; the order of the contenders rotates each repeat. "
+        "The nanoGPT estimator column: "
+        f"{args.draws} draws per seed of the mean loss over 20 batches of 12 random validation "
+        "windows (nanoGPT `--eval_iters=20`).",
+    ]
+    return "\n".join(lines), summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3, help="seeds 0 .. repeats-1")
+    parser.add_argument("--draws", type=int, default=100, help="nanoGPT estimator draws")
     parser.add_argument("--spe", type=int, default=50, help="tfllm steps_per_execution")
     parser.add_argument(
         "--data", default=os.path.join(REPO, "..", "shared", "data", "tinyshakespeare.txt")
@@ -316,6 +477,7 @@ def main() -> None:
     parser.add_argument("--only", default="tfllm,stretch,keras_hub,torch")
     parser.add_argument("--child")
     parser.add_argument("--out")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     args.data = os.path.abspath(args.data)
     if args.child:
@@ -324,51 +486,23 @@ def main() -> None:
         return
 
     peak = run_child("peak", args)
-    peak_gflops = max(peak.values())
-    rows = {}
-    wanted = args.only.split(",")
-    if "tfllm" in wanted:
-        rows["tfllm (learned, mlp, layernorm)"] = run_tfllm(args, [])
-    if "stretch" in wanted:
-        rows["tfllm rope+swiglu+rmsnorm"] = run_tfllm(
-            args, ["positional=rope", "ffn=swiglu", "norm=rmsnorm", "model.intermediate_dim=344"]
-        )
-    if "keras_hub" in wanted:
-        rows["keras-hub GPT2Backbone (fit, XLA)"] = run_child("keras_hub", args)
-    if "torch" in wanted:
-        try:
-            rows["transformers GPT2LMHeadModel (torch)"] = run_child("torch", args)
-        except subprocess.CalledProcessError as e:
-            print(f"torch peer failed ({e}); install the bench extra", file=sys.stderr)
-    lines = [
-        f"# shakespeare_char, {args.steps} steps (batch 12 x 64, 4x128, 4 heads)",
-        "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"{platform.python_version()}. Matmul peak (fp32, 2048^3): "
-        + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items()),
-        "",
-        "| contender | params | val loss | wall s | tokens/s | MFU | peak RSS MB |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, r in rows.items():
-        mfu = r["tokens_per_sec"] * model_flops_per_token(r["params"]) / (peak_gflops * 1e9)
-        r["mfu"] = mfu
-        lines.append(
-            f"| {name} | {r['params']:,} | {r['val_loss']:.4f} | {r['wall_s']:.0f} | "
-            f"{r['tokens_per_sec']:,.0f} | {mfu:.1%} | {r['peak_rss_mb']:.0f} |"
-        )
-    base = rows.get("tfllm (learned, mlp, layernorm)")
-    if base:
-        lines.append("")
-        for name, r in rows.items():
-            if r is not base:
-                lines.append(
-                    f"- tfllm tokens/s / {name}: "
-                    f"{base['tokens_per_sec'] / r['tokens_per_sec']:.2f}x"
-                )
-    lines.append("")
-    lines.append("tokens/s excludes the first 50 steps (tracing, compilation) and evaluation.")
-    table = "\n".join(lines)
+    wanted = [k for k in CONTENDERS if k in args.only.split(",")]
+    seeds = list(range(args.repeats))
+    runs: dict[str, list[dict]] = {CONTENDERS[k]: [] for k in wanted}
+    for seed in seeds:
+        shift = seed % len(wanted)
+        for key in wanted[shift:] + wanted[:shift]:
+            try:
+                r = run_contender(key, args, seed)
+            except subprocess.CalledProcessError as e:
+                sys.exit(f"{CONTENDERS[key]} failed ({e}); install the bench extra")
+            runs[CONTENDERS[key]].append(r)
+            print(
+                f"seed {seed} {CONTENDERS[key]}: val loss {r['val_loss']:.4f}, "
+                f"{r['tokens_per_sec']:,.0f} tokens/s",
+                flush=True,
+            )
+    table, summary = report(args, peak, runs, seeds)
     print(table)
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "shakespeare_char.md"), "w") as f:
@@ -379,7 +513,11 @@ def main() -> None:
             + "`\n"
         )
     with open(os.path.join(RESULTS, "shakespeare_char.json"), "w") as f:
-        json.dump({"peak": peak, "rows": rows, "steps": args.steps}, f, indent=1)
+        json.dump(
+            {"peak": peak, "steps": args.steps, "seeds": seeds, "runs": runs, "summary": summary},
+            f,
+            indent=1,
+        )
 
 
 if __name__ == "__main__":
