@@ -228,11 +228,8 @@ class BlockSparseAttention(MultiHeadAttention):
     def _global_rows(self, q, k, v, global_len, padding_mask, positional, training):
         """Outputs `(B, Gl, H*Dh)` (before the output projection) of the global queries
         against every key; `q`, `k`, `v` are the rotated `(B, T, heads, Dh)` projections."""
-        h, kvh, dh = self.num_heads, self.num_kv_heads, self.head_dim
-        b, t = tf.shape(k)[0], tf.shape(k)[1]
-        positions = tf.range(t)
-        q = q[:, :global_len]
-        q = tf.transpose(q, [0, 2, 1, 3])  # (B, H, Gl, Dh)
+        positions = tf.range(tf.shape(k)[1])
+        q = tf.transpose(q[:, :global_len], [0, 2, 1, 3])  # (B, H, Gl, Dh)
         k = tf.transpose(k, [0, 2, 1, 3])  # (B, Hkv, T, Dh)
         v = tf.transpose(v, [0, 2, 1, 3])
         scores = self._scores(q, k)  # (B, H, Gl, T)
@@ -243,12 +240,7 @@ class BlockSparseAttention(MultiHeadAttention):
         if padding_mask is not None:
             keys_ok = tf.cast(padding_mask, tf.bool)[:, None, None, :]
             scores = tf.where(keys_ok, scores, _MASKED)
-        probs = tf.nn.softmax(scores, axis=-1)
-        probs = self.attention_dropout(tf.cast(probs, self.compute_dtype), training=training)
-        probs = tf.reshape(probs, [b, kvh, (h // kvh) * global_len, t])
-        out = tf.matmul(probs, tf.cast(v, probs.dtype))  # (B, Hkv, G*Gl, Dh)
-        out = tf.reshape(out, [b, h, global_len, dh])
-        return tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [b, global_len, h * dh])
+        return self._attend_values(scores, v, training)  # (B, Gl, H*Dh)
 
     def _grouped_bias(self, bias):
         """A bias `(H or 1, ...)` regrouped as `(Hkv or 1, G or 1, ...)` to match the

@@ -297,6 +297,11 @@ class MultiHeadAttention(keras.layers.Layer):
     def _mix_values(self, scores, v, training):
         """Softmax of masked `scores` `(B, H, T, S)` over values `(B, Hkv, S, Dh)`, projected
         back to `(B, T, hidden_dim)`."""
+        return self.out_proj(self._attend_values(scores, v, training))  # (B, T, D)
+
+    def _attend_values(self, scores, v, training):
+        """Softmax of masked `scores` `(B, H, T, S)` over values `(B, Hkv, S, Dh)`: the heads'
+        outputs `(B, T, H * Dh)`, before the output projection."""
         h, kvh, dh = self.num_heads, self.num_kv_heads, self.head_dim
         shape = tf.shape(scores)
         b, t, s = shape[0], shape[2], shape[3]
@@ -307,8 +312,7 @@ class MultiHeadAttention(keras.layers.Layer):
         probs = tf.reshape(probs, [b, kvh, (h // kvh) * t, s])  # (B, Hkv, G*T, S)
         out = tf.matmul(probs, tf.cast(v, probs.dtype))  # (B, Hkv, G*T, Dh)
         out = tf.reshape(out, [b, h, t, dh])  # (B, H, T, Dh)
-        out = tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [b, t, h * dh])  # (B, T, H*Dh)
-        return self.out_proj(out)  # (B, T, D)
+        return tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [b, t, h * dh])  # (B, T, H*Dh)
 
     def _attend_context(self, x, context_kv, context_mask, training):
         h, dh = self.num_heads, self.head_dim
