@@ -212,6 +212,43 @@ def test_sentence_embedding_task_harness(pooling):
     np.testing.assert_allclose(np.linalg.norm(out, axis=-1), 1.0, rtol=1e-5)
 
 
+# Every task built on `TaskModel`: its backbone kind, its own arguments, its head's default.
+TASKS = {
+    "causal_lm": ("decoder", {}, "lm"),
+    "sft": ("decoder", {}, "lm"),
+    "masked_lm": ("encoder", {"special_tokens": {"mask": 4, "pad": 0}}, "lm"),
+    "classify": ("encoder", {"labels": ["neg", "pos"]}, "classification"),
+    "token_classify": ("encoder", {"labels": ["O", "B", "I"]}, "token_classification"),
+    "reward": ("decoder", {}, "scalar"),
+    "extractive_qa": ("encoder", {"max_answer_length": 4}, "span"),
+    "seq2seq": ("encoder_decoder", {"special_tokens": {"eos": 1}}, "lm"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_tasks_take_their_default_head_and_round_trip(name, tmp_path):
+    import keras
+
+    kind, kwargs, default_head = TASKS[name]
+    backbone = registry.build(
+        "model",
+        {"name": kind, "num_layers": 1, "hidden_dim": 16, "num_heads": 2},
+        {"vocabulary_size": 40, "max_sequence_length": 12},
+    )
+    # The config's default head group names the LM head; a task with its own head replaces it.
+    task = registry.get("task", name)(backbone, head={"name": "lm"}, **kwargs)
+    assert task.head_spec == {"name": default_head}
+    assert (task.vocabulary_size, task.max_sequence_length) == (40, 12)
+    inputs = (IDS, IDS[:, :4]) if kind == "encoder_decoder" else (IDS,)
+    out = keras.ops.convert_to_numpy(task(*inputs))
+    path = str(tmp_path / f"{name}.keras")
+    task.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded) is type(task)
+    assert loaded.get_config() == task.get_config()
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(*inputs)), out)
+
+
 LAYER_KINDS = ("positional", "attention", "ffn", "norm", "head", "model")
 
 

@@ -9,6 +9,7 @@ import keras
 import tensorflow as tf
 
 from tfllm import registry
+from tfllm.models.arguments import check_backbone_arguments
 from tfllm.models.block import TransformerBlock
 
 
@@ -76,17 +77,14 @@ class DecoderBackbone(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for key, value in (
-            ("vocabulary_size", vocabulary_size),
-            ("num_layers", num_layers),
-            ("hidden_dim", hidden_dim),
-            ("num_heads", num_heads),
-            ("max_sequence_length", max_sequence_length),
-        ):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{key} must be a positive integer, got {value!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        check_backbone_arguments(
+            dropout,
+            vocabulary_size=vocabulary_size,
+            num_layers=num_layers,
+            hidden_dim=hidden_dim,
+            num_heads=num_heads,
+            max_sequence_length=max_sequence_length,
+        )
         self.vocabulary_size = vocabulary_size
         self.num_layers = num_layers
         self.hidden_dim = hidden_dim

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
 import tensorflow as tf
 
 from tfllm import registry
+from tfllm.tasks.base import TaskModel
 
 
 @registry.register("task", "causal_lm")
-class CausalLM(keras.Model):
+class CausalLM(TaskModel):
     """A decoder backbone with an LM head, trained on next-token cross-entropy.
 
     Args:
@@ -37,34 +37,13 @@ class CausalLM(keras.Model):
     """
 
     def __init__(self, backbone: Any, head: dict[str, Any] | None = None, **kwargs):
-        super().__init__(**kwargs)
-        if isinstance(backbone, dict):
-            backbone = keras.saving.deserialize_keras_object(backbone)
-        if hasattr(backbone, "encode"):
+        super().__init__(backbone, **kwargs)
+        if hasattr(self.backbone, "encode"):
             raise ValueError(
                 "causal_lm needs a decoder-only backbone; an encoder-decoder (t5 presets, "
                 "model=encoder_decoder) trains with task=seq2seq or task=span_corruption"
             )
-        self.backbone = backbone
-        self.head_spec = dict(head or {"name": "lm"})
-        self.head = registry.build(
-            "head",
-            self.head_spec,
-            {"vocabulary_size": backbone.vocabulary_size},
-            key="head",
-            dtype=backbone.dtype_policy,
-            name="lm_head",
-        )
-        self.head.build((None, None, backbone.hidden_dim))
-        self.built = True
-
-    @property
-    def vocabulary_size(self) -> int:
-        return self.backbone.vocabulary_size
-
-    @property
-    def max_sequence_length(self) -> int:
-        return self.backbone.max_sequence_length
+        self.set_head(head, "lm", {"vocabulary_size": self.vocabulary_size}, "lm_head")
 
     def call(self, token_ids, padding_mask=None, training=None):
         hidden = self.backbone(token_ids, padding_mask=padding_mask, training=training)
@@ -93,18 +72,6 @@ class CausalLM(keras.Model):
         weights = batch.get("loss_weights")
         weights = tf.ones_like(ce) if weights is None else tf.cast(weights, ce.dtype)
         return tf.reduce_sum(ce * weights), tf.reduce_sum(weights)
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "backbone": keras.saving.serialize_keras_object(self.backbone),
-            "head": self.head_spec,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
 
 @registry.register("task", "sft")

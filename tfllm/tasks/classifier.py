@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import keras
 import tensorflow as tf
 
 from tfllm import registry
+from tfllm.tasks.base import TaskModel
 
 
 @registry.register("task", "classify")
-class SequenceClassifier(keras.Model):
+class SequenceClassifier(TaskModel):
     """Classifies whole texts: backbone hidden states, pooled by the head, to class logits.
 
     Works with an encoder (pool `cls` or `mean`, as BERT and MiniLM) or a decoder (pool
@@ -51,40 +51,16 @@ class SequenceClassifier(keras.Model):
         labels: Sequence[str] = ("0", "1"),
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        if isinstance(backbone, dict):
-            backbone = keras.saving.deserialize_keras_object(backbone)
+        super().__init__(backbone, **kwargs)
         labels = [str(label) for label in labels]
         if len(set(labels)) != len(labels) or len(labels) < 2:
             raise ValueError(f"labels must be at least two distinct names, got {labels}")
-        self.backbone = backbone
         self.labels = labels
-        head = dict(head or {"name": self.default_head})
-        if head.get("name") == "lm":  # the default head group names the LM head
-            head = {"name": self.default_head}
-        self.head_spec = head
-        self.head = registry.build(
-            "head",
-            head,
-            {"num_classes": len(labels)},
-            key="head",
-            dtype=backbone.dtype_policy,
-            name="classification_head",
-        )
-        self.head.build((None, None, backbone.hidden_dim))
-        self.built = True
+        self.set_head(head, self.default_head, {"num_classes": len(labels)}, "classification_head")
 
     @property
     def num_classes(self) -> int:
         return len(self.labels)
-
-    @property
-    def vocabulary_size(self) -> int:
-        return self.backbone.vocabulary_size
-
-    @property
-    def max_sequence_length(self) -> int:
-        return self.backbone.max_sequence_length
 
     def call(self, token_ids, padding_mask=None, training=None):
         hidden = self.backbone(token_ids, padding_mask=padding_mask, training=training)
@@ -113,18 +89,8 @@ class SequenceClassifier(keras.Model):
         )
         return {"confusion": confusion}
 
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "backbone": keras.saving.serialize_keras_object(self.backbone),
-            "head": self.head_spec,
-            "labels": self.labels,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+    def task_config(self) -> dict[str, Any]:
+        return {"labels": self.labels}
 
 
 @registry.register("task", "token_classify")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
 import tensorflow as tf
 
 from tfllm import registry
+from tfllm.tasks.base import TaskModel
 
 
 def best_spans(logits, context_mask, max_answer_length: int):
@@ -34,7 +34,7 @@ def best_spans(logits, context_mask, max_answer_length: int):
 
 
 @registry.register("task", "extractive_qa")
-class SpanExtractor(keras.Model):
+class SpanExtractor(TaskModel):
     """Finds the answer to a question as a span of the context: the backbone reads
     `[CLS] question [SEP] context [SEP]`, the `span` head scores each token as the start and as
     the end, and training minimizes the mean of the two cross-entropies. Validation reports exact
@@ -72,30 +72,11 @@ class SpanExtractor(keras.Model):
         max_answer_length: int = 30,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        if isinstance(backbone, dict):
-            backbone = keras.saving.deserialize_keras_object(backbone)
+        super().__init__(backbone, **kwargs)
         if max_answer_length < 1:
             raise ValueError(f"max_answer_length must be positive, got {max_answer_length}")
-        self.backbone = backbone
         self.max_answer_length = max_answer_length
-        head = dict(head or {"name": "span"})
-        if head.get("name") == "lm":  # the default head group names the LM head
-            head = {"name": "span"}
-        self.head_spec = head
-        self.head = registry.build(
-            "head", head, {}, key="head", dtype=backbone.dtype_policy, name="span_head"
-        )
-        self.head.build((None, None, backbone.hidden_dim))
-        self.built = True
-
-    @property
-    def vocabulary_size(self) -> int:
-        return self.backbone.vocabulary_size
-
-    @property
-    def max_sequence_length(self) -> int:
-        return self.backbone.max_sequence_length
+        self.set_head(head, "span", name="span_head")
 
     def call(self, token_ids, padding_mask=None, training=None):
         hidden = self.backbone(token_ids, padding_mask=padding_mask, training=training)
@@ -134,15 +115,5 @@ class SpanExtractor(keras.Model):
             "examples": tf.reduce_sum(weights),
         }
 
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "backbone": keras.saving.serialize_keras_object(self.backbone),
-            "head": self.head_spec,
-            "max_answer_length": self.max_answer_length,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+    def task_config(self) -> dict[str, Any]:
+        return {"max_answer_length": self.max_answer_length}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
 import tensorflow as tf
 
 from tfllm import registry
+from tfllm.tasks.base import TaskModel
 
 
 def mask_tokens(
@@ -48,7 +48,7 @@ def mask_tokens(
 
 
 @registry.register("task", "masked_lm")
-class MaskedLM(keras.Model):
+class MaskedLM(TaskModel):
     """An encoder with an LM head, trained to recover masked tokens (BERT's objective).
 
     Each training batch is corrupted in the graph by `mask_tokens` with a stateless seed drawn
@@ -96,9 +96,7 @@ class MaskedLM(keras.Model):
         seed: int = 0,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        if isinstance(backbone, dict):
-            backbone = keras.saving.deserialize_keras_object(backbone)
+        super().__init__(backbone, **kwargs)
         if not 0.0 < mask_rate < 1.0:
             raise ValueError(f"mask_rate must be in (0, 1), got {mask_rate}")
         if replace_rate < 0 or random_rate < 0 or replace_rate + random_rate > 1.0:
@@ -106,33 +104,14 @@ class MaskedLM(keras.Model):
                 f"replace_rate and random_rate must be >= 0 and sum to at most 1, got "
                 f"{replace_rate} and {random_rate}"
             )
-        if getattr(backbone, "causal", False):
+        if getattr(self.backbone, "causal", False):
             raise ValueError("masked_lm needs a bidirectional backbone (model=encoder)")
-        self.backbone = backbone
         self.special_tokens = dict(special_tokens or {})
         self.mask_rate = mask_rate
         self.replace_rate = replace_rate
         self.random_rate = random_rate
         self.seed = seed
-        self.head_spec = dict(head or {"name": "lm"})
-        self.head = registry.build(
-            "head",
-            self.head_spec,
-            {"vocabulary_size": backbone.vocabulary_size},
-            key="head",
-            dtype=backbone.dtype_policy,
-            name="lm_head",
-        )
-        self.head.build((None, None, backbone.hidden_dim))
-        self.built = True
-
-    @property
-    def vocabulary_size(self) -> int:
-        return self.backbone.vocabulary_size
-
-    @property
-    def max_sequence_length(self) -> int:
-        return self.backbone.max_sequence_length
+        self.set_head(head, "lm", {"vocabulary_size": self.vocabulary_size}, "lm_head")
 
     def call(self, token_ids, padding_mask=None, training=None):
         hidden = self.backbone(token_ids, padding_mask=padding_mask, training=training)
@@ -180,19 +159,11 @@ class MaskedLM(keras.Model):
         ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
         return tf.reduce_sum(ce * weights), tf.reduce_sum(weights)
 
-    def get_config(self):
+    def task_config(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "backbone": keras.saving.serialize_keras_object(self.backbone),
-            "head": self.head_spec,
             "special_tokens": self.special_tokens,
             "mask_rate": self.mask_rate,
             "replace_rate": self.replace_rate,
             "random_rate": self.random_rate,
             "seed": self.seed,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

@@ -190,13 +190,7 @@ class ProximalPolicyOptimization(CausalLM):
             if tokenizer is not None
             else None
         )
-        self.value_head = registry.build(
-            "head",
-            {"name": "scalar", "pooling": "none"},
-            dtype=backbone.dtype_policy,
-            name="value_head",
-        )
-        self.value_head.build((None, None, backbone.hidden_dim))
+        self.value_head = self.build_head({"name": "scalar", "pooling": "none"}, None, "value_head")
         self.reference = frozen_reference(self)
         self.kl_coef = self.add_weight(
             name="kl_coef",

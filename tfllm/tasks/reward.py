@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
 import tensorflow as tf
 
 from tfllm import registry
+from tfllm.tasks.base import TaskModel
 
 
 @registry.register("task", "reward")
-class RewardModel(keras.Model):
+class RewardModel(TaskModel):
     """Scores a conversation: the backbone's hidden states pooled by a `scalar` head (the last
     real token by default). Trained on pairs with the Bradley-Terry loss
     `-log sigmoid(r(chosen) - r(rejected))`; validation reports pair accuracy (how often the
@@ -42,27 +42,8 @@ class RewardModel(keras.Model):
     """
 
     def __init__(self, backbone: Any, head: dict[str, Any] | None = None, **kwargs):
-        super().__init__(**kwargs)
-        if isinstance(backbone, dict):
-            backbone = keras.saving.deserialize_keras_object(backbone)
-        self.backbone = backbone
-        head = dict(head or {"name": "scalar"})
-        if head.get("name") == "lm":  # the default head group names the LM head
-            head = {"name": "scalar"}
-        self.head_spec = head
-        self.head = registry.build(
-            "head", head, {}, key="head", dtype=backbone.dtype_policy, name="reward_head"
-        )
-        self.head.build((None, None, backbone.hidden_dim))
-        self.built = True
-
-    @property
-    def vocabulary_size(self) -> int:
-        return self.backbone.vocabulary_size
-
-    @property
-    def max_sequence_length(self) -> int:
-        return self.backbone.max_sequence_length
+        super().__init__(backbone, **kwargs)
+        self.set_head(head, "scalar", name="reward_head")
 
     def call(self, token_ids, padding_mask=None, training=None):
         hidden = self.backbone(token_ids, padding_mask=padding_mask, training=training)
@@ -90,15 +71,3 @@ class RewardModel(keras.Model):
             "margin": tf.reduce_sum((chosen - rejected) * weights),
             "examples": tf.reduce_sum(weights),
         }
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "backbone": keras.saving.serialize_keras_object(self.backbone),
-            "head": self.head_spec,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
 import tensorflow as tf
 
 from tfllm import registry
 from tfllm.components.heads.pooling import POOLINGS, pool
+from tfllm.tasks.base import TaskModel
 
 
 def boundary_ids(tokenizer) -> tuple[int | None, int | None]:
@@ -19,7 +19,7 @@ def boundary_ids(tokenizer) -> tuple[int | None, int | None]:
 
 
 @registry.register("task", "sentence_embedding")
-class SentenceEmbedder(keras.Model):
+class SentenceEmbedder(TaskModel):
     """A backbone whose pooled hidden states embed whole texts (sentence-transformers style).
 
     Args:
@@ -57,24 +57,13 @@ class SentenceEmbedder(keras.Model):
         normalize: bool = True,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(backbone, **kwargs)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got '{pooling}'")
-        if isinstance(backbone, dict):
-            backbone = keras.saving.deserialize_keras_object(backbone)
-        self.backbone = backbone
-        self.head_spec = dict(head) if head else None
+        self.head_spec = dict(head) if head else None  # kept for the config; no head is built
         self.pooling = pooling
         self.normalize = normalize
         self.built = True
-
-    @property
-    def vocabulary_size(self) -> int:
-        return self.backbone.vocabulary_size
-
-    @property
-    def max_sequence_length(self) -> int:
-        return self.backbone.max_sequence_length
 
     def call(self, token_ids, padding_mask=None, training=None):
         hidden = self.backbone(token_ids, padding_mask=padding_mask, training=training)
@@ -111,16 +100,5 @@ class SentenceEmbedder(keras.Model):
             out.append(self(token_ids, padding_mask=mask).numpy())
         return np.concatenate(out) if out else np.zeros((0, self.backbone.hidden_dim), np.float32)
 
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "backbone": keras.saving.serialize_keras_object(self.backbone),
-            "head": self.head_spec,
-            "pooling": self.pooling,
-            "normalize": self.normalize,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+    def task_config(self) -> dict[str, Any]:
+        return {"pooling": self.pooling, "normalize": self.normalize}

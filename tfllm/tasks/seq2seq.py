@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
 import tensorflow as tf
 
 from tfllm import registry
+from tfllm.tasks.base import TaskModel
 
 
 def shift_right(labels, start_id: int):
@@ -46,7 +46,7 @@ class BoundDecoder:
 
 
 @registry.register("task", "seq2seq")
-class Seq2SeqLM(keras.Model):
+class Seq2SeqLM(TaskModel):
     """An encoder-decoder backbone with an LM head, trained on target-token cross-entropy.
 
     Batches hold `encoder_ids`, `encoder_mask`, `labels` (the target ids, eos included) and
@@ -85,38 +85,18 @@ class Seq2SeqLM(keras.Model):
         special_tokens: dict[str, int] | None = None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        if isinstance(backbone, dict):
-            backbone = keras.saving.deserialize_keras_object(backbone)
+        super().__init__(backbone, **kwargs)
+        backbone = self.backbone
         if not hasattr(backbone, "encode") or not hasattr(backbone, "decode"):
             raise ValueError(
                 f"{self._task_name()} needs an encoder-decoder backbone (model=encoder_decoder or "
                 f"a t5 preset), got {type(backbone).__name__}"
             )
-        self.backbone = backbone
         self.special_tokens = dict(special_tokens or {})
-        self.head_spec = dict(head or {"name": "lm"})
-        self.head = registry.build(
-            "head",
-            self.head_spec,
-            {"vocabulary_size": backbone.vocabulary_size},
-            key="head",
-            dtype=backbone.dtype_policy,
-            name="lm_head",
-        )
-        self.head.build((None, None, backbone.hidden_dim))
-        self.built = True
+        self.set_head(head, "lm", {"vocabulary_size": backbone.vocabulary_size}, "lm_head")
 
     def _task_name(self) -> str:
         return "seq2seq"
-
-    @property
-    def vocabulary_size(self) -> int:
-        return self.backbone.vocabulary_size
-
-    @property
-    def max_sequence_length(self) -> int:
-        return self.backbone.max_sequence_length
 
     @property
     def decoder_start_id(self) -> int:
@@ -163,15 +143,5 @@ class Seq2SeqLM(keras.Model):
         """How many target tokens carry loss in `batch`."""
         return tf.reduce_sum(tf.cast(self.pair_batch(batch)["loss_weights"], tf.float32))
 
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "backbone": keras.saving.serialize_keras_object(self.backbone),
-            "head": self.head_spec,
-            "special_tokens": self.special_tokens,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+    def task_config(self) -> dict[str, Any]:
+        return {"special_tokens": self.special_tokens}
