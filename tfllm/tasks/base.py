@@ -23,12 +23,20 @@ class TaskModel(keras.Model):
 
     Example:
 
+    >>> import numpy as np
     >>> from tfllm.models.decoder import DecoderBackbone
+    >>> class Scorer(TaskModel):
+    ...     def __init__(self, backbone, head=None, **kwargs):
+    ...         super().__init__(backbone, **kwargs)
+    ...         self.set_head(head, "scalar", name="score_head")
+    ...     def call(self, token_ids):
+    ...         return self.head(self.backbone(token_ids))  # (B,)
     >>> backbone = DecoderBackbone(vocabulary_size=50, num_layers=1, hidden_dim=16,
     ...                            num_heads=2, max_sequence_length=16)
-    >>> task = TaskModel(backbone)
-    >>> task.set_head({"name": "scalar"}, default="scalar", name="score_head")
-    >>> TaskModel.from_config(task.get_config()).head_spec
+    >>> scorer = Scorer(backbone, head={"name": "lm"})  # the default head group gives way
+    >>> scorer.head_spec, scorer(np.zeros((2, 8), "int32")).shape
+    ({'name': 'scalar'}, TensorShape([2]))
+    >>> Scorer.from_config(scorer.get_config()).head_spec
     {'name': 'scalar'}
     """
 
