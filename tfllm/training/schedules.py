@@ -85,7 +85,7 @@ class ConstantWithWarmup(keras.optimizers.schedules.LearningRateSchedule):
 
     Example:
 
-    >>> float(ConstantWithWarmup(1e-3, warmup_steps=0)(5))
+    >>> round(float(ConstantWithWarmup(1e-3, warmup_steps=0)(5)), 6)
     0.001
     """
 

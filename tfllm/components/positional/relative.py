@@ -109,6 +109,8 @@ class RelativePositionBias(PositionalEncoding):
 
     def attention_bias(self, query_positions, key_positions):
         # query_positions: (Tq,), key_positions: (Tk,) -> (H, Tq, Tk)
+        if not self.built:  # a hook, not `__call__`: Keras would not build the table first
+            self.build()
         relative = (
             tf.cast(key_positions, tf.int32)[None, :] - tf.cast(query_positions, tf.int32)[:, None]
         )  # (Tq, Tk)

@@ -266,10 +266,11 @@ class BPETokenizer(Tokenizer):
 
     Example:
 
-    >>> tok = BPETokenizer(vocabulary={"a": 0, "b": 1, "ab": 2, "Ġ": 3}, merges=["a b"],
-    ...                    special_tokens={})
-    >>> tok.encode("ab ab")["input_ids"]
-    [2, 3, 2]
+    >>> symbols = list(bytes_to_unicode().values())  # every byte, as GPT-2 spells it
+    >>> vocab = {s: i for i, s in enumerate(symbols + ["ab"])}
+    >>> tok = BPETokenizer(vocabulary=vocab, merges=["a b"], special_tokens={})
+    >>> [tok.id_to_token(i) for i in tok.encode("ab ab")["input_ids"]]
+    ['ab', 'Ġ', 'ab']
 
     Reference: Sennrich et al. 2016; Radford et al. 2019 (byte-level BPE).
     """
@@ -463,7 +464,14 @@ class BPETokenizer(Tokenizer):
         return self._tables["ranks"]
 
     def _nul_id(self) -> int:
-        return self._require()[bytes_to_unicode()[0]]
+        symbol = bytes_to_unicode()[0]
+        vocab = self._require()
+        if symbol not in vocab:
+            raise ValueError(
+                f"BPETokenizer: the vocabulary has no byte symbol for NUL ({symbol!r}); a "
+                "byte-level BPE vocabulary holds the symbols of every byte that UTF-8 text uses"
+            )
+        return vocab[symbol]
 
     def get_config(self):
         config = super().get_config()
