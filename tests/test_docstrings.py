@@ -25,9 +25,7 @@ MODULES = sorted(
 
 
 def test_the_walk_finds_the_component_modules():
-    assert {"tfllm.components.attention.mha", "tfllm.tasks.base", "tfllm.registry"} <= set(
-        MODULES
-    )
+    assert {"tfllm.components.attention.mha", "tfllm.tasks.base", "tfllm.registry"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)
