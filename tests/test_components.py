@@ -222,6 +222,8 @@ TASKS = {
     "reward": ("decoder", {}, "scalar"),
     "extractive_qa": ("encoder", {"max_answer_length": 4}, "span"),
     "seq2seq": ("encoder_decoder", {"special_tokens": {"eos": 1}}, "lm"),
+    "span_corruption": ("encoder_decoder", {"sentinel_ids": [38, 39], "seed": 3}, "lm"),
+    "dpo": ("decoder", {"beta": 0.2, "label_smoothing": 0.1}, "lm"),
 }
 
 

@@ -107,7 +107,9 @@ class DirectPreferenceOptimization(CausalLM):
             "examples": tf.reduce_sum(weights),
         }
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(beta=self.beta, label_smoothing=self.label_smoothing)
-        return config
+    def task_config(self) -> dict[str, Any]:
+        return {
+            **super().task_config(),
+            "beta": self.beta,
+            "label_smoothing": self.label_smoothing,
+        }

@@ -338,23 +338,22 @@ class ProximalPolicyOptimization(CausalLM):
             "examples": tf.reduce_sum(weights),
         }
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            reward=self.reward_spec,
-            special_tokens=self.special_tokens,
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            kl_coef=self.initial_kl_coef,
-            target_kl=self.target_kl,
-            kl_horizon=self.kl_horizon,
-            clip_ratio=self.clip_ratio,
-            value_clip=self.value_clip,
-            value_coef=self.value_coef,
-            entropy_coef=self.entropy_coef,
-            gamma=self.gamma,
-            lam=self.lam,
-            ppo_epochs=self.updates_per_batch,
-            seed=self.seed,
-        )
-        return config
+    def task_config(self) -> dict[str, Any]:
+        return {
+            **super().task_config(),
+            "reward": self.reward_spec,
+            "special_tokens": self.special_tokens,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "kl_coef": self.initial_kl_coef,
+            "target_kl": self.target_kl,
+            "kl_horizon": self.kl_horizon,
+            "clip_ratio": self.clip_ratio,
+            "value_clip": self.value_clip,
+            "value_coef": self.value_coef,
+            "entropy_coef": self.entropy_coef,
+            "gamma": self.gamma,
+            "lam": self.lam,
+            "ppo_epochs": self.updates_per_batch,
+            "seed": self.seed,
+        }

@@ -171,12 +171,11 @@ class SpanCorruption(Seq2SeqLM):
             "loss_weights": tf.ones_like(targets, tf.float32),
         }
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            sentinel_ids=self.sentinel_ids,
-            noise_density=self.noise_density,
-            mean_span_length=self.mean_span_length,
-            seed=self.seed,
-        )
-        return config
+    def task_config(self) -> dict[str, Any]:
+        return {
+            **super().task_config(),
+            "sentinel_ids": self.sentinel_ids,
+            "noise_density": self.noise_density,
+            "mean_span_length": self.mean_span_length,
+            "seed": self.seed,
+        }
