@@ -1,6 +1,31 @@
 """tfllm: build, train, align, evaluate and serve transformer language models on Keras 3 and
-TensorFlow."""
+TensorFlow.
 
-__version__ = "0.1.0"
-# The plugin API version: plugins declare the version they target (see docs/plugins.md).
-API_VERSION = 1
+Importing the package is cheap (no TensorFlow): it only tells the registry how to load the
+built-in components and the installed plugins, which happens on the first registry look-up.
+See docs/architecture.md for the layers and what may import what.
+"""
+
+from tfllm import registry as _registry
+from tfllm.version import API_VERSION, __version__
+
+__all__ = ["API_VERSION", "__version__"]
+
+
+def _load_components() -> None:
+    import tfllm.builtins  # noqa: F401  (registers every built-in component)
+    from tfllm import plugins
+
+    plugins.autoload()
+
+
+def _load_notes() -> str:
+    from tfllm import plugins
+
+    return "".join(
+        f" Plugin '{p.distribution}' was not loaded ({p.error})." for p in plugins.failed()
+    )
+
+
+# Installed from above, so the registry (the bottom layer) imports nothing of tfllm's.
+_registry.set_loader(_load_components, _load_notes)

@@ -27,15 +27,15 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-import tfllm
 from tfllm import registry
+from tfllm.version import API_VERSION, __version__
 
 GROUP = "tfllm.plugins"
 DISABLE_ENV = "TFLLM_DISABLE_PLUGIN_AUTOLOAD"
 API_ATTRIBUTE = "TFLLM_API_VERSION"
 # Plugin API versions this tfllm loads. A breaking change to a component contract bumps
 # `tfllm.API_VERSION`; older versions stay here for as long as they are still honoured.
-SUPPORTED_API_VERSIONS: tuple[int, ...] = (tfllm.API_VERSION,)
+SUPPORTED_API_VERSIONS: tuple[int, ...] = (API_VERSION,)
 
 
 class PluginAPIError(ImportError):
@@ -94,13 +94,13 @@ def check_api_version(module: object, distribution: str) -> int:
     if declared is None:
         raise PluginAPIError(
             f"{getattr(module, '__name__', module)} does not declare {API_ATTRIBUTE}; a plugin "
-            f"states the tfllm plugin API version it targets (this tfllm {tfllm.__version__} "
+            f"states the tfllm plugin API version it targets (this tfllm {__version__} "
             f"supports {supported})"
         )
     if not isinstance(declared, int) or declared not in SUPPORTED_API_VERSIONS:
         raise PluginAPIError(
             f"'{distribution}' targets tfllm plugin API version {declared!r}, but tfllm "
-            f"{tfllm.__version__} supports version {supported}; install a release of "
+            f"{__version__} supports version {supported}; install a release of "
             f"'{distribution}' built for API {supported}, or a tfllm that supports {declared!r}"
         )
     return declared

@@ -78,6 +78,10 @@ class Entry:
 _ENTRIES: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
 _current_package: list[str] = []
 _loaded = False
+# Installed by the package (`tfllm/__init__.py`): imports the built-ins and the plugins, and
+# explains what failed to load. The registry itself imports nothing of tfllm's.
+_loader: Callable[[], None] | None = None
+_load_notes: Callable[[], str] | None = None
 
 
 def _package_of(obj: Any) -> str:
@@ -153,16 +157,21 @@ def _register_with_keras(cls: type, package: str) -> None:
     keras.saving.register_keras_serializable(package=package, name=cls.__name__)(cls)
 
 
+def set_loader(load: Callable[[], None], notes: Callable[[], str] | None = None) -> None:
+    """Say how to load every component (run once, on the first look-up) and how to explain
+    what failed to load (appended to unknown-name errors)."""
+    global _loader, _load_notes
+    _loader, _load_notes = load, notes
+
+
 def ensure_loaded() -> None:
-    """Import the built-in components and, unless disabled, the installed plugins (once)."""
+    """Run the installed loader once: the built-in components and, unless disabled, the
+    installed plugins."""
     global _loaded
-    if _loaded:
+    if _loaded or _loader is None:
         return
     _loaded = True
-    import tfllm.builtins  # noqa: F401  (registers every built-in component)
-    from tfllm import plugins
-
-    plugins.autoload()
+    _loader()
 
 
 @contextlib.contextmanager
@@ -198,11 +207,7 @@ def get_entry(kind: str, name: str) -> Entry:
         return _ENTRIES[kind][name]
     except KeyError:
         names = sorted(_ENTRIES[kind])
-        from tfllm import plugins
-
-        broken = "".join(
-            f" Plugin '{p.distribution}' was not loaded ({p.error})." for p in plugins.failed()
-        )
+        broken = _load_notes() if _load_notes is not None else ""
         raise RegistryError(
             f"Unknown {kind} '{name}'.{_suggest(str(name), names)} "
             f"Available {kind} names: {', '.join(names) or '(none)'}. "

@@ -1,20 +1,79 @@
-"""Loading what a training run left in its directory: config, tokenizer, latest weights."""
+"""The run directory: its layout, and reading and writing what a run leaves in it.
+
+This module is the one owner of the layout. A training run (and every converted, quantized or
+pruned checkpoint, and an export's `assets.extra/`) holds:
+
+    config.yaml          the fully resolved config (`RUN_CONFIG`)
+    tokenizer/           the trained tokenizer (`TOKENIZER_DIR`)
+    checkpoints/         `tf.train.CheckpointManager` files, `ckpt-<step>` (`CHECKPOINT_DIR`)
+    metrics.json         the final logs of a finished training run (`METRICS_FILE`)
+    .workers/worker_N/   scratch checkpoints of non-chief workers (`WORKERS_DIR`)
+    tensorboard/         event files (written by the tensorboard callback)
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from typing import Any
 
 import tensorflow as tf
+from omegaconf import OmegaConf
 
 from tfllm.components.tokenizers.base import Tokenizer, load_tokenizer
-from tfllm.config import load_run_config
 from tfllm.models.builder import build_model
+from tfllm.models.variables import model_variables
 from tfllm.registry import ConfigError
-from tfllm.training.checkpoint import model_variables
-from tfllm.training.trainer import CHECKPOINT_DIR, TOKENIZER_DIR
+
+RUN_CONFIG = "config.yaml"
+TOKENIZER_DIR = "tokenizer"
+CHECKPOINT_DIR = "checkpoints"
+METRICS_FILE = "metrics.json"
+WORKERS_DIR = ".workers"
+
+
+def checkpoint_dir(run_dir: str) -> str:
+    """Where a run's (the chief's) checkpoints live."""
+    return os.path.join(run_dir, CHECKPOINT_DIR)
+
+
+def worker_checkpoint_dir(run_dir: str, task_id: int) -> str:
+    """Scratch checkpoints of non-chief worker `task_id` (removed when it finishes)."""
+    return os.path.join(run_dir, WORKERS_DIR, f"worker_{task_id}")
+
+
+def tokenizer_dir(run_dir: str) -> str:
+    """Where a run's tokenizer files live."""
+    return os.path.join(run_dir, TOKENIZER_DIR)
+
+
+def save_run_config(cfg: dict[str, Any], run_dir: str) -> str:
+    """Write the fully resolved config next to the checkpoints (atomically)."""
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, RUN_CONFIG)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(OmegaConf.to_yaml(OmegaConf.create(cfg)))
+    os.replace(tmp, path)
+    return path
+
+
+def load_run_config(run_dir: str) -> dict[str, Any]:
+    """Read the resolved config a training run saved."""
+    path = os.path.join(run_dir, RUN_CONFIG)
+    if not os.path.exists(path):
+        raise ConfigError(f"ckpt: {run_dir} is not a tfllm run directory (no {RUN_CONFIG})")
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+
+def save_metrics(metrics: dict[str, Any], run_dir: str) -> str:
+    """Write a finished run's final logs."""
+    path = os.path.join(run_dir, METRICS_FILE)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(metrics, f, indent=1)
+    return path
 
 
 def load_run(run_dir: str, checkpoint: str | None = None) -> tuple[Any, Tokenizer, dict]:
@@ -30,7 +89,7 @@ def load_run(run_dir: str, checkpoint: str | None = None) -> tuple[Any, Tokenize
     if not os.path.isdir(run_dir):
         raise ConfigError(f"ckpt: no such directory: {run_dir}")
     cfg = load_run_config(run_dir)
-    tokenizer = load_tokenizer(os.path.join(run_dir, TOKENIZER_DIR))
+    tokenizer = load_tokenizer(tokenizer_dir(run_dir))
     model = build_model(
         cfg,
         tokenizer.vocabulary_size,
@@ -38,7 +97,7 @@ def load_run(run_dir: str, checkpoint: str | None = None) -> tuple[Any, Tokenize
         tokenizer.sentinel_ids(),
         tokenizer,
     )
-    path = checkpoint or tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINT_DIR))
+    path = checkpoint or tf.train.latest_checkpoint(checkpoint_dir(run_dir))
     if path is None:
         raise ConfigError(f"ckpt: {run_dir} has no checkpoint yet")
     status = tf.train.Checkpoint(model=model_variables(model)).restore(path).expect_partial()
@@ -54,7 +113,7 @@ def load_config_and_tokenizer(path: str) -> tuple[dict[str, Any], Tokenizer]:
     if not os.path.isdir(base):
         raise ConfigError(f"ckpt: no such directory: {path}")
     cfg = load_run_config(base)
-    return cfg, load_tokenizer(os.path.join(base, TOKENIZER_DIR))
+    return cfg, load_tokenizer(tokenizer_dir(base))
 
 
 def write_checkpoint(model: Any, tokenizer: Tokenizer, config: dict, out: str) -> None:
@@ -63,13 +122,11 @@ def write_checkpoint(model: Any, tokenizer: Tokenizer, config: dict, out: str) -
     The layout is a training run's, so `generate`, `chat`, `embed`, `export`, `evaluate` and
     `train init_from=` read it like any run.
     """
-    from tfllm.config import save_run_config
-
     save_run_config(config, out)
-    tokenizer.save_to_directory(os.path.join(out, TOKENIZER_DIR))
+    tokenizer.save_to_directory(tokenizer_dir(out))
     checkpoint = tf.train.Checkpoint(model=model_variables(model))
     manager = tf.train.CheckpointManager(
-        checkpoint, os.path.join(out, CHECKPOINT_DIR), max_to_keep=1, checkpoint_name="ckpt"
+        checkpoint, checkpoint_dir(out), max_to_keep=1, checkpoint_name="ckpt"
     )
     manager.save(checkpoint_number=0)
 

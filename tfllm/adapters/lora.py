@@ -103,7 +103,7 @@ class LoRA:
     def merged_variables(model: Any) -> dict[str, Any]:
         """`model_variables(model)` without the adapters, each adapted kernel replaced by
         `W + (alpha / rank) * A @ B`: load it into the same model built without the adapter."""
-        from tfllm.training.checkpoint import model_variables
+        from tfllm.models.variables import model_variables
 
         def key(variable):  # model_variables holds the backend variables
             return id(getattr(variable, "value", variable))
@@ -123,7 +123,7 @@ def merge_adapter(model: Any, cfg: dict[str, Any], tokenizer: Any) -> tuple[Any,
     """The model of `cfg` built without its adapter, holding `model`'s merged weights, and the
     config without the adapter: what exports and serving run."""
     from tfllm.models.builder import build_model
-    from tfllm.training.checkpoint import model_variables
+    from tfllm.models.variables import model_variables
 
     plain_cfg = {k: v for k, v in cfg.items() if k != "adapter"}
     plain = build_model(

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tfllm.components.tokenizers.chat_template import render_template
 from tfllm.data.jsonl import json_lines
 from tfllm.data.rows import RowDataset
 from tfllm.registry import ConfigError, register
@@ -66,8 +67,6 @@ def read_conversations(path: str) -> list[list[dict[str, str]]]:
 
 
 def render(template: str, messages: list[dict[str, str]], generation_prompt: bool) -> str:
-    from tfllm.generation.chat import render_template
-
     return render_template(template, messages, None, add_generation_prompt=generation_prompt)
 
 
@@ -122,12 +121,6 @@ class ChatSplit:
 
     def __len__(self) -> int:
         return len(self.ids)
-
-
-@dataclass
-class ChatSplits:
-    train: ChatSplit
-    val: ChatSplit
 
 
 @register("dataset", "chat")
@@ -208,9 +201,6 @@ class ChatDataset(RowDataset):
             split.ids[i, : len(ids)] = ids
             split.weights[i, : len(ids)] = weights
         return split
-
-    def token_splits(self, tokenizer) -> ChatSplits:
-        return ChatSplits(self.encode(tokenizer, self.train), self.encode(tokenizer, self.val))
 
     def _gather(self, split: ChatSplit, rows, weights, per_replica: int) -> dict[str, Any]:
         t = self.sequence_length

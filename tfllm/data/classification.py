@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm.data.rows import RowDataset
+from tfllm.data.tsv import read_labelled_tsv
 from tfllm.registry import ConfigError, register
 
 
@@ -23,12 +24,6 @@ class EncodedSplit:
 
     def __len__(self) -> int:
         return len(self.labels)
-
-
-@dataclass
-class EncodedSplits:
-    train: EncodedSplit
-    val: EncodedSplit
 
 
 @register("dataset", "tsv_classification")
@@ -79,8 +74,6 @@ class TSVClassificationDataset(RowDataset):
         self.seed = seed
 
     def _rows(self, path: str):
-        from tfllm.evaluation.classification import read_labelled_tsv
-
         return read_labelled_tsv(path, self.labels, self.text_column, self.label_column)
 
     def texts(self) -> tuple[list[str], list[str]]:
@@ -88,10 +81,8 @@ class TSVClassificationDataset(RowDataset):
         return [r.text for r in self._rows(self.train)], [r.text for r in self._rows(self.val)]
 
     def encode(self, tokenizer, path: str) -> EncodedSplit:
-        from tfllm.tasks.sentence_embedding import boundary_ids
-
         rows = self._rows(path)
-        cls, sep = boundary_ids(tokenizer)
+        cls, sep = tokenizer.boundary_ids()
         inner = self.sequence_length - (cls is not None) - (sep is not None)
         bodies = tokenizer.encode([r.text for r in rows])["input_ids"]
         pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
@@ -106,9 +97,6 @@ class TSVClassificationDataset(RowDataset):
         index = {label: k for k, label in enumerate(self.labels)}
         labels = np.asarray([index[r.label] for r in rows], np.int32)
         return EncodedSplit(ids, mask, labels)
-
-    def token_splits(self, tokenizer) -> EncodedSplits:
-        return EncodedSplits(self.encode(tokenizer, self.train), self.encode(tokenizer, self.val))
 
     def _gather(self, split: EncodedSplit, rows, weights, per_replica: int) -> dict[str, Any]:
         t = self.sequence_length

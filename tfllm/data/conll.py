@@ -71,12 +71,6 @@ class TaggedSplit:
         return len(self.ids)
 
 
-@dataclass
-class TaggedSplits:
-    train: TaggedSplit
-    val: TaggedSplit
-
-
 @register("dataset", "conll")
 class CoNLLDataset(RowDataset):
     """Tagged sentences for `task=token_classify`.
@@ -130,10 +124,8 @@ class CoNLLDataset(RowDataset):
         )
 
     def encode(self, tokenizer, path: str) -> TaggedSplit:
-        from tfllm.tasks.sentence_embedding import boundary_ids
-
         sentences = self._sentences(path)
-        cls, sep = boundary_ids(tokenizer)
+        cls, sep = tokenizer.boundary_ids()
         t = self.sequence_length
         inner = t - (cls is not None) - (sep is not None)
         pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
@@ -166,9 +158,6 @@ class CoNLLDataset(RowDataset):
                 labels[row, position + offset] = label
                 weights[row, position + offset] = 1.0
         return TaggedSplit(ids, mask, labels, weights)
-
-    def token_splits(self, tokenizer) -> TaggedSplits:
-        return TaggedSplits(self.encode(tokenizer, self.train), self.encode(tokenizer, self.val))
 
     def _gather(self, split: TaggedSplit, rows, weights, per_replica: int) -> dict[str, Any]:
         t = self.sequence_length

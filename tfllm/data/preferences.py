@@ -49,12 +49,6 @@ class PreferenceSplit:
         return len(self.chosen.ids)
 
 
-@dataclass
-class PreferenceSplits:
-    train: PreferenceSplit
-    val: PreferenceSplit
-
-
 @register("dataset", "preferences")
 class PreferenceDataset(ChatDataset):
     """Preference pairs in JSON lines (`prompt`, `chosen`, `rejected`) for `task=reward` and
@@ -123,11 +117,6 @@ class PreferenceDataset(ChatDataset):
             return out
 
         return PreferenceSplit(side(0), side(1))
-
-    def token_splits(self, tokenizer) -> PreferenceSplits:
-        return PreferenceSplits(
-            self.encode(tokenizer, self.train), self.encode(tokenizer, self.val)
-        )
 
     def _gather(self, split: PreferenceSplit, rows, weights, per_replica: int) -> dict[str, Any]:
         t = self.sequence_length

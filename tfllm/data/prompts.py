@@ -42,12 +42,6 @@ class PromptSplit:
         return len(self.ids)
 
 
-@dataclass
-class PromptSplits:
-    train: PromptSplit
-    val: PromptSplit
-
-
 @register("dataset", "prompts")
 class PromptDataset(RowDataset):
     """Prompts in JSON lines for `task=ppo`: each rendered with the chat template and its
@@ -119,9 +113,6 @@ class PromptDataset(RowDataset):
                 "%s: %d prompts kept to their last %d tokens", path, cut, self.prompt_length
             )
         return split
-
-    def token_splits(self, tokenizer) -> PromptSplits:
-        return PromptSplits(self.encode(tokenizer, self.train), self.encode(tokenizer, self.val))
 
     def _gather(self, split: PromptSplit, rows, weights, per_replica: int) -> dict[str, Any]:
         return {

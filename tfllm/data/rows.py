@@ -6,6 +6,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from tfllm.data.splits import Splits
 from tfllm.registry import ConfigError
 
 
@@ -15,12 +16,22 @@ class RowDataset:
     Training batches are a pure function of the step (a stateless shuffle per epoch), so resumed
     and multi-worker runs see the batches an uninterrupted single-worker run would. Validation
     covers every row once, in order; the last batch is filled with zero-weight rows so shapes
-    stay static. Subclasses set `batch_size` and `seed` and define `_gather(split, rows,
-    weights, per_replica)`, the batch dict of the given rows (`weights` are 1 for real rows).
+    stay static. Subclasses set `batch_size`, `seed` and the `train` and `val` sources, and
+    define `encode(tokenizer, source)`, one split's rows, and `_gather(split, rows, weights,
+    per_replica)`, the batch dict of the given rows (`weights` are 1 for real rows).
     """
 
     batch_size: int
     seed: int
+    train: Any
+    val: Any
+
+    def encode(self, tokenizer: Any, source: Any) -> Any:
+        raise NotImplementedError
+
+    def token_splits(self, tokenizer: Any) -> Splits[Any]:
+        """The training and validation rows, encoded."""
+        return Splits(self.encode(tokenizer, self.train), self.encode(tokenizer, self.val))
 
     def _gather(self, split: Any, rows, weights, per_replica: int) -> dict[str, Any]:
         raise NotImplementedError

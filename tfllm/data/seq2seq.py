@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm.data.rows import RowDataset
+from tfllm.generation.prompts import pack_with_eos
 from tfllm.registry import ConfigError, register
 
 log = logging.getLogger(__name__)
@@ -58,28 +59,11 @@ class PairSplit:
         return len(self.source_ids)
 
 
-@dataclass
-class PairSplits:
-    train: PairSplit
-    val: PairSplit
-
-
 def encode_texts(tokenizer, texts: list[str], length: int, what: str) -> tuple[np.ndarray, ...]:
     """Ids of `texts` each followed by eos (when the tokenizer has one), cut to `length` and
     padded: `(ids (N, length), mask (N, length))`. Counts the cut ones in a warning."""
-    eos = tokenizer.eos_id
-    pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
     bodies = tokenizer.encode(texts)["input_ids"] if texts else []
-    ids = np.full((len(texts), length), pad, np.int32)
-    mask = np.zeros((len(texts), length), bool)
-    cut = 0
-    for i, body in enumerate(bodies):
-        seq = body + ([eos] if eos is not None else [])
-        if len(seq) > length:
-            cut += 1
-            seq = seq[:length]
-        ids[i, : len(seq)] = seq
-        mask[i, : len(seq)] = True
+    ids, mask, cut = pack_with_eos(bodies, length, tokenizer.eos_id, tokenizer.pad_id)
     if cut:
         log.warning("%d of %d %s texts were cut to %d tokens", cut, len(texts), what, length)
     return ids, mask
@@ -153,9 +137,6 @@ class TSVSeq2SeqDataset(RowDataset):
         sources = encode_texts(tokenizer, [s for s, _ in pairs], self.source_length, "source")
         targets = encode_texts(tokenizer, [t for _, t in pairs], self.target_length, "target")
         return PairSplit(*sources, *targets)
-
-    def token_splits(self, tokenizer) -> PairSplits:
-        return PairSplits(self.encode(tokenizer, self.train), self.encode(tokenizer, self.val))
 
     def _gather(self, split: PairSplit, rows, weights, per_replica: int) -> dict[str, Any]:
         s, t = self.source_length, self.target_length

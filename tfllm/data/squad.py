@@ -91,12 +91,6 @@ class QASplit:
         return len(self.ids)
 
 
-@dataclass
-class QASplits:
-    train: QASplit
-    val: QASplit
-
-
 @register("dataset", "squad")
 class SQuADDataset(RowDataset):
     """Question-context pairs with answer spans, for `task=extractive_qa`.
@@ -150,10 +144,8 @@ class SQuADDataset(RowDataset):
         )
 
     def encode(self, tokenizer, path: str) -> QASplit:
-        from tfllm.tasks.sentence_embedding import boundary_ids
-
         examples = read_squad(path)
-        cls, sep = boundary_ids(tokenizer)
+        cls, sep = tokenizer.boundary_ids()
         cls_ids = [cls] if cls is not None else []
         sep_ids = [sep] if sep is not None else []
         t = self.sequence_length
@@ -199,9 +191,6 @@ class SQuADDataset(RowDataset):
             split.context_mask[i, c0:c1] = True
             split.start[i], split.end[i] = start, end
         return split
-
-    def token_splits(self, tokenizer) -> QASplits:
-        return QASplits(self.encode(tokenizer, self.train), self.encode(tokenizer, self.val))
 
     def _gather(self, split: QASplit, rows, weights, per_replica: int) -> dict[str, Any]:
         t = self.sequence_length

@@ -5,12 +5,12 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
 from tfllm.data.embedded import embedded_corpus
+from tfllm.data.splits import Splits
 from tfllm.registry import ConfigError, register
 
 
@@ -40,14 +40,6 @@ def read_documents(path: str | Sequence[str] | None, encoding: str = "utf-8") ->
             except UnicodeDecodeError as e:
                 raise ConfigError(f"data.path: {f} is not valid {encoding} ({e})") from None
     return docs
-
-
-@dataclass
-class TokenSplits:
-    """Token streams for training and validation (int32 arrays)."""
-
-    train: np.ndarray
-    val: np.ndarray
 
 
 @register("dataset", "text")
@@ -134,11 +126,9 @@ class TextDataset:
                 pieces.append(np.asarray([eos], np.int32))
         return np.concatenate(pieces) if pieces else np.zeros([0], np.int32)
 
-    def token_splits(self, tokenizer) -> TokenSplits:
+    def token_splits(self, tokenizer) -> Splits[np.ndarray]:
         train_docs, val_docs = self.texts()
-        splits = TokenSplits(
-            self.tokenize(tokenizer, train_docs), self.tokenize(tokenizer, val_docs)
-        )
+        splits = Splits(self.tokenize(tokenizer, train_docs), self.tokenize(tokenizer, val_docs))
         need = self.sequence_length + 1
         if len(splits.train) < need + self.sequence_length:
             raise ConfigError(

@@ -7,7 +7,6 @@ comparable across labels.
 
 from __future__ import annotations
 
-import csv
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,69 +15,14 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tfllm.data.tsv import LabelledText, read_labelled_tsv
 from tfllm.registry import ConfigError
+from tfllm.tasks.classifier import confusion_metrics
+
+__all__ = ["LabelledText", "read_labelled_tsv"]  # re-exported: they moved to tfllm.data.tsv
 
 # Queries without content, whose label scores show the prompt's own bias (Zhao et al. 2021).
 CONTENT_FREE = ("N/A", "", "[MASK]")
-
-
-@dataclass(frozen=True)
-class LabelledText:
-    """One labelled example and where it came from (for error messages)."""
-
-    text: str
-    label: str
-    source: str = ""
-
-
-def read_labelled_tsv(
-    path: str,
-    labels: Sequence[str] | None = None,
-    text_column: str = "sentence",
-    label_column: str = "label",
-) -> list[LabelledText]:
-    """Rows of a TSV file with a header naming `text_column` and `label_column`.
-
-    Raises:
-        ConfigError: naming the file and line, for a missing column, a row with the wrong number
-            of fields, an empty text, or a label outside `labels`.
-    """
-    try:
-        handle = open(path, encoding="utf-8", newline="")
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
-    with handle:
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if header is None:
-            raise ConfigError(f"{path}: the file is empty (expected a header line)")
-        for column in (text_column, label_column):
-            if column not in header:
-                raise ConfigError(
-                    f"{path}:1: no '{column}' column in the header {header}; name the columns "
-                    "with text_column= and label_column="
-                )
-        ti, li = header.index(text_column), header.index(label_column)
-        rows = []
-        for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise ConfigError(
-                    f"{path}:{line}: {len(row)} tab-separated fields, the header has {len(header)}"
-                )
-            text, label = row[ti].strip(), row[li].strip()
-            if not text:
-                raise ConfigError(f"{path}:{line}: the text is empty")
-            if labels is not None and label not in labels:
-                raise ConfigError(
-                    f"{path}:{line}: label '{label}' is not one of the configured labels "
-                    f"{list(labels)}"
-                )
-            rows.append(LabelledText(text, label, f"{path}:{line}"))
-    if not rows:
-        raise ConfigError(f"{path}: no rows after the header")
-    return rows
 
 
 def draw_demonstrations(
@@ -100,17 +44,6 @@ def draw_demonstrations(
                 drawn.append(by_label[label].pop())
     rng.shuffle(drawn)
     return drawn
-
-
-def confusion_metrics(confusion) -> tuple[float, float]:
-    """Accuracy and macro-F1 of a confusion matrix (rows: true labels, columns: predicted)."""
-    m = np.asarray(confusion, dtype=np.float64)
-    tp = np.diag(m)
-    precision = np.divide(tp, m.sum(axis=0), out=np.zeros_like(tp), where=m.sum(axis=0) > 0)
-    recall = np.divide(tp, m.sum(axis=1), out=np.zeros_like(tp), where=m.sum(axis=1) > 0)
-    both = precision + recall
-    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(tp), where=both > 0)
-    return float(tp.sum() / max(m.sum(), 1e-12)), float(f1.mean())
 
 
 @dataclass

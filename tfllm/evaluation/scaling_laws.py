@@ -96,8 +96,8 @@ class PowerLawFit:
 def count_parameters(run_dir: str) -> int:
     """Trainable parameters of a run's model (built from its config, not trained)."""
     from tfllm.components.tokenizers.base import load_tokenizer
-    from tfllm.config import load_run_config
     from tfllm.models.builder import build_model
+    from tfllm.runs import load_run_config
 
     cfg = load_run_config(run_dir)
     tokenizer = load_tokenizer(os.path.join(run_dir, "tokenizer"))
@@ -110,7 +110,7 @@ def read_sweep(sweep_dir: str, metric: str = "val_loss") -> list[SweepPoint]:
 
     Tokens are `steps × data.batch_size × data.sequence_length`.
     """
-    from tfllm.config import load_run_config
+    from tfllm.runs import load_run_config
 
     points = []
     for metrics_path in sorted(

@@ -93,7 +93,7 @@ def export_model(
     """
     import tensorflow as tf
 
-    from tfllm.config import save_run_config
+    from tfllm.runs import save_run_config
 
     settings = settings or ExportSettings()
     settings.validate()

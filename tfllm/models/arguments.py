@@ -20,3 +20,23 @@ def check_backbone_arguments(dropout: float, **sizes: int) -> None:
             raise ValueError(f"{key} must be a positive integer, got {value!r}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+
+
+def derived_sizes(
+    hidden_dim: int,
+    num_heads: int,
+    intermediate_dim: int | None = None,
+    head_dim: int | None = None,
+) -> tuple[int, int]:
+    """`(head_dim, intermediate_dim)` of a backbone: the attention spec's `head_dim` or
+    `hidden_dim // num_heads`, and the FFN width or `4 * hidden_dim`. The one place that
+    derives them (backbones and config validation alike).
+
+    Example:
+
+    >>> derived_sizes(128, 4)
+    (32, 512)
+    >>> derived_sizes(128, 4, intermediate_dim=344, head_dim=64)
+    (64, 344)
+    """
+    return head_dim or hidden_dim // num_heads, intermediate_dim or 4 * hidden_dim

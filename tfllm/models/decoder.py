@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 
 from tfllm import registry
-from tfllm.models.arguments import check_backbone_arguments
+from tfllm.models.arguments import check_backbone_arguments, derived_sizes
 from tfllm.models.block import TransformerBlock
 
 
@@ -89,11 +89,13 @@ class DecoderBackbone(keras.Model):
         self.num_layers = num_layers
         self.hidden_dim = hidden_dim
         self.num_heads = num_heads
-        self.intermediate_dim = intermediate_dim or 4 * hidden_dim
         self.max_sequence_length = max_sequence_length
         self.dropout = dropout
         self.norm_placement = norm_placement
         self.attention_spec = dict(attention or {"name": "mha"})
+        head_dim, self.intermediate_dim = derived_sizes(
+            hidden_dim, num_heads, intermediate_dim, self.attention_spec.get("head_dim")
+        )
         self.positional_spec = dict(positional or {"name": "learned"})
         self.ffn_spec = dict(ffn or {"name": "mlp"})
         self.norm_spec = dict(norm or {"name": "layernorm"})
@@ -103,7 +105,6 @@ class DecoderBackbone(keras.Model):
             initializer_range / math.sqrt(2 * num_layers) if scaled_residual_init else None
         )
         dtype = self.dtype_policy
-        head_dim = self.attention_spec.get("head_dim") or hidden_dim // num_heads
         context = dict(
             hidden_dim=hidden_dim,
             num_heads=num_heads,

@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 
 from tfllm import registry
-from tfllm.models.arguments import check_backbone_arguments
+from tfllm.models.arguments import check_backbone_arguments, derived_sizes
 from tfllm.models.block import TransformerBlock
 
 
@@ -103,11 +103,13 @@ class EncoderDecoderBackbone(keras.Model):
         self.num_decoder_layers = num_decoder_layers
         self.hidden_dim = hidden_dim
         self.num_heads = num_heads
-        self.intermediate_dim = intermediate_dim or 4 * hidden_dim
         self.max_sequence_length = max_sequence_length
         self.dropout = dropout
         self.norm_placement = norm_placement
         self.attention_spec = dict(attention or {"name": "mha"})
+        head_dim, self.intermediate_dim = derived_sizes(
+            hidden_dim, num_heads, intermediate_dim, self.attention_spec.get("head_dim")
+        )
         default_cross = {"name": "mha"}
         if self.attention_spec.get("num_kv_heads"):
             default_cross["num_kv_heads"] = self.attention_spec["num_kv_heads"]
@@ -125,7 +127,7 @@ class EncoderDecoderBackbone(keras.Model):
         context = dict(
             hidden_dim=hidden_dim,
             num_heads=num_heads,
-            head_dim=self.attention_spec.get("head_dim") or hidden_dim // num_heads,
+            head_dim=head_dim,
             max_sequence_length=max_sequence_length,
             initializer_range=initializer_range,
         )

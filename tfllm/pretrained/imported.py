@@ -21,7 +21,7 @@ class ImportedModel:
         config: a resolved tfllm config: `model`, `attention`, `positional`, `ffn`, `norm`,
             `head`, `task` and `tokenizer` groups, as a training run saves them.
         weights: numpy arrays keyed by tfllm checkpoint names (`DecoderBackbone/block_0/...`,
-            see `tfllm.training.checkpoint.model_variables`), already in tfllm's layout.
+            see `tfllm.models.variables.model_variables`), already in tfllm's layout.
         tokenizer: the tokenizer, built from the checkpoint's own files.
         chat_template: a Jinja chat template, if the checkpoint has one.
         source: where the checkpoint came from (for the config's `pretrained` record).
@@ -58,7 +58,7 @@ def assign_weights(model: Any, weights: dict[str, np.ndarray], source: str) -> N
         PretrainedError: a weight is missing, left over, or has the wrong shape; the message
             names the tensor.
     """
-    from tfllm.training.checkpoint import model_variables
+    from tfllm.models.variables import model_variables
 
     variables = {k: v for k, v in model_variables(model).items() if not k.startswith("rng/")}
     missing = sorted(set(variables) - set(weights))

@@ -16,6 +16,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tfllm.cache import cache_dir
+
 
 @dataclass(frozen=True)
 class PackagedModel:
@@ -52,14 +54,6 @@ CATALOG: dict[str, PackagedModel] = {
         licence="Apache-2.0",
     ),
 }
-
-
-def cache_dir() -> Path:
-    """`$TFLLM_CACHE`, else `$XDG_CACHE_HOME/tfllm`, else `~/.cache/tfllm`."""
-    if os.environ.get("TFLLM_CACHE"):
-        return Path(os.environ["TFLLM_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "tfllm"
 
 
 def _entry(name: str) -> PackagedModel:

@@ -12,10 +12,8 @@ from tfllm.tasks.base import TaskModel
 
 
 def boundary_ids(tokenizer) -> tuple[int | None, int | None]:
-    """The ids an embedded text is wrapped in: `[CLS]` and `[SEP]` (BERT), else bos and eos,
-    when the tokenizer has them."""
-    ids = tokenizer.special_token_ids()
-    return ids.get("cls", ids.get("bos")), ids.get("sep", ids.get("eos"))
+    """Moved to `Tokenizer.boundary_ids()` (kept for one plugin API version)."""
+    return tokenizer.boundary_ids()
 
 
 @registry.register("task", "sentence_embedding")
@@ -78,7 +76,7 @@ class SentenceEmbedder(TaskModel):
         import numpy as np
 
         max_length = min(max_length or self.max_sequence_length, self.max_sequence_length)
-        cls, sep = boundary_ids(tokenizer)
+        cls, sep = tokenizer.boundary_ids()
         inner = max_length - (cls is not None) - (sep is not None)
         texts = list(texts)
         for text in texts:

@@ -41,7 +41,7 @@ class PeakMeasurement:
 
 
 def _cache_dir() -> str:
-    from tfllm.pretrained.packages import cache_dir
+    from tfllm.cache import cache_dir
 
     return str(cache_dir())
 

@@ -130,6 +130,12 @@ class Tokenizer(keras.layers.Layer):
     def special_token_ids(self) -> dict[str, int]:
         return {role: self.token_to_id(tok) for role, tok in self.special_tokens.items()}
 
+    def boundary_ids(self) -> tuple[int | None, int | None]:
+        """The ids a whole text is wrapped in for an encoder or an embedding: `[CLS]` and
+        `[SEP]` (BERT), else bos and eos, when the tokenizer has them."""
+        ids = self.special_token_ids()
+        return ids.get("cls", ids.get("bos")), ids.get("sep", ids.get("eos"))
+
     def control_token_ids(self) -> list[int]:
         """Ids that `skip_special_tokens` drops: the special tokens and the sentinels
         (subclasses add more)."""

@@ -1,0 +1,36 @@
+"""Rendering a conversation with a checkpoint's chat template: what turns messages into the
+text a tokenizer encodes, for chat data, `tfllm chat` and the chat endpoints alike."""
+
+from __future__ import annotations
+
+
+def render_template(
+    template: str,
+    messages: list[dict[str, str]],
+    tokenizer=None,
+    add_generation_prompt: bool = True,
+) -> str:
+    """Render a Hugging Face-style Jinja chat template (with a generation prompt by default).
+
+    Runs in Jinja's immutable sandbox (templates come with downloaded checkpoints), with the
+    variables and helpers such templates expect: `messages`, `add_generation_prompt`,
+    `bos_token`, `eos_token` and `raise_exception`.
+    """
+    from jinja2 import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message):
+        raise TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    specials = dict(getattr(tokenizer, "special_tokens", {}) or {})
+    try:
+        return env.from_string(template).render(
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=specials.get("bos", ""),
+            eos_token=specials.get("eos", ""),
+        )
+    except TemplateError as e:
+        raise ValueError(f"chat template: {e}") from None
