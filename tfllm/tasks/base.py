@@ -1,11 +1,16 @@
 """What every task model shares: a backbone, a head from the registry, a config that
-round-trips."""
+round-trips, and the contract the trainer calls (`loss_terms` plus the hooks below, each with
+a default). docs/tasks.md documents the contract for plugin authors."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any
 
 import keras
+import numpy as np
+import tensorflow as tf
 
 from tfllm import registry
 
@@ -17,6 +22,22 @@ class TaskModel(keras.Model):
     offers `vocabulary_size` and `max_sequence_length` from it, and writes a config of the
     backbone, the head spec and whatever `task_config()` adds, so `.keras` files round-trip.
     A subclass calls `super().__init__(backbone, **kwargs)`, then `set_head(...)`.
+
+    The trainer calls, on every task and unconditionally, `loss_terms` (which a task must
+    define) and these hooks (whose defaults suit a task trained on its own batches):
+
+    - `on_initialized()`: once, after the weights are built or initialized from another run
+      (DPO and PPO copy their frozen reference policy here).
+    - `prepare_batch(batch, update)`: turn a data batch into the batch the loss reads, plus
+      per-step statistics (PPO: rollouts and rewards); `update=False` in validation.
+    - `updates_per_batch`: optimizer updates per prepared batch (PPO: its epochs).
+    - `loss_normalizer(batch)`: what the summed loss is divided by, known before the backward
+      pass (default: the sum of `loss_weights`).
+    - `step_statistics`: names of the per-step statistics that `prepare_batch` and
+      `update_statistics(batch)` return, averaged over replicas and logged.
+    - `eval_statistics(batch)`: sums over one validation batch (summed over batches and
+      replicas), and `summarize_eval(loss, statistics)`: the validation logs made of them
+      (default: loss and perplexity).
 
     Args:
         backbone: a backbone layer, or its serialized config.
@@ -85,6 +106,41 @@ class TaskModel(keras.Model):
         """The subclass's own constructor arguments, for `get_config`."""
         return {}
 
+    # ----- the trainer's contract -----------------------------------------------------------
+    # Optimizer updates per prepared batch, and the statistics logged at every step.
+    updates_per_batch: int = 1
+    step_statistics: tuple[str, ...] = ()
+
+    def loss_terms(self, batch: dict[str, Any], training: bool = False) -> tuple[Any, Any]:
+        """`(summed loss, summed weight)` of one batch; the trainer divides the first by the
+        global `loss_normalizer` and reports loss per unit of weight."""
+        raise NotImplementedError(f"{type(self).__name__} must define loss_terms(batch, training)")
+
+    def on_initialized(self) -> None:
+        """Called once the weights are final (built, or initialized with `init_from=`)."""
+
+    def prepare_batch(
+        self, batch: dict[str, Any], update: bool = True
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """`(batch the loss reads, per-step statistics)`; `update=False` in validation."""
+        return batch, {}
+
+    def loss_normalizer(self, batch: dict[str, Any]) -> Any:
+        """This replica's share of what the summed loss is divided by (summed over replicas)."""
+        return tf.reduce_sum(tf.cast(batch["loss_weights"], tf.float32))
+
+    def update_statistics(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Statistics of the step, computed after its updates (names in `step_statistics`)."""
+        return {}
+
+    def eval_statistics(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Sums over one validation batch, for `summarize_eval`."""
+        return {}
+
+    def summarize_eval(self, loss: float, statistics: Mapping[str, Any]) -> dict[str, float]:
+        """Validation logs from the mean loss and the summed `eval_statistics`."""
+        return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0))}
+
     def get_config(self):
         return {
             "name": self.name,
@@ -97,3 +153,12 @@ class TaskModel(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def example_means(loss: float, statistics: Mapping[str, Any]) -> dict[str, float]:
+    """Validation logs of a task whose `eval_statistics` are per-example sums plus the example
+    count `examples`: the loss and each statistic's mean (`val_<name>`)."""
+    count = max(float(statistics.get("examples", 0.0)), 1.0)
+    means = {f"val_{k}": float(np.asarray(v)) / count for k, v in statistics.items()}
+    means.pop("val_examples", None)
+    return {"val_loss": loss, **means}

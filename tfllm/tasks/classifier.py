@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from tfllm import registry
 from tfllm.tasks.base import TaskModel
+
+
+def confusion_metrics(confusion) -> tuple[float, float]:
+    """Accuracy and macro-F1 of a confusion matrix (rows: true labels, columns: predicted).
+
+    Example:
+
+    >>> confusion_metrics([[3, 1], [0, 4]])
+    (0.875, 0.873015873015873)
+    """
+    m = np.asarray(confusion, dtype=np.float64)
+    tp = np.diag(m)
+    precision = np.divide(tp, m.sum(axis=0), out=np.zeros_like(tp), where=m.sum(axis=0) > 0)
+    recall = np.divide(tp, m.sum(axis=1), out=np.zeros_like(tp), where=m.sum(axis=1) > 0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(tp), where=both > 0)
+    return float(tp.sum() / max(m.sum(), 1e-12)), float(f1.mean())
 
 
 @registry.register("task", "classify")
@@ -88,6 +106,11 @@ class SequenceClassifier(TaskModel):
             dtype=tf.float32,
         )
         return {"confusion": confusion}
+
+    def summarize_eval(self, loss: float, statistics: Mapping[str, Any]) -> dict[str, float]:
+        """Accuracy and macro-F1 of the validation confusion matrix instead of perplexity."""
+        accuracy, macro_f1 = confusion_metrics(statistics["confusion"])
+        return {"val_loss": loss, "val_accuracy": accuracy, "val_macro_f1": macro_f1}
 
     def task_config(self) -> dict[str, Any]:
         return {"labels": self.labels}

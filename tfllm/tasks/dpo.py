@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import tensorflow as tf
 
 from tfllm import registry
+from tfllm.tasks.base import example_means
 from tfllm.tasks.causal_lm import CausalLM
 from tfllm.tasks.reference import copy_policy, frozen_reference
 
@@ -97,6 +99,9 @@ class DirectPreferenceOptimization(CausalLM):
 
     def loss_normalizer(self, batch: dict[str, Any]):
         return tf.reduce_sum(tf.cast(batch["loss_weights"], tf.float32))
+
+    def summarize_eval(self, loss: float, statistics: Mapping[str, Any]) -> dict[str, float]:
+        return example_means(loss, statistics)
 
     def eval_statistics(self, batch: dict[str, Any]) -> dict[str, Any]:
         chosen, rejected = self._margins(batch, False)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import tensorflow as tf
 
 from tfllm import registry
-from tfllm.tasks.base import TaskModel
+from tfllm.tasks.base import TaskModel, example_means
 
 
 def best_spans(logits, context_mask, max_answer_length: int):
@@ -93,6 +94,9 @@ class SpanExtractor(TaskModel):
         )  # (B,)
         weights = tf.cast(batch["loss_weights"], ce.dtype)
         return tf.reduce_sum(ce * weights), tf.reduce_sum(weights)
+
+    def summarize_eval(self, loss: float, statistics: Mapping[str, Any]) -> dict[str, float]:
+        return example_means(loss, statistics)
 
     def eval_statistics(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Summed exact matches and token F1 of the predicted spans, and the example count."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import keras
 import tensorflow as tf
 
 from tfllm import registry
+from tfllm.tasks.base import example_means
 from tfllm.tasks.causal_lm import CausalLM
 from tfllm.tasks.reference import copy_policy, frozen_reference
 
@@ -328,6 +330,9 @@ class ProximalPolicyOptimization(CausalLM):
             "clip_fraction": masked_mean(terms["clipped"], mask),
             "value_loss": masked_mean(terms["value"], mask),
         }
+
+    def summarize_eval(self, loss: float, statistics: Mapping[str, Any]) -> dict[str, float]:
+        return example_means(loss, statistics)
 
     def eval_statistics(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Summed reward and KL of the validation rollouts (the trainer averages them)."""

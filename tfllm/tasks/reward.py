@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import tensorflow as tf
 
 from tfllm import registry
-from tfllm.tasks.base import TaskModel
+from tfllm.tasks.base import TaskModel, example_means
 
 
 @registry.register("task", "reward")
@@ -62,6 +63,9 @@ class RewardModel(TaskModel):
         weights = tf.cast(batch["loss_weights"], tf.float32)
         loss = tf.nn.softplus(-(chosen - rejected))  # -log sigmoid(margin)
         return tf.reduce_sum(loss * weights), tf.reduce_sum(weights)
+
+    def summarize_eval(self, loss: float, statistics: Mapping[str, Any]) -> dict[str, float]:
+        return example_means(loss, statistics)
 
     def eval_statistics(self, batch: dict[str, Any]) -> dict[str, Any]:
         chosen, rejected = self._scores(batch, False)

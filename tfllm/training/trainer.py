@@ -9,7 +9,6 @@ function of the step so a resumed run is bit-identical to an uninterrupted one.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -25,19 +24,24 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm import registry
-from tfllm.components.tokenizers.base import load_tokenizer
 from tfllm.compression.prune import prunable_weights, prune_model, sparsity_of
-from tfllm.config import save_run_config, validate_train_config
-from tfllm.models.builder import build_model, build_tokenizer
+from tfllm.models.builder import build_model
+from tfllm.models.variables import model_variables
 from tfllm.registry import ConfigError
-from tfllm.training.checkpoint import model_variables
+from tfllm.runs import (
+    WORKERS_DIR,
+    checkpoint_dir,
+    save_metrics,
+    save_run_config,
+    tokenizer_dir,
+    worker_checkpoint_dir,
+)
+from tfllm.tasks.base import TaskModel
+from tfllm.tasks.classifier import confusion_metrics
+from tfllm.training.preparation import build_dataset, prepare_config, prepare_tokenizer
 from tfllm.training.strategy import build_strategy, is_chief, num_workers
 
 log = logging.getLogger(__name__)
-
-TOKENIZER_DIR = "tokenizer"
-CHECKPOINT_DIR = "checkpoints"
-METRICS_FILE = "metrics.json"
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -51,30 +55,8 @@ PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM
 
 def classification_metrics(confusion: np.ndarray) -> dict[str, float]:
     """Validation accuracy and macro-F1 from a confusion matrix (rows: true, columns: predicted)."""
-    from tfllm.evaluation.classification import confusion_metrics
-
     accuracy, macro_f1 = confusion_metrics(confusion)
     return {"val_accuracy": accuracy, "val_macro_f1": macro_f1}
-
-
-def inherit_architecture(cfg: dict[str, Any], source: str) -> dict[str, Any]:
-    """`cfg` with the architecture of the run (or converted checkpoint) at `source`: the
-    backbone (`model`) and its component groups and the tokenizer come from there, so a
-    fine-tuning config names only the task, the data and the training settings. `model.dropout`
-    keeps the fine-tuning config's value."""
-    from tfllm.config import load_run_config
-
-    if not os.path.isdir(source):
-        raise ConfigError(f"init_from: no such directory: {source}")
-    base = load_run_config(source)
-    cfg = dict(cfg)
-    dropout = (cfg.get("model") or {}).get("dropout")
-    for group in ("model", "attention", "positional", "ffn", "norm", "tokenizer", "chat"):
-        if group in base:
-            cfg[group] = dict(base[group])
-    if dropout is not None:
-        cfg["model"]["dropout"] = dropout
-    return cfg
 
 
 class Trainer:
@@ -86,19 +68,35 @@ class Trainer:
     """
 
     def __init__(self, cfg: dict[str, Any], run_dir: str):
-        self.init_from = cfg.get("init_from") or None
-        if self.init_from:
-            cfg = inherit_architecture(cfg, self.init_from)
-        self.cfg = validate_train_config(cfg)
         self.run_dir = os.path.abspath(run_dir)
+        self.init_from = cfg.get("init_from") or None
+        self.cfg = prepare_config(cfg)
         tr = self.cfg["trainer"]
         self.max_steps: int = tr["max_steps"]
         self.accum: int = tr["grad_accum_steps"]
         self.seed: int = int(self.cfg.get("seed", 0))
         self.step = 0
         self.start_step = 0
+        self.last_statistics: dict[str, Any] = {}
         # Steps and seconds after the first execution (which includes tracing/compiling).
         self._timing = {"steps": 0, "seconds": 0.0, "first_seconds": 0.0}
+        # The strategy comes before any other TensorFlow op (collective ops need it first).
+        self._configure_runtime()
+        self.dataset = build_dataset(self.cfg)
+        self.tokenizer = prepare_tokenizer(self.cfg, self.dataset, self.run_dir)
+        self.tokens = self.dataset.token_splits(self.tokenizer)
+        with self.strategy.scope():
+            self._build_model()
+            self._build_pruning_masks()
+            self._build_optimizer()
+        self._build_checkpointing()
+        self._build_callbacks()
+        self._compile_steps()
+
+    # ----- setup ------------------------------------------------------------------------------
+    def _configure_runtime(self) -> None:
+        """Seeds, op determinism, the precision policy and the distribution strategy."""
+        tr = self.cfg["trainer"]
         keras.utils.set_random_seed(self.seed)
         if tr["deterministic"]:
             tf.config.experimental.enable_op_determinism()
@@ -107,93 +105,82 @@ class Trainer:
         self.strategy = build_strategy(tr["strategy"], tr["logical_cpus"])
         self.chief = is_chief(self.strategy)
         self.num_workers = num_workers(self.strategy)
-        data = self.cfg["data"]
-        if "template" in data and not data["template"]:  # chat data: the checkpoint's template
-            data["template"] = (self.cfg.get("chat") or {}).get("template")
-        self.dataset = registry.build("dataset", data, key="data")
-        if getattr(self.dataset, "template", None):  # kept with the run, for `tfllm chat`
-            self.cfg["chat"] = {**(self.cfg.get("chat") or {}), "template": self.dataset.template}
-        self.tokenizer = self._tokenizer()
-        self.tokens = self.dataset.token_splits(self.tokenizer)
-        with self.strategy.scope():
-            # Re-seed here so initial weights do not depend on what set-up consumed before.
-            keras.utils.set_random_seed(self.seed)
-            self.model = build_model(
-                self.cfg,
-                self.tokenizer.vocabulary_size,
-                self.tokenizer.special_token_ids(),
-                self.tokenizer.sentinel_ids(),
-                self.tokenizer,
+
+    def _build_model(self) -> None:
+        # Re-seed here so initial weights do not depend on what set-up consumed before.
+        keras.utils.set_random_seed(self.seed)
+        self.model = build_model(
+            self.cfg,
+            self.tokenizer.vocabulary_size,
+            self.tokenizer.special_token_ids(),
+            self.tokenizer.sentinel_ids(),
+            self.tokenizer,
+        )
+        if not isinstance(self.model, TaskModel):
+            raise ConfigError(
+                f"task.name: task '{self.cfg['task']['name']}' builds a "
+                f"{type(self.model).__name__}, which is not a tfllm.tasks.base.TaskModel "
+                "(the trainer's contract: see docs/tasks.md)"
             )
-            if self.init_from:
-                self._init_backbone(self.init_from)
-            if hasattr(self.model, "on_initialized"):  # e.g. DPO copies its frozen reference
-                self.model.on_initialized()
-            # Pruning: keep-masks on the gradients of the pruned weights (set in `fit`, once the
-            # weights are final), so zeros stay zero through Adam and weight decay.
-            self.pruning = self.cfg.get("pruning") or None
-            self.prune_masks = {
-                w.path: tf.Variable(tf.ones(w.shape, w.dtype), trainable=False, name="keep")
-                for w in (
-                    prunable_weights(self.model, self.pruning["targets"]) if self.pruning else []
-                )
-            }
-            self.schedule = registry.build("schedule", self.cfg["schedule"], key="schedule")
-            self.optimizer = registry.build(
-                "optimizer",
-                self.cfg["optimizer"],
-                {"learning_rate": self.schedule, "variables": self.model.trainable_variables},
-                key="optimizer",
-            )
-            if tr["mixed_precision"] == "mixed_float16":
-                self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
-            self.optimizer.build(self.model.trainable_variables)
-            self.step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        if self.init_from:
+            self._init_backbone(self.init_from)
+        self.model.on_initialized()
+
+    def _build_pruning_masks(self) -> None:
+        """Keep-masks on the gradients of the pruned weights (set in `fit`, once the weights
+        are final), so zeros stay zero through Adam and weight decay."""
+        self.pruning = self.cfg.get("pruning") or None
+        targets = prunable_weights(self.model, self.pruning["targets"]) if self.pruning else []
+        self.prune_masks = {
+            w.path: tf.Variable(tf.ones(w.shape, w.dtype), trainable=False, name="keep")
+            for w in targets
+        }
+
+    def _build_optimizer(self) -> None:
+        self.schedule = registry.build("schedule", self.cfg["schedule"], key="schedule")
+        self.optimizer = registry.build(
+            "optimizer",
+            self.cfg["optimizer"],
+            {"learning_rate": self.schedule, "variables": self.model.trainable_variables},
+            key="optimizer",
+        )
+        if self.cfg["trainer"]["mixed_precision"] == "mixed_float16":
+            self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
+        self.optimizer.build(self.model.trainable_variables)
+        self.step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+
+    def _build_checkpointing(self) -> None:
         self.checkpoint = tf.train.Checkpoint(
             model=model_variables(self.model), optimizer=self.optimizer, step=self.step_var
         )
         self.manager = tf.train.CheckpointManager(
             self.checkpoint,
             self._checkpoint_dir(),
-            max_to_keep=tr["keep_checkpoints"],
+            max_to_keep=self.cfg["trainer"]["keep_checkpoints"],
             checkpoint_name="ckpt",
         )
-        self.callbacks = (
-            [
-                registry.build(
-                    "callback", {"name": c} if isinstance(c, str) else c, key="trainer.callbacks"
-                )
-                for c in tr["callbacks"]
-            ]
-            if self.chief
-            else []
-        )
-        self._compile_steps()
+
+    def _build_callbacks(self) -> None:
+        specs = self.cfg["trainer"]["callbacks"] if self.chief else []
+        self.callbacks = [
+            registry.build(
+                "callback", {"name": c} if isinstance(c, str) else c, key="trainer.callbacks"
+            )
+            for c in specs
+        ]
 
     # ----- setup ------------------------------------------------------------------------------
-    def _tokenizer(self):
-        saved = os.path.join(self.run_dir, TOKENIZER_DIR)
-        if os.path.exists(os.path.join(saved, "tokenizer.json")):
-            return load_tokenizer(saved)
-        if self.init_from:
-            return load_tokenizer(os.path.join(self.init_from, TOKENIZER_DIR))
-        tokenizer = build_tokenizer(self.cfg)
-        if not tokenizer.is_trained():
-            train_docs, _ = self.dataset.texts()
-            tokenizer.adapt(train_docs)
-        return tokenizer
-
     def _checkpoint_dir(self) -> str:
         if self.chief:
-            return os.path.join(self.run_dir, CHECKPOINT_DIR)
+            return checkpoint_dir(self.run_dir)
         task_id = getattr(self.strategy.cluster_resolver, "task_id", 0)
-        return os.path.join(self.run_dir, ".workers", f"worker_{task_id}")
+        return worker_checkpoint_dir(self.run_dir, task_id)
 
     def _init_backbone(self, source: str) -> None:
         """Load the backbone's weights from another run or a converted checkpoint, and every
         other weight of the task that the source holds under the same name and shape (the LM
         head, when fine-tuning a causal LM on chats); other heads start fresh."""
-        path = tf.train.latest_checkpoint(os.path.join(source, CHECKPOINT_DIR))
+        path = tf.train.latest_checkpoint(checkpoint_dir(source))
         if path is None:
             raise ConfigError(f"init_from: {source} has no checkpoint")
         prefix = type(self.model.backbone).__name__ + "/"
@@ -226,7 +213,7 @@ class Trainer:
         )
 
     def _chief_checkpoint_dir(self) -> str:
-        return os.path.join(self.run_dir, CHECKPOINT_DIR)
+        return checkpoint_dir(self.run_dir)
 
     def _restore(self) -> None:
         """Resume from the newest readable checkpoint of the chief.
@@ -303,23 +290,18 @@ class Trainer:
 
         grad_fn = gradients if single else tf.function(gradients, jit_compile=jit)
 
-        # Tasks that make their own training data from each batch (PPO: rollouts) prepare it
-        # first, may take several updates per batch, and report statistics per step.
-        prepares = hasattr(model, "prepare_batch")
-        updates = int(getattr(model, "updates_per_batch", 1))
-        statistic_names = tuple(getattr(model, "step_statistics", ()))
+        # The task's contract (tfllm.tasks.base.TaskModel): tasks that make their own training
+        # data from each batch (PPO: rollouts) prepare it first, may take several updates per
+        # batch, and report statistics per step.
+        updates = int(model.updates_per_batch)
+        statistic_names = tuple(model.step_statistics)
 
         def replica_step(batch):
             ctx = tf.distribute.get_replica_context()
-            statistics = {}
-            if prepares:
-                batch, statistics = model.prepare_batch(batch)
+            batch, statistics = model.prepare_batch(batch)
             # The loss normalizer must be known before the backward pass (for accumulation):
             # the batch's token weights, or what the task says (masked LM: the picked tokens).
-            if hasattr(model, "loss_normalizer"):
-                local_weight = model.loss_normalizer(batch)
-            else:
-                local_weight = tf.reduce_sum(batch["loss_weights"])
+            local_weight = model.loss_normalizer(batch)
             total_weight = ctx.all_reduce("sum", local_weight)
             for _ in range(updates):  # static: unrolled
                 grads, loss_sum = grad_fn(batch, total_weight)
@@ -332,8 +314,7 @@ class Trainer:
                 factor = tf.constant(1.0) if clip <= 0 else clip / tf.maximum(norm, clip)
                 optimizer.apply([g * tf.cast(factor, g.dtype) for g in grads], variables)
             loss = ctx.all_reduce("sum", loss_sum) / total_weight
-            if hasattr(model, "update_statistics"):
-                statistics = {**statistics, **model.update_statistics(batch)}
+            statistics = {**statistics, **model.update_statistics(batch)}
             statistics = {
                 k: ctx.all_reduce("mean", tf.cast(statistics[k], tf.float32))
                 for k in statistic_names
@@ -359,14 +340,11 @@ class Trainer:
             count = tf.cast(n, tf.float32)
             return loss_total / count, norm, {k: v / count for k, v in totals.items()}
 
-        has_statistics = hasattr(model, "eval_statistics")
-
         def replica_eval(batch):
             ctx = tf.distribute.get_replica_context()
-            if prepares:
-                batch, _ = model.prepare_batch(batch, update=False)
+            batch, _ = model.prepare_batch(batch, update=False)
             ls, w = model.loss_terms(batch, training=False)
-            stats = model.eval_statistics(batch) if has_statistics else {}
+            stats = model.eval_statistics(batch)
             stats = {k: ctx.all_reduce("sum", v) for k, v in stats.items()}
             return ctx.all_reduce("sum", tf.cast(ls, tf.float32)), ctx.all_reduce("sum", w), stats
 
@@ -394,7 +372,8 @@ class Trainer:
         return iter(self.strategy.distribute_datasets_from_function(fn))
 
     def evaluate(self) -> dict[str, float]:
-        """Validation loss and perplexity over `trainer.eval_batches` batches."""
+        """Validation logs over `trainer.eval_batches` batches, as the task summarizes them
+        (`summarize_eval`: loss and perplexity by default)."""
         max_batches = self.cfg["trainer"]["eval_batches"]
         n_batches = {}
 
@@ -416,21 +395,20 @@ class Trainer:
                 stats[k] = stats.get(k, 0) + v.numpy()
         if weight == 0:
             return {}
-        loss = total / weight
-        if "confusion" in stats:  # a classifier: accuracy and macro-F1 instead of perplexity
-            self.last_confusion = stats["confusion"]
-            return {"val_loss": loss, **classification_metrics(stats["confusion"])}
-        if "examples" in stats:  # per-example sums (extractive QA): their means
-            count = max(float(stats.pop("examples")), 1.0)
-            return {"val_loss": loss, **{f"val_{k}": float(v) / count for k, v in stats.items()}}
-        return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0))}
+        self.last_statistics = stats
+        return self.model.summarize_eval(total / weight, stats)
+
+    @property
+    def last_confusion(self) -> np.ndarray | None:
+        """A classifier's confusion matrix at the last validation (None for other tasks)."""
+        return self.last_statistics.get("confusion")
 
     # ----- loop -------------------------------------------------------------------------------
     def _save_artifacts(self) -> None:
         if not self.chief:
             return
         save_run_config(self.cfg, self.run_dir)
-        tok_dir = os.path.join(self.run_dir, TOKENIZER_DIR)
+        tok_dir = tokenizer_dir(self.run_dir)
         if not os.path.exists(os.path.join(tok_dir, "tokenizer.json")):
             self.tokenizer.save_to_directory(tok_dir)
 
@@ -579,7 +557,7 @@ class Trainer:
             # the parent folder.
             shutil.rmtree(self._checkpoint_dir(), ignore_errors=True)
             try:
-                os.rmdir(os.path.join(self.run_dir, ".workers"))
+                os.rmdir(os.path.join(self.run_dir, WORKERS_DIR))
             except OSError:
                 pass  # another worker's copies are still there, or it is gone already
             return
@@ -592,8 +570,7 @@ class Trainer:
             metrics["mean_tokens_per_sec"] = tokens / timing["seconds"]
             metrics["first_execution_seconds"] = timing["first_seconds"]
         metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        with open(os.path.join(self.run_dir, METRICS_FILE), "w", encoding="utf-8") as f:
-            json.dump(metrics, f, indent=1)
+        save_metrics(metrics, self.run_dir)
 
     def weights(self) -> list[np.ndarray]:
         return [v.numpy() for v in self.model.weights]
