@@ -14,6 +14,7 @@ import tensorflow as tf
 from tensorflow.python.trackable.data_structures import NoDependency
 
 from tfllm.generation.decoder import GenerationConfig, decode_loop
+from tfllm.generation.prompts import stop_tokens
 
 
 @dataclass
@@ -28,6 +29,8 @@ class ExportSettings:
             `--xla_cpu_compilation_enabled=true` to run it).
         safety: a graph-capable `safety_filter` spec (e.g. `{name: patterns, words: [...]}`);
             the generation signatures then also output `flagged` (bool `[B]`).
+        stop: stop strings, applied as `tfllm generate stop=` applies them (see
+            `tfllm.generation.prompts`): a completion ends before the first one.
     """
 
     max_new_tokens: int = 64
@@ -38,6 +41,7 @@ class ExportSettings:
     seed: int = 0
     jit_compile: bool = False
     safety: dict[str, Any] | None = None
+    stop: tuple[str, ...] = ()
 
     def safety_filter(self):
         """The configured safety filter, or None; it must run inside a graph."""
@@ -62,7 +66,10 @@ class ExportSettings:
             top_k=self.top_k,
             top_p=self.top_p,
             seed=self.seed,
+            stop=tuple(self.stop),
         ).validate()
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise ValueError(f"stop must be a list of non-empty strings, got {list(self.stop)}")
         if not 1 <= self.max_new_tokens <= self.max_new_tokens_limit:
             raise ValueError(
                 f"max_new_tokens must be in [1, max_new_tokens_limit={self.max_new_tokens_limit}]"
@@ -75,6 +82,16 @@ def _assert(condition, message: str):
     return tf.debugging.Assert(condition, [tf.constant(message)])
 
 
+def _cut_at_stops(texts, stops):
+    """Each string up to the first occurrence of any of `stops` (the graph twin of
+    `tfllm.generation.prompts.cut_at_stops`)."""
+    if not stops:
+        return texts
+    # Every character spelled as a code point, so no stop string is read as regex syntax.
+    alternatives = ["".join(f"\\x{{{ord(c):x}}}" for c in s) for s in stops]
+    return tf.strings.regex_replace(texts, f"(?s)({'|'.join(alternatives)}).*$", "")
+
+
 def _valid_utf8(texts):
     repaired = tf.strings.unicode_transcode(
         texts, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
@@ -84,6 +101,11 @@ def _valid_utf8(texts):
 
 class CausalLMServing(tf.Module):
     """Signatures of a causal LM.
+
+    Prompts follow the rules of `tfllm.generation.prompts`, as Python generation does: bos
+    first (when the tokenizer adds it), an empty prompt starts from eos, a prompt longer than
+    the context leaves beside `max_new_tokens` keeps its last tokens, and a completion ends
+    before the first of the export's stop strings.
 
     - `serving_default(prompts)`: completions with the export's settings.
     - `generate(prompts, max_new_tokens, temperature, top_k, top_p, seed)`: all settings per
@@ -100,7 +122,7 @@ class CausalLMServing(tf.Module):
 
     def __init__(self, model, tokenizer, settings: ExportSettings):
         super().__init__(name="tfllm_causal_lm")
-        from tfllm.training.checkpoint import model_variables
+        from tfllm.models.variables import model_variables
 
         # Variables are tracked directly; the Keras model is held out of tf.Module's tracking,
         # which would write every weight a second time (its Keras variable wrappers).
@@ -114,6 +136,8 @@ class CausalLMServing(tf.Module):
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
         self.bos_id = tokenizer.prompt_bos_id
         self.eos_id = tokenizer.eos_id
+        self.stop_ids, _ = stop_tokens(tokenizer, settings.stop, stop_at_eos=True)
+        self.stop_strings = tuple(settings.stop)
         loop = lambda *args: decode_loop(  # noqa: E731
             model, *args, prefill_prompt_only=not settings.jit_compile
         )
@@ -158,19 +182,49 @@ class CausalLMServing(tf.Module):
         }
 
     # ----- pieces ---------------------------------------------------------------------------
-    def _token_ids(self, texts, what: str):
-        """Validated texts `(B,)` to ragged ids `(B, None)` (with bos when the model uses it)."""
+    def _token_ids(self, texts, what: str, allow_empty: bool = False):
+        """Validated texts `(B,)` to ragged ids `(B, None)` (with bos when the model uses it).
+        With `allow_empty`, a string without ids starts from eos (a prompt, by the rules of
+        `tfllm.generation.prompts.prompt_ids`); otherwise empty strings are refused."""
         checks = [
             _assert(tf.size(texts) > 0, f"{what}: the batch is empty"),
-            _assert(tf.reduce_all(tf.strings.length(texts) > 0), f"{what}: a string is empty"),
             _assert(_valid_utf8(texts), f"{what}: a string is not valid UTF-8"),
         ]
+        if not allow_empty:
+            checks.append(
+                _assert(tf.reduce_all(tf.strings.length(texts) > 0), f"{what}: a string is empty")
+            )
+        elif self.bos_id is None and self.eos_id is None:
+            checks.append(
+                _assert(
+                    tf.reduce_all(tf.strings.length(texts) > 0),
+                    f"{what}: a string is empty and the tokenizer has no bos or eos token to "
+                    "start from",
+                )
+            )
         with tf.control_dependencies(checks):
             ids = tf.cast(self.tokenizer(tf.identity(texts)), tf.int32)  # (B, None)
+        b = tf.shape(texts)[0]
         if self.bos_id is not None:
-            bos = tf.fill([tf.shape(texts)[0], 1], tf.constant(self.bos_id, tf.int32))
+            bos = tf.fill([b, 1], tf.constant(self.bos_id, tf.int32))
             ids = tf.concat([tf.RaggedTensor.from_tensor(bos), ids], axis=1)
+        elif allow_empty and self.eos_id is not None:
+            empty = tf.cast(ids.row_lengths() == 0, tf.int32)  # (B,) 1 where a row has no ids
+            eos = tf.fill([tf.reduce_sum(empty)], tf.constant(self.eos_id, tf.int32))
+            fill = tf.RaggedTensor.from_row_lengths(eos, tf.cast(empty, ids.row_splits.dtype))
+            ids = tf.concat([ids, fill], axis=1)
         return ids
+
+    def _prompt_ids(self, prompts, max_new_tokens):
+        """`tfllm.generation.prompts.encode_prompt` in the graph: ragged ids `(B, None)`, each
+        row cut to its last `context - max_new_tokens` tokens."""
+        ids = self._token_ids(prompts, "prompts", allow_empty=True)
+        room = self.context - max_new_tokens
+        lengths = tf.cast(ids.row_lengths(), tf.int32)  # (B,)
+        keep = tf.ragged.range(  # (B, None) the positions each row keeps
+            tf.maximum(lengths - room, 0), lengths, row_splits_dtype=ids.row_splits.dtype
+        )
+        return tf.gather(ids, keep, batch_dims=1)
 
     def _serving_default(self, prompts):
         s = self.settings
@@ -190,23 +244,22 @@ class CausalLMServing(tf.Module):
                 (max_new_tokens >= 1) & (max_new_tokens <= limit),
                 f"max_new_tokens must be in [1, {limit}]",
             ),
+            _assert(
+                max_new_tokens < self.context,
+                f"max_new_tokens leaves no room for a prompt in the model's context of "
+                f"{self.context} tokens",
+            ),
             _assert(temperature >= 0.0, "temperature must be >= 0"),
             _assert(top_k >= 0, "top_k must be >= 0"),
             _assert((top_p > 0.0) & (top_p <= 1.0), "top_p must be in (0, 1]"),
         ]
         with tf.control_dependencies(checks):
-            ids = self._token_ids(prompts, "prompts")
+            ids = self._prompt_ids(prompts, max_new_tokens)
         prompt_lengths = tf.cast(ids.row_lengths(), tf.int32)  # (B,)
-        longest = tf.reduce_max(prompt_lengths)
-        fits = _assert(
-            longest + max_new_tokens <= self.context,
-            f"prompt tokens + max_new_tokens exceed the model's context of {self.context}",
-        )
-        with tf.control_dependencies([fits]):
-            total = tf.identity(longest + max_new_tokens)
+        total = tf.reduce_max(prompt_lengths) + max_new_tokens
         b = tf.shape(prompt_lengths)[0]
         buffer = ids.to_tensor(default_value=self.pad_id, shape=tf.stack([b, total]))  # (B, L)
-        stops = tf.constant([self.eos_id if self.eos_id is not None else -1], tf.int32)
+        stops = tf.constant(self.stop_ids or [-1], tf.int32)
         out, lengths = self._loop(
             buffer,
             prompt_lengths,
@@ -221,7 +274,9 @@ class CausalLMServing(tf.Module):
         new_lengths = lengths - prompt_lengths  # (B,)
         offsets = tf.ragged.range(prompt_lengths, lengths)  # (B, None) new positions
         new = tf.gather(out, offsets, batch_dims=1)  # (B, None) new tokens
-        completions = self.tokenizer.detokenize(new, skip_special_tokens=True)
+        completions = _cut_at_stops(
+            self.tokenizer.detokenize(new, skip_special_tokens=True), self.stop_strings
+        )
         tokens = new.to_tensor(default_value=-1, shape=tf.stack([b, max_new_tokens]))
         outputs = {"completions": completions, "tokens": tokens, "lengths": new_lengths}
         if self.safety is not None:
@@ -294,7 +349,7 @@ class EmbeddingServing(tf.Module):
 
     def __init__(self, model, tokenizer, max_length: int | None = None):
         super().__init__(name="tfllm_embedding")
-        from tfllm.training.checkpoint import model_variables
+        from tfllm.models.variables import model_variables
 
         self._model = NoDependency(model)  # tracked through model_variables only
         self.tokenizer = tokenizer
@@ -302,9 +357,7 @@ class EmbeddingServing(tf.Module):
         self.max_length = int(
             min(max_length or model.max_sequence_length, model.max_sequence_length)
         )
-        from tfllm.tasks.sentence_embedding import boundary_ids
-
-        self.cls_id, self.sep_id = boundary_ids(tokenizer)
+        self.cls_id, self.sep_id = tokenizer.boundary_ids()
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
         spec = [tf.TensorSpec([None], tf.string, name="texts")]
         self.embed = tf.function(self._embed, input_signature=spec, autograph=False)

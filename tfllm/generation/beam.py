@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tfllm.generation.prompts import cut_at_stops, encode_prompt, stop_tokens
+
 
 @dataclass(frozen=True)
 class Hypothesis:
@@ -137,10 +139,11 @@ def beam_generate(
     length_penalty: float = 1.0,
     num_return_sequences: int = 1,
     stop_at_eos: bool = True,
+    stop: Sequence[str] = (),
 ) -> list[list[str]]:
     """Beam-search completions of text prompts (`num_return_sequences` per prompt, best first);
-    for an encoder-decoder, outputs for the prompts as sources."""
-    from tfllm.generation.decoder import Generator
+    for an encoder-decoder, outputs for the prompts as sources. Prompts and stop strings follow
+    `tfllm.generation.prompts`, as sampling does."""
     from tfllm.generation.seq2seq import Seq2SeqGenerator, is_seq2seq
 
     if is_seq2seq(model):
@@ -151,20 +154,22 @@ def beam_generate(
             length_penalty=length_penalty,
             num_return_sequences=num_return_sequences,
             stop_at_eos=stop_at_eos,
+            stop=stop,
         )
 
-    start = Generator(model, tokenizer)
-    stops = [tokenizer.eos_id] if stop_at_eos and tokenizer.eos_id is not None else []
+    context = int(model.max_sequence_length)
+    stops, stop_strings = stop_tokens(tokenizer, stop, stop_at_eos)
     out = []
     for prompt in prompts:
         found = beam_search(
             model,
-            start.start_ids(prompt),
+            encode_prompt(tokenizer, prompt, context, max_new_tokens),
             num_beams=num_beams,
             max_new_tokens=max_new_tokens,
             length_penalty=length_penalty,
             stop_ids=stops,
             num_return_sequences=num_return_sequences,
         )
-        out.append([tokenizer.decode(list(h.tokens), skip_special_tokens=True) for h in found])
+        texts = [tokenizer.decode(list(h.tokens), skip_special_tokens=True) for h in found]
+        out.append([cut_at_stops(t, stop_strings) for t in texts])
     return out

@@ -6,42 +6,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
+from tfllm.components.tokenizers.chat_template import render_template
+from tfllm.generation import prompts
 from tfllm.generation.decoder import GenerationConfig
 from tfllm.generation.streaming import TokenStreamer
 
+__all__ = ["ChatSession", "render_template"]  # render_template lives with the tokenizers
+
 log = logging.getLogger(__name__)
-
-
-def render_template(
-    template: str,
-    messages: list[dict[str, str]],
-    tokenizer=None,
-    add_generation_prompt: bool = True,
-) -> str:
-    """Render a Hugging Face-style Jinja chat template (with a generation prompt by default).
-
-    Runs in Jinja's immutable sandbox (templates come with downloaded checkpoints), with the
-    variables and helpers such templates expect: `messages`, `add_generation_prompt`,
-    `bos_token`, `eos_token` and `raise_exception`.
-    """
-    from jinja2 import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(message):
-        raise TemplateError(message)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = raise_exception
-    specials = dict(getattr(tokenizer, "special_tokens", {}) or {})
-    try:
-        return env.from_string(template).render(
-            messages=messages,
-            add_generation_prompt=add_generation_prompt,
-            bos_token=specials.get("bos", ""),
-            eos_token=specials.get("eos", ""),
-        )
-    except TemplateError as e:
-        raise ValueError(f"chat template: {e}") from None
 
 
 class ChatSession:
@@ -105,29 +77,24 @@ class ChatSession:
         return system + history
 
     def prompt_ids(self) -> list[int]:
-        """The rendered, tokenized conversation, cut to leave room for the reply."""
-        budget = self.context - self.config.max_new_tokens
+        """The rendered, tokenized conversation, cut to leave room for the reply: whole old
+        exchanges are dropped first, then the rest is cut as every prompt is
+        (`tfllm.generation.prompts`; the template writes its own bos)."""
+        budget = prompts.prompt_room(self.context, self.config.max_new_tokens)
         history = list(self.history)
         while True:
             text = render_template(self.template, self._messages(history), self.tokenizer)
-            ids = self.tokenizer.encode_one(text)
+            ids = prompts.prompt_ids(self.tokenizer, text, add_bos=False)
             if len(ids) <= budget or len(history) <= 1:
                 break
             history = history[2:] if len(history) > 2 else history[-1:]  # oldest exchange
         if len(history) < len(self.history):
             log.info("dropped %d old messages to fit the context", len(self.history) - len(history))
-        if len(ids) > budget:
-            log.warning("the message alone exceeds the context: keeping its last %d tokens", budget)
-            ids = ids[-budget:]
-        return ids
+        return prompts.crop_prompt(ids, self.context, self.config.max_new_tokens)
 
-    def stop_ids(self) -> list[int]:
-        stops = [self.tokenizer.eos_id] if self.tokenizer.eos_id is not None else []
-        for s in self.config.stop:
-            ids = self.tokenizer.encode_one(s)
-            if len(ids) == 1:
-                stops.append(ids[0])
-        return stops
+    def stops(self) -> tuple[list[int], list[str]]:
+        """The stop ids that end a reply in the decode loop, and the strings that end its text."""
+        return prompts.stop_tokens(self.tokenizer, self.config.stop, self.config.stop_at_eos)
 
     def reply(self, message: str, on_text: Callable[[str], None] | None = None) -> str:
         """Add a user message, generate the assistant's answer (streamed), and return it."""
@@ -143,17 +110,25 @@ class ChatSession:
                 on_text(text)
             self.history.append({"role": "assistant", "content": text})
             return text
+        stop_ids, stop_strings = self.stops()
         generated: list[int] = []
         shown = ""
-        for token in self.streamer.stream(ids, config, self.stop_ids()):
+        # Decoded as the generator decodes (special tokens dropped, the stop token kept until
+        # the text is cut at the stop strings), so a reply equals `Generator.generate`'s.
+        for token in self.streamer.stream(ids, config, stop_ids, yield_stop=True):
             generated.append(token)
-            text = self.tokenizer.decode(generated)
+            text = self.tokenizer.decode(generated, skip_special_tokens=True)
             if text.endswith("\ufffd"):
                 continue  # a multi-byte character is still incomplete
-            if on_text is not None and len(text) > len(shown):
-                on_text(text[len(shown) :])
-            shown = text
-        text = self.tokenizer.decode(generated)
+            if prompts.cut_at_stops(text, stop_strings) != text:
+                break  # a stop string is complete: the reply ends before it
+            # Hold back what could still turn out to begin a stop string.
+            visible = text[: len(text) - prompts.held_back(text, stop_strings)]
+            if on_text is not None and len(visible) > len(shown):
+                on_text(visible[len(shown) :])
+            shown = visible
+        text = self.tokenizer.decode(generated, skip_special_tokens=True)
+        text = prompts.cut_at_stops(text, stop_strings)
         if on_text is not None and len(text) > len(shown):
             on_text(text[len(shown) :])
         self.history.append({"role": "assistant", "content": text})
@@ -171,6 +146,4 @@ class ChatSession:
             top_p=config.top_p,
             seed=config.seed,
         )[0]
-        for stop in config.stop:
-            text = text.split(stop)[0]
-        return text
+        return prompts.cut_at_stops(text, config.stop)

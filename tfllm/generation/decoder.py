@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
+from tfllm.generation.prompts import (
+    crop_prompt,
+    cut_at_stops,
+    prompt_ids,
+    prompt_room,
+    stop_tokens,
+)
 from tfllm.generation.sampling import sample_next
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -25,7 +29,8 @@ class GenerationConfig:
         top_p: nucleus mass (1.0 keeps all).
         num_return_sequences: samples per prompt.
         seed: stateless sampling seed.
-        stop: stop strings; single-token ones stop inside the graph, longer ones cut the text.
+        stop: stop strings: a completion ends before the first one (single-token ones also
+            end the row inside the graph; see `tfllm.generation.prompts`).
         stop_at_eos: also stop at the tokenizer's eos token.
     """
 
@@ -51,22 +56,6 @@ class GenerationConfig:
             raise ValueError(
                 f"num_return_sequences must be positive, got {self.num_return_sequences}"
             )
-
-
-def stop_tokens(tokenizer, config: GenerationConfig) -> tuple[list[int], list[str]]:
-    """`(stop ids, stop strings)`: single-token stops (and eos with `stop_at_eos`) end a row
-    inside the graph; longer stop strings cut the decoded text afterwards."""
-    stop_ids: list[int] = []
-    long_stops: list[str] = []
-    for s in config.stop:
-        ids = tokenizer.encode_one(s)
-        if len(ids) == 1:
-            stop_ids.append(ids[0])
-        elif ids:
-            long_stops.append(s)
-    if config.stop_at_eos and tokenizer.eos_id is not None:
-        stop_ids.append(tokenizer.eos_id)
-    return stop_ids, long_stops
 
 
 def decode_loop(
@@ -173,19 +162,9 @@ class Generator:
         )
 
     def start_ids(self, text: str) -> list[int]:
-        """Prompt ids: bos (if the tokenizer has one and adds it) then the text; never empty."""
-        ids = self.tokenizer.encode_one(text) if text else []
-        bos = self.tokenizer.prompt_bos_id
-        if bos is not None:
-            ids = [bos] + ids
-        if not ids:
-            fallback = self.tokenizer.eos_id
-            if fallback is None:
-                raise ValueError(
-                    "empty prompt and the tokenizer has no bos or eos token to start from"
-                )
-            ids = [fallback]
-        return ids
+        """Prompt ids by `tfllm.generation.prompts.prompt_ids`: bos (if the tokenizer has one
+        and adds it) then the text; never empty."""
+        return prompt_ids(self.tokenizer, text)
 
     def generate_ids(
         self,
@@ -196,23 +175,7 @@ class Generator:
         """Generate from id prompts. Returns `(buffer (B, L), prompt_lengths, lengths)`."""
         config.validate()
         max_len = self.model.max_sequence_length
-        if config.max_new_tokens >= max_len:
-            raise ValueError(
-                f"max_new_tokens={config.max_new_tokens} leaves no room for a prompt in the "
-                f"model's context of {max_len} tokens"
-            )
-        keep = max_len - config.max_new_tokens
-        rows = []
-        for p in prompts:
-            p = list(p)
-            if not p:
-                raise ValueError("prompt ids are empty")
-            if len(p) > keep:
-                log.warning(
-                    "prompt of %d tokens cut to its last %d to fit the context", len(p), keep
-                )
-                p = p[-keep:]
-            rows.append(p)
+        rows = [crop_prompt(p, max_len, config.max_new_tokens) for p in prompts]
         lengths = np.asarray([len(r) for r in rows], np.int32)
         total = int(lengths.max()) + config.max_new_tokens
         pad = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
@@ -238,9 +201,11 @@ class Generator:
     ) -> list[list[str]]:
         """Completions (without the prompt), `num_return_sequences` per prompt.
 
-        When prompt plus `max_new_tokens` exceeds the model's context, generation continues in
-        rounds over a sliding window (as nanoGPT's sampler crops its context): each round keeps
-        the most recent tokens and re-encodes them.
+        Prompts follow `tfllm.generation.prompts` (the rules every generation path and every
+        export share): a prompt too long for the context keeps its last tokens. When
+        `max_new_tokens` alone fills the context, generation continues in rounds over a sliding
+        window (as nanoGPT's sampler crops its context): each round keeps the most recent
+        tokens.
         """
         config = config or GenerationConfig()
         config.validate()
@@ -248,23 +213,21 @@ class Generator:
         prompts = [prompts] if single else list(prompts)
         n = config.num_return_sequences
         contexts = [self.start_ids(p) for p in prompts for _ in range(n)]
-        stop_ids, long_stops = stop_tokens(self.tokenizer, config)
+        stop_ids, stop_strings = stop_tokens(self.tokenizer, config.stop, config.stop_at_eos)
         generated = self._generate_rounds(contexts, config, stop_ids)
         texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
-        for s in long_stops:
-            texts = [t.split(s)[0] for t in texts]
+        texts = [cut_at_stops(t, stop_strings) for t in texts]
         return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     def _generate_rounds(
         self, contexts: list[list[int]], config: GenerationConfig, stop_ids: list[int]
     ) -> list[list[int]]:
         max_len = self.model.max_sequence_length
-        longest = max(len(c) for c in contexts)
-        if longest + config.max_new_tokens <= max_len:
+        if config.max_new_tokens < max_len:  # one round; a long prompt keeps its last tokens
             per_round = config.max_new_tokens
         else:
-            per_round = min(config.max_new_tokens, max(1, max_len // 2))
-        keep = max_len - per_round
+            per_round = max(1, max_len // 2)
+        keep = prompt_room(max_len, per_round)
         generated: list[list[int]] = [[] for _ in contexts]
         active = list(range(len(contexts)))
         remaining, round_index = config.max_new_tokens, 0

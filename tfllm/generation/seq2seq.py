@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from tfllm.generation.decoder import GenerationConfig, Generator, decode_loop, stop_tokens
+from tfllm.generation.decoder import GenerationConfig, Generator, decode_loop
+from tfllm.generation.prompts import cut_at_stops, pack_with_eos, stop_tokens
+
+log = logging.getLogger(__name__)
 
 
 def is_seq2seq(model: Any) -> bool:
@@ -51,12 +55,13 @@ class Seq2SeqGenerator:
     def encode_sources(self, sources: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Padded source ids `(B, S)` (each ended with eos, cut to the model's length) and
         their mask."""
-        from tfllm.data.seq2seq import encode_texts
-
         bodies = self.tokenizer.encode(list(sources))["input_ids"]
         longest = max(len(b) for b in bodies) + (self.tokenizer.eos_id is not None)
         length = max(1, min(longest, self.model.max_sequence_length))
-        return encode_texts(self.tokenizer, list(sources), length, "source")
+        ids, mask, cut = pack_with_eos(bodies, length, self.tokenizer.eos_id, self.tokenizer.pad_id)
+        if cut:
+            log.warning("%d of %d source texts were cut to %d tokens", cut, len(bodies), length)
+        return ids, mask
 
     def generate_ids(
         self,
@@ -103,11 +108,10 @@ class Seq2SeqGenerator:
         sources = [sources] if single else list(sources)
         n = config.num_return_sequences
         rows = [s for s in sources for _ in range(n)]
-        stop_ids, long_stops = stop_tokens(self.tokenizer, config)
+        stop_ids, stop_strings = stop_tokens(self.tokenizer, config.stop, config.stop_at_eos)
         generated = self.generate_ids(rows, config, stop_ids)
         texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
-        for s in long_stops:
-            texts = [t.split(s)[0] for t in texts]
+        texts = [cut_at_stops(t, stop_strings) for t in texts]
         return [texts[i * n : (i + 1) * n] for i in range(len(sources))]
 
     def beam(
@@ -118,11 +122,12 @@ class Seq2SeqGenerator:
         length_penalty: float = 1.0,
         num_return_sequences: int = 1,
         stop_at_eos: bool = True,
+        stop: Sequence[str] = (),
     ) -> list[list[str]]:
         """Beam-search outputs (`num_return_sequences` per source, best first)."""
         from tfllm.generation.beam import beam_search
 
-        stops = [self.tokenizer.eos_id] if stop_at_eos and self.tokenizer.eos_id is not None else []
+        stops, stop_strings = stop_tokens(self.tokenizer, stop, stop_at_eos)
         out = []
         for source in sources:
             encoder_ids, encoder_mask = self.encode_sources([source])
@@ -137,7 +142,13 @@ class Seq2SeqGenerator:
                 num_return_sequences=num_return_sequences,
             )
             out.append(
-                [self.tokenizer.decode(list(h.tokens), skip_special_tokens=True) for h in found]
+                [
+                    cut_at_stops(
+                        self.tokenizer.decode(list(h.tokens), skip_special_tokens=True),
+                        stop_strings,
+                    )
+                    for h in found
+                ]
             )
         return out
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 import tensorflow as tf
 
 from tfllm.generation.decoder import GenerationConfig
+from tfllm.generation.prompts import crop_prompt
 from tfllm.generation.sampling import sample_next
 
 
@@ -65,20 +66,18 @@ class TokenStreamer:
         return token, next_logits[:, 0], cache
 
     def stream(
-        self, prompt_ids: Sequence[int], config: GenerationConfig, stop_ids: Sequence[int] = ()
+        self,
+        prompt_ids: Sequence[int],
+        config: GenerationConfig,
+        stop_ids: Sequence[int] = (),
+        yield_stop: bool = False,
     ) -> Iterator[int]:
-        """Yield up to `config.max_new_tokens` tokens after `prompt_ids`; a stop id ends the
-        stream (and is not yielded)."""
+        """Yield up to `config.max_new_tokens` tokens after `prompt_ids` (cut to the context as
+        `tfllm.generation.prompts.crop_prompt` cuts every prompt); a stop id ends the stream
+        (yielded last with `yield_stop`, as the generator keeps it in its ids)."""
         config.validate()
-        prompt = list(prompt_ids)
-        if not prompt:
-            raise ValueError("prompt ids are empty")
+        prompt = crop_prompt(prompt_ids, self.model.max_sequence_length, config.max_new_tokens)
         total = len(prompt) + config.max_new_tokens
-        if total > self.model.max_sequence_length:
-            raise ValueError(
-                f"{len(prompt)} prompt tokens + max_new_tokens={config.max_new_tokens} exceed the "
-                f"model's context of {self.model.max_sequence_length}"
-            )
         logits, cache = self._prefill(tf.constant([prompt], tf.int32), tf.constant(total))
         stops = set(stop_ids)
         for index in range(len(prompt), total):
@@ -93,5 +92,7 @@ class TokenStreamer:
             )
             token_id = int(token.numpy()[0])
             if token_id in stops:
+                if yield_stop:
+                    yield token_id
                 return
             yield token_id
