@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import keras
 
 from tfllm import registry
+from tfllm.components.attention.base import Attention
 from tfllm.registry import ConfigError
 
 NORM_PLACEMENTS = ("pre", "post")
@@ -109,10 +109,12 @@ class TransformerBlock(keras.layers.Layer):
         self.cross_attention_spec = None if cross_attention is None else dict(cross_attention)
         if cross_attention is not None:
             entry = registry.get("attention", cross_attention["name"])
-            if "cross" not in inspect.signature(entry).parameters:
+            if not (isinstance(entry, type) and issubclass(entry, Attention)) or (
+                not entry.supports_cross
+            ):
                 raise ConfigError(
                     f"cross_attention: attention '{cross_attention['name']}' cannot attend to an "
-                    "encoder's states (its constructor has no `cross` argument); use mha"
+                    "encoder's states (it does not declare supports_cross); use mha"
                 )
             self.cross_attention = registry.build(
                 "attention",

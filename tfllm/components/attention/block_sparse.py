@@ -168,14 +168,13 @@ class BlockSparseAttention(MultiHeadAttention):
             local_ok &= tf.abs(distance) < self.window
         local_scores = tf.einsum("bhgnqd,bhnkd->bhgnqk", q, k_local)  # (B, Hkv, G, N, Bs, W*Bs)
         local_scores = tf.cast(local_scores, "float32") * (dh**-0.5)
-        if positional is not None:
-            # Translation invariance: the band's bias is one (H, Bs, W*Bs) block for all n.
-            base = lb * bs
-            rel_q = base + tf.range(bs)
-            rel_k = base + tf.reshape(offsets[:, None] * bs + tf.range(bs)[None, :], [-1])
-            bias = positional.attention_bias(rel_q, rel_k)
-            if bias is not None:
-                local_scores += self._grouped_bias(bias)[:, :, None]  # over N
+        # Translation invariance: the band's bias is one (H, Bs, W*Bs) block for all n.
+        base = lb * bs
+        rel_q = base + tf.range(bs)
+        rel_k = base + tf.reshape(offsets[:, None] * bs + tf.range(bs)[None, :], [-1])
+        bias = self.attention_bias(positional, rel_q, rel_k)
+        if bias is not None:
+            local_scores += self._grouped_bias(bias)[:, :, None]  # over N
         local_mask = local_ok[None, None, None]  # (1, 1, 1, N, Bs, W*Bs)
         if padding_mask is not None:
             keys_ok = tf.pad(tf.cast(padding_mask, tf.bool), [[0, 0], [0, tp - t]])  # (B, Tp)
@@ -190,13 +189,12 @@ class BlockSparseAttention(MultiHeadAttention):
             global_pos = tf.range(global_len)
             global_scores = tf.einsum("bhgnqd,bhkd->bhgnqk", q, k_global)
             global_scores = tf.cast(global_scores, "float32") * (dh**-0.5)
-            if positional is not None:
-                bias = positional.attention_bias(tf.range(tp), global_pos)  # (H|1, Tp, Gl)
-                if bias is not None:
-                    bias = self._grouped_bias(bias)  # (Hkv|1, G|1, Tp, Gl)
-                    global_scores += tf.reshape(
-                        bias, tf.concat([tf.shape(bias)[:2], [n, bs, global_len]], 0)
-                    )
+            bias = self.attention_bias(positional, tf.range(tp), global_pos)  # (H|1, Tp, Gl)
+            if bias is not None:
+                bias = self._grouped_bias(bias)  # (Hkv|1, G|1, Tp, Gl)
+                global_scores += tf.reshape(
+                    bias, tf.concat([tf.shape(bias)[:2], [n, bs, global_len]], 0)
+                )
             global_ok = global_pos[None, None, :] < t  # (1, 1, Gl)
             if self.causal:
                 global_ok &= q_pos[:, :, None] >= global_pos[None, None, :]
@@ -233,10 +231,9 @@ class BlockSparseAttention(MultiHeadAttention):
         k = tf.transpose(k, [0, 2, 1, 3])  # (B, Hkv, T, Dh)
         v = tf.transpose(v, [0, 2, 1, 3])
         scores = self._scores(q, k)  # (B, H, Gl, T)
-        if positional is not None:
-            bias = positional.attention_bias(positions[:global_len], positions)
-            if bias is not None:
-                scores += tf.cast(bias, "float32")
+        bias = self.attention_bias(positional, positions[:global_len], positions)
+        if bias is not None:
+            scores += bias
         if padding_mask is not None:
             keys_ok = tf.cast(padding_mask, tf.bool)[:, None, None, :]
             scores = tf.where(keys_ok, scores, _MASKED)

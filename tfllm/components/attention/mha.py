@@ -5,26 +5,16 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfllm.components.attention.base import Attention, write_cache
 from tfllm.registry import register
+
+__all__ = ["MultiHeadAttention", "write_cache"]  # write_cache lives in the base module
 
 _MASKED = -1e9
 
 
-def write_cache(cache, update, start):
-    """Write `update` `(B, Hkv, T, Dh)` into `cache` `(B, Hkv, S, Dh)` at time steps `start..`.
-
-    A scatter of core ops (not `XlaDynamicUpdateSlice`), so exported graphs run on TF Serving
-    with or without XLA.
-    """
-    shape = tf.shape(update)
-    b, h, t = shape[0], shape[1], shape[2]
-    bi, hi, ti = tf.meshgrid(tf.range(b), tf.range(h), start + tf.range(t), indexing="ij")
-    indices = tf.stack([bi, hi, ti], axis=-1)  # (B, Hkv, T, 3)
-    return tf.tensor_scatter_nd_update(cache, indices, tf.cast(update, cache.dtype))
-
-
 @register("attention", "mha")
-class MultiHeadAttention(keras.layers.Layer):
+class MultiHeadAttention(Attention):
     """Multi-head attention; `num_kv_heads` makes it grouped-query or multi-query.
 
     Queries have `num_heads` heads; keys and values have `num_kv_heads` heads, each shared by
@@ -80,6 +70,8 @@ class MultiHeadAttention(keras.layers.Layer):
     Reference: Vaswani et al. 2017; Shazeer 2019 (MQA); Ainslie et al. 2023 (GQA);
     Beltagy et al. 2020 (sliding windows).
     """
+
+    supports_cross = True
 
     def __init__(
         self,
@@ -238,10 +230,9 @@ class MultiHeadAttention(keras.layers.Layer):
             valid_keys = None
         scores = self._scores(q, k)  # (B, H, T, S)
 
-        if positional is not None:
-            bias = positional.attention_bias(positions, key_positions)
-            if bias is not None:
-                scores = scores + tf.cast(bias, "float32")  # (H or 1, T, S) broadcast
+        bias = self.attention_bias(positional, positions, key_positions)
+        if bias is not None:
+            scores = scores + bias  # (H or 1, T, S) broadcast
 
         allowed = self.allowed(positions, key_positions)  # (T, S)
         if valid_keys is not None:
@@ -266,9 +257,7 @@ class MultiHeadAttention(keras.layers.Layer):
         q = tf.reshape(q, [b, t, h, dh])  # (B, T, H, Dh)
         k = tf.reshape(k, [b, t, kvh, dh])  # (B, T, Hkv, Dh)
         v = tf.reshape(v, [b, t, kvh, dh])
-        if positional is not None:
-            q = positional.rotate_query(q, positions)
-            k = positional.rotate_key(k, positions)
+        q, k = self.rotate(q, k, positions, positional)
         return q, k, v
 
     def allowed(self, query_positions, key_positions):
@@ -326,9 +315,6 @@ class MultiHeadAttention(keras.layers.Layer):
             allowed = tf.cast(context_mask, tf.bool)[:, None, None, :]  # (B, 1, 1, S)
             scores = tf.where(allowed, scores, _MASKED)
         return self._mix_values(scores, v, training)  # (B, T, D)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.hidden_dim,)
 
     def get_config(self):
         config = super().get_config()

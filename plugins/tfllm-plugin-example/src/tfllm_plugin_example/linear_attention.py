@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tfllm.components.attention.mha import write_cache
+from tfllm.components.attention.base import Attention, write_cache
 from tfllm.registry import register
 
 
@@ -15,7 +15,7 @@ def _feature_map(x):
 
 
 @register("attention", "linear")
-class LinearAttention(keras.layers.Layer):
+class LinearAttention(Attention):
     """Linear attention: `softmax(q k^T) v` becomes `phi(q) (phi(k)^T v)`, `phi = elu + 1`.
 
     Without a cache the cost is linear in the sequence length: a bidirectional layer sums
@@ -23,6 +23,8 @@ class LinearAttention(keras.layers.Layer):
     attention inside a chunk and a running `(Dh, Dh)` state from the chunks before it, so time
     and memory grow linearly in `T` for a fixed chunk size.
 
+    It subclasses `tfllm.components.attention.base.Attention`, whose contract it keeps: the
+    call signature, the positional hooks (`rotate`, `attention_bias`) and the cache protocol.
     Cached decoding follows tfllm's slot-addressed cache protocol (`init_cache` returns
     `(k, v)` of `(B, H, S, Dh)`; slot `p` holds position `p`), which the decode loop needs because
     it prefills a padded buffer and rewrites slots. A cached call therefore costs `O(S)` per new
@@ -157,15 +159,13 @@ class LinearAttention(keras.layers.Layer):
         q = tf.reshape(q, [b, t, h, dh])  # (B, T, H, Dh)
         k = tf.reshape(k, [b, t, h, dh])
         v = tf.reshape(v, [b, t, h, dh])
-        if positional is not None:
-            if positional.attention_bias(positions[:1], positions[:1]) is not None:
-                raise ValueError(
-                    f"linear attention cannot apply the additive attention bias of "
-                    f"{type(positional).__name__}; use a rotary (rope, xpos) or absolute "
-                    f"positional encoding"
-                )
-            q = positional.rotate_query(q, positions)
-            k = positional.rotate_key(k, positions)
+        if self.attention_bias(positional, positions[:1], positions[:1]) is not None:
+            raise ValueError(
+                f"linear attention cannot apply the additive attention bias of "
+                f"{type(positional).__name__}; use a rotary (rope, xpos) or absolute "
+                f"positional encoding"
+            )
+        q, k = self.rotate(q, k, positions, positional)
         q = tf.transpose(q, [0, 2, 1, 3])  # (B, H, T, Dh)
         k = tf.transpose(k, [0, 2, 1, 3])
         v = tf.transpose(v, [0, 2, 1, 3])
@@ -239,9 +239,6 @@ class LinearAttention(keras.layers.Layer):
         normalizer = inter_norm + tf.reduce_sum(weights, axis=-1)  # (B, H, N, C)
         out = (inter + intra) / (normalizer[..., None] + self.epsilon)
         return tf.reshape(out, [b, h, n * c, dh])[:, :, :t]  # (B, H, T, Dh)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.hidden_dim,)
 
     def get_config(self):
         config = super().get_config()
