@@ -144,7 +144,8 @@ def child_train(a: dict) -> dict:
 def child_prune(a: dict) -> dict:
     """Held-out perplexity against sparsity: one-shot, and after recovery fine-tuning."""
     _threads()
-    from tfllm.compression.prune import prune_model, prune_run, sparsity_of
+    from tfllm.commands.compress import prune_run
+    from tfllm.compression.prune import prune_model, sparsity_of
     from tfllm.evaluation.perplexity import perplexity
     from tfllm.runs import load_run
 
@@ -241,7 +242,7 @@ def run_child(name: str, args: dict, timeout: int = 3600) -> dict:
 
 
 def section_quantization(args, work: str) -> tuple[dict, list[str]]:
-    from tfllm.compression.quantize import quantize_run
+    from tfllm.commands.compress import quantize_run
     from tfllm.pretrained.packages import pull
 
     size = os.path.getsize(WIKITEXT)

@@ -1,0 +1,156 @@
+"""What every command shares: one way to report a user error, Hydra and `key=value` argument
+handling, and turning a config mapping into typed settings."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NoReturn, TypeVar
+
+from tfllm.registry import ConfigError, RegistryError
+
+T = TypeVar("T")
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one `tfllm: error:` line, exit status 2."""
+
+
+# What a user can fix: reported as one line, never as a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    RegistryError,
+    CommandError,
+    FileNotFoundError,
+    FileExistsError,
+)
+
+
+def fail(message: str, status: int = 2) -> NoReturn:
+    """Print `tfllm: error: message` on stderr and exit with `status`."""
+    print(f"tfllm: error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+@contextlib.contextmanager
+def reporting() -> Iterator[None]:
+    """Turn a user error raised inside the block into one error line and exit status 2."""
+    try:
+        yield
+    except USER_ERRORS as e:
+        fail(str(e))
+
+
+def reported(fn: Callable[..., T]) -> Callable[..., T]:
+    """`fn` run inside `reporting()` (for Hydra jobs, whose exceptions Hydra would print as
+    tracebacks)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        with reporting():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def user_error(prefix: str = "") -> contextlib.AbstractContextManager[None]:
+    """Re-raise a `ValueError` from the library as a `CommandError` (with `prefix`)."""
+
+    @contextlib.contextmanager
+    def convert() -> Iterator[None]:
+        try:
+            yield
+        except ValueError as e:
+            if isinstance(e, ConfigError):
+                raise
+            raise CommandError(f"{prefix}{e}") from None
+
+    return convert()
+
+
+def config_dir() -> str:
+    """Where the shipped `conf/` lives (see `tfllm.config.config_dir`)."""
+    from tfllm.config import config_dir as find
+
+    try:
+        return find()
+    except FileNotFoundError as e:
+        raise CommandError(str(e)) from None
+
+
+def run_hydra(
+    name: str,
+    config_name: str,
+    job: Callable[[dict[str, Any]], Any],
+    argv: Sequence[str],
+    subdir: str | None = None,
+) -> None:
+    """Compose `config_name` with the user's overrides through Hydra (multirun, `--cfg`,
+    `--help` included) and run `job` on the resolved config as a plain dict, reporting user
+    errors as one line. Installed plugins' `conf/` folders join the search path after
+    tfllm's own (not for configs in a subfolder, whose groups are plain keys)."""
+    import hydra
+
+    from tfllm.config import to_plain, with_plugin_search_path
+
+    argv = with_plugin_search_path(argv) if subdir is None else list(argv)
+    sys.argv = [f"tfllm {name}", *argv]
+    path = config_dir() if subdir is None else os.path.join(config_dir(), subdir)
+
+    @reported
+    def app(cfg: Any) -> Any:
+        return job(to_plain(cfg))
+
+    app.__name__ = job.__name__
+    app.__module__ = job.__module__
+    hydra.main(config_path=path, config_name=config_name, version_base="1.3")(app)()
+
+
+def key_values(command: str, argv: Sequence[str], allowed: dict[str, str | None]) -> dict:
+    """`key=value` arguments of a plain (non-Hydra) command; `None` defaults are required."""
+    values = dict(allowed)
+    for item in argv:
+        key, sep, value = item.partition("=")
+        if not sep or key not in allowed:
+            raise CommandError(
+                f"{command}: unknown argument '{item}'; arguments: "
+                + ", ".join(f"{k}=" for k in allowed)
+            )
+        values[key] = value
+    missing = [k for k, v in values.items() if v is None]
+    if missing:
+        raise CommandError(f"{command}: {missing[0]}= is required")
+    return values
+
+
+def settings(cls: type[T], values: Mapping[str, Any], prefix: str = "", **fixed: Any) -> T:
+    """An instance of the dataclass `cls` from the keys of `values` it has fields for (lists
+    become tuples where the field holds a tuple), `fixed` on top, checked with its
+    `validate()` if it has one; a bad value is a `CommandError` naming `prefix` + the key."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    args: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name in values:
+            value = values[name]
+            if isinstance(value, list) and "tuple" in str(f.type):
+                value = tuple(value)
+            args[name] = value
+    args.update(fixed)
+    instance = cls(**args)
+    validate = getattr(instance, "validate", None)
+    if validate is not None:
+        with user_error(prefix):
+            validate()
+    return instance
+
+
+def texts_argument(values: Mapping[str, Any], one: str, many: str) -> list[str]:
+    """The texts a command was given as `one="..."` or `'many=[a,b]'`."""
+    texts = values[many] if values.get(many) is not None else [values.get(one)]
+    if not texts or any(not isinstance(t, str) for t in texts):
+        raise CommandError(f"pass {one}=\"...\" or '{many}=[first,second]'")
+    return texts

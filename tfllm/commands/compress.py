@@ -1,0 +1,129 @@
+"""`tfllm quantize ckpt=DIR out=DIR` and `tfllm prune ckpt=DIR out=DIR sparsity=S`: a run (or
+converted checkpoint) in, a compressed run directory out."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from tfllm.commands.common import run_hydra
+from tfllm.registry import ConfigError
+
+
+def quantize_run(
+    ckpt: str, out: str, activations: str = "none", overwrite: bool = False
+) -> dict[str, Any]:
+    """A run or converted checkpoint in, an int8 checkpoint directory out.
+
+    A LoRA adapter is merged first. The written config records `quantization`, so every
+    loader (generate, chat, evaluate, export, serve) rebuilds the int8 layers before restoring.
+    Returns what was done: layer count and weight bytes before and after.
+    """
+    from tfllm.adapters.lora import merge_adapter
+    from tfllm.compression.quantize import check_quantization, quantize_model, weight_bytes
+    from tfllm.runs import load_run, write_run
+
+    spec = check_quantization({"mode": "int8", "activations": activations})
+    if os.path.exists(out) and os.listdir(out) and not overwrite:
+        raise FileExistsError(f"out: {out} exists and is not empty (pass overwrite=true)")
+    model, tokenizer, cfg = load_run(ckpt)
+    if cfg.get("quantization"):
+        raise ConfigError(f"ckpt: {ckpt} is already quantized ({cfg['quantization']})")
+    if cfg.get("adapter"):
+        model, cfg = merge_adapter(model, cfg, tokenizer)
+    before = weight_bytes(model)
+    layers = quantize_model(model, **spec)
+    write_run(model, tokenizer, {**cfg, "quantization": spec}, out, overwrite)
+    return {"layers": len(layers), "bytes_before": before, "bytes_after": weight_bytes(model)}
+
+
+def prune_run(
+    ckpt: str,
+    out: str,
+    sparsity: float,
+    scope: str = "global",
+    targets: Sequence[str] | None = None,
+    finetune_steps: int = 0,
+    learning_rate: float = 1e-4,
+    overrides: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Prune a run's weights by magnitude into `out`, then optionally fine-tune.
+
+    Without fine-tuning `out` is a checkpoint directory like `tfllm convert`'s. With
+    `finetune_steps` it is a training run: the source's config with `init_from=ckpt`,
+    `pruning` set (the trainer prunes at step 0 and keeps the zeros), a constant learning rate
+    and `finetune_steps` steps; `overrides` (`{"data": {...}}`) replace whole config blocks,
+    for a converted checkpoint that carries no data config. Running the same command again
+    resumes an interrupted fine-tune.
+    """
+    from tfllm.compression.prune import check_pruning, prune_model, sparsity_of
+    from tfllm.runs import RUN_CONFIG, load_run, load_run_config, write_run
+
+    spec = check_pruning({"sparsity": sparsity, "scope": scope, "targets": targets})
+    if finetune_steps < 0:
+        raise ConfigError(f"finetune_steps must be >= 0, got {finetune_steps}")
+    resuming = finetune_steps and os.path.exists(os.path.join(out, RUN_CONFIG))
+    if os.path.exists(out) and os.listdir(out) and not (overwrite or resuming):
+        raise FileExistsError(f"out: {out} exists and is not empty (pass overwrite=true)")
+    if not finetune_steps:
+        model, tokenizer, cfg = load_run(ckpt)
+        prune_model(model, **spec)
+        write_run(model, tokenizer, {**cfg, "pruning": spec}, out, overwrite)
+        total, _ = sparsity_of(model, spec["targets"])
+        return {"sparsity": total, "run_dir": out}
+    from tfllm.training.trainer import Trainer
+
+    cfg = load_run_config(ckpt)
+    cfg.update(overrides or {})
+    cfg["init_from"] = os.path.abspath(ckpt)
+    cfg["pruning"] = spec
+    cfg["schedule"] = {"name": "constant", "peak_learning_rate": learning_rate, "warmup_steps": 0}
+    every = max(1, min(finetune_steps, 250))
+    cfg["trainer"] = {
+        **cfg["trainer"],
+        "max_steps": finetune_steps,
+        "eval_every": every,
+        "checkpoint_every": every,
+        "resume": "auto",
+    }
+    trainer = Trainer(cfg, out)
+    logs = trainer.fit()
+    total, _ = sparsity_of(trainer.model, spec["targets"])
+    return {"sparsity": total, "run_dir": out, "val_loss": logs.get("val_loss")}
+
+
+def quantize_job(plain: dict[str, Any]) -> None:
+    done = quantize_run(plain["ckpt"], plain["out"], plain["activations"], plain["overwrite"])
+    ratio = done["bytes_before"] / done["bytes_after"]
+    print(
+        f"quantized {done['layers']} layers to int8: weights {done['bytes_before'] / 1e6:.2f} MB "
+        f"-> {done['bytes_after'] / 1e6:.2f} MB ({ratio:.2f}x) in {plain['out']}"
+    )
+
+
+def prune_job(plain: dict[str, Any]) -> None:
+    done = prune_run(
+        plain["ckpt"],
+        plain["out"],
+        plain["sparsity"],
+        plain["scope"],
+        plain["targets"],
+        plain["finetune_steps"],
+        plain["learning_rate"],
+        {"data": plain["data"]} if plain["data"] else None,
+        plain["overwrite"],
+    )
+    line = f"pruned to sparsity {done['sparsity']:.3f} in {done['run_dir']}"
+    if done.get("val_loss") is not None:
+        line += f" (fine-tuned: val loss {done['val_loss']:.4f})"
+    print(line)
+
+
+def quantize_main(argv: Sequence[str]) -> None:
+    run_hydra("quantize", "quantize", quantize_job, argv)
+
+
+def prune_main(argv: Sequence[str]) -> None:
+    run_hydra("prune", "prune", prune_job, argv)

@@ -1,0 +1,65 @@
+"""`tfllm generate ckpt=RUN_DIR prompt="..."`: sampling or beam search, with an optional
+safety filter on every completion."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from tfllm.commands.common import run_hydra, settings, texts_argument, user_error
+
+
+def safety_filter(spec: Any) -> Any:
+    """The safety filter a command's `safety=` names, or None."""
+    from tfllm.components.safety.base import build_safety_filter
+
+    with user_error("safety: "):
+        return build_safety_filter(spec)
+
+
+def generate_job(plain: dict[str, Any]) -> None:
+    from tfllm.generation.decoder import GenerationConfig
+    from tfllm.generation.seq2seq import is_seq2seq, make_generator
+    from tfllm.runs import load_run
+
+    prompts = texts_argument(plain, "prompt", "prompts")
+    config = settings(GenerationConfig, plain)
+    safety = safety_filter(plain.get("safety"))
+    model, tokenizer, _ = load_run(plain["ckpt"])
+    with user_error():
+        if plain.get("num_beams", 1) > 1:
+            from tfllm.generation.beam import beam_generate
+
+            outputs = beam_generate(
+                model,
+                tokenizer,
+                prompts,
+                num_beams=plain["num_beams"],
+                max_new_tokens=config.max_new_tokens,
+                length_penalty=plain["length_penalty"],
+                num_return_sequences=config.num_return_sequences,
+                stop_at_eos=config.stop_at_eos,
+                stop=config.stop,
+            )
+        else:
+            generator = make_generator(model, tokenizer, jit_compile=plain["jit_compile"])
+            outputs = generator.generate(prompts, config)
+    # A causal LM continues its prompt; an encoder-decoder's output stands alone.
+    echo = not is_seq2seq(model)
+    for prompt, completions in zip(prompts, outputs, strict=True):
+        for text in completions:
+            if safety is not None:
+                verdict = safety.verdicts([text])[0]
+                if verdict.flagged:
+                    reasons = ", ".join(verdict.reasons)
+                    print(f"tfllm: safety filter flagged a completion ({reasons})", file=sys.stderr)
+                text = verdict.text
+            sys.stdout.write((prompt if echo else "") + text + "\n")
+            if len(prompts) > 1 or len(completions) > 1:
+                sys.stdout.write("-" * 40 + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: Sequence[str]) -> None:
+    run_hydra("generate", "generate", generate_job, argv)

@@ -1,0 +1,39 @@
+"""`tfllm train [overrides]`: train the composed config into `run_dir` (Hydra multirun with -m)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from tfllm.commands.common import CommandError, run_hydra
+
+
+def train_job(plain: dict[str, Any]) -> float | None:
+    """Train one composed config; the multirun sweeper reads the returned validation loss."""
+    from tfllm.training.trainer import PREEMPTED_EXIT_CODE, Trainer, TrainingDivergedError
+
+    plain = dict(plain)
+    run_dir = plain.pop("run_dir")
+    if not run_dir:
+        raise CommandError("run_dir is empty")
+    # The Trainer validates the whole config before it builds or trains anything.
+    try:
+        logs = Trainer(plain, run_dir).fit()
+    except TrainingDivergedError as e:
+        print(f"tfllm: error: {e}", file=sys.stderr)
+        sys.exit(3)
+    if "preempted_at_step" in logs:
+        print(
+            f"\nstopped by SIGTERM at step {int(logs['preempted_at_step'])}: checkpoint saved "
+            f"in {run_dir}; run the same command again to resume",
+            file=sys.stderr,
+        )
+        sys.exit(PREEMPTED_EXIT_CODE)
+    summary = ", ".join(f"{k}={v:.4g}" for k, v in logs.items())
+    print(f"\ntrained to {run_dir}: {summary}")
+    return logs.get("val_loss")
+
+
+def main(argv: Sequence[str]) -> None:
+    run_hydra("train", "config", train_job, argv)
