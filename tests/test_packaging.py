@@ -51,7 +51,7 @@ def test_wheel_ships_conf_and_finds_it_outside_the_checkout(tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     out = subprocess.run(
-        [sys.executable, "-c", "from tfllm.cli import config_dir; print(config_dir())"],
+        [sys.executable, "-c", "from tfllm.config import config_dir; print(config_dir())"],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(site)},
         capture_output=True,

@@ -279,7 +279,8 @@ def test_int8_quantization_keeps_logits_and_cuts_weight_bytes(tiny_run):
 
 
 def test_quantized_run_reloads_exactly_and_refuses_a_second_pass(tiny_run):
-    from tfllm.compression.quantize import quantize_model, quantize_run
+    from tfllm.commands.compress import quantize_run
+    from tfllm.compression.quantize import quantize_model
     from tfllm.registry import ConfigError
     from tfllm.runs import load_run
 
@@ -316,7 +317,8 @@ def test_magnitude_masks_zero_exactly_the_smallest_globally_or_per_layer():
 
 
 def test_pruned_fine_tuning_keeps_the_zeros_and_recovers(tiny_run):
-    from tfllm.compression.prune import prune_run, sparsity_of
+    from tfllm.commands.compress import prune_run
+    from tfllm.compression.prune import sparsity_of
     from tfllm.runs import load_run
     from tfllm.training.trainer import Trainer
 

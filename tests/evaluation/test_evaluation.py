@@ -323,7 +323,7 @@ def test_chain_of_thought_scores_labels_after_the_models_own_reasoning(tiny):
 
 def test_scaling_fit_reads_a_sweep_of_runs(tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    from tfllm.cli import scaling_command
+    from tfllm.commands.inspect import scaling_main as scaling_command
     from tfllm.config import compose
     from tfllm.models.builder import build_model
     from tfllm.runs import write_checkpoint

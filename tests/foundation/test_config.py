@@ -6,9 +6,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from tfllm import registry
-from tfllm.cli import config_dir
-from tfllm.config import to_plain, validate_train_config
+from tfllm.config import config_dir, to_plain
 from tfllm.models.builder import build_model, build_tokenizer
+from tfllm.training.validation import validate_train_config
 
 CONF = config_dir()
 GROUPS = sorted(

@@ -250,7 +250,7 @@ def test_a_plugin_conf_folder_joins_the_hydra_search_path(tmp_path, monkeypatch,
 def test_plugins_command_reports_loaded_and_failed_plugins(
     tmp_path, monkeypatch, clean_registry, capsys
 ):
-    from tfllm.cli import plugins_command
+    from tfllm.commands.inspect import plugins_main as plugins_command
 
     install_distribution(
         tmp_path,

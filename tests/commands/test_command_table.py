@@ -1,0 +1,45 @@
+"""The CLI's one table of commands drives help, dispatch and "did you mean"; every entry
+names a function that exists; `--help` and `--version` import no TensorFlow."""
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+from tfllm import cli
+
+
+@pytest.mark.parametrize("name", sorted(cli.COMMANDS))
+def test_every_command_dispatches_to_a_function_and_is_in_the_help(name):
+    command = cli.COMMANDS[name]
+    module = importlib.import_module(f"tfllm.commands.{command.module}")
+    assert callable(getattr(module, command.function))
+    assert f"\n  {name} " in cli.usage()
+
+
+def test_unknown_commands_get_a_suggestion_from_the_table(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["trian"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "tfllm: error: unknown command 'trian'. Did you mean 'train'?" in err
+
+
+def test_help_and_version_do_not_import_tensorflow():
+    code = (
+        "import sys; from tfllm import cli; cli.main(['--help']); cli.main(['--version']); "
+        "print('tensorflow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "usage: tfllm <command>" in out.stdout and "tfllm 0." in out.stdout
+    assert out.stdout.strip().endswith("False")
+
+
+def test_a_plain_command_reports_user_errors_as_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", "nope"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "tfllm: error: usage: tfllm bench peak [size=4096] [dtype=float32] [repeats=10]"
+    )
