@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -95,59 +94,3 @@ def sparsity_of(model: Any, targets: Sequence[str] = DEFAULT_TARGETS) -> tuple[f
     total = sum(int(np.prod(w.shape)) for w in weights)
     zeros = sum(per[w.path] * int(np.prod(w.shape)) for w in weights)
     return zeros / total, per
-
-
-def prune_run(
-    ckpt: str,
-    out: str,
-    sparsity: float,
-    scope: str = "global",
-    targets: Sequence[str] | None = None,
-    finetune_steps: int = 0,
-    learning_rate: float = 1e-4,
-    overrides: dict[str, Any] | None = None,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """`tfllm prune`: prune a run's weights by magnitude into `out`, then optionally fine-tune.
-
-    Without fine-tuning `out` is a checkpoint directory like `tfllm convert`'s. With
-    `finetune_steps` it is a training run: the source's config with `init_from=ckpt`,
-    `pruning` set (the trainer prunes at step 0 and keeps the zeros), a constant learning rate
-    and `finetune_steps` steps; `overrides` (`{"data": {...}}`) replace whole config blocks,
-    for a converted checkpoint that carries no data config. Running the same command again
-    resumes an interrupted fine-tune.
-    """
-    from tfllm.config import load_run_config
-    from tfllm.runs import load_run, write_run
-
-    spec = check_pruning({"sparsity": sparsity, "scope": scope, "targets": targets})
-    if finetune_steps < 0:
-        raise ConfigError(f"finetune_steps must be >= 0, got {finetune_steps}")
-    resuming = finetune_steps and os.path.exists(os.path.join(out, "config.yaml"))
-    if os.path.exists(out) and os.listdir(out) and not (overwrite or resuming):
-        raise FileExistsError(f"out: {out} exists and is not empty (pass overwrite=true)")
-    if not finetune_steps:
-        model, tokenizer, cfg = load_run(ckpt)
-        prune_model(model, **spec)
-        write_run(model, tokenizer, {**cfg, "pruning": spec}, out, overwrite)
-        total, _ = sparsity_of(model, spec["targets"])
-        return {"sparsity": total, "run_dir": out}
-    from tfllm.training.trainer import Trainer
-
-    cfg = load_run_config(ckpt)
-    cfg.update(overrides or {})
-    cfg["init_from"] = os.path.abspath(ckpt)
-    cfg["pruning"] = spec
-    cfg["schedule"] = {"name": "constant", "peak_learning_rate": learning_rate, "warmup_steps": 0}
-    every = max(1, min(finetune_steps, 250))
-    cfg["trainer"] = {
-        **cfg["trainer"],
-        "max_steps": finetune_steps,
-        "eval_every": every,
-        "checkpoint_every": every,
-        "resume": "auto",
-    }
-    trainer = Trainer(cfg, out)
-    logs = trainer.fit()
-    total, _ = sparsity_of(trainer.model, spec["targets"])
-    return {"sparsity": total, "run_dir": out, "val_loss": logs.get("val_loss")}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import keras
@@ -64,30 +63,3 @@ def quantize_model(model: Any, mode: str = "int8", activations: str = "none") ->
 def weight_bytes(model: Any) -> int:
     """Bytes of every weight of `model` as stored (int8 weights count one byte each)."""
     return sum(int(w.numpy().nbytes) for w in model.weights)
-
-
-def quantize_run(
-    ckpt: str, out: str, activations: str = "none", overwrite: bool = False
-) -> dict[str, Any]:
-    """`tfllm quantize`: a run or converted checkpoint in, an int8 checkpoint directory out.
-
-    A LoRA adapter is merged first. The written config records `quantization`, so every
-    loader (generate, chat, evaluate, export, serve) rebuilds the int8 layers before restoring.
-    Returns what was done: layer count and weight bytes before and after.
-    """
-    from tfllm.runs import load_run, write_run
-
-    spec = check_quantization({"mode": "int8", "activations": activations})
-    if os.path.exists(out) and os.listdir(out) and not overwrite:
-        raise FileExistsError(f"out: {out} exists and is not empty (pass overwrite=true)")
-    model, tokenizer, cfg = load_run(ckpt)
-    if cfg.get("quantization"):
-        raise ConfigError(f"ckpt: {ckpt} is already quantized ({cfg['quantization']})")
-    if cfg.get("adapter"):
-        from tfllm.adapters.lora import merge_adapter
-
-        model, cfg = merge_adapter(model, cfg, tokenizer)
-    before = weight_bytes(model)
-    layers = quantize_model(model, **spec)
-    write_run(model, tokenizer, {**cfg, "quantization": spec}, out, overwrite)
-    return {"layers": len(layers), "bytes_before": before, "bytes_after": weight_bytes(model)}
