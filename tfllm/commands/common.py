@@ -57,19 +57,15 @@ def reported(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-def user_error(prefix: str = "") -> contextlib.AbstractContextManager[None]:
+@contextlib.contextmanager
+def user_error(prefix: str = "") -> Iterator[None]:
     """Re-raise a `ValueError` from the library as a `CommandError` (with `prefix`)."""
-
-    @contextlib.contextmanager
-    def convert() -> Iterator[None]:
-        try:
-            yield
-        except ValueError as e:
-            if isinstance(e, ConfigError):
-                raise
-            raise CommandError(f"{prefix}{e}") from None
-
-    return convert()
+    try:
+        yield
+    except ValueError as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise CommandError(f"{prefix}{e}") from None
 
 
 def config_dir() -> str:
@@ -127,10 +123,10 @@ def key_values(command: str, argv: Sequence[str], allowed: dict[str, str | None]
     return values
 
 
-def settings(cls: type[T], values: Mapping[str, Any], prefix: str = "", **fixed: Any) -> T:
+def settings(cls: type[T], values: Mapping[str, Any], prefix: str = "") -> T:
     """An instance of the dataclass `cls` from the keys of `values` it has fields for (lists
-    become tuples where the field holds a tuple), `fixed` on top, checked with its
-    `validate()` if it has one; a bad value is a `CommandError` naming `prefix` + the key."""
+    become tuples where the field holds a tuple), checked with its `validate()` if it has
+    one; a bad value is a `CommandError` naming `prefix` + the key."""
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     args: dict[str, Any] = {}
     for name, f in fields.items():
@@ -139,7 +135,6 @@ def settings(cls: type[T], values: Mapping[str, Any], prefix: str = "", **fixed:
             if isinstance(value, list) and "tuple" in str(f.type):
                 value = tuple(value)
             args[name] = value
-    args.update(fixed)
     instance = cls(**args)
     validate = getattr(instance, "validate", None)
     if validate is not None:

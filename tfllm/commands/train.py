@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from tfllm.commands.common import CommandError, run_hydra
+from tfllm.commands.common import CommandError, fail, run_hydra
 
 
 def train_job(plain: dict[str, Any]) -> float | None:
@@ -21,8 +21,7 @@ def train_job(plain: dict[str, Any]) -> float | None:
     try:
         logs = Trainer(plain, run_dir).fit()
     except TrainingDivergedError as e:
-        print(f"tfllm: error: {e}", file=sys.stderr)
-        sys.exit(3)
+        fail(str(e), status=3)
     if "preempted_at_step" in logs:
         print(
             f"\nstopped by SIGTERM at step {int(logs['preempted_at_step'])}: checkpoint saved "
