@@ -97,10 +97,10 @@ def count_parameters(run_dir: str) -> int:
     """Trainable parameters of a run's model (built from its config, not trained)."""
     from tfllm.components.tokenizers.base import load_tokenizer
     from tfllm.models.builder import build_model
-    from tfllm.runs import load_run_config
+    from tfllm.runs import load_run_config, tokenizer_dir
 
     cfg = load_run_config(run_dir)
-    tokenizer = load_tokenizer(os.path.join(run_dir, "tokenizer"))
+    tokenizer = load_tokenizer(tokenizer_dir(run_dir))
     model = build_model(cfg, tokenizer.vocabulary_size)
     return int(sum(math.prod(w.shape) for w in model.trainable_weights))
 
@@ -110,11 +110,11 @@ def read_sweep(sweep_dir: str, metric: str = "val_loss") -> list[SweepPoint]:
 
     Tokens are `steps × data.batch_size × data.sequence_length`.
     """
-    from tfllm.runs import load_run_config
+    from tfllm.runs import METRICS_FILE, load_run_config
 
     points = []
     for metrics_path in sorted(
-        glob.glob(os.path.join(sweep_dir, "**", "metrics.json"), recursive=True)
+        glob.glob(os.path.join(sweep_dir, "**", METRICS_FILE), recursive=True)
     ):
         run_dir = os.path.dirname(metrics_path)
         with open(metrics_path, encoding="utf-8") as f:

@@ -93,7 +93,7 @@ def export_model(
     """
     import tensorflow as tf
 
-    from tfllm.runs import save_run_config
+    from tfllm.runs import save_run_config, tokenizer_dir
 
     settings = settings or ExportSettings()
     settings.validate()
@@ -125,7 +125,7 @@ def export_model(
             **settings.__dict__,
         }
         save_run_config(export_cfg, extra)
-        tokenizer.save_to_directory(os.path.join(extra, "tokenizer"))
+        tokenizer.save_to_directory(tokenizer_dir(extra))
         write_warmup(os.path.join(extra, WARMUP_FILE), name, sorted(signatures))
         result = ExportResult(final, version, sorted(signatures))
         if validate:

@@ -130,9 +130,10 @@ def fetch_source(name: str, force: bool = False) -> Path:
 def pull(name: str, force: bool = False) -> Path:
     """Fetch `name` and convert it; returns the tfllm checkpoint directory (cached)."""
     from tfllm.pretrained.convert import convert
+    from tfllm.runs import RUN_CONFIG
 
     out = cache_dir() / "models" / name
-    if (out / "config.yaml").exists() and not force:
+    if (out / RUN_CONFIG).exists() and not force:
         return out
     source = fetch_source(name, force=force)
     convert(str(source), str(out), overwrite=True)
