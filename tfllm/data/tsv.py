@@ -17,6 +17,7 @@ class LabelledText:
     text: str
     label: str
     source: str = ""
+    pair: str | None = None
 
 
 def read_labelled_tsv(
@@ -24,8 +25,10 @@ def read_labelled_tsv(
     labels: Sequence[str] | None = None,
     text_column: str = "sentence",
     label_column: str = "label",
+    pair_column: str | None = None,
 ) -> list[LabelledText]:
-    """Rows of a TSV file with a header naming `text_column` and `label_column`.
+    """Rows of a TSV file with a header naming `text_column` and `label_column` (and
+    `pair_column`, the second text of pair tasks such as entailment, when given).
 
     Raises:
         ConfigError: naming the file and line, for a missing column, a row with the wrong number
@@ -40,13 +43,14 @@ def read_labelled_tsv(
         header = next(reader, None)
         if header is None:
             raise ConfigError(f"{path}: the file is empty (expected a header line)")
-        for column in (text_column, label_column):
-            if column not in header:
+        for column in (text_column, label_column, pair_column):
+            if column is not None and column not in header:
                 raise ConfigError(
                     f"{path}:1: no '{column}' column in the header {header}; name the columns "
-                    "with text_column= and label_column="
+                    "with text_column=, label_column= (and pair_column=)"
                 )
         ti, li = header.index(text_column), header.index(label_column)
+        pi = header.index(pair_column) if pair_column is not None else None
         rows = []
         for line, row in enumerate(reader, start=2):
             if not row:
@@ -58,12 +62,15 @@ def read_labelled_tsv(
             text, label = row[ti].strip(), row[li].strip()
             if not text:
                 raise ConfigError(f"{path}:{line}: the text is empty")
+            pair = row[pi].strip() if pi is not None else None
+            if pi is not None and not pair:
+                raise ConfigError(f"{path}:{line}: the '{pair_column}' text is empty")
             if labels is not None and label not in labels:
                 raise ConfigError(
                     f"{path}:{line}: label '{label}' is not one of the configured labels "
                     f"{list(labels)}"
                 )
-            rows.append(LabelledText(text, label, f"{path}:{line}"))
+            rows.append(LabelledText(text, label, f"{path}:{line}", pair))
     if not rows:
         raise ConfigError(f"{path}: no rows after the header")
     return rows

@@ -45,6 +45,8 @@ class SequenceClassifier(TaskModel):
     Call arguments:
         token_ids: `(B, T)` int32.
         padding_mask: optional `(B, T)`, true for real tokens.
+        segment_ids: optional `(B, T)` int32, 1 on the second text of a pair (read by backbones
+            with segment embeddings, ignored by the others).
 
     Returns:
         float32 logits `(B, num_classes)`.
@@ -80,13 +82,64 @@ class SequenceClassifier(TaskModel):
     def num_classes(self) -> int:
         return len(self.labels)
 
-    def call(self, token_ids, padding_mask=None, training=None):
-        hidden = self.backbone(token_ids, padding_mask=padding_mask, training=training)
+    def call(self, token_ids, padding_mask=None, segment_ids=None, training=None):
+        if segment_ids is not None and getattr(self.backbone, "type_vocabulary_size", 0):
+            hidden = self.backbone(
+                token_ids, padding_mask=padding_mask, segment_ids=segment_ids, training=training
+            )  # (B, T, D)
+        else:
+            hidden = self.backbone(token_ids, padding_mask=padding_mask, training=training)
         return self.head(hidden, padding_mask=padding_mask, training=training)  # (B, C)
+
+    def _logits(self, batch: dict[str, Any], training: bool):
+        return self(
+            batch["token_ids"],
+            padding_mask=batch.get("padding_mask"),
+            segment_ids=batch.get("segment_ids"),
+            training=training,
+        )
+
+    def classify_texts(
+        self,
+        tokenizer,
+        texts: Sequence[str],
+        text_pairs: Sequence[str] | None = None,
+        sequence_length: int | None = None,
+        batch_size: int = 32,
+    ) -> np.ndarray:
+        """Class probabilities `(N, num_classes)` of `texts` (and `text_pairs`), packed as the
+        training data packs them (`tfllm.tasks.packing.pack_texts`); exports answer the same.
+
+        Example:
+
+        >>> from tfllm.components.tokenizers.char import CharTokenizer
+        >>> from tfllm.models.encoder import EncoderBackbone
+        >>> tokenizer = CharTokenizer(vocabulary=list("abc "))
+        >>> backbone = EncoderBackbone(vocabulary_size=tokenizer.vocabulary_size, num_layers=1,
+        ...                            hidden_dim=8, num_heads=2, max_sequence_length=16)
+        >>> clf = SequenceClassifier(backbone, labels=["x", "y", "z"])
+        >>> clf.classify_texts(tokenizer, ["ab", "cab a"]).shape
+        (2, 3)
+        """
+        from tfllm.tasks.packing import pack_texts
+
+        length = min(sequence_length or self.max_sequence_length, self.max_sequence_length)
+        packed = pack_texts(tokenizer, texts, text_pairs, length)
+        out = []
+        for start in range(0, len(packed.ids), batch_size):
+            rows = slice(start, start + batch_size)
+            width = max(1, int(packed.mask[rows].sum(axis=1).max()))
+            logits = self(
+                packed.ids[rows, :width],
+                padding_mask=packed.mask[rows, :width],
+                segment_ids=packed.segments[rows, :width] if text_pairs is not None else None,
+            )
+            out.append(tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1).numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.num_classes), np.float32)
 
     def loss_terms(self, batch: dict[str, Any], training: bool = False):
         """Summed example cross-entropy and the summed example weights."""
-        logits = self(batch["token_ids"], padding_mask=batch.get("padding_mask"), training=training)
+        logits = self._logits(batch, training)
         labels = tf.cast(batch["labels"], tf.int32)
         ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)  # (B,)
         weights = batch.get("loss_weights")
@@ -95,7 +148,7 @@ class SequenceClassifier(TaskModel):
 
     def eval_statistics(self, batch: dict[str, Any]) -> dict[str, Any]:
         """The weighted confusion matrix `(C, C)` of one batch (rows: true, columns: predicted)."""
-        logits = self(batch["token_ids"], padding_mask=batch.get("padding_mask"), training=False)
+        logits = self._logits(batch, False)
         predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)  # (B,) or (B, T) per token
         weights = batch.get("loss_weights")
         confusion = tf.math.confusion_matrix(
