@@ -7,11 +7,75 @@ from typing import Any
 
 from tfllm.commands.common import CommandError, run_hydra, texts_argument
 
+CALLS = {  # what to call, by the signature an export has
+    "generate": "generate",
+    "classify": "classification",
+    "regress": "regression",
+    "fill_mask": "fill_mask",
+    "embed": "embed",
+}
+
+
+def pick_call(client, plain: dict[str, Any]) -> str:
+    """The call asked for; else `generate` (prompts alone) or `regress` (prompts and
+    replies); else the one the model's signatures offer."""
+    asked = plain.get("call")
+    if asked is not None:
+        if asked not in CALLS:
+            raise CommandError(f"call: unknown call '{asked}'; calls are {', '.join(CALLS)}")
+        return asked
+    if plain.get("prompt") is not None or plain.get("prompts") is not None:
+        replies = plain.get("reply") is not None or plain.get("replies") is not None
+        return "regress" if replies else "generate"
+    signatures = client.signatures()
+    for call, signature in CALLS.items():
+        if signature in signatures:
+            return call
+    raise CommandError(f"the model serves none of tfllm's calls: signatures {sorted(signatures)}")
+
+
+def run_call(client, call: str, plain: dict[str, Any]) -> list[str]:
+    """Lines to print for one call."""
+    import json
+
+    if call == "generate":
+        prompts = texts_argument(plain, "prompt", "prompts")
+        completions = client.generate(
+            prompts,
+            max_new_tokens=plain["max_new_tokens"],
+            temperature=plain["temperature"],
+            top_k=plain["top_k"],
+            top_p=plain["top_p"],
+            seed=plain["seed"],
+        )
+        return [p + c for p, c in zip(prompts, completions, strict=True)]
+    if call == "regress":
+        prompts = texts_argument(plain, "prompt", "prompts")
+        replies = texts_argument(plain, "reply", "replies")
+        if len(replies) != len(prompts):
+            raise CommandError(f"{len(replies)} replies for {len(prompts)} prompts")
+        return [f"{s:.6g}" for s in client.regress(prompts, replies)]
+    texts = texts_argument(plain, "text", "texts")
+    if call == "classify":
+        pairs = plain.get("text_pairs")
+        if pairs is not None and len(pairs) != len(texts):
+            raise CommandError(f"{len(pairs)} text_pairs for {len(texts)} texts")
+        lines = []
+        for scores in client.classify(texts, pairs):
+            best = max(scores, key=scores.get)
+            lines.append(f"{best}\t{json.dumps(scores)}")
+        return lines
+    if call == "fill_mask":
+        return [
+            json.dumps([[[w, round(p, 6)] for w, p in fill] for fill in fills], ensure_ascii=False)
+            for fills in client.fill_mask(texts)
+        ]
+    return [json.dumps([round(float(x), 6) for x in row]) for row in client.embed(texts)]
+
 
 def client_job(plain: dict[str, Any]) -> None:
     from tfllm.serving.client import Client, ServingClientError
 
-    prompts = texts_argument(plain, "prompt", "prompts")
     try:
         client = Client(
             plain["host"],
@@ -22,18 +86,11 @@ def client_job(plain: dict[str, Any]) -> None:
             plain["timeout"],
         )
         with client:
-            completions = client.generate(
-                prompts,
-                max_new_tokens=plain["max_new_tokens"],
-                temperature=plain["temperature"],
-                top_k=plain["top_k"],
-                top_p=plain["top_p"],
-                seed=plain["seed"],
-            )
+            lines = run_call(client, pick_call(client, plain), plain)
     except (ServingClientError, ValueError) as e:
         raise CommandError(str(e)) from None
-    for prompt, text in zip(prompts, completions, strict=True):
-        print(prompt + text)
+    for line in lines:
+        print(line)
 
 
 def main(argv: Sequence[str]) -> None:

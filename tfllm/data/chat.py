@@ -70,6 +70,25 @@ def render(template: str, messages: list[dict[str, str]], generation_prompt: boo
     return render_template(template, messages, None, add_generation_prompt=generation_prompt)
 
 
+def conversation_texts(template: str, prompt: str, reply: str) -> tuple[str, str]:
+    """`(prompt text, full text)` of the one-turn conversation `[user: prompt, assistant:
+    reply]`: the render with the generation prompt, and the whole conversation, which starts
+    with it (what `conversation_ids` tokenizes, and what a reward export mirrors).
+
+    Raises:
+        ValueError: the template does not render the conversation as a growing prefix.
+    """
+    messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}]
+    head = render(template, messages[:1], generation_prompt=True)
+    full = render(template, messages, generation_prompt=False)
+    if not full.startswith(head):
+        raise ValueError(
+            "the chat template does not render conversations as growing prefixes; "
+            "its assistant turns cannot be located"
+        )
+    return head, full
+
+
 def conversation_ids(
     tokenizer, template: str, messages: list[dict[str, str]]
 ) -> tuple[list[int], list[float]]:

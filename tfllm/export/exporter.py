@@ -38,29 +38,84 @@ def next_version(model_dir: str) -> int:
 
 def build_serving_module(model, tokenizer, cfg: dict[str, Any], settings: ExportSettings):
     """The `tf.Module` whose signatures the SavedModel exports, chosen by the model's task."""
+    from tfllm.tasks.classifier import SequenceClassifier, TokenClassifier
+    from tfllm.tasks.masked_lm import MaskedLM
+    from tfllm.tasks.reward import RewardModel
+
     task = cfg["task"]["name"]
+    data = cfg.get("data") or {}
+    length = settings.sequence_length or data.get("sequence_length") or model.max_sequence_length
     if hasattr(model, "call_with_cache"):
         return CausalLMServing(model, tokenizer, settings)
     if hasattr(model, "embed_texts"):
         max_length = (cfg.get("embedding") or {}).get("max_length")
         return EmbeddingServing(model, tokenizer, max_length)
+    if isinstance(model, SequenceClassifier) and not isinstance(model, TokenClassifier):
+        from tfllm.export.classifier_serving import ClassifierServing
+
+        return ClassifierServing(
+            model,
+            tokenizer,
+            int(length),
+            pairs=bool(data.get("pair_column")),
+            text_feature=settings.text_feature,
+            pair_feature=settings.pair_feature,
+        )
+    if isinstance(model, RewardModel):
+        from tfllm.data.chat import DEFAULT_TEMPLATE
+        from tfllm.export.reward_serving import RewardServing
+
+        template = data.get("template") or (cfg.get("chat") or {}).get("template")
+        return RewardServing(
+            model,
+            tokenizer,
+            template or DEFAULT_TEMPLATE,
+            int(length),
+            prompt_feature=settings.prompt_feature,
+            reply_feature=settings.reply_feature,
+        )
+    if isinstance(model, MaskedLM):
+        from tfllm.export.fill_mask_serving import FillMaskServing
+
+        return FillMaskServing(model, tokenizer, settings.fill_mask_top_k, settings.sequence_length)
     raise ValueError(f"task '{task}' has no serving signatures yet")
 
 
-def write_warmup(path: str, model_name: str, signatures: list[str]) -> None:
+def set_method_names(path: str, method_names: dict[str, str]) -> None:
+    """Give signatures TF Serving's Classify/Regress method names (`tf.saved_model.save` writes
+    every signature as Predict's); the Classify and Regress APIs accept only those."""
+    if not method_names:
+        return
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb = os.path.join(path, "saved_model.pb")
+    proto = saved_model_pb2.SavedModel()
+    with open(pb, "rb") as f:
+        proto.ParseFromString(f.read())
+    for name, method in method_names.items():
+        proto.meta_graphs[0].signature_def[name].method_name = method
+    with open(pb, "wb") as f:
+        f.write(proto.SerializeToString())
+
+
+def warmup_inputs(module) -> list[dict[str, Any]]:
+    """`serving_default` inputs of the warmup records: batches of 1 and 2."""
+    return [module.sample_inputs(WARMUP_PROMPTS[:n]) for n in (1, 2)]
+
+
+def write_warmup(path: str, model_name: str, batches: list[dict[str, Any]]) -> None:
     """`assets.extra/tf_serving_warmup_requests`: PredictionLogs TF Serving replays at load, so
     the first real request does not pay for graph initialization."""
     import tensorflow as tf
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-    input_name = "prompts" if "generate" in signatures else "texts"
     with tf.io.TFRecordWriter(path) as writer:
-        for batch in (1, 2):
+        for inputs in batches:
             request = predict_pb2.PredictRequest(
                 model_spec=model_pb2.ModelSpec(name=model_name, signature_name="serving_default")
             )
-            texts = [WARMUP_PROMPTS[i % len(WARMUP_PROMPTS)] for i in range(batch)]
-            request.inputs[input_name].CopyFrom(tf.make_tensor_proto(texts, dtype=tf.string))
+            for key, texts in inputs.items():
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(texts, dtype=tf.string))
             log_entry = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request)
             )
@@ -115,6 +170,7 @@ def export_model(
     try:
         target = os.path.join(staging, "model")
         tf.saved_model.save(module, target, signatures=signatures)
+        set_method_names(target, module.method_names())
         extra = os.path.join(target, ASSETS_EXTRA)
         os.makedirs(extra, exist_ok=True)
         export_cfg = dict(cfg)
@@ -126,7 +182,7 @@ def export_model(
         }
         save_run_config(export_cfg, extra)
         tokenizer.save_to_directory(tokenizer_dir(extra))
-        write_warmup(os.path.join(extra, WARMUP_FILE), name, sorted(signatures))
+        write_warmup(os.path.join(extra, WARMUP_FILE), name, warmup_inputs(module))
         result = ExportResult(final, version, sorted(signatures))
         if validate:
             from tfllm.export.validate import validate_export

@@ -13,6 +13,8 @@ from typing import Any
 import tensorflow as tf
 from tensorflow.python.trackable.data_structures import NoDependency
 
+from tfllm.export.text_graph import text_checks
+from tfllm.export.text_graph import tf_assert as _assert
 from tfllm.generation.decoder import GenerationConfig, decode_loop
 from tfllm.generation.prompts import stop_tokens
 
@@ -31,6 +33,13 @@ class ExportSettings:
             the generation signatures then also output `flagged` (bool `[B]`).
         stop: stop strings, applied as `tfllm generate stop=` applies them (see
             `tfllm.generation.prompts`): a completion ends before the first one.
+        sequence_length: tokens a classifier, reward model or fill-mask export reads (None:
+            the training data's `sequence_length`, within the model's context).
+        text_feature, pair_feature: the `tf.Example` features a classifier's Classify
+            signature reads (the second for pair tasks).
+        prompt_feature, reply_feature: the `tf.Example` features a reward model's Regress
+            signature reads.
+        fill_mask_top_k: fillers a fill-mask export returns per mask.
     """
 
     max_new_tokens: int = 64
@@ -42,6 +51,12 @@ class ExportSettings:
     jit_compile: bool = False
     safety: dict[str, Any] | None = None
     stop: tuple[str, ...] = ()
+    sequence_length: int | None = None
+    text_feature: str = "text"
+    pair_feature: str = "text_pair"
+    prompt_feature: str = "prompt"
+    reply_feature: str = "reply"
+    fill_mask_top_k: int = 5
 
     def safety_filter(self):
         """The configured safety filter, or None; it must run inside a graph."""
@@ -75,11 +90,11 @@ class ExportSettings:
                 f"max_new_tokens must be in [1, max_new_tokens_limit={self.max_new_tokens_limit}]"
                 f", got {self.max_new_tokens}"
             )
+        if self.sequence_length is not None and self.sequence_length < 2:
+            raise ValueError(f"sequence_length must be at least 2, got {self.sequence_length}")
+        if self.fill_mask_top_k < 1:
+            raise ValueError(f"fill_mask_top_k must be at least 1, got {self.fill_mask_top_k}")
         self.safety_filter()
-
-
-def _assert(condition, message: str):
-    return tf.debugging.Assert(condition, [tf.constant(message)])
 
 
 def _cut_at_stops(texts, stops):
@@ -90,13 +105,6 @@ def _cut_at_stops(texts, stops):
     # Every character spelled as a code point, so no stop string is read as regex syntax.
     alternatives = ["".join(f"\\x{{{ord(c):x}}}" for c in s) for s in stops]
     return tf.strings.regex_replace(texts, f"(?s)({'|'.join(alternatives)}).*$", "")
-
-
-def _valid_utf8(texts):
-    repaired = tf.strings.unicode_transcode(
-        texts, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
-    )
-    return tf.reduce_all(tf.equal(repaired, texts))
 
 
 class CausalLMServing(tf.Module):
@@ -181,20 +189,21 @@ class CausalLMServing(tf.Module):
             "score_tokens": self.score_tokens.get_concrete_function(),
         }
 
+    def method_names(self) -> dict[str, str]:
+        """Signatures that are not Predict's (none here)."""
+        return {}
+
+    def sample_inputs(self, texts) -> dict[str, Any]:
+        """`serving_default` inputs for warmup records."""
+        return {"prompts": list(texts)}
+
     # ----- pieces ---------------------------------------------------------------------------
     def _token_ids(self, texts, what: str, allow_empty: bool = False):
         """Validated texts `(B,)` to ragged ids `(B, None)` (with bos when the model uses it).
         With `allow_empty`, a string without ids starts from eos (a prompt, by the rules of
         `tfllm.generation.prompts.prompt_ids`); otherwise empty strings are refused."""
-        checks = [
-            _assert(tf.size(texts) > 0, f"{what}: the batch is empty"),
-            _assert(_valid_utf8(texts), f"{what}: a string is not valid UTF-8"),
-        ]
-        if not allow_empty:
-            checks.append(
-                _assert(tf.reduce_all(tf.strings.length(texts) > 0), f"{what}: a string is empty")
-            )
-        elif self.bos_id is None and self.eos_id is None:
+        checks = text_checks(texts, what, allow_empty)
+        if allow_empty and self.bos_id is None and self.eos_id is None:
             checks.append(
                 _assert(
                     tf.reduce_all(tf.strings.length(texts) > 0),
@@ -366,12 +375,14 @@ class EmbeddingServing(tf.Module):
         fn = self.embed.get_concrete_function()
         return {"serving_default": fn, "embed": fn}
 
+    def method_names(self) -> dict[str, str]:
+        return {}
+
+    def sample_inputs(self, texts) -> dict[str, Any]:
+        return {"texts": list(texts)}
+
     def _embed(self, texts):
-        checks = [
-            _assert(tf.size(texts) > 0, "texts: the batch is empty"),
-            _assert(_valid_utf8(texts), "texts: a string is not valid UTF-8"),
-        ]
-        with tf.control_dependencies(checks):
+        with tf.control_dependencies(text_checks(texts, "texts", allow_empty=True)):
             ids = tf.cast(self.tokenizer(tf.identity(texts)), tf.int32)  # (B, None)
         inner = self.max_length - (self.cls_id is not None) - (self.sep_id is not None)
         ids = ids[:, :inner]

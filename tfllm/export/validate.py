@@ -43,11 +43,20 @@ text = sorted(o for o in ops if o not in core and op_def_registry.get(o) is not 
 other = sorted(ops - set(core) - set(text))
 loaded = tf.saved_model.load(path)
 results = {}
+def value(v, dtype):
+    if dtype == "bytes":  # binary strings (serialized protos) travel as latin-1 text
+        return tf.constant([s.encode("latin-1") for s in v], tf.string)
+    return tf.constant(v, dtype=dtype)
+def plain(v):
+    if v.dtype != tf.string:
+        return v.numpy().tolist()
+    return [plain_string(s) for s in v.numpy().tolist()]
+def plain_string(s):
+    return [plain_string(x) for x in s] if isinstance(s, list) else s.decode("utf-8")
 for name, inputs in requests.items():
     fn = loaded.signatures[name]
-    out = fn(**{k: tf.constant(v[0], dtype=v[1]) for k, v in inputs.items()})
-    results[name] = {k: v.numpy().tolist() if v.dtype != tf.string else
-                     [s.decode("utf-8") for s in v.numpy()] for k, v in out.items()}
+    out = fn(**{k: value(*v) for k, v in inputs.items()})
+    results[name] = {k: plain(v) for k, v in out.items()}
 imported = sorted(m for m in ("tfllm", "keras_hub") if m in sys.modules)
 print("@@RESULT@@" + json.dumps({"core": core, "text": text, "other": other,
                                  "results": results, "imported": imported}))
@@ -116,6 +125,13 @@ def validate_export(path: str, model, tokenizer, module) -> dict[str, Any]:
                 f"greedy completions differ after reloading: export {got!r}, Keras {expected!r}"
             )
         compared = f"greedy completions of {len(expected)} prompts, {n} tokens: identical"
+    elif hasattr(module, "check_validation"):  # classifiers, reward models, fill-mask
+        texts = list(VALIDATION_PROMPTS)
+        report = run_in_fresh_process(path, module.validation_requests(texts))
+        try:
+            compared = module.check_validation(texts, report["results"])
+        except ValueError as e:
+            raise ExportValidationError(str(e)) from None
     else:
         requests = {"embed": {"texts": (list(VALIDATION_PROMPTS), "string")}}
         report = run_in_fresh_process(path, requests)

@@ -164,6 +164,89 @@ class Client:
         out = self.predict({"texts": np.asarray(list(texts), dtype=object)}, signature="embed")
         return np.asarray(out["embeddings"], np.float32)
 
+    def _examples_call(self, method: str, rows: list[dict[str, str]], signature: str):
+        """Classify/Regress with `tf.Example`s of string features (`rows`)."""
+        if self.transport == "rest":
+            body = {"signature_name": signature, "examples": rows}
+            return self._rest(f":{method.lower()}", body)["result"]
+        import grpc
+        from tensorflow.core.example import example_pb2
+        from tensorflow_serving.apis import classification_pb2, regression_pb2
+
+        if method == "Classify":
+            request = classification_pb2.ClassificationRequest()
+        else:
+            request = regression_pb2.RegressionRequest()
+        request.model_spec.name = self.model
+        request.model_spec.signature_name = signature
+        if self.version is not None:
+            request.model_spec.version.value = self.version
+        for row in rows:
+            example = example_pb2.Example()
+            for key, text in row.items():
+                example.features.feature[key].bytes_list.value.append(text.encode("utf-8"))
+            request.input.example_list.examples.append(example)
+        try:
+            response = getattr(self._grpc(), method)(request, timeout=self.timeout)
+        except grpc.RpcError as e:
+            raise ServingClientError(e.code().name, e.details()) from None
+        if method == "Classify":
+            return [
+                [[c.label, c.score] for c in result.classes]
+                for result in response.result.classifications
+            ]
+        return [r.value for r in response.result.regressions]
+
+    def classify(
+        self,
+        texts: Sequence[str],
+        text_pairs: Sequence[str] | None = None,
+        signature: str = "classification",
+        text_feature: str = "text",
+        pair_feature: str = "text_pair",
+    ) -> list[dict[str, float]]:
+        """`{label: probability}` per text through TF Serving's Classify API (a classifier
+        export's `classification` signature; `tf.Example`s with `text_feature` and, for pair
+        tasks, `pair_feature`)."""
+        rows = [{text_feature: t} for t in texts]
+        if text_pairs is not None:
+            for row, pair in zip(rows, text_pairs, strict=True):
+                row[pair_feature] = pair
+        return [
+            {label: score for label, score in r}
+            for r in self._examples_call("Classify", rows, signature)
+        ]
+
+    def regress(
+        self,
+        prompts: Sequence[str],
+        replies: Sequence[str],
+        signature: str = "regression",
+        prompt_feature: str = "prompt",
+        reply_feature: str = "reply",
+    ) -> list[float]:
+        """A reward model's score per (prompt, reply) through TF Serving's Regress API."""
+        rows = [
+            {prompt_feature: p, reply_feature: r} for p, r in zip(prompts, replies, strict=True)
+        ]
+        return [float(v) for v in self._examples_call("Regress", rows, signature)]
+
+    def fill_mask(self, texts: Sequence[str]) -> list[list[list[tuple[str, float]]]]:
+        """`[text][mask] -> [(filler, probability), ...]` from a masked LM's `fill_mask`."""
+        out = self.predict({"texts": np.asarray(list(texts), dtype=object)}, signature="fill_mask")
+        result = []
+        for i, count in enumerate(np.asarray(out["mask_counts"]).reshape(-1)):
+            result.append(
+                [
+                    [
+                        (_text(w), float(p))
+                        for w, p in zip(out["fillers"][i, m], out["scores"][i, m], strict=True)
+                    ]
+                    for m in range(int(count))
+                ]
+            )
+        return result
+
     def signatures(self) -> dict[str, dict[str, list[str]]]:
         """`{signature: {"inputs": [...], "outputs": [...]}}` from the model's metadata."""
         if self.transport == "rest":

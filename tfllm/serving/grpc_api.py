@@ -1,4 +1,4 @@
-"""TF Serving's gRPC API: `PredictionService` (Predict, Classify, GetModelMetadata) and
+"""TF Serving's gRPC API: `PredictionService` (Predict, Classify, Regress, GetModelMetadata) and
 `ModelService` (GetModelStatus), answered with the status codes TF Serving uses."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from tensorflow_serving.apis import (
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
 from tfllm.serving.predictor import Predictor, as_numpy
@@ -23,6 +24,65 @@ from tfllm.serving.servables import ServingError
 log = logging.getLogger(__name__)
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+
+
+def serialized_examples(model_input) -> list[bytes]:
+    """The serialized `tf.Example`s of a Classify/Regress `Input`: an `example_list`, or an
+    `example_list_with_context` whose context features join every example (an example's own
+    feature wins)."""
+    from tensorflow.core.example import example_pb2
+
+    kind = model_input.WhichOneof("kind")
+    if kind == "example_list":
+        examples = list(model_input.example_list.examples)
+    elif kind == "example_list_with_context":
+        with_context = model_input.example_list_with_context
+        examples = []
+        for own in with_context.examples:
+            merged = example_pb2.Example()
+            merged.CopyFrom(with_context.context)
+            for key, feature in own.features.feature.items():
+                merged.features.feature[key].CopyFrom(feature)
+            examples.append(merged)
+    else:
+        examples = []
+    if not examples:
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "Input is empty")
+    return [e.SerializeToString() for e in examples]
+
+
+def classification_rows(outputs) -> list[list[tuple[str | None, float | None]]]:
+    """`[(label, score), ...]` per example from a classify signature's `classes`/`scores`."""
+    scores, classes = outputs.get("scores"), outputs.get("classes")
+    if scores is None and classes is None:
+        raise ServingError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "a classification signature outputs 'classes' and/or 'scores'",
+        )
+    shaped = scores if scores is not None else classes
+    rows = []
+    for i in range(shaped.shape[0]):
+        row = []
+        for j in range(shaped.shape[1]):
+            label = None
+            if classes is not None:
+                value = classes[i, j]
+                label = value.decode() if isinstance(value, bytes) else str(value)
+            row.append((label, None if scores is None else float(scores[i, j])))
+        rows.append(row)
+    return rows
+
+
+def regression_values(outputs) -> list[float]:
+    """One float per example from a regress signature's `outputs` (`[B]` or `[B, 1]`)."""
+    values = outputs.get("outputs")
+    if values is None or values.ndim not in (1, 2) or (values.ndim == 2 and values.shape[1] != 1):
+        raise ServingError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "a regression signature outputs 'outputs' of shape [B] or [B, 1]",
+        )
+    return [float(v) for v in values.reshape(-1)]
 
 
 def _spec(model_spec) -> tuple[str, int | None, str | None]:
@@ -92,54 +152,71 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
         return _answer(context, handle)
 
+    def _run_examples(self, request, method: str, what: str):
+        """Run a Classify/Regress request: its `tf.Example`s through the named signature,
+        which must carry TF Serving's `method` name. Returns `(name, version, signature,
+        outputs)`."""
+        import numpy as np
+
+        name, version, label = _spec(request.model_spec)
+        if not name:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "model_spec.name is empty")
+        resolved = self.predictor.manager.resolve(name, version, label)
+        sig_name = request.model_spec.signature_name or "serving_default"
+        sig_name, fn, sig_def = self.predictor.signature(resolved, sig_name)
+        if sig_def.method_name != method:
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"Expected {what} signature method_name to be {method}. Was: {sig_def.method_name}",
+            )
+        serialized = np.asarray(serialized_examples(request.input), dtype=object)
+        input_key = next(iter(sig_def.inputs))
+        _, _, outputs = self.predictor.predict(
+            name, resolved.number, None, sig_name, {input_key: serialized}
+        )
+        return name, resolved.number, sig_name, outputs
+
     def Classify(self, request, context):
         """Serialized `tf.Example`s through a signature whose method is classify (inputs:
         `inputs` string [B]; outputs `classes` and/or `scores` [B, C])."""
 
         def handle():
-            import numpy as np
-
-            name, version, label = _spec(request.model_spec)
-            resolved = self.predictor.manager.resolve(name, version, label)
-            sig_name = request.model_spec.signature_name or "serving_default"
-            sig_name, fn, sig_def = self.predictor.signature(resolved, sig_name)
-            if sig_def.method_name != CLASSIFY_METHOD:
-                raise ServingError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"Expected classification signature method_name to be {CLASSIFY_METHOD}. "
-                    f"Was: {sig_def.method_name}",
-                )
-            examples = request.input.example_list.examples
-            if not examples:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "Input is empty")
-            serialized = np.asarray([e.SerializeToString() for e in examples], dtype=object)
-            input_key = next(iter(sig_def.inputs))
-            _, _, outputs = self.predictor.predict(
-                name, resolved.number, None, sig_name, {input_key: serialized}
+            name, number, sig_name, outputs = self._run_examples(
+                request, CLASSIFY_METHOD, "classification"
             )
             response = classification_pb2.ClassificationResponse()
             response.model_spec.name = name
-            response.model_spec.version.value = resolved.number
+            response.model_spec.version.value = number
             response.model_spec.signature_name = sig_name
-            scores = outputs.get("scores")
-            classes = outputs.get("classes")
-            rows = len(examples)
-            for i in range(rows):
+            for row in classification_rows(outputs):
                 result = response.result.classifications.add()
-                width = (scores if scores is not None else classes).shape[1]
-                for j in range(width):
+                for cls_label, score in row:
                     cls = result.classes.add()
-                    if classes is not None:
-                        value = classes[i, j]
-                        cls.label = value.decode() if isinstance(value, bytes) else str(value)
-                    if scores is not None:
-                        cls.score = float(scores[i, j])
+                    if cls_label is not None:
+                        cls.label = cls_label
+                    if score is not None:
+                        cls.score = score
             return response
 
         return _answer(context, handle)
 
     def Regress(self, request, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Regress is not served by tfllm serve")
+        """Serialized `tf.Example`s through a signature whose method is regress (inputs:
+        `inputs` string [B]; output `outputs` [B] or [B, 1])."""
+
+        def handle():
+            name, number, sig_name, outputs = self._run_examples(
+                request, REGRESS_METHOD, "regression"
+            )
+            response = regression_pb2.RegressionResponse()
+            response.model_spec.name = name
+            response.model_spec.version.value = number
+            response.model_spec.signature_name = sig_name
+            for value in regression_values(outputs):
+                response.result.regressions.add().value = value
+            return response
+
+        return _answer(context, handle)
 
     def MultiInference(self, request, context):
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "MultiInference is not served by tfllm serve")

@@ -54,10 +54,25 @@ def _numpy_dtype_matches(array: np.ndarray, tf_dtype) -> bool:
 
 
 def first_line(message: str) -> str:
-    """The useful line of a TensorFlow error: an assertion's own message, else the first line."""
-    line = message.strip().splitlines()[0] if message.strip() else message
+    """The useful line of a TensorFlow error: an assertion's own message; else, for a graph
+    execution error, the op's own message (the line before its `[[{{node ...}}]]` marker);
+    else the first line."""
     match = re.search(r"assertion failed: \[(.*?)\]", message)
-    return match.group(1) if match else line
+    if match:
+        return match.group(1)
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if not lines:
+        return message
+    if lines[0].startswith("Graph execution error"):
+        marker = next((i for i, line in enumerate(lines) if line.startswith("[[")), len(lines))
+        useful = [
+            line
+            for line in lines[1:marker]
+            if not line.startswith(("Detected at node", "<stack traces", "File ", "  "))
+        ]
+        if useful:
+            return re.sub(r"^Name: <unknown>, ", "", useful[-1])
+    return lines[0]
 
 
 @dataclass

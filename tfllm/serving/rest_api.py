@@ -1,4 +1,5 @@
-"""TF Serving's REST API: `/v1/models/NAME[/versions/N | /labels/L][:predict | /metadata]`."""
+"""TF Serving's REST API:
+`/v1/models/NAME[/versions/N | /labels/L][:predict | :classify | :regress | /metadata]`."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 _PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)"
     r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
-    r"(?P<action>:predict|/metadata)?$"
+    r"(?P<action>:predict|:classify|:regress|/metadata)?$"
 )
 HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
@@ -100,8 +101,8 @@ class RestHandler(BaseHTTPRequestHandler):
     def do_GET(self):
         def handle():
             name, version, label, action = self._route()
-            if action == ":predict":
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "predict needs POST")
+            if action in (":predict", ":classify", ":regress"):
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"{action[1:]} needs POST")
             if action == "/metadata":
                 from google.protobuf import json_format
 
@@ -134,8 +135,10 @@ class RestHandler(BaseHTTPRequestHandler):
     def do_POST(self):
         def handle():
             name, version, label, action = self._route()
-            if action != ":predict":
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "POST serves :predict only")
+            if action not in (":predict", ":classify", ":regress"):
+                raise ServingError(
+                    grpc.StatusCode.INVALID_ARGUMENT, "POST serves :predict, :classify, :regress"
+                )
             length = int(self.headers.get("Content-Length") or 0)
             try:
                 body = json.loads(self.rfile.read(length).decode("utf-8"))
@@ -143,6 +146,8 @@ class RestHandler(BaseHTTPRequestHandler):
                 raise ServingError(
                     grpc.StatusCode.INVALID_ARGUMENT, f"JSON Parse error: {e}"
                 ) from None
+            if action != ":predict":
+                return self._examples(name, version, label, action, body)
             if not isinstance(body, dict) or ("instances" in body) == ("inputs" in body):
                 raise ServingError(
                     grpc.StatusCode.INVALID_ARGUMENT,
@@ -195,6 +200,108 @@ class RestHandler(BaseHTTPRequestHandler):
             return 200, {"outputs": {k: _to_json(v) for k, v in outputs.items()}}
 
         self._handle(handle)
+
+    def _examples(self, name, version, label, action, body) -> tuple[int, dict[str, Any]]:
+        """`:classify` / `:regress`: TF Serving's `{"examples": [...], "context": {...}}`."""
+        from tfllm.serving.grpc_api import (
+            CLASSIFY_METHOD,
+            REGRESS_METHOD,
+            classification_rows,
+            regression_values,
+        )
+
+        if not isinstance(body, dict) or not isinstance(body.get("examples"), list):
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "the request body must be an object with an 'examples' list",
+            )
+        if not body["examples"]:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "'examples' is empty")
+        unknown = sorted(set(body) - {"examples", "context", "signature_name"})
+        if unknown:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"unknown keys {unknown}")
+        context = example_from_json(body.get("context", {}), "context")
+        serialized = []
+        for i, features in enumerate(body["examples"]):
+            example = example_from_json(features, f"examples[{i}]")
+            merged = type(example)()
+            merged.CopyFrom(context)
+            for key, feature in example.features.feature.items():
+                merged.features.feature[key].CopyFrom(feature)
+            serialized.append(merged.SerializeToString())
+        signature_name = body.get("signature_name", "")
+        if not isinstance(signature_name, str):
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "signature_name must be a string")
+        resolved = self.predictor.manager.resolve(name, version, label)
+        sig_name, _, sig_def = self.predictor.signature(resolved, signature_name)
+        method = CLASSIFY_METHOD if action == ":classify" else REGRESS_METHOD
+        if sig_def.method_name != method:
+            what = "classification" if action == ":classify" else "regression"
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"Expected {what} signature method_name to be {method}. Was: {sig_def.method_name}",
+            )
+        input_key = next(iter(sig_def.inputs))
+        _, _, outputs = self.predictor.predict(
+            name, resolved.number, None, sig_name, {input_key: np.asarray(serialized, object)}
+        )
+        if action == ":classify":
+            rows = classification_rows(outputs)
+            return 200, {"result": [[[lbl, score] for lbl, score in row] for row in rows]}
+        return 200, {"result": regression_values(outputs)}
+
+
+def example_from_json(features: Any, where: str):
+    """A `tf.Example` from TF Serving's JSON form: `{"feature": value}` where a value (or a list
+    of values of one kind) is a string (bytes), `{"b64": ...}` (bytes), an int (int64) or a
+    float (float)."""
+    from tensorflow.core.example import example_pb2
+
+    if not isinstance(features, dict):
+        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"{where} must be an object")
+    example = example_pb2.Example()
+    for key, value in features.items():
+        values = value if isinstance(value, list) else [value]
+        feature = example.features.feature[key]
+        if values and all(isinstance(v, (str, dict)) for v in values):
+            out = []
+            for v in values:
+                if isinstance(v, dict):
+                    if set(v) != {"b64"} or not isinstance(v["b64"], str):
+                        raise ServingError(
+                            grpc.StatusCode.INVALID_ARGUMENT,
+                            f"{where}: feature '{key}': an object value must be {{\"b64\": "
+                            "string}",
+                        )
+                    try:
+                        out.append(base64.b64decode(v["b64"], validate=True))
+                    except ValueError:
+                        raise ServingError(
+                            grpc.StatusCode.INVALID_ARGUMENT,
+                            f"{where}: feature '{key}': invalid base64",
+                        ) from None
+                else:
+                    try:
+                        out.append(v.encode("utf-8"))
+                    except UnicodeEncodeError:
+                        raise ServingError(
+                            grpc.StatusCode.INVALID_ARGUMENT,
+                            f"{where}: feature '{key}' is not valid Unicode",
+                        ) from None
+            feature.bytes_list.value.extend(out)
+        elif values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            feature.int64_list.value.extend(values)
+        elif values and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+        ):
+            feature.float_list.value.extend(float(v) for v in values)
+        else:
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{where}: feature '{key}' must be strings, {{\"b64\": ...}}, ints or floats, "
+                "all of one kind",
+            )
+    return example
 
 
 def make_rest_server(predictor: Predictor, host: str, port: int) -> ThreadingHTTPServer:

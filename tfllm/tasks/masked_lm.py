@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from tfllm import registry
@@ -45,6 +47,38 @@ def mask_tokens(
     inputs = tf.where(to_mask, tf.cast(mask_token_id, token_ids.dtype), token_ids)
     inputs = tf.where(to_random, tf.cast(random_ids, token_ids.dtype), inputs)
     return inputs, token_ids, tf.cast(picked, tf.float32)
+
+
+def mask_text_ids(tokenizer, texts: Sequence[str], sequence_length: int) -> list[list[int]]:
+    """Ids of texts that contain the tokenizer's mask string: each piece between masks
+    tokenized on its own, the mask id between them, `[CLS]`/`[SEP]` around, cut to
+    `sequence_length`.
+
+    Raises:
+        ValueError: the tokenizer has no mask token, a text has none, or one is cut away.
+    """
+    token = tokenizer.special_tokens.get("mask")
+    if token is None:
+        raise ValueError("the tokenizer has no 'mask' special token")
+    mask_id = tokenizer.token_to_id(token)
+    cls, sep = tokenizer.boundary_ids()
+    inner = sequence_length - (cls is not None) - (sep is not None)
+    rows = []
+    for text in texts:
+        pieces = text.split(token)
+        if len(pieces) < 2:
+            raise ValueError(f"a text has no {token}: {text!r}")
+        body: list[int] = []
+        for k, piece in enumerate(pieces):
+            body += (tokenizer.encode_one(piece) if piece else []) + (
+                [mask_id] if k < len(pieces) - 1 else []
+            )
+        if body[:inner].count(mask_id) < len(pieces) - 1:
+            raise ValueError(f"a {token} lies beyond the {sequence_length} tokens: {text!r}")
+        rows.append(
+            ([cls] if cls is not None else []) + body[:inner] + ([sep] if sep is not None else [])
+        )
+    return rows
 
 
 @registry.register("task", "masked_lm")
@@ -158,6 +192,40 @@ class MaskedLM(TaskModel):
         logits = self(inputs, padding_mask=padding_mask, training=training)  # (B, T, V)
         ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
         return tf.reduce_sum(ce * weights), tf.reduce_sum(weights)
+
+    def fill_mask(
+        self,
+        tokenizer,
+        texts: Sequence[str],
+        top_k: int = 5,
+        sequence_length: int | None = None,
+    ) -> list[list[list[tuple[int, float]]]]:
+        """The `top_k` fillers of every mask token in each text: `[text][mask] -> [(id,
+        probability), ...]`, best first. The text around each mask token (the tokenizer's
+        `mask` string) is tokenized piece by piece and wrapped in `[CLS]`/`[SEP]`, as exports
+        do (`tfllm.export.fill_mask_serving`).
+
+        Raises:
+            ValueError: a text has no mask token, or a mask falls beyond `sequence_length`.
+        """
+        rows = mask_text_ids(tokenizer, texts, sequence_length or self.max_sequence_length)
+        pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+        mask_id = tokenizer.special_token_ids()["mask"]
+        width = max(len(r) for r in rows)
+        ids = np.full((len(rows), width), pad, np.int32)
+        padding = np.zeros((len(rows), width), bool)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)], padding[i, : len(r)] = r, True
+        probabilities = tf.nn.softmax(tf.cast(self(ids, padding_mask=padding), tf.float32)).numpy()
+        out = []
+        for i in range(len(rows)):
+            fills = []
+            for position in np.flatnonzero(ids[i] == mask_id):
+                p = probabilities[i, position]
+                best = np.argsort(-p, kind="stable")[:top_k]
+                fills.append([(int(k), float(p[k])) for k in best])
+            out.append(fills)
+        return out
 
     def task_config(self) -> dict[str, Any]:
         return {
