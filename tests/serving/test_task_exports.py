@@ -160,12 +160,17 @@ def classifier(tmp_path_factory):
         assert server.poll() is None  # still up after every request
 
 
-def classify_request(examples, signature="classification"):
-    request = classification_pb2.ClassificationRequest()
-    request.model_spec.name = "clf"
+def examples_request(proto, model, examples, signature):
+    """A Classify/Regress request (`proto`) for `model` with `examples`."""
+    request = proto()
+    request.model_spec.name = model
     request.model_spec.signature_name = signature
     request.input.example_list.examples.extend(examples)
     return request
+
+
+def classify_request(examples, signature="classification"):
+    return examples_request(classification_pb2.ClassificationRequest, "clf", examples, signature)
 
 
 def test_classify_api_equals_the_keras_model(classifier):
@@ -281,12 +286,10 @@ def test_other_malformed_requests_and_the_server_stays_up(classifier):
     channel, ports, want, _ = classifier
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     # Classify through a Predict-method signature; a string that is no tf.Example.
-    for request in (
-        classify_request([example(text="a", text_pair="b")], signature="serving_default"),
-    ):
-        with pytest.raises(grpc.RpcError) as info:
-            stub.Classify(request, timeout=60)
-        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    request = classify_request([example(text="a", text_pair="b")], signature="serving_default")
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Classify(request, timeout=60)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "clf"
     request.model_spec.signature_name = "classification"
@@ -350,11 +353,7 @@ def reward_server(tmp_path_factory):
 
 
 def regress_request(examples, signature="regression"):
-    request = regression_pb2.RegressionRequest()
-    request.model_spec.name = "rm"
-    request.model_spec.signature_name = signature
-    request.input.example_list.examples.extend(examples)
-    return request
+    return examples_request(regression_pb2.RegressionRequest, "rm", examples, signature)
 
 
 def test_regress_api_equals_the_keras_model(reward_server):

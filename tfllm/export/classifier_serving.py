@@ -6,14 +6,12 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.trackable.data_structures import NoDependency
 
-from tfllm.export.text_graph import pack_graph, tf_assert
-
-CLASSIFY_METHOD = "tensorflow/serving/classify"
+from tfllm.export.serving_base import ServingModule
+from tfllm.export.text_graph import example_bytes, pack_graph, parse_text_features
 
 
-class ClassifierServing(tf.Module):
+class ClassifierServing(ServingModule):
     """Signatures of a sequence classifier (`task=classify`), single texts or pairs.
 
     - `serving_default(texts[, text_pairs])` (Predict): `labels` (string `[B]`), `label_ids`
@@ -36,22 +34,16 @@ class ClassifierServing(tf.Module):
         text_feature: str = "text",
         pair_feature: str = "text_pair",
     ):
-        super().__init__(name="tfllm_classifier")
-        from tfllm.models.variables import model_variables
-
+        super().__init__(model, tokenizer, "tfllm_classifier")
         if not text_feature or (pairs and (not pair_feature or pair_feature == text_feature)):
             raise ValueError(
                 f"text_feature and pair_feature must be distinct non-empty names, got "
                 f"{text_feature!r} and {pair_feature!r}"
             )
-        self._model = NoDependency(model)  # tracked through model_variables only
-        self.tokenizer = tokenizer
-        self.model_variables = list(model_variables(model).values())
         self.labels = list(model.labels)
         self.sequence_length = int(min(sequence_length, model.max_sequence_length))
         self.pairs = pairs
         self.text_feature, self.pair_feature = text_feature, pair_feature
-        self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
         strings = lambda name: tf.TensorSpec([None], tf.string, name=name)  # noqa: E731
         inputs = [strings("texts")] + ([strings("text_pairs")] if pairs else [])
         self.predict = tf.function(self._predict, input_signature=inputs, autograph=False)
@@ -66,7 +58,7 @@ class ClassifierServing(tf.Module):
         }
 
     def method_names(self) -> dict[str, str]:
-        return {"classification": CLASSIFY_METHOD}
+        return {"classification": tf.saved_model.CLASSIFY_METHOD_NAME}
 
     def _probabilities(self, texts, pairs):
         ids, mask, segments = pack_graph(
@@ -87,13 +79,8 @@ class ClassifierServing(tf.Module):
         }
 
     def _classify(self, inputs):
-        with tf.control_dependencies(
-            [tf_assert(tf.size(inputs) > 0, "inputs: the batch is empty")]
-        ):
-            features = {self.text_feature: tf.io.FixedLenFeature([], tf.string)}
-            if self.pairs:
-                features[self.pair_feature] = tf.io.FixedLenFeature([], tf.string)
-            parsed = tf.io.parse_example(tf.identity(inputs), features)
+        names = [self.text_feature] + ([self.pair_feature] if self.pairs else [])
+        parsed = parse_text_features(inputs, names)
         pairs = parsed[self.pair_feature] if self.pairs else None
         scores = self._probabilities(parsed[self.text_feature], pairs)  # (B, C)
         b = tf.shape(scores)[0]
@@ -103,14 +90,11 @@ class ClassifierServing(tf.Module):
     # ----- what the exporter writes and checks ---------------------------------------------
     def examples(self, texts, pairs=None) -> list[bytes]:
         """Serialized `tf.Example`s of `texts` (and `pairs`) with this export's feature names."""
-        out = []
-        for i, text in enumerate(texts):
-            feature = {self.text_feature: _bytes_feature(text)}
-            if pairs is not None:
-                feature[self.pair_feature] = _bytes_feature(pairs[i])
-            example = tf.train.Example(features=tf.train.Features(feature=feature))
-            out.append(example.SerializeToString())
-        return out
+        rows = [{self.text_feature: text} for text in texts]
+        if pairs is not None:
+            for row, pair in zip(rows, pairs, strict=True):
+                row[self.pair_feature] = pair
+        return [example_bytes(row) for row in rows]
 
     def sample_inputs(self, texts) -> dict[str, Any]:
         inputs = {"texts": list(texts)}
@@ -143,8 +127,3 @@ class ClassifierServing(tf.Module):
         if results["serving_default"]["labels"] != labels:
             raise ValueError(f"labels differ: export {results['serving_default']['labels']}")
         return f"class probabilities of {len(texts)} texts: max difference {diff:.2g}"
-
-
-def _bytes_feature(text: str | bytes) -> tf.train.Feature:
-    value = text.encode("utf-8") if isinstance(text, str) else text
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))

@@ -77,7 +77,7 @@ def build_serving_module(model, tokenizer, cfg: dict[str, Any], settings: Export
     if isinstance(model, MaskedLM):
         from tfllm.export.fill_mask_serving import FillMaskServing
 
-        return FillMaskServing(model, tokenizer, settings.fill_mask_top_k, settings.sequence_length)
+        return FillMaskServing(model, tokenizer, settings.fill_mask_top_k, int(length))
     raise ValueError(f"task '{task}' has no serving signatures yet")
 
 
@@ -187,7 +187,7 @@ def export_model(
         if validate:
             from tfllm.export.validate import validate_export
 
-            result.validation = validate_export(target, model, tokenizer, module)
+            result.validation = validate_export(target, module)
         os.replace(target, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -6,12 +6,12 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.trackable.data_structures import NoDependency
 
-from tfllm.export.text_graph import text_checks, tf_assert
+from tfllm.export.serving_base import ServingModule
+from tfllm.export.text_graph import text_checks, tf_assert, wrap_ids
 
 
-class FillMaskServing(tf.Module):
+class FillMaskServing(ServingModule):
     """Signatures of a masked LM (`task=masked_lm`): `serving_default` and `fill_mask`.
 
     Input `texts` (string `[B]`), each holding the tokenizer's mask token (`[MASK]`) one or
@@ -24,9 +24,7 @@ class FillMaskServing(tf.Module):
     """
 
     def __init__(self, model, tokenizer, top_k: int = 5, sequence_length: int | None = None):
-        super().__init__(name="tfllm_fill_mask")
-        from tfllm.models.variables import model_variables
-
+        super().__init__(model, tokenizer, "tfllm_fill_mask")
         token = tokenizer.special_tokens.get("mask")
         if token is None:
             raise ValueError("a fill-mask export needs a tokenizer with a 'mask' special token")
@@ -34,24 +32,17 @@ class FillMaskServing(tf.Module):
             raise ValueError(
                 f"fill_mask_top_k must be in [1, {model.vocabulary_size}], got {top_k}"
             )
-        self._model = NoDependency(model)  # tracked through model_variables only
-        self.tokenizer = tokenizer
-        self.model_variables = list(model_variables(model).values())
         self.mask_token, self.mask_id = token, tokenizer.token_to_id(token)
         self.top_k = int(top_k)
         self.sequence_length = int(
             min(sequence_length or model.max_sequence_length, model.max_sequence_length)
         )
-        self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
         spec = [tf.TensorSpec([None], tf.string, name="texts")]
         self.fill_mask = tf.function(self._fill_mask, input_signature=spec, autograph=False)
 
     def signatures(self) -> dict[str, Any]:
         fn = self.fill_mask.get_concrete_function()
         return {"serving_default": fn, "fill_mask": fn}
-
-    def method_names(self) -> dict[str, str]:
-        return {}
 
     def _ids(self, texts):
         """Ragged ids `(B, None)`: pieces between masks tokenized alone, masks between them."""
@@ -82,14 +73,8 @@ class FillMaskServing(tf.Module):
             f"texts: a {self.mask_token} lies beyond the {self.sequence_length} tokens the "
             "export reads",
         )
-        b = tf.shape(texts)[0]
-        parts = [ids]
-        if cls is not None:
-            parts.insert(0, tf.RaggedTensor.from_tensor(tf.fill(tf.stack([b, 1]), cls)))
-        if sep is not None:
-            parts.append(tf.RaggedTensor.from_tensor(tf.fill(tf.stack([b, 1]), sep)))
         with tf.control_dependencies([fits]):
-            return tf.concat(parts, axis=1), tf.cast(masks, tf.int32)
+            return wrap_ids(ids, cls, sep), tf.cast(masks, tf.int32)
 
     def _fill_mask(self, texts):
         ids, counts = self._ids(texts)  # (B, None), (B,)

@@ -6,11 +6,15 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.trackable.data_structures import NoDependency
 
-from tfllm.export.text_graph import checked_token_ids, text_checks, tf_assert
-
-REGRESS_METHOD = "tensorflow/serving/regress"
+from tfllm.export.serving_base import ServingModule
+from tfllm.export.text_graph import (
+    checked_token_ids,
+    example_bytes,
+    parse_text_features,
+    text_checks,
+    tf_assert,
+)
 
 
 def template_pieces(template: str) -> tuple[str, str, str, str]:
@@ -47,7 +51,7 @@ def template_pieces(template: str) -> tuple[str, str, str, str]:
     return found.pop()
 
 
-class RewardServing(tf.Module):
+class RewardServing(ServingModule):
     """Signatures of a reward model (`task=reward`): a score per (prompt, reply).
 
     The conversation `[user: prompt, assistant: reply]` is rendered with the run's chat
@@ -70,22 +74,16 @@ class RewardServing(tf.Module):
         prompt_feature: str = "prompt",
         reply_feature: str = "reply",
     ):
-        super().__init__(name="tfllm_reward")
-        from tfllm.models.variables import model_variables
-
+        super().__init__(model, tokenizer, "tfllm_reward")
         if not prompt_feature or not reply_feature or prompt_feature == reply_feature:
             raise ValueError(
                 f"prompt_feature and reply_feature must be distinct non-empty names, got "
                 f"{prompt_feature!r} and {reply_feature!r}"
             )
-        self._model = NoDependency(model)  # tracked through model_variables only
-        self.tokenizer = tokenizer
-        self.model_variables = list(model_variables(model).values())
         self.template = template
         self.pieces = template_pieces(template)
         self.sequence_length = int(min(sequence_length, model.max_sequence_length))
         self.prompt_feature, self.reply_feature = prompt_feature, reply_feature
-        self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
         self.eos_id = tokenizer.eos_id
         strings = lambda name: tf.TensorSpec([None], tf.string, name=name)  # noqa: E731
         self.predict = tf.function(
@@ -102,7 +100,7 @@ class RewardServing(tf.Module):
         }
 
     def method_names(self) -> dict[str, str]:
-        return {"regression": REGRESS_METHOD}
+        return {"regression": tf.saved_model.REGRESS_METHOD_NAME}
 
     def _scores(self, prompts, replies):
         before_prompt, after_prompt, before_reply, after_reply = self.pieces
@@ -130,33 +128,16 @@ class RewardServing(tf.Module):
         return {"scores": self._scores(prompts, replies)}
 
     def _regress(self, inputs):
-        with tf.control_dependencies(
-            [tf_assert(tf.size(inputs) > 0, "inputs: the batch is empty")]
-        ):
-            parsed = tf.io.parse_example(
-                tf.identity(inputs),
-                {
-                    self.prompt_feature: tf.io.FixedLenFeature([], tf.string),
-                    self.reply_feature: tf.io.FixedLenFeature([], tf.string),
-                },
-            )
+        parsed = parse_text_features(inputs, [self.prompt_feature, self.reply_feature])
         return {"outputs": self._scores(parsed[self.prompt_feature], parsed[self.reply_feature])}
 
     # ----- what the exporter writes and checks ---------------------------------------------
     def examples(self, prompts, replies) -> list[bytes]:
         """Serialized `tf.Example`s of (prompt, reply) pairs with this export's feature names."""
-        out = []
-        for prompt, reply in zip(prompts, replies, strict=True):
-            feature = {
-                self.prompt_feature: tf.train.Feature(
-                    bytes_list=tf.train.BytesList(value=[prompt.encode("utf-8")])
-                ),
-                self.reply_feature: tf.train.Feature(
-                    bytes_list=tf.train.BytesList(value=[reply.encode("utf-8")])
-                ),
-            }
-            out.append(tf.train.Example(features=tf.train.Features(feature=feature)))
-        return [e.SerializeToString() for e in out]
+        return [
+            example_bytes({self.prompt_feature: prompt, self.reply_feature: reply})
+            for prompt, reply in zip(prompts, replies, strict=True)
+        ]
 
     def sample_inputs(self, texts) -> dict[str, Any]:
         return {"prompts": list(texts), "replies": list(reversed(texts))}
@@ -164,6 +145,7 @@ class RewardServing(tf.Module):
     def expected_scores(self, prompts, replies) -> np.ndarray:
         """The Keras model's scores, encoded by the preference data's own Python code."""
         from tfllm.data.chat import conversation_ids
+        from tfllm.tasks.packing import pad_rows
 
         rows = []
         for prompt, reply in zip(prompts, replies, strict=True):
@@ -172,12 +154,7 @@ class RewardServing(tf.Module):
                 {"role": "assistant", "content": reply},
             ]
             rows.append(conversation_ids(self.tokenizer, self.template, messages)[0])
-        rows = [r[: self.sequence_length] for r in rows]
-        width = max(len(r) for r in rows)
-        ids = np.full((len(rows), width), self.pad_id, np.int32)
-        mask = np.zeros((len(rows), width), bool)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)], mask[i, : len(r)] = r, True
+        ids, mask = pad_rows([r[: self.sequence_length] for r in rows], self.pad_id)
         return np.asarray(self._model(ids, padding_mask=mask), np.float32)
 
     def validation_requests(self, texts) -> dict[str, dict[str, Any]]:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
-from tensorflow.python.trackable.data_structures import NoDependency
 
-from tfllm.export.text_graph import text_checks
+from tfllm.export.serving_base import ServingModule
+from tfllm.export.text_graph import text_checks, wrap_ids
 from tfllm.export.text_graph import tf_assert as _assert
 from tfllm.generation.decoder import GenerationConfig, decode_loop
 from tfllm.generation.prompts import stop_tokens
@@ -107,7 +107,7 @@ def _cut_at_stops(texts, stops):
     return tf.strings.regex_replace(texts, f"(?s)({'|'.join(alternatives)}).*$", "")
 
 
-class CausalLMServing(tf.Module):
+class CausalLMServing(ServingModule):
     """Signatures of a causal LM.
 
     Prompts follow the rules of `tfllm.generation.prompts`, as Python generation does: bos
@@ -129,19 +129,11 @@ class CausalLMServing(tf.Module):
     """
 
     def __init__(self, model, tokenizer, settings: ExportSettings):
-        super().__init__(name="tfllm_causal_lm")
-        from tfllm.models.variables import model_variables
-
-        # Variables are tracked directly; the Keras model is held out of tf.Module's tracking,
-        # which would write every weight a second time (its Keras variable wrappers).
-        self._model = NoDependency(model)
-        self.tokenizer = tokenizer
-        self.model_variables = list(model_variables(model).values())
+        super().__init__(model, tokenizer, "tfllm_causal_lm")
         self.settings = settings
         self.safety = settings.safety_filter()
         self.context = int(model.max_sequence_length)
         self.vocabulary_size = int(model.vocabulary_size)
-        self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
         self.bos_id = tokenizer.prompt_bos_id
         self.eos_id = tokenizer.eos_id
         self.stop_ids, _ = stop_tokens(tokenizer, settings.stop, stop_at_eos=True)
@@ -189,13 +181,49 @@ class CausalLMServing(tf.Module):
             "score_tokens": self.score_tokens.get_concrete_function(),
         }
 
-    def method_names(self) -> dict[str, str]:
-        """Signatures that are not Predict's (none here)."""
-        return {}
-
     def sample_inputs(self, texts) -> dict[str, Any]:
-        """`serving_default` inputs for warmup records."""
         return {"prompts": list(texts)}
+
+    def _validation_setup(self, texts) -> tuple[list[str], int]:
+        """The sample prompts that fit the context with room to generate, and how many tokens
+        to generate from them (at most 16)."""
+        bos = 1 if self.bos_id is not None else 0
+        lengths = {p: len(self.tokenizer.encode_one(p)) + bos for p in texts}
+        prompts = [p for p in texts if lengths[p] + 4 <= self.context]
+        if not prompts:
+            raise ValueError(
+                f"the model's context of {self.context} tokens is too short to validate"
+            )
+        longest = max(lengths[p] for p in prompts)
+        return prompts, min(16, self.settings.max_new_tokens_limit, self.context - longest)
+
+    def validation_requests(self, texts) -> dict[str, dict[str, Any]]:
+        prompts, n = self._validation_setup(texts)
+        return {
+            "generate": {
+                "prompts": (prompts, "string"),
+                "max_new_tokens": (n, "int32"),
+                "temperature": (0.0, "float32"),
+                "top_k": (0, "int32"),
+                "top_p": (1.0, "float32"),
+                "seed": (0, "int32"),
+            }
+        }
+
+    def check_validation(self, texts, results) -> str:
+        from tfllm.generation.decoder import Generator
+
+        prompts, n = self._validation_setup(texts)
+        generated = Generator(self._model, self.tokenizer).generate(
+            prompts, GenerationConfig(max_new_tokens=n)
+        )
+        expected = [c[0] for c in generated]
+        got = results["generate"]["completions"]
+        if got != expected:
+            raise ValueError(
+                f"greedy completions differ after reloading: export {got!r}, Keras {expected!r}"
+            )
+        return f"greedy completions of {len(expected)} prompts, {n} tokens: identical"
 
     # ----- pieces ---------------------------------------------------------------------------
     def _token_ids(self, texts, what: str, allow_empty: bool = False):
@@ -352,22 +380,16 @@ class CausalLMServing(tf.Module):
         }
 
 
-class EmbeddingServing(tf.Module):
+class EmbeddingServing(ServingModule):
     """Signatures of a sentence-embedding model: `serving_default` and `embed`, texts to
     L2-normalized embeddings `[B, D]`."""
 
     def __init__(self, model, tokenizer, max_length: int | None = None):
-        super().__init__(name="tfllm_embedding")
-        from tfllm.models.variables import model_variables
-
-        self._model = NoDependency(model)  # tracked through model_variables only
-        self.tokenizer = tokenizer
-        self.model_variables = list(model_variables(model).values())
+        super().__init__(model, tokenizer, "tfllm_embedding")
         self.max_length = int(
             min(max_length or model.max_sequence_length, model.max_sequence_length)
         )
         self.cls_id, self.sep_id = tokenizer.boundary_ids()
-        self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
         spec = [tf.TensorSpec([None], tf.string, name="texts")]
         self.embed = tf.function(self._embed, input_signature=spec, autograph=False)
 
@@ -375,22 +397,27 @@ class EmbeddingServing(tf.Module):
         fn = self.embed.get_concrete_function()
         return {"serving_default": fn, "embed": fn}
 
-    def method_names(self) -> dict[str, str]:
-        return {}
-
     def sample_inputs(self, texts) -> dict[str, Any]:
         return {"texts": list(texts)}
+
+    def validation_requests(self, texts) -> dict[str, dict[str, Any]]:
+        return {"embed": {"texts": (list(texts), "string")}}
+
+    def check_validation(self, texts, results) -> str:
+        import numpy as np
+
+        expected = self._model.embed_texts(self.tokenizer, list(texts), max_length=self.max_length)
+        got = np.asarray(results["embed"]["embeddings"], np.float32)
+        diff = float(np.max(np.abs(got - expected)))
+        if diff > 1e-5:
+            raise ValueError(f"embeddings differ after reloading by {diff:.3g}")
+        return f"embeddings of {len(expected)} texts: max difference {diff:.2g}"
 
     def _embed(self, texts):
         with tf.control_dependencies(text_checks(texts, "texts", allow_empty=True)):
             ids = tf.cast(self.tokenizer(tf.identity(texts)), tf.int32)  # (B, None)
         inner = self.max_length - (self.cls_id is not None) - (self.sep_id is not None)
-        ids = ids[:, :inner]
-        b = tf.shape(texts)[0]
-        if self.cls_id is not None:
-            ids = tf.concat([tf.RaggedTensor.from_tensor(tf.fill([b, 1], self.cls_id)), ids], 1)
-        if self.sep_id is not None:
-            ids = tf.concat([ids, tf.RaggedTensor.from_tensor(tf.fill([b, 1], self.sep_id))], 1)
+        ids = wrap_ids(ids[:, :inner], self.cls_id, self.sep_id)  # (B, None)
         dense = ids.to_tensor(default_value=self.pad_id)  # (B, T)
         mask = tf.sequence_mask(ids.row_lengths(), tf.shape(dense)[1])
         return {"embeddings": self._model(dense, padding_mask=mask)}

@@ -1,5 +1,6 @@
-"""Graph pieces every serving module shares: input checks that fail as INVALID_ARGUMENT, and
-the graph twin of `tfllm.tasks.packing` (texts and pairs to padded model inputs)."""
+"""Graph pieces every serving module shares: input checks that fail as INVALID_ARGUMENT, the
+graph twin of `tfllm.tasks.packing` (texts and pairs to padded model inputs), and the
+`tf.Example`s of string features that Classify/Regress signatures read."""
 
 from __future__ import annotations
 
@@ -48,8 +49,17 @@ def _keep(ids, lengths):
     return tf.gather(ids, keep, batch_dims=1)
 
 
-def _column(value: int, b):
-    return tf.RaggedTensor.from_tensor(tf.fill(tf.stack([b, 1]), tf.constant(value, tf.int32)))
+def wrap_ids(ids, first: int | None, last: int | None):
+    """Ragged ids `(B, None)` with the id `first` before and `last` after each row (either
+    may be None: nothing is added there)."""
+    column = tf.fill(tf.stack([ids.nrows(), 1]), 0)  # (B, 1)
+
+    def ids_of(value):
+        return tf.RaggedTensor.from_tensor(tf.cast(column + value, ids.dtype))
+
+    parts = [ids_of(first)] if first is not None else []
+    parts += [ids] + ([ids_of(last)] if last is not None else [])
+    return tf.concat(parts, axis=1) if len(parts) > 1 else ids
 
 
 def pack_graph(tokenizer, texts, pairs, sequence_length: int, pad_id: int):
@@ -83,11 +93,8 @@ def pack_graph(tokenizer, texts, pairs, sequence_length: int, pad_id: int):
             fits, lb, tf.where(short_whole, tf.where(la <= lb, budget - la, lb), budget // 2)
         )
         parts = [_keep(a, keep_a), _keep(second, keep_b)]
-    first = ([_column(cls, b)] if cls is not None else []) + [parts[0]]
-    first += [_column(sep, b)] if sep is not None else []
-    first_ids = tf.concat(first, axis=1)  # (B, None)
-    rest = parts[1:] + ([_column(sep, b)] if sep is not None and pairs is not None else [])
-    ids = tf.concat([first_ids, *rest], axis=1) if rest else first_ids
+    first_ids = wrap_ids(parts[0], cls, sep)  # (B, None)
+    ids = first_ids if pairs is None else tf.concat([first_ids, wrap_ids(parts[1], None, sep)], 1)
     lengths = ids.row_lengths()
     dense = ids.to_tensor(default_value=pad_id)  # (B, T)
     width = tf.shape(dense)[1]
@@ -97,3 +104,20 @@ def pack_graph(tokenizer, texts, pairs, sequence_length: int, pad_id: int):
     )
     segments = tf.where(mask, segments, 0)  # (B, T) 1 on the second text
     return dense, mask, segments
+
+
+def parse_text_features(inputs, names: list[str]) -> dict:
+    """Serialized `tf.Example`s `(B,)` to one string tensor `(B,)` per required bytes feature
+    of `names` (a missing, mistyped or unparsable one fails as INVALID_ARGUMENT)."""
+    not_empty = tf_assert(tf.size(inputs) > 0, "inputs: the batch is empty")
+    with tf.control_dependencies([not_empty]):
+        features = {name: tf.io.FixedLenFeature([], tf.string) for name in names}
+        return tf.io.parse_example(tf.identity(inputs), features)
+
+
+def example_bytes(features: dict[str, str]) -> bytes:
+    """A serialized `tf.Example` with one bytes feature per `{name: text}`."""
+    example = tf.train.Example()
+    for name, text in features.items():
+        example.features.feature[name].bytes_list.value.append(text.encode("utf-8"))
+    return example.SerializeToString()

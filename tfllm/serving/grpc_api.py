@@ -18,71 +18,36 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from tfllm.serving.examples import (
+    CLASSIFY_METHOD,
+    REGRESS_METHOD,
+    classification_rows,
+    regression_values,
+    with_context,
+)
 from tfllm.serving.predictor import Predictor, as_numpy
 from tfllm.serving.servables import ServingError
 
 log = logging.getLogger(__name__)
 
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
 
-
-def serialized_examples(model_input) -> list[bytes]:
-    """The serialized `tf.Example`s of a Classify/Regress `Input`: an `example_list`, or an
-    `example_list_with_context` whose context features join every example (an example's own
-    feature wins)."""
-    from tensorflow.core.example import example_pb2
-
+def input_examples(model_input) -> list[Any]:
+    """The `tf.Example`s of a Classify/Regress `Input`: an `example_list`, or an
+    `example_list_with_context` (the context's features joined to every example)."""
     kind = model_input.WhichOneof("kind")
     if kind == "example_list":
-        examples = list(model_input.example_list.examples)
-    elif kind == "example_list_with_context":
-        with_context = model_input.example_list_with_context
-        examples = []
-        for own in with_context.examples:
-            merged = example_pb2.Example()
-            merged.CopyFrom(with_context.context)
-            for key, feature in own.features.feature.items():
-                merged.features.feature[key].CopyFrom(feature)
-            examples.append(merged)
-    else:
-        examples = []
-    if not examples:
-        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "Input is empty")
-    return [e.SerializeToString() for e in examples]
+        return list(model_input.example_list.examples)
+    if kind == "example_list_with_context":
+        listed = model_input.example_list_with_context
+        return with_context(listed.context, listed.examples)
+    return []
 
 
-def classification_rows(outputs) -> list[list[tuple[str | None, float | None]]]:
-    """`[(label, score), ...]` per example from a classify signature's `classes`/`scores`."""
-    scores, classes = outputs.get("scores"), outputs.get("classes")
-    if scores is None and classes is None:
-        raise ServingError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "a classification signature outputs 'classes' and/or 'scores'",
-        )
-    shaped = scores if scores is not None else classes
-    rows = []
-    for i in range(shaped.shape[0]):
-        row = []
-        for j in range(shaped.shape[1]):
-            label = None
-            if classes is not None:
-                value = classes[i, j]
-                label = value.decode() if isinstance(value, bytes) else str(value)
-            row.append((label, None if scores is None else float(scores[i, j])))
-        rows.append(row)
-    return rows
-
-
-def regression_values(outputs) -> list[float]:
-    """One float per example from a regress signature's `outputs` (`[B]` or `[B, 1]`)."""
-    values = outputs.get("outputs")
-    if values is None or values.ndim not in (1, 2) or (values.ndim == 2 and values.shape[1] != 1):
-        raise ServingError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "a regression signature outputs 'outputs' of shape [B] or [B, 1]",
-        )
-    return [float(v) for v in values.reshape(-1)]
+def _set_spec(response, name: str, number: int, signature: str | None = None) -> None:
+    response.model_spec.name = name
+    response.model_spec.version.value = number
+    if signature is not None:
+        response.model_spec.signature_name = signature
 
 
 def _spec(model_spec) -> tuple[str, int | None, str | None]:
@@ -125,9 +90,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 list(request.output_filter),
             )
             response = predict_pb2.PredictResponse()
-            response.model_spec.name = name
-            response.model_spec.version.value = resolved.number
-            response.model_spec.signature_name = sig
+            _set_spec(response, name, resolved.number, sig)
             for key, value in outputs.items():
                 response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
             return response
@@ -145,34 +108,22 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             name, version, label = _spec(request.model_spec)
             resolved, signature_map = self.predictor.metadata(name, version, label)
             response = get_model_metadata_pb2.GetModelMetadataResponse()
-            response.model_spec.name = name
-            response.model_spec.version.value = resolved.number
+            _set_spec(response, name, resolved.number)
             response.metadata["signature_def"].Pack(signature_map)
             return response
 
         return _answer(context, handle)
 
-    def _run_examples(self, request, method: str, what: str):
-        """Run a Classify/Regress request: its `tf.Example`s through the named signature,
-        which must carry TF Serving's `method` name. Returns `(name, version, signature,
-        outputs)`."""
-        import numpy as np
-
+    def _run_examples(self, request, method: str):
+        """`(name, version number, signature, outputs)` of a Classify/Regress request."""
         name, version, label = _spec(request.model_spec)
-        if not name:
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "model_spec.name is empty")
-        resolved = self.predictor.manager.resolve(name, version, label)
-        sig_name = request.model_spec.signature_name or "serving_default"
-        sig_name, fn, sig_def = self.predictor.signature(resolved, sig_name)
-        if sig_def.method_name != method:
-            raise ServingError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"Expected {what} signature method_name to be {method}. Was: {sig_def.method_name}",
-            )
-        serialized = np.asarray(serialized_examples(request.input), dtype=object)
-        input_key = next(iter(sig_def.inputs))
-        _, _, outputs = self.predictor.predict(
-            name, resolved.number, None, sig_name, {input_key: serialized}
+        resolved, sig_name, outputs = self.predictor.run_examples(
+            name,
+            version,
+            label,
+            request.model_spec.signature_name,
+            input_examples(request.input),
+            method,
         )
         return name, resolved.number, sig_name, outputs
 
@@ -181,13 +132,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         `inputs` string [B]; outputs `classes` and/or `scores` [B, C])."""
 
         def handle():
-            name, number, sig_name, outputs = self._run_examples(
-                request, CLASSIFY_METHOD, "classification"
-            )
+            name, number, sig_name, outputs = self._run_examples(request, CLASSIFY_METHOD)
             response = classification_pb2.ClassificationResponse()
-            response.model_spec.name = name
-            response.model_spec.version.value = number
-            response.model_spec.signature_name = sig_name
+            _set_spec(response, name, number, sig_name)
             for row in classification_rows(outputs):
                 result = response.result.classifications.add()
                 for cls_label, score in row:
@@ -205,13 +152,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         `inputs` string [B]; output `outputs` [B] or [B, 1])."""
 
         def handle():
-            name, number, sig_name, outputs = self._run_examples(
-                request, REGRESS_METHOD, "regression"
-            )
+            name, number, sig_name, outputs = self._run_examples(request, REGRESS_METHOD)
             response = regression_pb2.RegressionResponse()
-            response.model_spec.name = name
-            response.model_spec.version.value = number
-            response.model_spec.signature_name = sig_name
+            _set_spec(response, name, number, sig_name)
             for value in regression_values(outputs):
                 response.result.regressions.add().value = value
             return response

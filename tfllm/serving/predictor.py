@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from tfllm.serving.examples import check_method
 from tfllm.serving.servables import ServableManager, ServingError, Version, status_code
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,28 @@ class Predictor:
         if output_filter:
             outputs = {k: v for k, v in outputs.items() if k in output_filter}
         return resolved, sig_name, outputs
+
+    def run_examples(
+        self,
+        model: str,
+        version: int | None,
+        label: str | None,
+        signature_name: str,
+        examples: list[Any],
+        method: str,
+    ) -> tuple[Version, str, dict[str, np.ndarray]]:
+        """A Classify/Regress request: `tf.Example` protos through a signature that carries
+        TF Serving's `method` name; returns `(version, signature name, outputs)`."""
+        if not model:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "model_spec.name is empty")
+        resolved = self.manager.resolve(model, version, label)
+        sig_name, _, sig_def = self.signature(resolved, signature_name)
+        check_method(sig_def, method)
+        if not examples:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "Input is empty")
+        serialized = np.asarray([e.SerializeToString() for e in examples], dtype=object)
+        input_key = next(iter(sig_def.inputs))
+        return self.predict(model, resolved.number, None, sig_name, {input_key: serialized})
 
     @staticmethod
     def _run(fn, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

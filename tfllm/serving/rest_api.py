@@ -13,6 +13,13 @@ from typing import Any
 import grpc
 import numpy as np
 
+from tfllm.serving.examples import (
+    CLASSIFY_METHOD,
+    REGRESS_METHOD,
+    classification_rows,
+    regression_values,
+    with_context,
+)
 from tfllm.serving.predictor import Predictor
 from tfllm.serving.servables import ServingError
 
@@ -203,47 +210,22 @@ class RestHandler(BaseHTTPRequestHandler):
 
     def _examples(self, name, version, label, action, body) -> tuple[int, dict[str, Any]]:
         """`:classify` / `:regress`: TF Serving's `{"examples": [...], "context": {...}}`."""
-        from tfllm.serving.grpc_api import (
-            CLASSIFY_METHOD,
-            REGRESS_METHOD,
-            classification_rows,
-            regression_values,
-        )
-
         if not isinstance(body, dict) or not isinstance(body.get("examples"), list):
             raise ServingError(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "the request body must be an object with an 'examples' list",
             )
-        if not body["examples"]:
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "'examples' is empty")
         unknown = sorted(set(body) - {"examples", "context", "signature_name"})
         if unknown:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"unknown keys {unknown}")
-        context = example_from_json(body.get("context", {}), "context")
-        serialized = []
-        for i, features in enumerate(body["examples"]):
-            example = example_from_json(features, f"examples[{i}]")
-            merged = type(example)()
-            merged.CopyFrom(context)
-            for key, feature in example.features.feature.items():
-                merged.features.feature[key].CopyFrom(feature)
-            serialized.append(merged.SerializeToString())
         signature_name = body.get("signature_name", "")
         if not isinstance(signature_name, str):
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "signature_name must be a string")
-        resolved = self.predictor.manager.resolve(name, version, label)
-        sig_name, _, sig_def = self.predictor.signature(resolved, signature_name)
+        context = example_from_json(body["context"], "context") if "context" in body else None
+        own = [example_from_json(f, f"examples[{i}]") for i, f in enumerate(body["examples"])]
         method = CLASSIFY_METHOD if action == ":classify" else REGRESS_METHOD
-        if sig_def.method_name != method:
-            what = "classification" if action == ":classify" else "regression"
-            raise ServingError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"Expected {what} signature method_name to be {method}. Was: {sig_def.method_name}",
-            )
-        input_key = next(iter(sig_def.inputs))
-        _, _, outputs = self.predictor.predict(
-            name, resolved.number, None, sig_name, {input_key: np.asarray(serialized, object)}
+        _, _, outputs = self.predictor.run_examples(
+            name, version, label, signature_name, with_context(context, own), method
         )
         if action == ":classify":
             rows = classification_rows(outputs)

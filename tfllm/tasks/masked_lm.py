@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from tfllm import registry
 from tfllm.tasks.base import TaskModel
+from tfllm.tasks.packing import pad_rows
 
 
 def mask_tokens(
@@ -210,21 +211,14 @@ class MaskedLM(TaskModel):
         """
         rows = mask_text_ids(tokenizer, texts, sequence_length or self.max_sequence_length)
         pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
-        mask_id = tokenizer.special_token_ids()["mask"]
-        width = max(len(r) for r in rows)
-        ids = np.full((len(rows), width), pad, np.int32)
-        padding = np.zeros((len(rows), width), bool)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)], padding[i, : len(r)] = r, True
-        probabilities = tf.nn.softmax(tf.cast(self(ids, padding_mask=padding), tf.float32)).numpy()
-        out = []
-        for i in range(len(rows)):
-            fills = []
-            for position in np.flatnonzero(ids[i] == mask_id):
-                p = probabilities[i, position]
-                best = np.argsort(-p, kind="stable")[:top_k]
-                fills.append([(int(k), float(p[k])) for k in best])
-            out.append(fills)
+        ids, padding = pad_rows(rows, pad)
+        logits = tf.cast(self(ids, padding_mask=padding), tf.float32)  # (B, T, V)
+        positions = np.argwhere(ids == tokenizer.special_token_ids()["mask"])  # (M, 2) in order
+        probabilities = tf.nn.softmax(tf.gather_nd(logits, positions)).numpy()  # (M, V)
+        out: list[list[list[tuple[int, float]]]] = [[] for _ in rows]
+        for (i, _), p in zip(positions, probabilities, strict=True):
+            best = np.argsort(-p, kind="stable")[:top_k]
+            out[i].append([(int(k), float(p[k])) for k in best])
         return out
 
     def task_config(self) -> dict[str, Any]:

@@ -35,6 +35,26 @@ def truncate_longest_first(first: int, second: int, budget: int) -> tuple[int, i
     return (budget + 1) // 2, budget // 2
 
 
+def pad_rows(
+    rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Id rows right-padded to `width` (default: the longest, at least 1): `(ids, mask)`, each
+    `(N, width)`.
+
+    Example:
+
+    >>> ids, mask = pad_rows([[5, 6, 7], [8]], pad_id=0)
+    >>> ids.tolist(), mask.sum(axis=1).tolist()
+    ([[5, 6, 7], [8, 0, 0]], [3, 1])
+    """
+    width = width if width is not None else max([1, *(len(r) for r in rows)])
+    ids = np.full((len(rows), width), pad_id, np.int32)
+    mask = np.zeros((len(rows), width), bool)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)], mask[i, : len(row)] = row, True
+    return ids, mask
+
+
 @dataclass
 class PackedTexts:
     """Model inputs of a batch: `ids`, `mask` and `segments`, each `(N, sequence_length)`."""
@@ -68,13 +88,7 @@ def pack_texts(
         raise ValueError(f"sequence_length={sequence_length} leaves no room for text")
     firsts = tokenizer.encode(texts)["input_ids"] if texts else []
     seconds = tokenizer.encode(list(pairs))["input_ids"] if pairs is not None and texts else None
-    pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
-    n = len(texts)
-    packed = PackedTexts(
-        np.full((n, sequence_length), pad, np.int32),
-        np.zeros((n, sequence_length), bool),
-        np.zeros((n, sequence_length), np.int32),
-    )
+    rows, firsts_kept = [], []
     for i, a in enumerate(firsts):
         if not a:
             raise ValueError(f"text {i} encodes to no tokens: {texts[i]!r}")
@@ -83,8 +97,10 @@ def pack_texts(
             raise ValueError(f"text pair {i} encodes to no tokens: {pairs[i]!r}")
         keep_a, keep_b = truncate_longest_first(len(a), len(b), budget)
         first = head + a[:keep_a] + tail
-        row = first + (b[:keep_b] + tail if seconds is not None else [])
-        packed.ids[i, : len(row)] = row
-        packed.mask[i, : len(row)] = True
-        packed.segments[i, len(first) : len(row)] = 1
-    return packed
+        rows.append(first + (b[:keep_b] + tail if seconds is not None else []))
+        firsts_kept.append(len(first))
+    pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+    ids, mask = pad_rows(rows, pad, sequence_length)
+    positions = np.arange(sequence_length)[None, :]
+    segments = (positions >= np.asarray(firsts_kept, np.int64).reshape(-1, 1)) & mask
+    return PackedTexts(ids, mask, segments.astype(np.int32))

@@ -9,6 +9,7 @@ import tensorflow as tf
 from tfllm import registry
 from tfllm.components.heads.pooling import POOLINGS, pool
 from tfllm.tasks.base import TaskModel
+from tfllm.tasks.packing import pad_rows
 
 
 def boundary_ids(tokenizer) -> tuple[int | None, int | None]:
@@ -88,13 +89,7 @@ class SentenceEmbedder(TaskModel):
         pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
         out = []
         for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            width = max(1, max(len(r) for r in chunk))
-            token_ids = np.full((len(chunk), width), pad, np.int32)
-            mask = np.zeros((len(chunk), width), bool)
-            for i, r in enumerate(chunk):
-                token_ids[i, : len(r)] = r
-                mask[i, : len(r)] = True
+            token_ids, mask = pad_rows(rows[start : start + batch_size], pad)
             out.append(self(token_ids, padding_mask=mask).numpy())
         return np.concatenate(out) if out else np.zeros((0, self.backbone.hidden_dim), np.float32)
 

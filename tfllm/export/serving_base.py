@@ -1,0 +1,54 @@
+"""The contract between a task's serving module and the exporter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+from tensorflow.python.trackable.data_structures import NoDependency
+
+
+class ServingModule(tf.Module):
+    """Base of the `tf.Module`s whose signatures an export serves, one per kind of task.
+
+    It holds the model's variables and the tokenizer (what the SavedModel stores) and keeps the
+    Keras model itself out of `tf.Module`'s tracking, which would write every weight a second
+    time (its Keras variable wrappers). The exporter calls, on every module:
+
+    - `signatures()`: `{name: concrete function}` to save;
+    - `method_names()`: signatures that are not Predict's (`{name: TF Serving method}`);
+    - `sample_inputs(texts)`: `serving_default` inputs built from sample texts (warmup records);
+    - `validation_requests(texts)` and `check_validation(texts, results)`: what the reloaded
+      export runs in a fresh process (`{signature: {input: (value, dtype)}}`, dtype `bytes` for
+      binary strings), and the comparison of its results with the Keras model, which returns a
+      summary or raises `ValueError`.
+
+    Args:
+        model: the Keras task model.
+        tokenizer: its tokenizer (a `tfllm` tokenizer layer).
+        name: the module's name.
+    """
+
+    def __init__(self, model, tokenizer, name: str):
+        super().__init__(name=name)
+        from tfllm.models.variables import model_variables
+
+        self._model = NoDependency(model)
+        self.tokenizer = tokenizer
+        self.model_variables = list(model_variables(model).values())
+        self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+
+    def signatures(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def method_names(self) -> dict[str, str]:
+        return {}
+
+    def sample_inputs(self, texts) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def validation_requests(self, texts) -> dict[str, dict[str, Any]]:
+        raise NotImplementedError
+
+    def check_validation(self, texts, results) -> str:
+        raise NotImplementedError
