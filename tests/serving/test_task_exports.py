@@ -527,3 +527,121 @@ def test_minilm_sst2_classifier_serves_its_own_accuracy(tmp_path):
     assert served_labels == local_labels
     accuracy = np.mean([a == b for a, b in zip(served_labels, labels, strict=True)])
     assert accuracy > 0.6, accuracy  # 60 steps already learn the task
+
+
+# ----- a tagger: words, labels, offsets and entities ----------------------------------------
+TAGS = ["O", "B-PER", "I-PER", "B-LOC"]
+TAGGED_TEXTS = ["anna karenina went to  oslo", "é boris\tmet carla in rome.", "kyiv"]
+
+
+def write_conll(path, n, seed):
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        for _ in range(rng.randint(3, 7)):
+            word = rng.choice(["anna", "boris", "oslo", "rome", "the", "met", "in"])
+            lines.append(f"{word} {rng.choice(TAGS)}")
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tagger(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tagger")
+    run = root / "run"
+    run_cli(
+        [
+            "train",
+            "task=token_classify",
+            "model=bert_tiny",
+            "model.num_layers=1",
+            "model.hidden_dim=32",
+            "tokenizer=char",
+            f"task.labels=[{','.join(TAGS)}]",
+            f"data.train={write_conll(root / 'train.conll', 40, 0)}",
+            f"data.val={write_conll(root / 'val.conll', 8, 1)}",
+            "data.sequence_length=40",
+            "data.batch_size=8",
+            "trainer.max_steps=4",
+            "trainer.eval_every=4",
+            "trainer.jit_compile=false",
+            "trainer.callbacks=[]",
+            "schedule.warmup_steps=1",
+            f"run_dir={run}",
+        ]
+    )
+    proc = run_cli(
+        ["export", f"ckpt={run}", f"export.base_path={root / 'exports'}", "export.name=ner"]
+    )
+    assert "word labels of 3 texts: identical" in proc.stdout, proc.stdout
+    from tfllm.runs import load_run
+
+    model, tokenizer, _ = load_run(str(run))
+    want = model.tag_texts(tokenizer, TAGGED_TEXTS, sequence_length=40)
+    with serve_process(root / "exports" / "ner", "ner") as (server, ports):
+        yield ports, want
+        assert server.poll() is None
+
+
+def test_entity_spans_follow_bio_rules():
+    from tfllm.tasks.tagging import entity_spans, split_words
+
+    assert split_words("a\u00a0b  c") == [("a\u00a0b", 0, 3), ("c", 5, 6)]
+    tags = ["I-PER", "I-PER", "B-PER", "O", "B-LOC", "I-PER", "X", "I-LOC"]
+    spans = entity_spans(tags, list(range(8)), [k + 1 for k in range(8)], [1.0] * 8)
+    assert [(e.label, e.start, e.end) for e in spans] == [
+        ("PER", 0, 2),
+        ("PER", 2, 3),
+        ("LOC", 4, 5),
+        ("PER", 5, 6),
+        ("LOC", 7, 8),
+    ]
+
+
+def test_served_tags_equal_the_keras_model(tagger):
+    from tfllm.serving.client import Client
+
+    ports, want = tagger
+    for transport, port in (("grpc", ports[0]), ("rest", ports[1])):
+        with Client(port=port, model="ner", transport=transport) as client:
+            got = client.tag(TAGGED_TEXTS)
+        for text, served, expected in zip(TAGGED_TEXTS, got, want, strict=True):
+            assert [(w["word"], w["start"], w["end"], w["label"]) for w in served["words"]] == [
+                w[:4] for w in expected.words
+            ]
+            np.testing.assert_allclose(
+                [w["score"] for w in served["words"]], [w[4] for w in expected.words], atol=1e-5
+            )
+            assert [(e["label"], e["start"], e["end"], e["text"]) for e in served["entities"]] == [
+                (e.label, e.start, e.end, text[e.start : e.end]) for e in expected.entities
+            ]
+            np.testing.assert_allclose(
+                [e["score"] for e in served["entities"]],
+                [e.score for e in expected.entities],
+                atol=1e-5,
+            )
+    assert want[0].words[4][:3] == ("oslo", 23, 27)  # character offsets, double space kept
+    proc = run_cli(["client", "model=ner", f"port={ports[0]}", "text=anna went"])
+    assert [w["word"] for w in json.loads(proc.stdout)["words"]] == ["anna", "went"]
+
+
+@pytest.mark.parametrize(
+    "texts, message",
+    [([" \t "], "no words"), (["anna " * 30], "longer than the 40 tokens"), ([""], "empty")],
+)
+def test_malformed_tag_requests_are_invalid_argument(tagger, texts, message):
+    import tensorflow as tf
+
+    ports, _ = tagger
+    channel = grpc.insecure_channel(f"127.0.0.1:{ports[0]}")
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "ner"
+    request.model_spec.signature_name = "tag"
+    request.inputs["texts"].CopyFrom(tf.make_tensor_proto(texts))
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Predict(request, timeout=60)
+    channel.close()
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in info.value.details()

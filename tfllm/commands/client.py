@@ -12,6 +12,7 @@ CALLS = {  # what to call, by the signature an export has
     "classify": "classification",
     "regress": "regression",
     "fill_mask": "fill_mask",
+    "tag": "tag",
     "embed": "embed",
 }
 
@@ -65,6 +66,8 @@ def run_call(client, call: str, plain: dict[str, Any]) -> list[str]:
             best = max(scores, key=scores.get)
             lines.append(f"{best}\t{json.dumps(scores)}")
         return lines
+    if call == "tag":
+        return [json.dumps(tagged, ensure_ascii=False) for tagged in client.tag(texts)]
     if call == "fill_mask":
         return [
             json.dumps([[[w, round(p, 6)] for w, p in fill] for fill in fills], ensure_ascii=False)

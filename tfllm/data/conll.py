@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from tfllm.data.rows import RowDataset
 from tfllm.registry import ConfigError, register
+from tfllm.tasks.tagging import blank_ids, word_token_ids
 
 
 @dataclass
@@ -77,7 +78,8 @@ class CoNLLDataset(RowDataset):
 
     Each word is tokenized on its own (with a leading space after the first, so subword
     tokenizers see word boundaries); its tag goes to its first token that is not whitespace,
-    and only those tokens carry loss (BERT's convention). Sentences are wrapped in
+    and only those tokens carry loss (BERT's convention): `tfllm.tasks.tagging`'s rule, which
+    Python inference and exports follow too. Sentences are wrapped in
     `[CLS]`/`[SEP]` (else bos/eos) when the tokenizer has them, and cut to `sequence_length`.
     Batching is `RowDataset`'s.
 
@@ -130,26 +132,18 @@ class CoNLLDataset(RowDataset):
         inner = t - (cls is not None) - (sep is not None)
         pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
         index = {label: k for k, label in enumerate(self.labels)}
-        # Tokens that are only whitespace (a char tokenizer's space) never carry a word's tag.
-        blank = {i for i, token in enumerate(tokenizer.get_vocabulary()) if not token.strip()}
+        blank = blank_ids(tokenizer)
         n = len(sentences)
         ids = np.full((n, t), pad, np.int32)
         mask = np.zeros((n, t), bool)
         labels = np.zeros((n, t), np.int32)
         weights = np.zeros((n, t), np.float32)
         for row, sentence in enumerate(sentences):
-            pieces = tokenizer.encode(
-                [w if k == 0 else " " + w for k, w in enumerate(sentence.words)]
-            )["input_ids"]
-            seq, firsts = [], []
-            for word, tag, piece in zip(sentence.words, sentence.tags, pieces, strict=True):
-                lead = next((k for k, i in enumerate(piece) if i not in blank), None)
-                if lead is None:
-                    raise ConfigError(f"{sentence.source}: the word {word!r} encodes to no tokens")
-                if len(seq) + len(piece) > inner:
-                    break  # cut: the rest of the sentence carries no loss
-                firsts.append((len(seq) + lead, index[tag]))
-                seq += piece
+            try:  # words cut by the length carry no loss
+                seq, leads = word_token_ids(tokenizer, sentence.words, inner, blank)
+            except ValueError as e:
+                raise ConfigError(f"{sentence.source}: {e}") from None
+            firsts = [(lead, index[tag]) for lead, tag in zip(leads, sentence.tags, strict=False)]
             offset = 1 if cls is not None else 0
             seq = ([cls] if cls is not None else []) + seq + ([sep] if sep is not None else [])
             ids[row, : len(seq)] = seq

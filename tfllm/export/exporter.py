@@ -61,6 +61,10 @@ def build_serving_module(model, tokenizer, cfg: dict[str, Any], settings: Export
             text_feature=settings.text_feature,
             pair_feature=settings.pair_feature,
         )
+    if isinstance(model, TokenClassifier):
+        from tfllm.export.tagger_serving import TaggerServing
+
+        return TaggerServing(model, tokenizer, int(length))
     if isinstance(model, RewardModel):
         from tfllm.data.chat import DEFAULT_TEMPLATE
         from tfllm.export.reward_serving import RewardServing

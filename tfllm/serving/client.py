@@ -247,6 +247,32 @@ class Client:
             )
         return result
 
+    def tag(self, texts: Sequence[str]) -> list[dict[str, list[dict[str, Any]]]]:
+        """A token classifier's `tag`: per text, `{"words": [{word, label, score, start,
+        end}], "entities": [{label, text, score, start, end}]}` (character offsets)."""
+        out = self.predict({"texts": np.asarray(list(texts), dtype=object)}, signature="tag")
+
+        def value(name: str, i: int, k: int) -> Any:
+            v = out[name][i, k]
+            return _text(v) if isinstance(v, (bytes, str)) else v.item()
+
+        result = []
+        for i in range(len(out["word_counts"])):
+            words = range(int(out["word_counts"][i]))
+            entities = range(int(out["entity_counts"][i]))
+            word_keys = ("word", "label", "score", "start", "end")
+            entity_keys = ("label", "text", "score", "start", "end")
+            result.append(
+                {
+                    "words": [{key: value(f"{key}s", i, k) for key in word_keys} for k in words],
+                    "entities": [
+                        {key: value(f"entity_{key}s", i, k) for key in entity_keys}
+                        for k in entities
+                    ],
+                }
+            )
+        return result
+
     def signatures(self) -> dict[str, dict[str, list[str]]]:
         """`{signature: {"inputs": [...], "outputs": [...]}}` from the model's metadata."""
         if self.transport == "rest":

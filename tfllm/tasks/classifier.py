@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -195,3 +196,59 @@ class TokenClassifier(SequenceClassifier):
     """
 
     default_head = "token_classification"
+
+    def tag_texts(
+        self, tokenizer, texts: Sequence[str], sequence_length: int | None = None
+    ) -> list[TaggedText]:
+        """Tag each word of `texts` (split at whitespace, encoded as CoNLL data is:
+        `tfllm.tasks.tagging`) and group BIO tags into entities; exports answer the same.
+
+        Raises:
+            ValueError: a text has no words, or more than `sequence_length` tokens hold.
+        """
+        from tfllm.tasks.packing import pad_rows
+        from tfllm.tasks.tagging import blank_ids, entity_spans, split_words, word_token_ids
+
+        length = min(sequence_length or self.max_sequence_length, self.max_sequence_length)
+        cls, sep = tokenizer.boundary_ids()
+        room = length - (cls is not None) - (sep is not None)
+        blank = blank_ids(tokenizer)
+        head = [cls] if cls is not None else []
+        rows, spans, leads = [], [], []
+        for text in texts:
+            words = split_words(text)
+            if not words:
+                raise ValueError(f"a text has no words: {text!r}")
+            ids, firsts = word_token_ids(tokenizer, [w for w, _, _ in words], room, blank)
+            if len(firsts) < len(words):
+                raise ValueError(f"a text is longer than the {length} tokens read: {text!r}")
+            rows.append(head + ids + ([sep] if sep is not None else []))
+            spans.append(words)
+            leads.append([len(head) + k for k in firsts])
+        ids, mask = pad_rows(rows, tokenizer.pad_id if tokenizer.pad_id is not None else 0)
+        logits = tf.cast(self(ids, padding_mask=mask), tf.float32)  # (B, T, C)
+        out = []
+        for i, (words, positions) in enumerate(zip(spans, leads, strict=True)):
+            probabilities = tf.nn.softmax(tf.gather(logits[i], positions)).numpy()  # (W, C)
+            best = probabilities.argmax(axis=-1)
+            tagged = [
+                (word, start, end, self.labels[k], float(p[k]))
+                for (word, start, end), k, p in zip(words, best, probabilities, strict=True)
+            ]
+            entities = entity_spans(
+                [t[3] for t in tagged],
+                [t[1] for t in tagged],
+                [t[2] for t in tagged],
+                [t[4] for t in tagged],
+            )
+            out.append(TaggedText(tagged, entities))
+        return out
+
+
+@dataclass
+class TaggedText:
+    """`TokenClassifier.tag_texts`' answer for one text: `(word, start, end, label, score)` per
+    word (character offsets) and the BIO entities."""
+
+    words: list[tuple[str, int, int, str, float]]
+    entities: list[Any]
