@@ -14,6 +14,14 @@ from tfllm.export.text_graph import text_checks, tf_assert, wrap_ids
 from tfllm.tasks.tagging import WHITESPACE
 
 
+def _gated(ragged: tf.RaggedTensor) -> tf.RaggedTensor:
+    """`ragged` rebuilt from identities, so it (and all that uses it) runs after the
+    control dependencies in force where this is called."""
+    return tf.RaggedTensor.from_row_splits(
+        tf.identity(ragged.flat_values), tf.identity(ragged.row_splits), validate=False
+    )
+
+
 def _index_in_row(words):
     """The position `(N,)` of each flat value of ragged `words` within its row."""
     n = tf.size(words.flat_values, out_type=words.row_splits.dtype)
@@ -64,13 +72,13 @@ class TaggerServing(ServingModule):
             words, starts, ends = tf_text.regex_split_with_offsets(
                 tf.identity(texts), f"[{WHITESPACE}]+"
             )  # (B, W) each
-        counts = words.row_lengths()
-        has_words = tf_assert(tf.reduce_all(counts > 0), "texts: a text has no words")
+        has_words = tf_assert(tf.reduce_all(words.row_lengths() > 0), "texts: a text has no words")
+        with tf.control_dependencies([has_words]):  # every later op waits for the check
+            words = _gated(words)
         spaced = tf.where(
             _index_in_row(words) > 0, tf.strings.join([" ", words.flat_values]), words.flat_values
         )
-        with tf.control_dependencies([has_words]):
-            pieces = tf.cast(self.tokenizer(spaced), tf.int32)  # (N, None) per word
+        pieces = tf.cast(self.tokenizer(spaced), tf.int32)  # (N, None) per word
         readable = tf.logical_not(tf.gather(tf.constant(self.blank), pieces))  # (N, None)
         encodes = tf_assert(
             tf.reduce_all(tf.reduce_any(readable, axis=1)), "texts: a word encodes to no tokens"
@@ -86,8 +94,9 @@ class TaggerServing(ServingModule):
             f"texts: a text is longer than the {self.sequence_length} tokens the export reads",
         )
         head = 1 if self.cls_id is not None else 0
-        with tf.control_dependencies([encodes, fits]):
+        with tf.control_dependencies([encodes, fits]):  # the model never sees a failed text
             leads = words.with_flat_values(head + offset + lead)  # (B, W)
+            pieces = _gated(pieces)
         ids = tf.RaggedTensor.from_row_splits(pieces, words.row_splits).merge_dims(1, 2)
         return words, starts, ends, wrap_ids(ids, self.cls_id, self.sep_id), leads
 
