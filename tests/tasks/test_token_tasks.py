@@ -150,9 +150,53 @@ def test_squad_spans_decode_to_the_answers(tmp_path):
         span = split.ids[i, split.start[i] : split.end[i] + 1]
         assert tokenizer.decode(span) == e.answer
         assert split.context_mask[i, split.start[i] : split.end[i] + 1].all()
-    # A context cut before the answer drops the example (counted in a warning).
-    short = SQuADDataset(train=str(path), val=str(path), sequence_length=30, max_question_length=8)
-    assert len(short.encode(tokenizer, str(path))) < 20
+    # Rows too short for a context read it in overlapping windows: every answer is kept, in
+    # each window that holds all of it.
+    short = SQuADDataset(
+        train=str(path), val=str(path), sequence_length=40, max_question_length=8, stride=12
+    )
+    rows = short.encode(tokenizer, str(path))
+    assert len(rows) > 20
+    answers = {e.answer for e in examples}
+    spans = [
+        tokenizer.decode(rows.ids[i, rows.start[i] : rows.end[i] + 1]) for i in range(len(rows))
+    ]
+    assert set(spans) == answers
+    assert rows.context_mask.sum(axis=1).max() == 40 - 8 - 1 - (rows.ids[0, 8] != 0)
+    with pytest.raises(ConfigError, match="data.stride=30 leaves no new context tokens"):
+        SQuADDataset(
+            train=str(path), val=str(path), sequence_length=40, max_question_length=8, stride=30
+        ).encode(tokenizer, str(path))
+
+
+def test_squad_aligns_cased_answers_with_a_lower_casing_tokenizer(tmp_path):
+    """The answer's tokens come from character offsets, not from decoding them back."""
+    from tfllm.components.tokenizers.wordpiece import WordPieceTokenizer
+    from tfllm.data.squad import SQuADDataset
+
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "who", "lives", "in", "anna", "oslo", "?"]
+    vocabulary += [".", "ka", "##ren", "##ina", "cafe"]
+    tokenizer = WordPieceTokenizer(vocabulary=vocabulary)
+    assert tokenizer.lowercase
+    context = "Anna Karenina lives in Oslo. Café"
+    rows = [
+        {
+            "question": "Who lives in Oslo?",
+            "context": context,
+            "answers": {"text": [text], "answer_start": [context.index(text)]},
+        }
+        for text in ("Anna Karenina", "Karenina", "Oslo", "Café")
+    ]
+    path = tmp_path / "cased.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    split = SQuADDataset(
+        train=str(path), val=str(path), sequence_length=24, max_question_length=8
+    ).encode(tokenizer, str(path))
+    spans = [
+        tokenizer.convert_ids_to_tokens(split.ids[i, split.start[i] : split.end[i] + 1].tolist())
+        for i in range(len(split))
+    ]
+    assert spans == [["anna", "ka", "##ren", "##ina"], ["ka", "##ren", "##ina"], ["oslo"], ["cafe"]]
 
 
 def test_squad_errors_name_the_question(tmp_path):

@@ -13,6 +13,7 @@ CALLS = {  # what to call, by the signature an export has
     "regress": "regression",
     "fill_mask": "fill_mask",
     "tag": "tag",
+    "answer": "answer",
     "embed": "embed",
 }
 
@@ -56,6 +57,14 @@ def run_call(client, call: str, plain: dict[str, Any]) -> list[str]:
         if len(replies) != len(prompts):
             raise CommandError(f"{len(replies)} replies for {len(prompts)} prompts")
         return [f"{s:.6g}" for s in client.regress(prompts, replies)]
+    if call == "answer":
+        questions = texts_argument(plain, "question", "questions")
+        contexts = texts_argument(plain, "context", "contexts")
+        if len(contexts) == 1 and len(questions) > 1:
+            contexts = contexts * len(questions)  # several questions about one context
+        if len(contexts) != len(questions):
+            raise CommandError(f"{len(contexts)} contexts for {len(questions)} questions")
+        return [json.dumps(a, ensure_ascii=False) for a in client.answer(questions, contexts)]
     texts = texts_argument(plain, "text", "texts")
     if call == "classify":
         pairs = plain.get("text_pairs")

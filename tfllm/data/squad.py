@@ -13,8 +13,10 @@ import tensorflow as tf
 from tfllm.data.jsonl import json_lines
 from tfllm.data.rows import RowDataset
 from tfllm.registry import ConfigError, register
+from tfllm.tasks.qa_reading import ReadingRule, default_stride, read_windows
 
 log = logging.getLogger(__name__)
+_CHUNK = 256  # examples tokenized per graph call
 
 
 @dataclass
@@ -95,18 +97,22 @@ class QASplit:
 class SQuADDataset(RowDataset):
     """Question-context pairs with answer spans, for `task=extractive_qa`.
 
-    Each example becomes `[CLS] question [SEP] context [SEP]` (bos/eos when the tokenizer has
-    no `[CLS]`/`[SEP]`), cut to `sequence_length` (the question to at most `max_question_length`
-    tokens, the context to what is left). The answer's token span is found by tokenizing the
-    context up to the answer and through it; an answer cut off by the length limit, or whose
-    tokens do not decode to the answer, is dropped with a warning counting them (there is no
-    sliding window over long contexts). Batching is `RowDataset`'s.
+    Examples are read as `tfllm.tasks.qa_reading` reads them (the rule exports and
+    `SpanExtractor.answer` follow): `[CLS] question [SEP] context [SEP]` rows of
+    `sequence_length` tokens, the question cut to `max_question_length` tokens, and a context
+    too long for one row read in windows overlapping by `stride` tokens. The answer's tokens are
+    found from each token's character offsets, so a tokenizer that normalizes text (a
+    lower-casing WordPiece) aligns as well as any. Every window that holds the whole answer is a
+    row; an answer no window holds (longer than a window) or that covers no token is dropped
+    with a warning counting them. Batching is `RowDataset`'s.
 
     Args:
         train, val: SQuAD v1.1 JSON or JSON-lines files.
-        sequence_length: int. Tokens per example.
+        sequence_length: int. Tokens per row.
         max_question_length: int. Question tokens kept.
-        batch_size: int. Global examples per optimizer step.
+        stride: int or None. Context tokens that consecutive windows share (None: a quarter of
+            `sequence_length`).
+        batch_size: int. Global rows per optimizer step.
         seed: int. Shuffle seed.
     """
 
@@ -116,6 +122,7 @@ class SQuADDataset(RowDataset):
         val: str | None = None,
         sequence_length: int = 256,
         max_question_length: int = 64,
+        stride: int | None = None,
         batch_size: int = 16,
         seed: int = 0,
     ):
@@ -134,6 +141,11 @@ class SQuADDataset(RowDataset):
         self.val = val
         self.sequence_length = sequence_length
         self.max_question_length = max_question_length
+        self.rule = ReadingRule(
+            sequence_length,
+            max_question_length,
+            default_stride(sequence_length) if stride is None else stride,
+        )
         self.batch_size = batch_size
         self.seed = seed
 
@@ -146,38 +158,44 @@ class SQuADDataset(RowDataset):
     def encode(self, tokenizer, path: str) -> QASplit:
         examples = read_squad(path)
         cls, sep = tokenizer.boundary_ids()
-        cls_ids = [cls] if cls is not None else []
-        sep_ids = [sep] if sep is not None else []
+        self.rule.check((cls is not None) + 2 * (sep is not None))
         t = self.sequence_length
-        pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
-
-        def ids_of(texts):
-            return tokenizer.encode(texts)["input_ids"]
-
-        questions = ids_of([e.question for e in examples])
-        contexts = ids_of([e.context for e in examples])
-        before = ids_of([e.context[: e.answer_start] for e in examples])
-        through = ids_of([e.context[: e.answer_start + len(e.answer)] for e in examples])
         rows, dropped = [], {"cut off": 0, "not aligned": 0}
-        for e, q, c, b, th in zip(examples, questions, contexts, before, through, strict=True):
-            q = q[: self.max_question_length]
-            prefix = cls_ids + q + sep_ids
-            c = c[: t - len(prefix) - len(sep_ids)]
-            start, end = len(prefix) + len(b), len(prefix) + len(th) - 1
-            if end >= len(prefix) + len(c) or end < start:
-                dropped["cut off" if end >= len(prefix) + len(c) else "not aligned"] += 1
-                continue
-            seq = prefix + c + sep_ids
-            if tokenizer.decode(seq[start : end + 1]).strip() != e.answer.strip():
-                dropped["not aligned"] += 1
-                continue
-            rows.append((seq, len(prefix), len(prefix) + len(c), start, end))
+        for i in range(0, len(examples), _CHUNK):
+            chunk = examples[i : i + _CHUNK]
+            windows = read_windows(
+                tokenizer,
+                tf.constant([e.question for e in chunk]),
+                tf.constant([e.context for e in chunk]),
+                self.rule,
+            )
+            ids = windows.ids.to_list()
+            index = windows.context_index.to_list()
+            starts = windows.context.starts.to_list()
+            ends = windows.context.ends.to_list()
+            owner = windows.example.numpy()
+            for j, e in enumerate(chunk):
+                first = len(e.context[: e.answer_start].encode("utf-8"))
+                last = first + len(e.answer.encode("utf-8"))
+                spans = zip(starts[j], ends[j], strict=True)
+                inside = [k for k, (a, b) in enumerate(spans) if a < last and b > first]
+                if not inside:
+                    dropped["not aligned"] += 1
+                    continue
+                held = 0
+                for r in np.flatnonzero(owner == j):
+                    where = {k: p for p, k in enumerate(index[r]) if k >= 0}
+                    if inside[0] in where and inside[-1] in where:
+                        rows.append((ids[r], index[r], where[inside[0]], where[inside[-1]]))
+                        held += 1
+                dropped["cut off"] += held == 0
         for reason, count in dropped.items():
             if count:
                 log.warning("%s: %d of %d answers %s: dropped", path, count, len(examples), reason)
         if not rows:
             raise ConfigError(f"{path}: no answer fits in data.sequence_length={t}")
         n = len(rows)
+        pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
         split = QASplit(
             np.full((n, t), pad, np.int32),
             np.zeros((n, t), bool),
@@ -185,10 +203,10 @@ class SQuADDataset(RowDataset):
             np.zeros(n, np.int32),
             np.zeros(n, np.int32),
         )
-        for i, (seq, c0, c1, start, end) in enumerate(rows):
+        for i, (seq, index, start, end) in enumerate(rows):
             split.ids[i, : len(seq)] = seq
             split.mask[i, : len(seq)] = True
-            split.context_mask[i, c0:c1] = True
+            split.context_mask[i, : len(seq)] = np.asarray(index) >= 0
             split.start[i], split.end[i] = start, end
         return split
 

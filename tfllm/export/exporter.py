@@ -39,6 +39,7 @@ def next_version(model_dir: str) -> int:
 def build_serving_module(model, tokenizer, cfg: dict[str, Any], settings: ExportSettings):
     """The `tf.Module` whose signatures the SavedModel exports, chosen by the model's task."""
     from tfllm.tasks.classifier import SequenceClassifier, TokenClassifier
+    from tfllm.tasks.extractive_qa import SpanExtractor
     from tfllm.tasks.masked_lm import MaskedLM
     from tfllm.tasks.reward import RewardModel
 
@@ -78,6 +79,14 @@ def build_serving_module(model, tokenizer, cfg: dict[str, Any], settings: Export
             prompt_feature=settings.prompt_feature,
             reply_feature=settings.reply_feature,
         )
+    if isinstance(model, SpanExtractor):
+        from tfllm.export.qa_serving import QAServing
+        from tfllm.tasks.qa_reading import ReadingRule
+
+        rule = ReadingRule.of_data(data)
+        if settings.sequence_length:
+            rule = ReadingRule(settings.sequence_length, rule.max_question_length, rule.stride)
+        return QAServing(model, tokenizer, rule, settings.qa_max_windows)
     if isinstance(model, MaskedLM):
         from tfllm.export.fill_mask_serving import FillMaskServing
 

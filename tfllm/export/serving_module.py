@@ -40,6 +40,8 @@ class ExportSettings:
         prompt_feature, reply_feature: the `tf.Example` features a reward model's Regress
             signature reads.
         fill_mask_top_k: fillers a fill-mask export returns per mask.
+        qa_max_windows: the most windows an extractive QA export reads of one context (longer
+            contexts are INVALID_ARGUMENT).
     """
 
     max_new_tokens: int = 64
@@ -57,6 +59,7 @@ class ExportSettings:
     prompt_feature: str = "prompt"
     reply_feature: str = "reply"
     fill_mask_top_k: int = 5
+    qa_max_windows: int = 8
 
     def safety_filter(self):
         """The configured safety filter, or None; it must run inside a graph."""

@@ -7,11 +7,10 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_text as tf_text
 
 from tfllm.export.serving_base import ServingModule
 from tfllm.export.text_graph import text_checks, tf_assert, wrap_ids
-from tfllm.tasks.tagging import WHITESPACE
+from tfllm.tasks.tagging import character_offsets, graph_words, index_in_row, spaced_words
 
 
 def _gated(ragged: tf.RaggedTensor) -> tf.RaggedTensor:
@@ -20,20 +19,6 @@ def _gated(ragged: tf.RaggedTensor) -> tf.RaggedTensor:
     return tf.RaggedTensor.from_row_splits(
         tf.identity(ragged.flat_values), tf.identity(ragged.row_splits), validate=False
     )
-
-
-def _index_in_row(words):
-    """The position `(N,)` of each flat value of ragged `words` within its row."""
-    n = tf.size(words.flat_values, out_type=words.row_splits.dtype)
-    return tf.range(n, dtype=words.row_splits.dtype) - tf.gather(
-        words.row_splits, words.value_rowids()
-    )
-
-
-def _character_offsets(texts, byte_offsets):
-    """Byte offsets into `texts` (one text per offset) as UTF-8 character offsets."""
-    prefixes = tf.strings.substr(texts, tf.zeros_like(byte_offsets), byte_offsets)
-    return tf.strings.length(prefixes, unit="UTF8_CHAR")
 
 
 class TaggerServing(ServingModule):
@@ -69,16 +54,11 @@ class TaggerServing(ServingModule):
         ragged `(B, None)` ids of each text (boundary tokens included), ragged `(B, W)`
         position of each word's first non-blank token."""
         with tf.control_dependencies(text_checks(texts, "texts")):
-            words, starts, ends = tf_text.regex_split_with_offsets(
-                tf.identity(texts), f"[{WHITESPACE}]+"
-            )  # (B, W) each
+            words, starts, ends = graph_words(tf.identity(texts))  # (B, W) each
         has_words = tf_assert(tf.reduce_all(words.row_lengths() > 0), "texts: a text has no words")
         with tf.control_dependencies([has_words]):  # every later op waits for the check
             words = _gated(words)
-        spaced = tf.where(
-            _index_in_row(words) > 0, tf.strings.join([" ", words.flat_values]), words.flat_values
-        )
-        pieces = tf.cast(self.tokenizer(spaced), tf.int32)  # (N, None) per word
+        pieces = tf.cast(self.tokenizer(spaced_words(words)), tf.int32)  # (N, None) per word
         readable = tf.logical_not(tf.gather(tf.constant(self.blank), pieces))  # (N, None)
         encodes = tf_assert(
             tf.reduce_all(tf.reduce_any(readable, axis=1)), "texts: a word encodes to no tokens"
@@ -112,8 +92,8 @@ class TaggerServing(ServingModule):
         labels = tf.gather(tf.constant(self.labels), label_ids)
         rows = words.value_rowids()
         text_of_word = tf.gather(texts, rows)  # (N,)
-        char_starts = _character_offsets(text_of_word, tf.cast(starts.flat_values, tf.int32))
-        char_ends = _character_offsets(text_of_word, tf.cast(ends.flat_values, tf.int32))
+        char_starts = character_offsets(text_of_word, tf.cast(starts.flat_values, tf.int32))
+        char_ends = character_offsets(text_of_word, tf.cast(ends.flat_values, tf.int32))
         entities = self._entities(
             labels,
             words,
@@ -145,7 +125,7 @@ class TaggerServing(ServingModule):
         prefix = tf.strings.substr(labels, 0, 2)
         tagged = tf.equal(prefix, "B-") | tf.equal(prefix, "I-")
         kind = tf.where(tagged, tf.strings.regex_replace(labels, "^[BI]-", ""), "")  # (N,)
-        previous = tf.where(_index_in_row(words) == 0, "", tf.concat([[""], kind[:-1]], axis=0))
+        previous = tf.where(index_in_row(words) == 0, "", tf.concat([[""], kind[:-1]], axis=0))
         inside = tf.not_equal(kind, "")
         opens = inside & (tf.equal(prefix, "B-") | tf.not_equal(kind, previous))
         entity = tf.boolean_mask(tf.cumsum(tf.cast(opens, tf.int32)) - 1, inside)  # (n,)

@@ -273,6 +273,26 @@ class Client:
             )
         return result
 
+    def answer(self, questions: Sequence[str], contexts: Sequence[str]) -> list[dict[str, Any]]:
+        """An extractive QA model's `answer`: per question, `{answer, start, end, score}`
+        (character offsets `[start, end)` into its context)."""
+        out = self.predict(
+            {
+                "questions": np.asarray(list(questions), dtype=object),
+                "contexts": np.asarray(list(contexts), dtype=object),
+            },
+            signature="answer",
+        )
+        return [
+            {
+                "answer": _text(out["answers"][i]),
+                "start": int(out["starts"][i]),
+                "end": int(out["ends"][i]),
+                "score": float(out["scores"][i]),
+            }
+            for i in range(len(out["answers"]))
+        ]
+
     def signatures(self) -> dict[str, dict[str, list[str]]]:
         """`{signature: {"inputs": [...], "outputs": [...]}}` from the model's metadata."""
         if self.transport == "rest":

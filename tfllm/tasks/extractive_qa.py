@@ -2,36 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
 
 from tfllm import registry
 from tfllm.tasks.base import TaskModel, example_means
-
-
-def best_spans(logits, context_mask, max_answer_length: int):
-    """The highest-scoring `(start, end)` per row with `start <= end < start + max_answer_length`,
-    both inside the context.
-
-    Args:
-        logits: `(B, T, 2)` start and end logits.
-        context_mask: `(B, T)`, true for context tokens (where answers may lie).
-
-    Returns:
-        `(starts (B,), ends (B,))` int32.
-    """
-    t = tf.shape(logits)[1]
-    scores = logits[:, :, 0][:, :, None] + logits[:, :, 1][:, None, :]  # (B, T_start, T_end)
-    i = tf.range(t)[:, None]
-    j = tf.range(t)[None, :]
-    valid = (j >= i) & (j - i < max_answer_length)  # (T, T)
-    inside = tf.cast(context_mask, tf.bool)
-    valid = valid[None] & inside[:, :, None] & inside[:, None, :]  # (B, T, T)
-    scores = tf.where(valid, scores, -1e30)
-    flat = tf.argmax(tf.reshape(scores, [tf.shape(logits)[0], -1]), axis=-1, output_type=tf.int32)
-    return flat // t, flat % t
+from tfllm.tasks.qa_reading import (
+    Answers,
+    ReadingRule,
+    Windows,
+    best_spans,
+    read_windows,
+    span_answers,
+)
+from tfllm.tasks.tagging import split_words
 
 
 @registry.register("task", "extractive_qa")
@@ -121,3 +108,74 @@ class SpanExtractor(TaskModel):
 
     def task_config(self) -> dict[str, Any]:
         return {"max_answer_length": self.max_answer_length}
+
+    def read(
+        self,
+        tokenizer,
+        questions,
+        contexts,
+        rule: ReadingRule,
+        checks: Callable[[Windows], list] | None = None,
+    ) -> Answers:
+        """The best answer to each question `(B,)` in its context `(B,)`, as graph ops
+        (`tfllm.tasks.qa_reading`); `checks(windows)` are assertions the model waits for."""
+        windows = read_windows(tokenizer, questions, contexts, rule)
+        with tf.control_dependencies(checks(windows) if checks else []):
+            pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+            ids = windows.ids.to_tensor(default_value=pad)  # (R, T)
+        mask = tf.sequence_mask(windows.ids.row_lengths(), tf.shape(ids)[1])
+        logits = self(ids, padding_mask=mask, training=False)  # (R, T, 2)
+        return span_answers(logits, windows, contexts, self.max_answer_length)
+
+    def answer(
+        self,
+        tokenizer,
+        questions: Sequence[str],
+        contexts: Sequence[str],
+        rule: ReadingRule | None = None,
+        batch_size: int = 16,
+    ) -> list[Answer]:
+        """The best answer to each question in its context (any length: long contexts are read
+        in overlapping windows), by the rule SQuAD data and exports follow.
+
+        Raises:
+            ValueError: the lists differ in length, a question or context is blank, or the rule
+                reads longer rows than the model holds.
+        """
+        rule = rule or ReadingRule(self.max_sequence_length, 64, self.max_sequence_length // 4)
+        if rule.sequence_length > self.max_sequence_length:
+            raise ValueError(
+                f"rows of {rule.sequence_length} tokens exceed the model's "
+                f"{self.max_sequence_length}"
+            )
+        if len(questions) != len(contexts):
+            raise ValueError(f"{len(questions)} questions but {len(contexts)} contexts")
+        for what, texts in (("question", questions), ("context", contexts)):
+            for text in texts:
+                if not split_words(text):
+                    raise ValueError(f"a {what} has no words: {text!r}")
+        cls, sep = tokenizer.boundary_ids()
+        rule.check((cls is not None) + 2 * (sep is not None))
+        read = tf.function(lambda q, c: self.read(tokenizer, q, c, rule), reduce_retracing=True)
+        out: list[Answer] = []
+        for i in range(0, len(questions), batch_size):
+            got = read(
+                tf.constant(list(questions[i : i + batch_size])),
+                tf.constant(list(contexts[i : i + batch_size])),
+            )
+            out += [
+                Answer(text.decode("utf-8"), int(start), int(end), float(score))
+                for text, start, end, score in zip(*(t.numpy() for t in got), strict=True)
+            ]
+        return out
+
+
+@dataclass
+class Answer:
+    """`SpanExtractor.answer`'s answer to one question: the span's text, its character offsets
+    `[start, end)` into the context, and its score `P(start) * P(end)`."""
+
+    text: str
+    start: int
+    end: int
+    score: float

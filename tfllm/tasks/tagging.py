@@ -13,6 +13,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import tensorflow as tf
+
 WHITESPACE = " \t\n\r\f\v"
 _WORD = re.compile(f"[^{re.escape(WHITESPACE)}]+")
 
@@ -26,6 +28,35 @@ def split_words(text: str) -> list[tuple[str, int, int]]:
     [('Ada', 2, 5), ('Lovelace', 7, 15)]
     """
     return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(text)]
+
+
+def graph_words(texts):
+    """`split_words` as graph ops: `(words, byte starts, byte ends)`, ragged `(B, W)` each."""
+    import tensorflow_text as tf_text
+
+    return tf_text.regex_split_with_offsets(texts, f"[{WHITESPACE}]+")
+
+
+def spaced_words(words):
+    """The flat words `(N,)` of ragged `words` as the tokenizer reads them: a leading space
+    before each but the first of its text."""
+    return tf.where(
+        index_in_row(words) > 0, tf.strings.join([" ", words.flat_values]), words.flat_values
+    )
+
+
+def index_in_row(ragged):
+    """The position `(N,)` of each flat value of `ragged` within its row."""
+    n = tf.size(ragged.flat_values, out_type=ragged.row_splits.dtype)
+    return tf.range(n, dtype=ragged.row_splits.dtype) - tf.gather(
+        ragged.row_splits, ragged.value_rowids()
+    )
+
+
+def character_offsets(texts, byte_offsets):
+    """Byte offsets into `texts` (one text per offset) as UTF-8 character offsets."""
+    prefixes = tf.strings.substr(texts, tf.zeros_like(byte_offsets), byte_offsets)
+    return tf.strings.length(prefixes, unit="UTF8_CHAR")
 
 
 def blank_ids(tokenizer) -> set[int]:

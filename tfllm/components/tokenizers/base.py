@@ -120,6 +120,11 @@ class Tokenizer(keras.layers.Layer):
         """The surface bytes of every id, in id order (special tokens as their own text)."""
         raise NotImplementedError
 
+    def piece_lengths(self) -> list[int]:
+        """How many bytes of the text each id stands for, in id order (a leading space
+        included): how token offsets into a word are measured (`tfllm.tasks.qa_reading`)."""
+        return [len(t) for t in self._token_bytes()]
+
     def _token_strings(self) -> list[str]:
         """Every id's token as a string, in id order (what `id_to_token` shows)."""
         return [t.decode("utf-8", errors="replace") for t in self._token_bytes()]

@@ -173,6 +173,10 @@ class WordPieceTokenizer(Tokenizer):
     def _token_bytes(self) -> list[bytes]:
         return [t.encode("utf-8") for t in self._require()]
 
+    def piece_lengths(self) -> list[int]:
+        """A `##` continuation stands for the bytes after its `##`."""
+        return [len(t.removeprefix("##").encode("utf-8")) for t in self._require()]
+
     def normalize(self, inputs):
         """BERT normalization as graph ops: drop control characters, whitespace to spaces,
         strip accents (NFD, then remove combining marks), lower-case (without NFKC)."""
