@@ -76,3 +76,47 @@ def test_stop_tokens_and_length_penalty(lm):
         beam_search(lm, [1], num_beams=2, num_return_sequences=3)
     with pytest.raises(ValueError, match="exceed the model's context"):
         beam_search(lm, [1] * 10, max_new_tokens=10)
+
+
+@pytest.mark.parametrize(
+    "num_beams, max_new_tokens, length_penalty",
+    [(4, 8, 1.0), (3, 10, 0.0), (2, 6, 2.0), (1, 5, 1.0), (5, 9, -0.5)],
+)
+def test_graph_beam_search_keeps_the_python_rules(lm, num_beams, max_new_tokens, length_penalty):
+    """The exports' beam search (graph ops, a batch of prompts) returns the Python search's
+    n-best lists: the same tokens, scores and log-probabilities, best first."""
+    import tensorflow as tf
+
+    from tfllm.generation.beam_graph import beam_search_graph
+
+    prompts = [[1, 2], [3, 0], [5, 5]]
+    stops = [0, 4]  # sharpened weights: stops are picked and early stopping happens
+    got = tf.function(
+        lambda: beam_search_graph(
+            lm,
+            tf.constant(prompts, tf.int32),
+            num_beams,
+            max_new_tokens,
+            length_penalty,
+            tf.constant(stops, tf.int32),
+        ),
+        autograph=False,
+    )()
+    for row, prompt in enumerate(prompts):
+        want = beam_search(
+            lm,
+            prompt,
+            num_beams=num_beams,
+            max_new_tokens=max_new_tokens,
+            length_penalty=length_penalty,
+            stop_ids=stops,
+            num_return_sequences=num_beams,
+        )
+        n = len(want)
+        lengths = got.lengths[row, :n].numpy()
+        assert [tuple(got.tokens[row, h, : lengths[h]].numpy()) for h in range(n)] == [
+            h.tokens for h in want
+        ]
+        np.testing.assert_allclose(got.scores[row, :n], [h.score for h in want], rtol=1e-5)
+        np.testing.assert_allclose(got.log_probs[row, :n], [h.log_prob for h in want], rtol=1e-5)
+        assert np.all(np.isneginf(got.scores[row, n:].numpy()))

@@ -13,6 +13,7 @@ from conftest import run_cli
 
 from tfllm import registry
 from tfllm.generation.decoder import GenerationConfig
+from tfllm.generation.seq2seq import Seq2SeqGenerator
 from tfllm.models.encoder_decoder import EncoderDecoderBackbone
 from tfllm.tasks.seq2seq import Seq2SeqLM
 from tfllm.tasks.span_corruption import span_corrupt, span_counts
@@ -408,3 +409,91 @@ def test_malformed_pairs_name_the_file_and_line(tmp_path):
     bad.write_text("source\ttarget\nabc\tcba\n\tx\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"bad\.tsv:3: the source text is empty"):
         data.texts()
+
+
+# ----- export and serving ------------------------------------------------------------------------
+def test_seq2seq_exports_serves_and_scores_as_python_does(reverse_run, tmp_path):
+    """Served greedy, sampled and beam-search outputs equal `Seq2SeqGenerator`'s, served target
+    log-likelihoods equal `Seq2SeqLM.score_texts`', and a request over the export's limits (too
+    many new tokens, too wide a beam) is INVALID_ARGUMENT."""
+    pytest.importorskip("tensorflow_serving.apis")
+    from conftest import serve_process
+
+    from tfllm.serving.client import Client, ServingClientError
+
+    trainer, _, _, run_dir = reverse_run
+    model, tokenizer = trainer.model, trainer.tokenizer
+    proc = run_cli(
+        [
+            "export",
+            f"ckpt={run_dir}",
+            f"export.base_path={tmp_path}",
+            "export.name=rev",
+            "export.max_new_tokens=12",
+            "export.max_new_tokens_limit=12",
+        ]
+    )
+    assert "greedy outputs of 3 sources, 12 tokens: identical" in proc.stdout, proc.stdout
+    assert "beams of 3 sources (4 beams): identical" in proc.stdout
+    sources = ["abcd", "hgfedcba", "aab", ""]
+    targets = ["dcba", "abcdefgh", "xyz", ""]
+    generator = Seq2SeqGenerator(model, tokenizer)
+    greedy = [g[0] for g in generator.generate(sources, GenerationConfig(max_new_tokens=12))]
+    hot = GenerationConfig(max_new_tokens=12, temperature=2.0, top_k=5, seed=3)
+    sampled = [g[0] for g in generator.generate(sources, hot)]
+    assert greedy[:2] == ["dcba", "abcdefgh"]
+    want_scores = model.score_texts(tokenizer, sources, targets)
+    with serve_process(tmp_path / "rev", "rev") as (server, ports):
+        for transport, port in (("grpc", ports[0]), ("rest", ports[1])):
+            with Client(port=port, model="rev", transport=transport) as client:
+                assert client.generate(sources) == greedy
+                assert (
+                    client.generate(sources, max_new_tokens=12, temperature=2.0, top_k=5, seed=3)
+                    == sampled
+                )
+                got = client.predict(
+                    {
+                        "sources": np.asarray(sources, dtype=object),
+                        "targets": np.asarray(targets, dtype=object),
+                    },
+                    signature="score",
+                )
+                np.testing.assert_allclose(got["log_likelihood"], want_scores, atol=1e-4)
+                assert got["lengths"].tolist() == [5, 9, 4, 1]  # eos included
+                with pytest.raises(ServingClientError, match="max_new_tokens must be in"):
+                    client.generate(sources, max_new_tokens=13)
+                for width, penalty in ((4, 1.0), (3, 0.0)):
+                    served = client.predict(
+                        {
+                            "prompts": np.asarray(sources[:3], dtype=object),
+                            "num_beams": np.int32(width),
+                            "max_new_tokens": np.int32(10),
+                            "length_penalty": np.float32(penalty),
+                        },
+                        signature="beam",
+                    )
+                    want = generator.beam(
+                        sources[:3],
+                        num_beams=width,
+                        max_new_tokens=10,
+                        length_penalty=penalty,
+                        num_return_sequences=width,
+                    )
+                    got_beams = [
+                        [t.decode() if isinstance(t, bytes) else t for t in row]
+                        for row in served["completions"]
+                    ]
+                    assert got_beams == want
+                    assert np.all(np.diff(served["scores"], axis=1) <= 0)  # best first
+                with pytest.raises(ServingClientError, match=r"num_beams must be in \[1, 8\]"):
+                    client.predict(
+                        {
+                            "prompts": np.asarray(sources[:1], dtype=object),
+                            "num_beams": np.int32(9),
+                            "max_new_tokens": np.int32(4),
+                            "length_penalty": np.float32(1.0),
+                        },
+                        signature="beam",
+                    )
+        assert server.poll() is None
+    assert want_scores[0] > want_scores[2]  # the reversal is likelier than a wrong target

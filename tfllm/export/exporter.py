@@ -48,6 +48,10 @@ def build_serving_module(model, tokenizer, cfg: dict[str, Any], settings: Export
     length = settings.sequence_length or data.get("sequence_length") or model.max_sequence_length
     if hasattr(model, "call_with_cache"):
         return CausalLMServing(model, tokenizer, settings)
+    if hasattr(model, "bind"):  # an encoder-decoder
+        from tfllm.export.seq2seq_serving import Seq2SeqServing
+
+        return Seq2SeqServing(model, tokenizer, settings)
     if hasattr(model, "embed_texts"):
         max_length = (cfg.get("embedding") or {}).get("max_length")
         return EmbeddingServing(model, tokenizer, max_length)

@@ -13,7 +13,7 @@ from typing import Any
 import tensorflow as tf
 
 from tfllm.export.serving_base import ServingModule
-from tfllm.export.text_graph import text_checks, wrap_ids
+from tfllm.export.text_graph import cut_at_stops_graph, text_checks, wrap_ids
 from tfllm.export.text_graph import tf_assert as _assert
 from tfllm.generation.decoder import GenerationConfig, decode_loop
 from tfllm.generation.prompts import stop_tokens
@@ -40,6 +40,7 @@ class ExportSettings:
         prompt_feature, reply_feature: the `tf.Example` features a reward model's Regress
             signature reads.
         fill_mask_top_k: fillers a fill-mask export returns per mask.
+        max_num_beams: the widest beam an encoder-decoder's `beam` signature accepts.
         qa_max_windows: the most windows an extractive QA export reads of one context (longer
             contexts are INVALID_ARGUMENT).
     """
@@ -59,6 +60,7 @@ class ExportSettings:
     prompt_feature: str = "prompt"
     reply_feature: str = "reply"
     fill_mask_top_k: int = 5
+    max_num_beams: int = 8
     qa_max_windows: int = 8
 
     def safety_filter(self):
@@ -95,19 +97,11 @@ class ExportSettings:
             )
         if self.sequence_length is not None and self.sequence_length < 2:
             raise ValueError(f"sequence_length must be at least 2, got {self.sequence_length}")
+        if self.max_num_beams < 1:
+            raise ValueError(f"max_num_beams must be at least 1, got {self.max_num_beams}")
         if self.fill_mask_top_k < 1:
             raise ValueError(f"fill_mask_top_k must be at least 1, got {self.fill_mask_top_k}")
         self.safety_filter()
-
-
-def _cut_at_stops(texts, stops):
-    """Each string up to the first occurrence of any of `stops` (the graph twin of
-    `tfllm.generation.prompts.cut_at_stops`)."""
-    if not stops:
-        return texts
-    # Every character spelled as a code point, so no stop string is read as regex syntax.
-    alternatives = ["".join(f"\\x{{{ord(c):x}}}" for c in s) for s in stops]
-    return tf.strings.regex_replace(texts, f"(?s)({'|'.join(alternatives)}).*$", "")
 
 
 class CausalLMServing(ServingModule):
@@ -314,7 +308,7 @@ class CausalLMServing(ServingModule):
         new_lengths = lengths - prompt_lengths  # (B,)
         offsets = tf.ragged.range(prompt_lengths, lengths)  # (B, None) new positions
         new = tf.gather(out, offsets, batch_dims=1)  # (B, None) new tokens
-        completions = _cut_at_stops(
+        completions = cut_at_stops_graph(
             self.tokenizer.detokenize(new, skip_special_tokens=True), self.stop_strings
         )
         tokens = new.to_tensor(default_value=-1, shape=tf.stack([b, max_new_tokens]))

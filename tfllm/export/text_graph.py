@@ -121,3 +121,13 @@ def example_bytes(features: dict[str, str]) -> bytes:
     for name, text in features.items():
         example.features.feature[name].bytes_list.value.append(text.encode("utf-8"))
     return example.SerializeToString()
+
+
+def cut_at_stops_graph(texts, stops):
+    """Each string up to the first occurrence of any of `stops` (the graph twin of
+    `tfllm.generation.prompts.cut_at_stops`)."""
+    if not stops:
+        return texts
+    # Every character spelled as a code point, so no stop string is read as regex syntax.
+    alternatives = ["".join(f"\\x{{{ord(c):x}}}" for c in s) for s in stops]
+    return tf.strings.regex_replace(texts, f"(?s)({'|'.join(alternatives)}).*$", "")

@@ -58,7 +58,7 @@ def first_line(message: str) -> str:
     """The useful line of a TensorFlow error: an assertion's own message; else, for a graph
     execution error, the op's own message (the line before its `[[{{node ...}}]]` marker);
     else the first line."""
-    match = re.search(r"assertion failed: \[(.*?)\]", message)
+    match = re.search(r"assertion failed: \[(.*)\]", message)  # to the last ] of its line
     if match:
         return match.group(1)
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]

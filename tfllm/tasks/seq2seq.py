@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from tfllm import registry
@@ -145,3 +147,38 @@ class Seq2SeqLM(TaskModel):
 
     def task_config(self) -> dict[str, Any]:
         return {"special_tokens": self.special_tokens}
+
+    def score_texts(self, tokenizer, sources: Sequence[str], targets: Sequence[str]) -> np.ndarray:
+        """The log-probability `(B,)` of each target given its source: sources packed as
+        generation packs them (eos-ended, cut to the model's length), targets eos-ended as
+        training labels are; exports' `score` answers the same.
+
+        Raises:
+            ValueError: a target (with its eos) is longer than the decoder.
+        """
+        from tfllm.generation.prompts import pack_with_eos
+
+        if len(sources) != len(targets):
+            raise ValueError(f"{len(sources)} sources but {len(targets)} targets")
+        length = self.max_sequence_length
+        bodies = tokenizer.encode(list(sources))["input_ids"]
+        eos = tokenizer.eos_id is not None
+        width = max(1, min(max(len(b) for b in bodies) + eos, length))
+        encoder_ids, encoder_mask, _ = pack_with_eos(
+            bodies, width, tokenizer.eos_id, tokenizer.pad_id
+        )
+        labels = tokenizer.encode(list(targets))["input_ids"]
+        longest = max(len(t) for t in labels) + eos
+        if longest > length:
+            raise ValueError(f"a target is longer than the decoder's {length} positions")
+        label_ids, label_mask, _ = pack_with_eos(
+            labels, longest, tokenizer.eos_id, tokenizer.pad_id
+        )
+        logits = self(
+            encoder_ids,
+            shift_right(tf.constant(label_ids), self.decoder_start_id),
+            encoder_padding_mask=encoder_mask.astype(np.int32),
+        )  # (B, T, V)
+        log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
+        picked = tf.gather(log_probs, label_ids, batch_dims=2).numpy()  # (B, T)
+        return np.where(label_mask, picked, 0.0).sum(axis=1)
