@@ -1,4 +1,4 @@
-"""Hugging Face layouts (`config.json` + safetensors): Llama, GPT-2 and BERT."""
+"""Hugging Face layouts (`config.json` + safetensors): Llama, GPT-2, BERT and T5."""
 
 from __future__ import annotations
 
@@ -355,11 +355,125 @@ def _bert(cfg: dict[str, Any], tensors, directory: str, tokenizer) -> ImportedMo
     return ImportedModel(config, weights, tokenizer, None)
 
 
+T5_FFN = {"relu": ("mlp", "relu"), "gated-gelu": ("swiglu", "gelu_approximate")}
+
+
+def _t5(cfg: dict[str, Any], tensors, directory: str, tokenizer) -> ImportedModel:
+    """T5 (v1.0: ReLU MLP, tied head) and T5 v1.1 / Flan-T5 (gated GELU, untied head).
+
+    T5 does not scale attention logits by `1/sqrt(d_kv)`, and v1.0 reads the decoder's output
+    scaled by `d_model ** -0.5`; both are folded into the weights (the query projections, the
+    decoder's final norm), which is exact up to float rounding. The head is tied unless the
+    checkpoint holds an `lm_head.weight` of its own.
+    """
+    hidden, n_heads, d_kv = cfg["d_model"], cfg["num_heads"], cfg["d_kv"]
+    n_enc = cfg["num_layers"]
+    n_dec = cfg.get("num_decoder_layers") or n_enc
+    inter, vocab = cfg["d_ff"], cfg["vocab_size"]
+    proj = cfg.get("feed_forward_proj", "relu")
+    if proj not in T5_FFN:
+        raise PretrainedError(
+            f"{directory}: feed_forward_proj {proj!r} is not supported ({', '.join(T5_FFN)})"
+        )
+    ffn_name, activation = T5_FFN[proj]
+    # Whether the decoder's output is rescaled before the head: older configs say it with
+    # `tie_word_embeddings` (false in v1.1), transformers 5 with `scale_decoder_outputs`.
+    rescale = bool(cfg.get("scale_decoder_outputs", cfg.get("tie_word_embeddings", True)))
+    head = tensors.get("lm_head.weight")  # absent or equal to `shared` when the head is tied
+    tied = head is None or np.array_equal(head, tensors.get("shared.weight"))
+    buckets = cfg.get("relative_attention_num_buckets", 32)
+    attention = {"name": "mha", "num_kv_heads": None, "window": None, "dropout": 0.0}
+    attention.update(use_bias=False, head_dim=d_kv)
+    config = {
+        "model": {
+            "name": "encoder_decoder",
+            "vocabulary_size": vocab,
+            "num_layers": n_enc,
+            "num_decoder_layers": n_dec,
+            "hidden_dim": hidden,
+            "num_heads": n_heads,
+            "intermediate_dim": inter,
+            "max_sequence_length": cfg.get("n_positions") or 512,
+            "dropout": 0.0,
+            "norm_placement": "pre",
+            "initializer_range": 0.02,
+            "scaled_residual_init": False,
+            "cross_attention": dict(attention),
+        },
+        "attention": attention,
+        "positional": {
+            "name": "relative",
+            "num_buckets": buckets,
+            "max_distance": cfg.get("relative_attention_max_distance", 128),
+        },
+        "ffn": {"name": ffn_name, "activation": activation, "use_bias": False},
+        "norm": {"name": "rmsnorm", "epsilon": float(cfg.get("layer_norm_epsilon", 1e-6))},
+        "head": {"name": "lm", "tie_embeddings": tied, "use_bias": False},
+        "task": {"name": "seq2seq"},
+        "tokenizer": {"name": _registry_name(tokenizer)},
+    }
+    take = _Taker(tensors, directory)
+    for copy in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"):
+        take.pop(copy)  # the shared embedding, saved again under each stack's name
+    inner = n_heads * d_kv
+    scale = np.float32(np.sqrt(d_kv))  # undoes tfllm's 1/sqrt(d_kv) on the logits
+    b = "EncoderDecoderBackbone"
+    shared = take("shared.weight", (vocab, hidden))
+    weights = {f"{b}/token_embedding/embeddings": shared}
+    take.pop("lm_head.weight")
+    if not tied:
+        weights["LMHead/kernel"] = require(
+            {"lm_head.weight": head}, "lm_head.weight", directory, (vocab, hidden)
+        ).T
+
+    def attention_weights(prefix: str, ours: str, cross: bool) -> None:
+        q, k, v = (take(f"{prefix}.{n}.weight", (inner, hidden)) for n in "qkv")
+        if cross:
+            weights[f"{ours}/q_proj/kernel"] = q.T * scale
+            weights[f"{ours}/kv_proj/kernel"] = np.concatenate([k.T, v.T], axis=1)
+        else:
+            weights[f"{ours}/qkv_proj/kernel"] = fuse_qkv(q * scale, k, v)
+        weights[f"{ours}/out_proj/kernel"] = take(f"{prefix}.o.weight", (hidden, inner)).T
+
+    def ffn_weights(prefix: str, ours: str) -> None:
+        if ffn_name == "mlp":
+            weights[f"{ours}/up/kernel"] = take(f"{prefix}.wi.weight", (inter, hidden)).T
+        else:
+            gate = take(f"{prefix}.wi_0.weight", (inter, hidden))
+            up = take(f"{prefix}.wi_1.weight", (inter, hidden))
+            weights[f"{ours}/gate_up/kernel"] = np.concatenate([gate.T, up.T], axis=1)
+        weights[f"{ours}/down/kernel"] = take(f"{prefix}.wo.weight", (hidden, inter)).T
+
+    for stack, count in (("encoder", n_enc), ("decoder", n_dec)):
+        weights[f"{b}/{stack}_positional/bias_table"] = take(
+            f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+            (buckets, n_heads),
+        )
+        for i in range(count):
+            p, t = f"{stack}.block.{i}.layer", f"{b}/{stack}_block_{i}"
+            attention_weights(f"{p}.0.SelfAttention", f"{t}/attention", cross=False)
+            weights[f"{t}/attention_norm/scale"] = take(f"{p}.0.layer_norm.weight", (hidden,))
+            ffn_layer = 1
+            if stack == "decoder":
+                attention_weights(f"{p}.1.EncDecAttention", f"{t}/cross_attention", cross=True)
+                weights[f"{t}/cross_norm/scale"] = take(f"{p}.1.layer_norm.weight", (hidden,))
+                ffn_layer = 2
+            ffn_weights(f"{p}.{ffn_layer}.DenseReluDense", f"{t}/ffn")
+            weights[f"{t}/ffn_norm/scale"] = take(f"{p}.{ffn_layer}.layer_norm.weight", (hidden,))
+        final = take(f"{stack}.final_layer_norm.weight", (hidden,))
+        if stack == "decoder" and rescale:
+            final = final * np.float32(hidden**-0.5)  # T5 v1.0 rescales before its head
+        weights[f"{b}/{stack}_norm/scale"] = final
+    take.finish("T5")
+    return ImportedModel(config, weights, tokenizer, None)
+
+
 FAMILIES: dict[str, Callable[..., ImportedModel]] = {
     "llama": _llama,
     "mistral": _llama,
     "gpt2": _gpt2,
     "bert": _bert,
+    "t5": _t5,
 }
 
 
@@ -427,8 +541,9 @@ def load_hf_tokenizer(directory: str, family: str):
                 special_tokens=specials or None,
                 added_tokens=added or None,
             )
-        if has("tokenizer.model"):
-            return SentencePieceTokenizer(path=os.path.join(directory, "tokenizer.model"))
+        for name in ("tokenizer.model", "spiece.model"):  # spiece.model: T5's
+            if has(name):
+                return SentencePieceTokenizer(path=os.path.join(directory, name))
     except (ValueError, KeyError) as e:
         raise PretrainedError(f"{directory}: tokenizer: {e}") from None
     raise PretrainedError(

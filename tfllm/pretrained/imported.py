@@ -46,7 +46,14 @@ def build_model(imported: ImportedModel):
     """Build the tfllm model the config names and assign the imported weights to it."""
     from tfllm.models.builder import build_model as build_from_config
 
-    model = build_from_config(imported.config, imported.tokenizer.vocabulary_size)
+    tokenizer = imported.tokenizer
+    model = build_from_config(  # as `tfllm.runs.load_run` builds it
+        imported.config,
+        tokenizer.vocabulary_size,
+        tokenizer.special_token_ids(),
+        tokenizer.sentinel_ids(),
+        tokenizer,
+    )
     assign_weights(model, imported.weights, imported.source.get("path", "checkpoint"))
     return model
 

@@ -1,22 +1,26 @@
-"""The gated SiLU feed-forward block of PaLM and Llama."""
+"""The gated feed-forward block of PaLM and Llama (SiLU gate), and of T5 v1.1 (GELU gate)."""
 
 from __future__ import annotations
 
 import keras
 from keras import ops
 
+from tfllm.components.ffn.mlp import ACTIVATIONS, activate
 from tfllm.registry import register
 
 
 @register("ffn", "swiglu")
 class SwiGLU(keras.layers.Layer):
-    """`down(silu(gate(x)) * up(x))`; gate and up share one fused projection.
+    """`down(act(gate(x)) * up(x))`, act SiLU by default (SwiGLU; GeGLU with a GELU);
+    gate and up share one fused projection.
 
     Args:
         hidden_dim: int. Model width (set by the model).
         intermediate_dim: int. Inner width (set by the model). To match an MLP's parameter
             count use about `8/3 * hidden_dim`.
         use_bias: bool. Biases on the projections (Llama has none).
+        activation: str. The gate's activation, one of `tfllm.components.ffn.mlp.ACTIVATIONS`
+            (`silu`; `gelu_approximate` for T5 v1.1's gated-gelu).
         initializer_range: float. Standard deviation of the normal kernel initializer.
         output_initializer_range: float or None. Standard deviation for the output projection
             (set by the model when it scales residual-branch initialization); None uses
@@ -39,6 +43,7 @@ class SwiGLU(keras.layers.Layer):
         hidden_dim: int,
         intermediate_dim: int,
         use_bias: bool = False,
+        activation: str = "silu",
         initializer_range: float = 0.02,
         output_initializer_range: float | None = None,
         **kwargs,
@@ -48,7 +53,12 @@ class SwiGLU(keras.layers.Layer):
             raise ValueError(f"intermediate_dim must be positive, got {intermediate_dim}")
         self.hidden_dim = hidden_dim
         self.intermediate_dim = intermediate_dim
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}"
+            )
         self.use_bias = use_bias
+        self.activation = activation
         self.initializer_range = initializer_range
         self.output_initializer_range = output_initializer_range
         out_init = keras.initializers.RandomNormal(
@@ -79,7 +89,7 @@ class SwiGLU(keras.layers.Layer):
 
     def call(self, x):
         gate, up = ops.split(self.gate_up(x), 2, axis=-1)  # (B, T, I) each
-        return self.down(ops.silu(gate) * up)  # (B, T, D)
+        return self.down(activate(gate, self.activation) * up)  # (B, T, D)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -90,6 +100,7 @@ class SwiGLU(keras.layers.Layer):
             hidden_dim=self.hidden_dim,
             intermediate_dim=self.intermediate_dim,
             use_bias=self.use_bias,
+            activation=self.activation,
             initializer_range=self.initializer_range,
             output_initializer_range=self.output_initializer_range,
         )
