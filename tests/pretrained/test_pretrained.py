@@ -511,6 +511,14 @@ def test_hf_t5_matches_transformers(reference, tmp_path, feed_forward_proj, scal
     ours = build_model(imported)
     got = ours(T5_SOURCES, T5_TARGETS, encoder_padding_mask=T5_MASK).numpy()
     assert rel_err(got, want) < 2e-5
+    with torch.no_grad():
+        encoded = model.encoder(
+            input_ids=torch.tensor(T5_SOURCES).long(),
+            attention_mask=torch.tensor(T5_MASK).long(),
+        ).last_hidden_state.numpy()
+    mine = ours.backbone.encode(T5_SOURCES, T5_MASK).numpy()
+    real = T5_MASK.astype(bool)
+    assert rel_err(mine[real], encoded[real]) < 2e-5
     assert imported.config["ffn"]["name"] == ("mlp" if feed_forward_proj == "relu" else "swiglu")
     source = "the cat sat on the mat"
     ids = imported.tokenizer.encode_one(source) + [1]

@@ -124,6 +124,30 @@ def test_served_answers_equal_the_keras_model_and_find_the_names(qa):
     assert set(json.loads(proc.stdout)) == {"answer", "start", "end", "score"}
 
 
+def test_a_malformed_rest_request_is_400_and_the_server_answers_after(qa):
+    import urllib.error
+    import urllib.request
+
+    ports, (questions, contexts, want, _) = qa
+    url = f"http://127.0.0.1:{ports[1]}/v1/models/qa:predict"
+    for body in (
+        {"signature_name": "answer", "inputs": {"questions": ["who?"], "contexts": [LONG * 3]}},
+        {"signature_name": "answer", "inputs": {"questions": ["who?"]}},
+    ):
+        request = urllib.request.Request(url, json.dumps(body).encode(), method="POST")
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request, timeout=60)
+        assert info.value.code == 400
+    body = {
+        "signature_name": "answer",
+        "inputs": {"questions": questions[:1], "contexts": contexts[:1]},
+    }
+    request = urllib.request.Request(url, json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        outputs = json.loads(response.read())["outputs"]
+    assert outputs["answers"] == [want[0].text]
+
+
 def test_a_long_context_is_read_in_windows():
     """The name sits past the first window: only a later window can hold it."""
     import tensorflow as tf

@@ -2,6 +2,7 @@
 span corruption, seq2seq training, generation (greedy, sampling, beam) and BLEU."""
 
 import itertools
+import json
 import math
 import random
 
@@ -497,3 +498,17 @@ def test_seq2seq_exports_serves_and_scores_as_python_does(reverse_run, tmp_path)
                     )
         assert server.poll() is None
     assert want_scores[0] > want_scores[2]  # the reversal is likelier than a wrong target
+    version = next((tmp_path / "rev").iterdir())
+    proc = run_cli(
+        [
+            "export",
+            "run",
+            str(version),
+            "signature=beam",
+            "prompts=['abcd']",
+            "num_beams=2",
+            "max_new_tokens=6",
+            "length_penalty=1.0",
+        ]
+    )
+    assert json.loads(proc.stdout)["completions"][0][0] == "dcba"

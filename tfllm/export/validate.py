@@ -142,7 +142,15 @@ def run_signature(path: str, signature: str, inputs: dict[str, Any]) -> dict[str
     if unknown:
         raise ValueError(f"signature '{signature}' has no inputs {unknown}")
     out = fn(**{k: tf.constant(v, dtype=specs[k].dtype) for k, v in inputs.items()})
-    return {
-        k: [s.decode("utf-8") for s in v.numpy()] if v.dtype == tf.string else v.numpy().tolist()
-        for k, v in out.items()
-    }
+    return {k: _plain(v) for k, v in out.items()}
+
+
+def _plain(tensor) -> Any:
+    """A signature output as JSON-ready lists, strings decoded at any rank."""
+    import numpy as np
+
+    values = tensor.numpy()
+    if tensor.dtype.name != "string":
+        return values.tolist()
+    decode = np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])
+    return decode(values).tolist() if values.size else values.tolist()
