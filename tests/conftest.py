@@ -58,6 +58,25 @@ def run_cli(args, cwd=None, timeout=300, check=True, env=None, input_text=None):
     return proc
 
 
+def predict_error(port, model, signature, **inputs):
+    """The `grpc.RpcError` a Predict request with `inputs` gets from the server on `port`,
+    sent with the stock `tensorflow_serving.apis` stub (fails the test if it succeeds)."""
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.model_spec.signature_name = signature
+    for key, value in inputs.items():
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Predict(request, timeout=60)
+    return info.value
+
+
 @contextlib.contextmanager
 def serve_process(model_dir, model_name, timeout=120):
     """`tfllm serve` for `model_dir` in its own process on free ports of 127.0.0.1; yields

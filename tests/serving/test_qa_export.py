@@ -9,12 +9,10 @@ import random
 
 import numpy as np
 import pytest
-from conftest import run_cli, serve_process
+from conftest import predict_error, run_cli, serve_process
 
 grpc = pytest.importorskip("grpc")
 pytest.importorskip("tensorflow_serving.apis")
-
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
 NAMES = ["Anna", "Boris", "Carla", "Dmitri", "Elena"]
 PLACES = ["Oslo", "Rome", "Kyiv", "Lima"]
@@ -182,18 +180,7 @@ def test_a_long_context_is_read_in_windows():
     ],
 )
 def test_malformed_answer_requests_are_invalid_argument(qa, questions, contexts, message):
-    import tensorflow as tf
-
     ports, _ = qa
-    channel = grpc.insecure_channel(f"127.0.0.1:{ports[0]}")
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = "qa"
-    request.model_spec.signature_name = "answer"
-    request.inputs["questions"].CopyFrom(tf.make_tensor_proto(questions))
-    request.inputs["contexts"].CopyFrom(tf.make_tensor_proto(contexts))
-    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-    with pytest.raises(grpc.RpcError) as info:
-        stub.Predict(request, timeout=60)
-    channel.close()
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert message in info.value.details()
+    error = predict_error(ports[0], "qa", "answer", questions=questions, contexts=contexts)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in error.details()

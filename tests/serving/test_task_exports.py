@@ -12,7 +12,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from conftest import run_cli, serve_process
+from conftest import predict_error, run_cli, serve_process
 
 grpc = pytest.importorskip("grpc")
 pytest.importorskip("tensorflow_serving.apis")
@@ -631,17 +631,7 @@ def test_served_tags_equal_the_keras_model(tagger):
     [([" \t "], "no words"), (["anna " * 30], "longer than the 40 tokens"), ([""], "empty")],
 )
 def test_malformed_tag_requests_are_invalid_argument(tagger, texts, message):
-    import tensorflow as tf
-
     ports, _ = tagger
-    channel = grpc.insecure_channel(f"127.0.0.1:{ports[0]}")
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = "ner"
-    request.model_spec.signature_name = "tag"
-    request.inputs["texts"].CopyFrom(tf.make_tensor_proto(texts))
-    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-    with pytest.raises(grpc.RpcError) as info:
-        stub.Predict(request, timeout=60)
-    channel.close()
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert message in info.value.details()
+    error = predict_error(ports[0], "ner", "tag", texts=texts)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in error.details()

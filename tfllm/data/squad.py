@@ -139,8 +139,6 @@ class SQuADDataset(RowDataset):
             raise ConfigError(f"data.batch_size must be positive, got {batch_size}")
         self.train = train
         self.val = val
-        self.sequence_length = sequence_length
-        self.max_question_length = max_question_length
         self.rule = ReadingRule(
             sequence_length,
             max_question_length,
@@ -148,6 +146,10 @@ class SQuADDataset(RowDataset):
         )
         self.batch_size = batch_size
         self.seed = seed
+
+    @property
+    def sequence_length(self) -> int:
+        return self.rule.sequence_length
 
     def texts(self) -> tuple[list[str], list[str]]:
         return tuple(  # type: ignore[return-value]
@@ -157,8 +159,7 @@ class SQuADDataset(RowDataset):
 
     def encode(self, tokenizer, path: str) -> QASplit:
         examples = read_squad(path)
-        cls, sep = tokenizer.boundary_ids()
-        self.rule.check((cls is not None) + 2 * (sep is not None))
+        self.rule.check(tokenizer)
         t = self.sequence_length
         rows, dropped = [], {"cut off": 0, "not aligned": 0}
         for i in range(0, len(examples), _CHUNK):

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from tfllm.export.serving_base import ServingModule
 from tfllm.export.text_graph import text_checks, tf_assert
-from tfllm.tasks.qa_reading import ReadingRule, Windows, read_windows
+from tfllm.tasks.qa_reading import ReadingRule, Windows, read_windows, row_specials
 
 
 class QAServing(ServingModule):
@@ -27,9 +27,7 @@ class QAServing(ServingModule):
 
     def __init__(self, model, tokenizer, rule: ReadingRule, max_windows: int = 8):
         super().__init__(model, tokenizer, "tfllm_extractive_qa")
-        cls, sep = tokenizer.boundary_ids()
-        specials = (cls is not None) + 2 * (sep is not None)
-        rule.check(specials)
+        rule.check(tokenizer)
         if rule.sequence_length > model.max_sequence_length:
             raise ValueError(
                 f"data.sequence_length={rule.sequence_length} exceeds the model's context of "
@@ -40,7 +38,7 @@ class QAServing(ServingModule):
         self.rule = rule
         self.max_windows = int(max_windows)
         # The context tokens `max_windows` windows surely hold (after the longest question).
-        room = rule.sequence_length - specials - rule.max_question_length
+        room = rule.sequence_length - row_specials(tokenizer) - rule.max_question_length
         self.max_context_tokens = room + (self.max_windows - 1) * (room - rule.stride)
         spec = [
             tf.TensorSpec([None], tf.string, name="questions"),

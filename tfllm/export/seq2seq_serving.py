@@ -9,7 +9,12 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm.export.serving_base import ServingModule
-from tfllm.export.serving_module import ExportSettings
+from tfllm.export.serving_module import (
+    ExportSettings,
+    export_sampling,
+    generate_input_signature,
+    sampling_checks,
+)
 from tfllm.export.text_graph import cut_at_stops_graph, text_checks, tf_assert
 from tfllm.generation.beam_graph import beam_search_graph
 from tfllm.generation.decoder import GenerationConfig, decode_loop
@@ -62,24 +67,14 @@ class Seq2SeqServing(ServingModule):
             return decode_loop(decoder, *args, prefill_prompt_only=not settings.jit_compile)
 
         self._loop = tf.function(loop, autograph=False, jit_compile=settings.jit_compile)
-        prompts = tf.TensorSpec([None], tf.string, name="prompts")
+        generate_spec = generate_input_signature()
+        prompts = generate_spec[0]
         sources = tf.TensorSpec([None], tf.string, name="sources")
         scalar = lambda dtype, name: tf.TensorSpec([], dtype, name=name)  # noqa: E731
         self.serving_default = tf.function(
             self._serving_default, input_signature=[prompts], autograph=False
         )
-        self.generate = tf.function(
-            self._generate,
-            input_signature=[
-                prompts,
-                scalar(tf.int32, "max_new_tokens"),
-                scalar(tf.float32, "temperature"),
-                scalar(tf.int32, "top_k"),
-                scalar(tf.float32, "top_p"),
-                scalar(tf.int32, "seed"),
-            ],
-            autograph=False,
-        )
+        self.generate = tf.function(self._generate, input_signature=generate_spec, autograph=False)
         self.beam = tf.function(
             self._beam,
             input_signature=[
@@ -123,22 +118,12 @@ class Seq2SeqServing(ServingModule):
         return dense, mask
 
     def _serving_default(self, prompts):
-        s = self.settings
-        return self._generate(
-            prompts,
-            tf.constant(self.default_new_tokens, tf.int32),
-            tf.constant(s.temperature, tf.float32),
-            tf.constant(s.top_k, tf.int32),
-            tf.constant(s.top_p, tf.float32),
-            tf.constant(s.seed, tf.int32),
-        )
+        return self._generate(prompts, *export_sampling(self.settings, self.default_new_tokens))
 
     def _generate(self, prompts, max_new_tokens, temperature, top_k, top_p, seed):
         checks = [
             self._length_check(max_new_tokens),
-            tf_assert(temperature >= 0.0, "temperature must be >= 0"),
-            tf_assert(top_k >= 0, "top_k must be >= 0"),
-            tf_assert((top_p > 0.0) & (top_p <= 1.0), "top_p must be in (0, 1]"),
+            *sampling_checks(temperature, top_k, top_p),
         ]
         with tf.control_dependencies(checks):
             encoder_ids, encoder_mask = self._sources(prompts, "prompts")

@@ -104,6 +104,39 @@ class ExportSettings:
         self.safety_filter()
 
 
+def generate_input_signature() -> list[tf.TensorSpec]:
+    """`generate`'s inputs: `prompts` and every sampling setting, per request."""
+    scalar = lambda dtype, name: tf.TensorSpec([], dtype, name=name)  # noqa: E731
+    return [
+        tf.TensorSpec([None], tf.string, name="prompts"),
+        scalar(tf.int32, "max_new_tokens"),
+        scalar(tf.float32, "temperature"),
+        scalar(tf.int32, "top_k"),
+        scalar(tf.float32, "top_p"),
+        scalar(tf.int32, "seed"),
+    ]
+
+
+def export_sampling(settings: ExportSettings, max_new_tokens: int) -> tuple[tf.Tensor, ...]:
+    """`serving_default`'s fixed `(max_new_tokens, temperature, top_k, top_p, seed)`."""
+    return (
+        tf.constant(max_new_tokens, tf.int32),
+        tf.constant(settings.temperature, tf.float32),
+        tf.constant(settings.top_k, tf.int32),
+        tf.constant(settings.top_p, tf.float32),
+        tf.constant(settings.seed, tf.int32),
+    )
+
+
+def sampling_checks(temperature, top_k, top_p) -> list:
+    """A request's sampling settings, as `GenerationConfig.validate` checks them."""
+    return [
+        _assert(temperature >= 0.0, "temperature must be >= 0"),
+        _assert(top_k >= 0, "top_k must be >= 0"),
+        _assert((top_p > 0.0) & (top_p <= 1.0), "top_p must be in (0, 1]"),
+    ]
+
+
 class CausalLMServing(ServingModule):
     """Signatures of a causal LM.
 
@@ -139,23 +172,11 @@ class CausalLMServing(ServingModule):
             model, *args, prefill_prompt_only=not settings.jit_compile
         )
         self._loop = tf.function(loop, autograph=False, jit_compile=settings.jit_compile)
-        strings = tf.TensorSpec([None], tf.string, name="prompts")
-        scalar = lambda dtype, name: tf.TensorSpec([], dtype, name=name)  # noqa: E731
+        generate_spec = generate_input_signature()
         self.serving_default = tf.function(
-            self._serving_default, input_signature=[strings], autograph=False
+            self._serving_default, input_signature=generate_spec[:1], autograph=False
         )
-        self.generate = tf.function(
-            self._generate,
-            input_signature=[
-                strings,
-                scalar(tf.int32, "max_new_tokens"),
-                scalar(tf.float32, "temperature"),
-                scalar(tf.int32, "top_k"),
-                scalar(tf.float32, "top_p"),
-                scalar(tf.int32, "seed"),
-            ],
-            autograph=False,
-        )
+        self.generate = tf.function(self._generate, input_signature=generate_spec, autograph=False)
         self.score = tf.function(
             self._score,
             input_signature=[tf.TensorSpec([None], tf.string, name="texts")],
@@ -261,14 +282,8 @@ class CausalLMServing(ServingModule):
         return tf.gather(ids, keep, batch_dims=1)
 
     def _serving_default(self, prompts):
-        s = self.settings
         return self._generate(
-            prompts,
-            tf.constant(s.max_new_tokens, tf.int32),
-            tf.constant(s.temperature, tf.float32),
-            tf.constant(s.top_k, tf.int32),
-            tf.constant(s.top_p, tf.float32),
-            tf.constant(s.seed, tf.int32),
+            prompts, *export_sampling(self.settings, self.settings.max_new_tokens)
         )
 
     def _generate(self, prompts, max_new_tokens, temperature, top_k, top_p, seed):
@@ -283,9 +298,7 @@ class CausalLMServing(ServingModule):
                 f"max_new_tokens leaves no room for a prompt in the model's context of "
                 f"{self.context} tokens",
             ),
-            _assert(temperature >= 0.0, "temperature must be >= 0"),
-            _assert(top_k >= 0, "top_k must be >= 0"),
-            _assert((top_p > 0.0) & (top_p <= 1.0), "top_p must be in (0, 1]"),
+            *sampling_checks(temperature, top_k, top_p),
         ]
         with tf.control_dependencies(checks):
             ids = self._prompt_ids(prompts, max_new_tokens)

@@ -15,6 +15,7 @@ from tfllm.tasks.qa_reading import (
     ReadingRule,
     Windows,
     best_spans,
+    default_stride,
     read_windows,
     span_answers,
 )
@@ -142,7 +143,8 @@ class SpanExtractor(TaskModel):
             ValueError: the lists differ in length, a question or context is blank, or the rule
                 reads longer rows than the model holds.
         """
-        rule = rule or ReadingRule(self.max_sequence_length, 64, self.max_sequence_length // 4)
+        length = self.max_sequence_length
+        rule = rule or ReadingRule(length, 64, default_stride(length))
         if rule.sequence_length > self.max_sequence_length:
             raise ValueError(
                 f"rows of {rule.sequence_length} tokens exceed the model's "
@@ -154,8 +156,7 @@ class SpanExtractor(TaskModel):
             for text in texts:
                 if not split_words(text):
                     raise ValueError(f"a {what} has no words: {text!r}")
-        cls, sep = tokenizer.boundary_ids()
-        rule.check((cls is not None) + 2 * (sep is not None))
+        rule.check(tokenizer)
         read = tf.function(lambda q, c: self.read(tokenizer, q, c, rule), reduce_retracing=True)
         out: list[Answer] = []
         for i in range(0, len(questions), batch_size):

@@ -47,16 +47,16 @@ class ReadingRule:
             int(default_stride(length) if stride is None else stride),
         )
 
-    def check(self, specials: int) -> None:
-        """Raise `ConfigError` naming the `data.` key when no window has room for a context
-        token beyond the overlap (`specials`: the `[CLS]`/`[SEP]` tokens of a row)."""
+    def check(self, tokenizer) -> None:
+        """Raise `ConfigError` naming the `data.` key when no window of `tokenizer`'s rows has
+        room for a context token beyond the overlap."""
         if self.max_question_length < 1:
             raise ConfigError(
                 f"data.max_question_length must be positive, got {self.max_question_length}"
             )
         if self.stride < 0:
             raise ConfigError(f"data.stride must be >= 0, got {self.stride}")
-        room = self.sequence_length - specials - self.max_question_length
+        room = self.sequence_length - row_specials(tokenizer) - self.max_question_length
         if room <= self.stride:
             raise ConfigError(
                 f"data.stride={self.stride} leaves no new context tokens per window: a row of "
@@ -64,6 +64,13 @@ class ReadingRule:
                 f"a question of data.max_question_length={self.max_question_length}; make the "
                 "stride smaller than that"
             )
+
+
+def row_specials(tokenizer) -> int:
+    """The boundary tokens of a row: `[CLS]` (or bos) before the question, `[SEP]` (or eos)
+    after it and after the window, those the tokenizer has."""
+    cls, sep = tokenizer.boundary_ids()
+    return (cls is not None) + 2 * (sep is not None)
 
 
 def default_stride(sequence_length: int) -> int:
@@ -135,8 +142,9 @@ def read_windows(tokenizer, questions, contexts, rule: ReadingRule) -> Windows:
     cls, sep = tokenizer.boundary_ids()
     question = tf.cast(tokenizer(questions), tf.int32)[:, : rule.max_question_length]  # (B, Q)
     context = context_tokens(tokenizer, contexts)
-    specials = (cls is not None) + 2 * (sep is not None)
-    room = rule.sequence_length - specials - tf.cast(question.row_lengths(), tf.int32)  # (B,)
+    room = (
+        rule.sequence_length - row_specials(tokenizer) - tf.cast(question.row_lengths(), tf.int32)
+    )  # (B,)
     step = room - rule.stride
     size = tf.cast(context.ids.row_lengths(), tf.int32)  # (B,)
     beyond = tf.maximum(size - room, 0)
