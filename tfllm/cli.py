@@ -112,22 +112,29 @@ COMMANDS: dict[str, Command] = {
 
 def usage() -> str:
     width = max(len(name) for name in COMMANDS) + 1
-    lines = ["usage: tfllm <command> [hydra overrides]   (tfllm --version)", "", "commands:"]
+    lines = [
+        "usage: tfllm [--verbose] <command> [hydra overrides]   (tfllm --version)",
+        "",
+        "commands:",
+    ]
     for name, command in COMMANDS.items():
         first, *rest = command.help.split("\n")
         lines.append(f"  {name:<{width}}{first}")
         lines += [f"  {'':<{width}}{line}" for line in rest]
-    lines += ["", "Hydra flags work after the command: --cfg job, --help, -m (multirun).", ""]
+    lines += [
+        "",
+        "Hydra flags work after the command: --cfg job, --help, -m (multirun).",
+        "--verbose (or TFLLM_VERBOSE=1) shows TensorFlow's own log lines, hidden by default.",
+        "",
+    ]
     return "\n".join(lines)
 
 
-def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    from tfllm.commands import quiet
+
+    process = argv is None  # the console script itself, not a call from Python
+    verbose, argv = quiet.verbose_requested(list(sys.argv[1:] if argv is None else argv))
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return
@@ -143,8 +150,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         hint = f" Did you mean '{close[0]}'?" if close else ""
         print(f"tfllm: error: unknown command '{name}'.{hint}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
-    _quiet_tensorflow()
-    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if process:
+        quiet.install(verbose)
+    logging.basicConfig(level=logging.WARNING, format="tfllm: %(message)s")
     from tfllm.commands.common import reporting
 
     with reporting():

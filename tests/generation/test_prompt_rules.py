@@ -1,6 +1,7 @@
 """One set of prompt rules (tfllm.generation.prompts) for every generation path: the
 generator, chat (streamed), beam search and the exported `generate` signatures treat empty,
-over-long and stop-string prompts alike, and their greedy answers agree."""
+over-long and stop-string prompts and lengths that do not fit alike, and their greedy answers
+and finish reasons agree."""
 
 import pytest
 import tensorflow as tf
@@ -21,7 +22,7 @@ TEXT = (
     "BERNARDO:\nWho's there?\n\nFRANCISCO:\nNay, answer me: stand, and unfold yourself.\n\n"
     "BERNARDO:\nLong live the king!\n\nFRANCISCO:\nBernardo?\n\nBERNARDO:\nHe.\n\n"
 ) * 20
-LONG = "FRANCISCO:\nNay, answer me: stand, and unfold yourself.\n\n" * 3  # > CONTEXT - NEW
+LONG = "FRANCISCO:\nNay, answer me: stand, and unfold yourself.\n\n" * 3  # > CONTEXT
 
 
 @pytest.fixture(scope="module")
@@ -101,9 +102,26 @@ def served(signatures, prompt):
     return out["completions"].numpy()[0].decode("utf-8")
 
 
+def served_generate(signatures, prompt, max_new_tokens):
+    """`(completion, finish reason, new tokens)` of a greedy `generate` request."""
+    out = signatures["generate"](
+        prompts=tf.constant([prompt]),
+        max_new_tokens=tf.constant(max_new_tokens, tf.int32),
+        temperature=tf.constant(0.0),
+        top_k=tf.constant(0),
+        top_p=tf.constant(1.0),
+        seed=tf.constant(0),
+    )
+    return (
+        out["completions"].numpy()[0].decode("utf-8"),
+        out["finish_reasons"].numpy()[0].decode("utf-8"),
+        int(out["lengths"].numpy()[0]),
+    )
+
+
 def test_an_empty_prompt_starts_from_eos_everywhere(lm, paths, exported):
     _, tokenizer, _, _ = lm
-    assert prompts.encode_prompt(tokenizer, "", CONTEXT, NEW) == [tokenizer.eos_id]
+    assert prompts.encode_prompt(tokenizer, "", CONTEXT) == [tokenizer.eos_id]
     expected = generator_answer(paths, "")
     assert beam_answer(lm, "") == expected
     assert served(exported(), "") == expected
@@ -111,10 +129,11 @@ def test_an_empty_prompt_starts_from_eos_everywhere(lm, paths, exported):
 
 def test_an_over_long_prompt_keeps_its_last_tokens_everywhere(lm, paths, exported):
     _, tokenizer, _, _ = lm
-    ids = prompts.encode_prompt(tokenizer, LONG, CONTEXT, NEW)
-    assert len(tokenizer.encode_one(LONG)) > CONTEXT - NEW
-    assert ids == tokenizer.encode_one(LONG)[-(CONTEXT - NEW) :]
+    ids = prompts.encode_prompt(tokenizer, LONG, CONTEXT)
+    assert len(tokenizer.encode_one(LONG)) > CONTEXT
+    assert ids == tokenizer.encode_one(LONG)[-(CONTEXT - 1) :]
     expected = generator_answer(paths, LONG)
+    assert len(expected) == 1  # the kept tail leaves room for one token
     # The same as generating from the kept tail alone.
     assert expected == generator_answer(paths, tokenizer.decode(ids))
     assert beam_answer(lm, LONG) == expected
@@ -143,22 +162,61 @@ def test_stop_strings_end_the_text_before_them_everywhere(lm, paths, exported):
     assert beam_answer(lm, prompt, [double]) == prompts.cut_at_stops(free_beam, [double])
 
 
-def test_no_room_for_a_prompt_is_refused_everywhere(lm, paths, exported):
+def test_a_length_that_does_not_fit_gets_what_fits_everywhere(lm, paths, exported):
     model, tokenizer, _, _ = lm
-    with pytest.raises(ValueError, match="leaves no room for a prompt"):
-        prompts.encode_prompt(tokenizer, "a", CONTEXT, CONTEXT)
-    with pytest.raises(ValueError, match="leaves no room for a prompt"):
-        beam_generate(model, tokenizer, ["a"], num_beams=1, max_new_tokens=CONTEXT)
-    config = GenerationConfig(max_new_tokens=CONTEXT, temperature=0.0)
-    with pytest.raises(ValueError, match="leaves no room for a prompt"):
-        ChatSession(model, tokenizer, "{{ messages[-1]['content'] }}", config=config).reply("a")
-    fn = exported()["generate"]
-    with pytest.raises(tf.errors.InvalidArgumentError, match="leaves no room for a prompt"):
-        fn(
-            prompts=tf.constant(["a"]),
-            max_new_tokens=tf.constant(CONTEXT, tf.int32),
-            temperature=tf.constant(0.0),
-            top_k=tf.constant(0),
-            top_p=tf.constant(1.0),
-            seed=tf.constant(0),
-        )
+    prompt = "BERNARDO:\n"
+    fits = CONTEXT - len(prompts.encode_prompt(tokenizer, prompt, CONTEXT))
+    config = GenerationConfig(max_new_tokens=4 * CONTEXT, temperature=0.0, stop_at_eos=False)
+    (answer,) = paths[0].complete([prompt], config)[0]
+    assert (len(answer.token_ids), answer.finish_reason) == (fits, "length")
+    # The same tokens as asking for exactly what fits, which is also a "length" finish.
+    (exact,) = paths[0].complete([prompt], GenerationConfig(max_new_tokens=fits))[0]
+    assert (exact.text, exact.finish_reason) == (answer.text, "length")
+    (shorter,) = paths[0].complete([prompt], GenerationConfig(max_new_tokens=fits - 3))[0]
+    assert (shorter.text, shorter.finish_reason) == (answer.text[: fits - 3], "length")
+    beam = beam_generate(model, tokenizer, [prompt], num_beams=1, max_new_tokens=4 * CONTEXT)
+    assert beam[0][0] == answer.text
+    session = paths[1]
+    session.reset()
+    session.config = GenerationConfig(max_new_tokens=4 * CONTEXT, temperature=0.0)
+    assert session.reply(prompt) == answer.text
+    assert session.finish_reason == "length"
+    assert served_generate(exported(), prompt, 2 * CONTEXT) == (answer.text, "length", fits)
+    # A stop string ends a row early, with the reason "stop", in Python and in the export.
+    stop = answer.text[3:5]
+    (stopped,) = paths[0].complete([prompt], GenerationConfig(max_new_tokens=fits, stop=(stop,)))[0]
+    assert stopped.finish_reason == "stop" and stopped.text == answer.text[: answer.text.index(stop)]
+    text, reason, _ = served_generate(exported((stop,)), prompt, fits)
+    assert (text, reason) == (stopped.text, "stop")
+    # max_new_tokens=0 asks for the export's default; past its limit is INVALID_ARGUMENT.
+    assert served_generate(exported(), prompt, 0)[0] == served(exported(), prompt)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"max_new_tokens must be in \[0, 64\]"):
+        served_generate(exported(), prompt, 65)
+
+
+def test_an_export_with_default_settings_fits_the_context_and_replays_its_warmup(lm, tmp_path):
+    """An export left at its defaults (the README's `tfllm export ckpt=...`) answers the
+    prompts users send, validation calls `serving_default` as a client does and replays the
+    warmup records, and a warmup record that fails stops validation."""
+    from tfllm.export.exporter import WARMUP_FILE, build_serving_module, write_warmup
+    from tfllm.export.validate import ExportValidationError, validate_export
+
+    model, tokenizer, run_cfg, _ = lm
+    result = export_model(model, tokenizer, run_cfg, str(tmp_path), "lm", 1, ExportSettings())
+    assert f"serving_default ({CONTEXT // 2} tokens)" in result.validation["compared"]
+    assert result.validation["warmup_records"] == 2
+    signatures = tf.saved_model.load(result.path).signatures
+    out = signatures["serving_default"](prompts=tf.constant(["ROMEO:", LONG]))
+    config = GenerationConfig(max_new_tokens=CONTEXT // 2)
+    expected = Generator(model, tokenizer).complete(["ROMEO:", LONG], config)
+    assert [c.decode() for c in out["completions"].numpy()] == [e[0].text for e in expected]
+    assert [r.decode() for r in out["finish_reasons"].numpy()] == [
+        e[0].finish_reason for e in expected
+    ]
+    assert out["tokens"].shape[1] == CONTEXT // 2
+    # A warmup record TF Serving would fail to replay (an empty batch) fails validation.
+    bad = [{"prompts": ["Hello"]}, {"prompts": []}]
+    write_warmup(f"{result.path}/assets.extra/{WARMUP_FILE}", "lm", bad)
+    module = build_serving_module(model, tokenizer, run_cfg, ExportSettings())
+    with pytest.raises(ExportValidationError, match=r"warmup record 1 \(serving_default\) fails"):
+        validate_export(result.path, module)

@@ -465,6 +465,20 @@ def test_client_command_over_grpc(server, in_process):
     assert bad.returncode == 2 and "NOT_FOUND" in bad.stderr
 
 
+def test_client_sampling_settings_keep_the_exports_length(server, in_process):
+    """`tfllm client temperature=0.8` calls `generate` with max_new_tokens=0: the export's own
+    length, not one the client guessed."""
+    from tfllm.generation.decoder import GenerationConfig, Generator
+
+    _, _, ports = server
+    args = ["client", "prompt=BERNARDO:", "model=tiny", f"port={ports[0]}"]
+    proc = run_cli([*args, "temperature=0.8", "seed=1"])
+    model, tokenizer, _ = in_process
+    config = GenerationConfig(max_new_tokens=MAX_NEW, temperature=0.8, seed=1)
+    want = Generator(model, tokenizer).generate(["BERNARDO:"], config)[0][0]
+    assert proc.stdout == "BERNARDO:" + want + "\n"
+
+
 def test_an_embedding_model_exports_and_serves(tmp_path):
     from tfllm.components.tokenizers.wordpiece import WordPieceTokenizer
     from tfllm.export.exporter import export_model

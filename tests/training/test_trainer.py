@@ -138,7 +138,15 @@ def test_warmup_cosine_matches_nanogpt():
     assert abs(float(s(1050)) - (1e-4 + 0.5 * 9e-4)) < 1e-7
     assert abs(float(s(5000)) - 1e-4) < 1e-9
     with pytest.raises(ValueError, match="decay_steps"):
-        WarmupCosine(1e-3, warmup_steps=10, decay_steps=5)
+        WarmupCosine(1e-3, warmup_steps=10, decay_steps=0)
+
+
+def test_a_run_shorter_than_its_warmup_warms_up_for_a_tenth_of_it(caplog):
+    with caplog.at_level("WARNING"):
+        s = WarmupCosine(1e-3, warmup_steps=100, decay_steps=30, min_learning_rate=1e-4)
+    assert s.warmup_steps == 3
+    assert "warming up for 3 steps instead" in caplog.text
+    assert abs(float(s(3)) - 1e-3) < 1e-9 and abs(float(s(30)) - 1e-4) < 1e-9
 
 
 @pytest.mark.parametrize(

@@ -83,6 +83,13 @@ def chat_job(plain: dict[str, Any]) -> None:
                 if verdict.flagged:
                     print(f"(safety filter: {', '.join(verdict.reasons)})", file=sys.stderr)
                 show(verdict.text)
+            if session.finish_reason == "length":
+                limit = session.config.max_new_tokens
+                show(" [...]" if interactive else "")
+                print(
+                    f"\n(the reply was cut at max_new_tokens={limit} or the model's context)",
+                    file=sys.stderr,
+                )
         except (ValueError, ServingClientError) as e:  # report it and keep chatting
             print(f"\ntfllm: error: {e}", file=sys.stderr)
         show("\n")

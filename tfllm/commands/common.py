@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
+from tfllm.commands.overrides import explain
 from tfllm.registry import ConfigError, RegistryError
 
 T = TypeVar("T")
@@ -94,6 +95,11 @@ def run_hydra(
     from tfllm.config import to_plain, with_plugin_search_path
 
     argv = with_plugin_search_path(argv) if subdir is None else list(argv)
+    if config_name == "config":  # a training run: Hydra's own files go into the run itself
+        run_dirs = [a.split("=", 1)[1] for a in argv if a.startswith("run_dir=")]
+        if run_dirs and "-m" not in argv and "--multirun" not in argv:
+            argv = [*argv, f"hydra.run.dir={run_dirs[-1]}"]
+    argv = [*argv, f"hydra.job.name={name.replace(' ', '_')}"]
     sys.argv = [f"tfllm {name}", *argv]
     path = config_dir() if subdir is None else os.path.join(config_dir(), subdir)
 
@@ -103,7 +109,39 @@ def run_hydra(
 
     app.__name__ = job.__name__
     app.__module__ = job.__module__
-    hydra.main(config_path=path, config_name=config_name, version_base="1.3")(app)()
+    full_error = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # composition errors reach us, to be explained
+    try:
+        hydra.main(config_path=path, config_name=config_name, version_base="1.3")(app)()
+    except Exception as e:
+        if full_error == "1":
+            raise
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        if not isinstance(e, (HydraException, OmegaConfBaseException)):
+            raise
+        message = str(e).strip()
+        if isinstance(e.__cause__, OmegaConfBaseException):
+            message += "\n" + str(e.__cause__).strip()
+        overrides = [a for a in argv if not a.startswith("-")]
+        better = explain(message, overrides, lambda rest: compose_plain(path, config_name, rest))
+        raise CommandError(better or message) from None
+    finally:
+        if full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+def compose_plain(path: str, config_name: str, overrides: Sequence[str]) -> dict[str, Any]:
+    """The config `overrides` compose to, unresolved (for did-you-mean hints)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=path, version_base="1.3"):
+        cfg = compose(config_name, overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
 
 
 def key_values(command: str, argv: Sequence[str], allowed: dict[str, str | None]) -> dict:

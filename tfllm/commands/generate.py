@@ -44,7 +44,20 @@ def generate_job(plain: dict[str, Any]) -> None:
             )
         else:
             generator = make_generator(model, tokenizer, jit_compile=plain["jit_compile"])
-            outputs = generator.generate(prompts, config)
+            found = generator.complete(prompts, config)
+            outputs = [[c.text for c in row] for row in found]
+            short = sum(
+                c.finish_reason == "length" and len(c.token_ids) < config.max_new_tokens
+                for row in found
+                for c in row
+            )
+            if short:
+                print(
+                    f"tfllm: note: {short} completion(s) ended at the model's context of "
+                    f"{model.max_sequence_length} tokens, before max_new_tokens="
+                    f"{config.max_new_tokens}",
+                    file=sys.stderr,
+                )
     # A causal LM continues its prompt; an encoder-decoder's output stands alone.
     echo = not is_seq2seq(model)
     for prompt, completions in zip(prompts, outputs, strict=True):

@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from tfllm.commands.common import CommandError, fail, run_hydra
+from tfllm.commands.common import USER_ERRORS, CommandError, fail, run_hydra
+
+HYDRA_FILES = {".hydra", "train.log"}  # what Hydra writes into a run before the job starts
+
+
+def discard_unused_run(run_dir: str) -> None:
+    """Remove a run folder that holds nothing but Hydra's files (a run refused before it
+    started), and the empty folders above it below the working directory (`runs/<date>/`)."""
+    if not os.path.isdir(run_dir) or not set(os.listdir(run_dir)) <= HYDRA_FILES:
+        return
+    for name in os.listdir(run_dir):
+        path = os.path.join(run_dir, name)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    path, here = os.path.abspath(run_dir), os.getcwd()
+    while True:  # the run folder, then its empty parents below the working directory
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
+        path = os.path.dirname(path)
+        if not path.startswith(here + os.sep):
+            return
 
 
 def train_job(plain: dict[str, Any]) -> float | None:
@@ -22,6 +45,9 @@ def train_job(plain: dict[str, Any]) -> float | None:
         logs = Trainer(plain, run_dir).fit()
     except TrainingDivergedError as e:
         fail(str(e), status=3)
+    except USER_ERRORS:
+        discard_unused_run(run_dir)
+        raise
     if "preempted_at_step" in logs:
         print(
             f"\nstopped by SIGTERM at step {int(logs['preempted_at_step'])}: checkpoint saved "

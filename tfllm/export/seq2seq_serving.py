@@ -11,8 +11,11 @@ import tensorflow as tf
 from tfllm.export.serving_base import ServingModule
 from tfllm.export.serving_module import (
     ExportSettings,
+    default_new_tokens,
     export_sampling,
+    finish_reasons,
     generate_input_signature,
+    max_new_tokens_check,
     sampling_checks,
 )
 from tfllm.export.text_graph import cut_at_stops_graph, text_checks, tf_assert
@@ -34,10 +37,11 @@ class Seq2SeqServing(ServingModule):
     Generation takes the causal LM's inputs and outputs (a source is the prompt), so the same
     clients (`Client.generate`, `tfllm client prompt=...`) serve both families:
 
-    - `serving_default(prompts)`: outputs with the export's settings (`export.max_new_tokens`,
-      within the decoder's positions).
+    - `serving_default(prompts)`: outputs with the export's settings (`export.max_new_tokens`;
+      null: half the decoder's positions, at most 64).
     - `generate(prompts, max_new_tokens, temperature, top_k, top_p, seed)`: every setting per
-      request, `max_new_tokens` within `export.max_new_tokens_limit` and the decoder's length.
+      request, `max_new_tokens` in [0, `export.max_new_tokens_limit`] (0: the export's
+      default); an output has at most what the decoder's positions hold, as in Python.
     - `beam(prompts, num_beams, max_new_tokens, length_penalty)`: beam search by the rules of
       `tfllm.generation.beam.beam_search` (`Seq2SeqGenerator.beam`), `num_beams` within
       `export.max_num_beams`: `completions` string `[B, K]`, best first ("" where a row has
@@ -48,7 +52,8 @@ class Seq2SeqServing(ServingModule):
       `token_ids` int32 `[B, T]` (-1 padded), `lengths` int32 `[B]`, `log_likelihood` `[B]`.
 
     Generation outputs: `completions` (string `[B]`, the outputs), `tokens` (int32 `[B, N]`,
-    the new tokens, -1 padded) and `lengths` (int32 `[B]`).
+    the new tokens, -1 padded), `lengths` (int32 `[B]`) and `finish_reasons` (string `[B]`,
+    `stop` or `length`).
     """
 
     def __init__(self, model, tokenizer, settings: ExportSettings):
@@ -59,8 +64,8 @@ class Seq2SeqServing(ServingModule):
         self.start_id = int(model.decoder_start_id)
         self.stop_ids, _ = stop_tokens(tokenizer, settings.stop, stop_at_eos=True)
         self.stop_strings = tuple(settings.stop)
-        # serving_default's length, within the decoder's positions (one is the start token)
-        self.default_new_tokens = min(settings.max_new_tokens, self.length - 1)
+        # serving_default's length (one of the decoder's positions is the start token)
+        self.default_new_tokens = default_new_tokens(settings, self.length - 1)
 
         def loop(encoder_ids, encoder_mask, *args):
             decoder = model.bind(encoder_ids, encoder_mask)
@@ -121,10 +126,8 @@ class Seq2SeqServing(ServingModule):
         return self._generate(prompts, *export_sampling(self.settings, self.default_new_tokens))
 
     def _generate(self, prompts, max_new_tokens, temperature, top_k, top_p, seed):
-        checks = [
-            self._length_check(max_new_tokens),
-            *sampling_checks(temperature, top_k, top_p),
-        ]
+        length_check, max_new_tokens = self._length(max_new_tokens)
+        checks = [length_check, *sampling_checks(temperature, top_k, top_p)]
         with tf.control_dependencies(checks):
             encoder_ids, encoder_mask = self._sources(prompts, "prompts")
         b = tf.shape(encoder_ids)[0]
@@ -149,24 +152,36 @@ class Seq2SeqServing(ServingModule):
             tf.constant(self.pad_id, tf.int32),
         )
         new = tf.RaggedTensor.from_tensor(out[:, 1:], lengths=lengths - 1)  # (B, None)
-        outputs = cut_at_stops_graph(
-            self.tokenizer.detokenize(new, skip_special_tokens=True), self.stop_strings
+        text = self.tokenizer.detokenize(new, skip_special_tokens=True)  # (B,)
+        outputs = cut_at_stops_graph(text, self.stop_strings)
+        stops = tf.constant(self.stop_ids or [-1], tf.int32)
+        last = tf.gather(out, lengths - 1, batch_dims=1)  # (B,) the start token when empty
+        stopped = (
+            (lengths - 1 < max_new_tokens)
+            | ((lengths > 1) & tf.reduce_any(last[:, None] == stops[None, :], axis=-1))
+            | (outputs != text)
         )
         tokens = new.to_tensor(default_value=-1, shape=tf.stack([b, max_new_tokens]))
-        return {"completions": outputs, "tokens": tokens, "lengths": lengths - 1}
+        return {
+            "completions": outputs,
+            "tokens": tokens,
+            "lengths": lengths - 1,
+            "finish_reasons": finish_reasons(stopped),
+        }
 
-    def _length_check(self, max_new_tokens):
-        limit = min(self.settings.max_new_tokens_limit, self.length - 1)
-        return tf_assert(
-            (max_new_tokens >= 1) & (max_new_tokens <= limit),
-            f"max_new_tokens must be in [1, {limit}] (the export's limit, within the "
-            f"decoder's {self.length} positions)",
+    def _length(self, max_new_tokens):
+        """`(check, tokens to make)`: a request's `max_new_tokens` in [0, the export's limit]
+        (0: its default), within the decoder's positions after the start token."""
+        check, value = max_new_tokens_check(
+            max_new_tokens, self.settings.max_new_tokens_limit, self.default_new_tokens
         )
+        return check, tf.minimum(value, self.length - 1)
 
     def _beam(self, prompts, num_beams, max_new_tokens, length_penalty):
         limit = self.settings.max_num_beams
+        length_check, max_new_tokens = self._length(max_new_tokens)
         checks = [
-            self._length_check(max_new_tokens),
+            length_check,
             tf_assert(
                 (num_beams >= 1) & (num_beams <= limit),
                 f"num_beams must be in [1, {limit}] (export.max_num_beams)",

@@ -16,7 +16,7 @@ from tfllm.export.serving_base import ServingModule
 from tfllm.export.text_graph import cut_at_stops_graph, text_checks, wrap_ids
 from tfllm.export.text_graph import tf_assert as _assert
 from tfllm.generation.decoder import GenerationConfig, decode_loop
-from tfllm.generation.prompts import stop_tokens
+from tfllm.generation.prompts import FINISH_LENGTH, FINISH_STOP, stop_tokens
 
 
 @dataclass
@@ -24,7 +24,9 @@ class ExportSettings:
     """What an export fixes at export time.
 
     Attributes:
-        max_new_tokens: the default for `serving_default` (and `generate`'s expected range).
+        max_new_tokens: `serving_default`'s length (and `generate`'s when a request sends 0);
+            None: half the model's context, at most 64 (`default_new_tokens`), so a prompt
+            has room.
         max_new_tokens_limit: the largest `max_new_tokens` a request may ask for.
         temperature, top_k, top_p, seed: `serving_default`'s sampling settings.
         jit_compile: XLA-compile the decode loop (TF Serving needs
@@ -45,7 +47,7 @@ class ExportSettings:
             contexts are INVALID_ARGUMENT).
     """
 
-    max_new_tokens: int = 64
+    max_new_tokens: int | None = None
     max_new_tokens_limit: int = 256
     temperature: float = 0.0
     top_k: int = 0
@@ -81,7 +83,7 @@ class ExportSettings:
     def validate(self) -> None:
         """The sampling settings pass `GenerationConfig`'s checks and the default fits the limit."""
         GenerationConfig(
-            max_new_tokens=self.max_new_tokens,
+            max_new_tokens=self.max_new_tokens or 1,
             temperature=self.temperature,
             top_k=self.top_k,
             top_p=self.top_p,
@@ -90,7 +92,9 @@ class ExportSettings:
         ).validate()
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise ValueError(f"stop must be a list of non-empty strings, got {list(self.stop)}")
-        if not 1 <= self.max_new_tokens <= self.max_new_tokens_limit:
+        if self.max_new_tokens is not None and not (
+            1 <= self.max_new_tokens <= self.max_new_tokens_limit
+        ):
             raise ValueError(
                 f"max_new_tokens must be in [1, max_new_tokens_limit={self.max_new_tokens_limit}]"
                 f", got {self.max_new_tokens}"
@@ -102,6 +106,29 @@ class ExportSettings:
         if self.fill_mask_top_k < 1:
             raise ValueError(f"fill_mask_top_k must be at least 1, got {self.fill_mask_top_k}")
         self.safety_filter()
+
+
+def default_new_tokens(settings: ExportSettings, room: int) -> int:
+    """`serving_default`'s `max_new_tokens`: the setting, or (None) half of `room` (the
+    context a prompt and its completion share), at most 64, within the export's limit."""
+    if settings.max_new_tokens is not None:
+        return settings.max_new_tokens
+    return max(1, min(64, room // 2, settings.max_new_tokens_limit))
+
+
+def max_new_tokens_check(max_new_tokens, limit: int, default: int):
+    """A request's `max_new_tokens`: in [0, limit], 0 meaning the export's default. Returns
+    `(check, the value to use)`."""
+    check = _assert(
+        (max_new_tokens >= 0) & (max_new_tokens <= limit),
+        f"max_new_tokens must be in [0, {limit}] (0 means the default of this export, {default})",
+    )
+    return check, tf.where(max_new_tokens > 0, max_new_tokens, tf.constant(default, tf.int32))
+
+
+def finish_reasons(stopped) -> tf.Tensor:
+    """Rule 4 of `tfllm.generation.prompts` as strings: `stop` where `stopped`, else `length`."""
+    return tf.where(stopped, tf.constant(FINISH_STOP), tf.constant(FINISH_LENGTH))
 
 
 def generate_input_signature() -> list[tf.TensorSpec]:
@@ -142,19 +169,20 @@ class CausalLMServing(ServingModule):
 
     Prompts follow the rules of `tfllm.generation.prompts`, as Python generation does: bos
     first (when the tokenizer adds it), an empty prompt starts from eos, a prompt longer than
-    the context leaves beside `max_new_tokens` keeps its last tokens, and a completion ends
-    before the first of the export's stop strings.
+    `context - 1` tokens keeps its last ones, a row writes at most `max_new_tokens` and never
+    past the context, and a completion ends before the first of the export's stop strings.
 
     - `serving_default(prompts)`: completions with the export's settings.
     - `generate(prompts, max_new_tokens, temperature, top_k, top_p, seed)`: all settings per
       request (TF Serving's Predict needs every input of a signature, so the optional settings
-      live in their own signature).
+      live in their own signature); `max_new_tokens=0` takes the export's default.
     - `score(texts)`: per-token log-probabilities and the sequence log-likelihood.
     - `score_tokens(token_ids, lengths)`: the same for token ids (`[B, T]` right-padded, and
       each row's length); ids outside the vocabulary are refused.
 
     Outputs of both generation signatures: `completions` (string `[B]`), `tokens` (int32
-    `[B, N]`, the new tokens, padded with -1), `lengths` (int32 `[B]`, new tokens per row) and,
+    `[B, N]`, the new tokens, padded with -1), `lengths` (int32 `[B]`, new tokens per row),
+    `finish_reasons` (string `[B]`: `stop` or `length`, as `Completion.finish_reason`) and,
     with a safety filter, `flagged` (bool `[B]`, completions the filter flags).
     """
 
@@ -163,6 +191,7 @@ class CausalLMServing(ServingModule):
         self.settings = settings
         self.safety = settings.safety_filter()
         self.context = int(model.max_sequence_length)
+        self.default_new_tokens = default_new_tokens(settings, self.context)
         self.vocabulary_size = int(model.vocabulary_size)
         self.bos_id = tokenizer.prompt_bos_id
         self.eos_id = tokenizer.eos_id
@@ -215,9 +244,25 @@ class CausalLMServing(ServingModule):
         longest = max(lengths[p] for p in prompts)
         return prompts, min(16, self.settings.max_new_tokens_limit, self.context - longest)
 
+    def _default_completions(self, texts) -> list[str]:
+        """What `serving_default` must answer for `texts`: the Keras model's completions with
+        the export's settings."""
+        from tfllm.generation.decoder import Generator
+
+        config = GenerationConfig(
+            max_new_tokens=self.default_new_tokens,
+            temperature=self.settings.temperature,
+            top_k=self.settings.top_k,
+            top_p=self.settings.top_p,
+            seed=self.settings.seed,
+            stop=tuple(self.settings.stop),
+        )
+        return [c[0] for c in Generator(self._model, self.tokenizer).generate(list(texts), config)]
+
     def validation_requests(self, texts) -> dict[str, dict[str, Any]]:
         prompts, n = self._validation_setup(texts)
         return {
+            "serving_default": {"prompts": (list(texts), "string")},
             "generate": {
                 "prompts": (prompts, "string"),
                 "max_new_tokens": (n, "int32"),
@@ -241,7 +286,17 @@ class CausalLMServing(ServingModule):
             raise ValueError(
                 f"greedy completions differ after reloading: export {got!r}, Keras {expected!r}"
             )
-        return f"greedy completions of {len(expected)} prompts, {n} tokens: identical"
+        default = self._default_completions(texts)
+        got = results["serving_default"]["completions"]
+        if got != default:
+            raise ValueError(
+                f"serving_default's completions differ after reloading: export {got!r}, "
+                f"Keras {default!r}"
+            )
+        return (
+            f"greedy completions of {len(expected)} prompts, {n} tokens, and serving_default "
+            f"({self.default_new_tokens} tokens) of {len(default)}: identical"
+        )
 
     # ----- pieces ---------------------------------------------------------------------------
     def _token_ids(self, texts, what: str, allow_empty: bool = False):
@@ -270,11 +325,11 @@ class CausalLMServing(ServingModule):
             ids = tf.concat([ids, fill], axis=1)
         return ids
 
-    def _prompt_ids(self, prompts, max_new_tokens):
+    def _prompt_ids(self, prompts):
         """`tfllm.generation.prompts.encode_prompt` in the graph: ragged ids `(B, None)`, each
-        row cut to its last `context - max_new_tokens` tokens."""
+        row cut to its last `context - 1` tokens."""
         ids = self._token_ids(prompts, "prompts", allow_empty=True)
-        room = self.context - max_new_tokens
+        room = self.context - 1
         lengths = tf.cast(ids.row_lengths(), tf.int32)  # (B,)
         keep = tf.ragged.range(  # (B, None) the positions each row keeps
             tf.maximum(lengths - room, 0), lengths, row_splits_dtype=ids.row_splits.dtype
@@ -282,28 +337,18 @@ class CausalLMServing(ServingModule):
         return tf.gather(ids, keep, batch_dims=1)
 
     def _serving_default(self, prompts):
-        return self._generate(
-            prompts, *export_sampling(self.settings, self.settings.max_new_tokens)
-        )
+        return self._generate(prompts, *export_sampling(self.settings, self.default_new_tokens))
 
     def _generate(self, prompts, max_new_tokens, temperature, top_k, top_p, seed):
-        limit = self.settings.max_new_tokens_limit
-        checks = [
-            _assert(
-                (max_new_tokens >= 1) & (max_new_tokens <= limit),
-                f"max_new_tokens must be in [1, {limit}]",
-            ),
-            _assert(
-                max_new_tokens < self.context,
-                f"max_new_tokens leaves no room for a prompt in the model's context of "
-                f"{self.context} tokens",
-            ),
-            *sampling_checks(temperature, top_k, top_p),
-        ]
+        length_check, max_new_tokens = max_new_tokens_check(
+            max_new_tokens, self.settings.max_new_tokens_limit, self.default_new_tokens
+        )
+        checks = [length_check, *sampling_checks(temperature, top_k, top_p)]
         with tf.control_dependencies(checks):
-            ids = self._prompt_ids(prompts, max_new_tokens)
+            ids = self._prompt_ids(prompts)
         prompt_lengths = tf.cast(ids.row_lengths(), tf.int32)  # (B,)
-        total = tf.reduce_max(prompt_lengths) + max_new_tokens
+        # Rule 4: each row writes what fits, at most max_new_tokens.
+        total = tf.minimum(tf.reduce_max(prompt_lengths) + max_new_tokens, self.context)
         b = tf.shape(prompt_lengths)[0]
         buffer = ids.to_tensor(default_value=self.pad_id, shape=tf.stack([b, total]))  # (B, L)
         stops = tf.constant(self.stop_ids or [-1], tf.int32)
@@ -321,11 +366,22 @@ class CausalLMServing(ServingModule):
         new_lengths = lengths - prompt_lengths  # (B,)
         offsets = tf.ragged.range(prompt_lengths, lengths)  # (B, None) new positions
         new = tf.gather(out, offsets, batch_dims=1)  # (B, None) new tokens
-        completions = cut_at_stops_graph(
-            self.tokenizer.detokenize(new, skip_special_tokens=True), self.stop_strings
+        text = self.tokenizer.detokenize(new, skip_special_tokens=True)  # (B,)
+        completions = cut_at_stops_graph(text, self.stop_strings)
+        budgets = tf.minimum(max_new_tokens, self.context - prompt_lengths)  # (B,)
+        last = tf.gather(out, tf.maximum(lengths - 1, 0), batch_dims=1)  # (B,)
+        stopped = (
+            (new_lengths < budgets)
+            | ((new_lengths > 0) & tf.reduce_any(last[:, None] == stops[None, :], axis=-1))
+            | (completions != text)
         )
         tokens = new.to_tensor(default_value=-1, shape=tf.stack([b, max_new_tokens]))
-        outputs = {"completions": completions, "tokens": tokens, "lengths": new_lengths}
+        outputs = {
+            "completions": completions,
+            "tokens": tokens,
+            "lengths": new_lengths,
+            "finish_reasons": finish_reasons(stopped),
+        }
         if self.safety is not None:
             outputs["flagged"] = self.safety.flag_graph(completions)  # (B,) bool
         return outputs

@@ -55,9 +55,25 @@ for name, inputs in requests.items():
     fn = loaded.signatures[name]
     out = fn(**{k: value(*v) for k, v in inputs.items()})
     results[name] = {k: plain(v) for k, v in out.items()}
+# Replay the warmup records as TF Serving does at load: each must succeed.
+warmup, replayed = path + "/assets.extra/tf_serving_warmup_requests", 0
+if tf.io.gfile.exists(warmup):
+    from tensorflow_serving.apis import prediction_log_pb2
+    for record in tf.data.TFRecordDataset(warmup):
+        entry = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        if entry.WhichOneof("log_type") != "predict_log":
+            sys.exit(f"warmup record {replayed}: only predict_log records are written")
+        request = entry.predict_log.request
+        name = request.model_spec.signature_name or "serving_default"
+        try:
+            loaded.signatures[name](**{k: tf.make_ndarray(v) for k, v in request.inputs.items()})
+        except Exception as e:
+            sys.exit(f"warmup record {replayed} ({name}) fails: {str(e).splitlines()[0]}")
+        replayed += 1
 imported = sorted(m for m in ("tfllm", "keras_hub") if m in sys.modules)
 print("@@RESULT@@" + json.dumps({"core": core, "text": text, "other": other,
-                                 "results": results, "imported": imported}))
+                                 "results": results, "imported": imported,
+                                 "warmup_records": replayed}))
 """
 
 
@@ -81,8 +97,10 @@ def run_in_fresh_process(path: str, requests: dict[str, dict[str, Any]]) -> dict
 
 
 def validate_export(path: str, module) -> dict[str, Any]:
-    """Reload the export in a fresh process, run the module's validation requests, compare
-    the answers with the Keras model (`module.check_validation`), and check its ops.
+    """Reload the export in a fresh process, run the module's validation requests (for a
+    generator, `serving_default` exactly as a client calls it, too), compare the answers with
+    the Keras model (`module.check_validation`), replay its warmup records as TF Serving does
+    at load, and check its ops.
 
     Returns:
         A report: op counts by origin and what was compared.
@@ -103,6 +121,7 @@ def validate_export(path: str, module) -> dict[str, Any]:
         "core_ops": len(report["core"]),
         "text_ops": report["text"],
         "compared": compared,
+        "warmup_records": report["warmup_records"],
     }
 
 

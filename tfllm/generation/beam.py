@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tfllm.generation.prompts import cut_at_stops, encode_prompt, stop_tokens
+from tfllm.generation.prompts import cut_at_stops, encode_prompt, new_token_budget, stop_tokens
 
 
 @dataclass(frozen=True)
@@ -142,8 +142,8 @@ def beam_generate(
     stop: Sequence[str] = (),
 ) -> list[list[str]]:
     """Beam-search completions of text prompts (`num_return_sequences` per prompt, best first);
-    for an encoder-decoder, outputs for the prompts as sources. Prompts and stop strings follow
-    `tfllm.generation.prompts`, as sampling does."""
+    for an encoder-decoder, outputs for the prompts as sources. Prompts, lengths (what fits)
+    and stop strings follow `tfllm.generation.prompts`, as sampling does."""
     from tfllm.generation.seq2seq import Seq2SeqGenerator, is_seq2seq
 
     if is_seq2seq(model):
@@ -161,11 +161,12 @@ def beam_generate(
     stops, stop_strings = stop_tokens(tokenizer, stop, stop_at_eos)
     out = []
     for prompt in prompts:
+        ids = encode_prompt(tokenizer, prompt, context)
         found = beam_search(
             model,
-            encode_prompt(tokenizer, prompt, context, max_new_tokens),
+            ids,
             num_beams=num_beams,
-            max_new_tokens=max_new_tokens,
+            max_new_tokens=new_token_budget(context, len(ids), max_new_tokens),
             length_penalty=length_penalty,
             stop_ids=stops,
             num_return_sequences=num_return_sequences,

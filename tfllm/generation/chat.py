@@ -20,8 +20,11 @@ class ChatSession:
     """A conversation with a causal LM, rendered with the checkpoint's chat template.
 
     History is kept as messages; before each reply the oldest turns (never the system prompt
-    or the newest user message) are dropped until the prompt and `max_new_tokens` fit the
-    model's context. Replies stream token by token through `on_text`.
+    or the newest user message) are dropped until the conversation leaves room for the reply
+    (`max_new_tokens`, at most half the context: `tfllm.generation.prompts.reply_room`). The
+    reply then follows the rules of every generation path: it writes what fits, and
+    `finish_reason` says whether it ended at a stop (`stop`) or was cut (`length`). Replies
+    stream token by token through `on_text`.
 
     Args:
         model: a causal LM.
@@ -67,6 +70,7 @@ class ChatSession:
         self.streamer = TokenStreamer(model, jit_compile=jit_compile) if model is not None else None
         self.history: list[dict[str, str]] = []
         self.turns = 0
+        self.finish_reason: str | None = None  # of the last reply: "stop" or "length"
 
     def reset(self) -> None:
         """Forget the conversation (the system prompt stays)."""
@@ -80,7 +84,7 @@ class ChatSession:
         """The rendered, tokenized conversation, cut to leave room for the reply: whole old
         exchanges are dropped first, then the rest is cut as every prompt is
         (`tfllm.generation.prompts`; the template writes its own bos)."""
-        budget = prompts.prompt_room(self.context, self.config.max_new_tokens)
+        budget = self.context - prompts.reply_room(self.context, self.config.max_new_tokens)
         history = list(self.history)
         while True:
             text = render_template(self.template, self._messages(history), self.tokenizer)
@@ -90,7 +94,7 @@ class ChatSession:
             history = history[2:] if len(history) > 2 else history[-1:]  # oldest exchange
         if len(history) < len(self.history):
             log.info("dropped %d old messages to fit the context", len(self.history) - len(history))
-        return prompts.crop_prompt(ids, self.context, self.config.max_new_tokens)
+        return prompts.crop_prompt(ids, self.context)
 
     def stops(self) -> tuple[list[int], list[str]]:
         """The stop ids that end a reply in the decode loop, and the strings that end its text."""
@@ -105,7 +109,7 @@ class ChatSession:
         config = replace(self.config, seed=self.config.seed + 7919 * self.turns)
         self.turns += 1
         if self.remote is not None:
-            text = self._remote_reply(ids, config)
+            text, self.finish_reason = self._remote_reply(ids, config)
             if on_text is not None:
                 on_text(text)
             self.history.append({"role": "assistant", "content": text})
@@ -127,23 +131,27 @@ class ChatSession:
             if on_text is not None and len(visible) > len(shown):
                 on_text(visible[len(shown) :])
             shown = visible
-        text = self.tokenizer.decode(generated, skip_special_tokens=True)
-        text = prompts.cut_at_stops(text, stop_strings)
+        full = self.tokenizer.decode(generated, skip_special_tokens=True)
+        text = prompts.cut_at_stops(full, stop_strings)
+        budget = prompts.new_token_budget(self.context, len(ids), config.max_new_tokens)
+        self.finish_reason = prompts.finish_reason(generated, budget, stop_ids, text != full)
         if on_text is not None and len(text) > len(shown):
             on_text(text[len(shown) :])
         self.history.append({"role": "assistant", "content": text})
         return text
 
-    def _remote_reply(self, ids: list[int], config: GenerationConfig) -> str:
+    def _remote_reply(self, ids: list[int], config: GenerationConfig) -> tuple[str, str]:
         # The server tokenizes in its graph: send the (possibly cut) prompt as text, with its
         # special tokens spelled out so they tokenize back to themselves.
         prompt = self.tokenizer.decode(ids, skip_special_tokens=False)
-        text = self.remote.generate(
+        (answer,) = self.remote.complete(
             [prompt],
             max_new_tokens=config.max_new_tokens,
             temperature=config.temperature,
             top_k=config.top_k,
             top_p=config.top_p,
             seed=config.seed,
-        )[0]
-        return prompts.cut_at_stops(text, config.stop)
+        )
+        text = prompts.cut_at_stops(answer.text, config.stop)
+        reason = prompts.FINISH_STOP if text != answer.text else answer.finish_reason
+        return text, reason

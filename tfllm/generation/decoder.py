@@ -9,10 +9,12 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm.generation.prompts import (
+    Completion,
     crop_prompt,
     cut_at_stops,
+    finish_reason,
+    new_token_budget,
     prompt_ids,
-    prompt_room,
     stop_tokens,
 )
 from tfllm.generation.sampling import sample_next
@@ -172,12 +174,14 @@ class Generator:
         config: GenerationConfig,
         stop_ids: Sequence[int] = (),
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Generate from id prompts. Returns `(buffer (B, L), prompt_lengths, lengths)`."""
+        """Generate from id prompts (each cut to the context by rule 3 of
+        `tfllm.generation.prompts`; each row writes what fits, rule 4). Returns
+        `(buffer (B, L), prompt_lengths, lengths)`."""
         config.validate()
-        max_len = self.model.max_sequence_length
-        rows = [crop_prompt(p, max_len, config.max_new_tokens) for p in prompts]
+        context = self.model.max_sequence_length
+        rows = [crop_prompt(p, context) for p in prompts]
         lengths = np.asarray([len(r) for r in rows], np.int32)
-        total = int(lengths.max()) + config.max_new_tokens
+        total = min(int(lengths.max()) + config.max_new_tokens, context)
         pad = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
         buf = np.full((len(rows), total), pad, np.int32)
         for i, r in enumerate(rows):
@@ -196,60 +200,36 @@ class Generator:
         )
         return ids.numpy(), lengths, out_lengths.numpy()
 
-    def generate(
+    def complete(
         self, prompts: str | Sequence[str], config: GenerationConfig | None = None
-    ) -> list[list[str]]:
-        """Completions (without the prompt), `num_return_sequences` per prompt.
-
-        Prompts follow `tfllm.generation.prompts` (the rules every generation path and every
-        export share): a prompt too long for the context keeps its last tokens. When
-        `max_new_tokens` alone fills the context, generation continues in rounds over a sliding
-        window (as nanoGPT's sampler crops its context): each round keeps the most recent
-        tokens.
-        """
+    ) -> list[list[Completion]]:
+        """`num_return_sequences` completions per prompt, each with its token ids and finish
+        reason. Prompts follow `tfllm.generation.prompts` (the rules every generation path and
+        every export share): a prompt too long for the context keeps its last tokens, and a row
+        writes at most `max_new_tokens`, fewer when the context is full (`finish_reason`
+        `length`)."""
         config = config or GenerationConfig()
         config.validate()
         single = isinstance(prompts, str)
         prompts = [prompts] if single else list(prompts)
         n = config.num_return_sequences
-        contexts = [self.start_ids(p) for p in prompts for _ in range(n)]
+        rows = [self.start_ids(p) for p in prompts for _ in range(n)]
         stop_ids, stop_strings = stop_tokens(self.tokenizer, config.stop, config.stop_at_eos)
-        generated = self._generate_rounds(contexts, config, stop_ids)
-        texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
-        texts = [cut_at_stops(t, stop_strings) for t in texts]
-        return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
+        buf, plens, lens = self.generate_ids(rows, config, stop_ids)
+        context = self.model.max_sequence_length
+        out: list[Completion] = []
+        for row in range(len(rows)):
+            new = buf[row, plens[row] : lens[row]].tolist()
+            full = self.tokenizer.decode(new, skip_special_tokens=True)
+            text = cut_at_stops(full, stop_strings)
+            budget = new_token_budget(context, int(plens[row]), config.max_new_tokens)
+            reason = finish_reason(new, budget, stop_ids, cut=text != full)
+            out.append(Completion(text, tuple(new), reason))
+        return [out[i * n : (i + 1) * n] for i in range(len(prompts))]
 
-    def _generate_rounds(
-        self, contexts: list[list[int]], config: GenerationConfig, stop_ids: list[int]
-    ) -> list[list[int]]:
-        max_len = self.model.max_sequence_length
-        if config.max_new_tokens < max_len:  # one round; a long prompt keeps its last tokens
-            per_round = config.max_new_tokens
-        else:
-            per_round = max(1, max_len // 2)
-        keep = prompt_room(max_len, per_round)
-        generated: list[list[int]] = [[] for _ in contexts]
-        active = list(range(len(contexts)))
-        remaining, round_index = config.max_new_tokens, 0
-        while remaining > 0 and active:
-            step = min(per_round, remaining)
-            ctx = [(contexts[i] + generated[i])[-keep:] for i in active]
-            round_config = GenerationConfig(
-                max_new_tokens=step,
-                temperature=config.temperature,
-                top_k=config.top_k,
-                top_p=config.top_p,
-                seed=config.seed + 7919 * round_index,
-            )
-            buf, plens, lens = self.generate_ids(ctx, round_config, stop_ids)
-            still = []
-            for row, i in enumerate(active):
-                new = buf[row, plens[row] : lens[row]].tolist()
-                generated[i].extend(new)
-                stopped = len(new) < step or (new and new[-1] in stop_ids)
-                if not stopped:
-                    still.append(i)
-            active = still
-            remaining -= step
-            round_index += 1
-        return generated
+    def generate(
+        self, prompts: str | Sequence[str], config: GenerationConfig | None = None
+    ) -> list[list[str]]:
+        """Completion texts (without the prompt), `num_return_sequences` per prompt: the
+        `text` of each of `complete`'s answers."""
+        return [[c.text for c in row] for row in self.complete(prompts, config)]

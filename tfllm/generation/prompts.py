@@ -9,11 +9,14 @@ The rules:
    by the text's ids. Chat passes `add_bos=False`: its template writes its own `bos_token`.
 2. **Empty.** A prompt with no ids at all starts from eos (a sequence boundary); a tokenizer
    with neither bos nor eos cannot start one, and says so.
-3. **Room.** `max_new_tokens` must leave the prompt at least one position of the model's
-   context. (Python generation that asks for more continues in rounds over a sliding window,
-   as nanoGPT's sampler does; an export, which runs one round, refuses it.)
-4. **Too long.** A prompt longer than `context - max_new_tokens` keeps its last tokens (it is
-   cropped from the left: the most recent text is what a continuation depends on).
+3. **Too long.** A prompt of more than `context - 1` tokens keeps its last `context - 1` (it is
+   cropped from the left: the most recent text is what a continuation depends on), so there
+   is always room for one new token.
+4. **Length.** A row writes at most `max_new_tokens` tokens and never runs past the model's
+   context: it gets `min(max_new_tokens, context - prompt length)`, what fits. Its finish
+   reason says why it ended: `stop` (a stop string, a stop token or eos) or `length` (it used
+   every token it could). There is no sliding window: past the context, a window would drop the
+   start of the prompt (a chat's system message) without saying so.
 5. **Stops.** A completion ends before the first occurrence of any stop string in its text
    (the stop itself is not part of it). A stop string that is one token also ends its row
    inside the decode loop, saving the work; with `stop_at_eos`, eos ends a row too (and, being
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -47,47 +51,76 @@ def prompt_ids(tokenizer, text: str, add_bos: bool = True) -> list[int]:
     return ids
 
 
-def prompt_room(context: int, max_new_tokens: int) -> int:
-    """Rule 3: how many prompt tokens fit beside `max_new_tokens` new ones.
-
-    Raises:
-        ValueError: `max_new_tokens` leaves no room for a prompt.
-    """
-    if max_new_tokens >= context:
-        raise ValueError(
-            f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's "
-            f"context of {context} tokens"
-        )
-    return context - max_new_tokens
-
-
-def crop_prompt(ids: Sequence[int], context: int, max_new_tokens: int) -> list[int]:
-    """Rules 3 and 4: `ids` cut to their last `context - max_new_tokens` tokens."""
-    room = prompt_room(context, max_new_tokens)
+def crop_prompt(ids: Sequence[int], context: int) -> list[int]:
+    """Rule 3: `ids` cut to their last `context - 1` tokens."""
     ids = list(ids)
     if not ids:
         raise ValueError("prompt ids are empty")
-    if len(ids) > room:
-        log.warning("prompt of %d tokens cut to its last %d to fit the context", len(ids), room)
-        ids = ids[-room:]
+    if context < 2:
+        raise ValueError(f"a context of {context} tokens leaves no room to generate")
+    if len(ids) > context - 1:
+        log.warning("prompt of %d tokens cut to its last %d to fit the context", len(ids), context - 1)
+        ids = ids[-(context - 1) :]
     return ids
 
 
-def encode_prompt(
-    tokenizer, text: str, context: int, max_new_tokens: int, add_bos: bool = True
-) -> list[int]:
-    """Rules 1-4: the ids a generation of `max_new_tokens` starts from.
+def new_token_budget(context: int, prompt_length: int, max_new_tokens: int) -> int:
+    """Rule 4: how many tokens a row with a (cropped) prompt of `prompt_length` may write.
+
+    >>> new_token_budget(64, 7, 64), new_token_budget(64, 7, 16)
+    (57, 16)
+    """
+    return max(0, min(max_new_tokens, context - prompt_length))
+
+
+def reply_room(context: int, max_new_tokens: int) -> int:
+    """The positions a conversation leaves free for its reply when old messages are dropped to
+    fit (chat): `max_new_tokens`, but never more than half the context, so a long reply limit
+    does not push out the whole history."""
+    return max(1, min(max_new_tokens, context // 2))
+
+
+def encode_prompt(tokenizer, text: str, context: int, add_bos: bool = True) -> list[int]:
+    """Rules 1-3: the ids a generation starts from.
 
     Example:
 
     >>> from tfllm.components.tokenizers.byte import ByteTokenizer
     >>> tokenizer = ByteTokenizer()
-    >>> encode_prompt(tokenizer, "hi", context=8, max_new_tokens=4)  # bos, "h", "i"
+    >>> encode_prompt(tokenizer, "hi", context=8)  # bos, "h", "i"
     [257, 104, 105]
-    >>> encode_prompt(tokenizer, "hello world", context=8, max_new_tokens=4)  # its last 4
-    [111, 114, 108, 100]
+    >>> encode_prompt(tokenizer, "hello world", context=8)  # its last 7
+    [111, 32, 119, 111, 114, 108, 100]
     """
-    return crop_prompt(prompt_ids(tokenizer, text, add_bos), context, max_new_tokens)
+    return crop_prompt(prompt_ids(tokenizer, text, add_bos), context)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One generated continuation.
+
+    Attributes:
+        text: the completion, without the prompt, cut before the first stop string.
+        token_ids: the new token ids (a final stop token included).
+        finish_reason: `stop` (a stop string, stop token or eos ended it) or `length` (it wrote
+            `max_new_tokens`, or reached the model's context); see `tfllm.generation.prompts`.
+    """
+
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: str
+
+
+FINISH_STOP = "stop"
+FINISH_LENGTH = "length"
+
+
+def finish_reason(new_ids: Sequence[int], budget: int, stop_ids: Sequence[int], cut: bool) -> str:
+    """Rule 4: `stop` when a row ended at a stop id or its text was cut at a stop string
+    (`cut`), otherwise `length` (it wrote its whole budget)."""
+    if cut or (new_ids and new_ids[-1] in set(stop_ids)) or len(new_ids) < budget:
+        return FINISH_STOP
+    return FINISH_LENGTH
 
 
 def stop_tokens(

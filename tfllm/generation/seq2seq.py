@@ -10,7 +10,14 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm.generation.decoder import GenerationConfig, Generator, decode_loop
-from tfllm.generation.prompts import cut_at_stops, pack_with_eos, stop_tokens
+from tfllm.generation.prompts import (
+    Completion,
+    cut_at_stops,
+    finish_reason,
+    new_token_budget,
+    pack_with_eos,
+    stop_tokens,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +76,12 @@ class Seq2SeqGenerator:
         config: GenerationConfig,
         stop_ids: Sequence[int] = (),
     ) -> list[list[int]]:
-        """The new decoder tokens for each source (the stop token included when one ended it)."""
+        """The new decoder tokens for each source (the stop token included when one ended it):
+        at most `max_new_tokens`, and no more than the decoder's positions hold (one is the
+        start token), as rule 4 of `tfllm.generation.prompts` says for every path."""
         config.validate()
-        room = self.model.max_sequence_length - 1
-        if config.max_new_tokens > room:
-            raise ValueError(
-                f"max_new_tokens={config.max_new_tokens} exceeds the decoder's "
-                f"{self.model.max_sequence_length} positions (one is the start token)"
-            )
         encoder_ids, encoder_mask = self.encode_sources(sources)
-        b, total = len(sources), 1 + config.max_new_tokens
+        b, total = len(sources), 1 + self.budget(config.max_new_tokens)
         pad = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
         buf = np.full((b, total), pad, np.int32)
         buf[:, 0] = self.model.decoder_start_id
@@ -98,10 +101,16 @@ class Seq2SeqGenerator:
         ids, lengths = ids.numpy(), lengths.numpy()
         return [ids[i, 1 : lengths[i]].tolist() for i in range(b)]
 
-    def generate(
+    def budget(self, max_new_tokens: int) -> int:
+        """How many tokens an output may have: `max_new_tokens`, within the decoder's
+        positions after the start token."""
+        return new_token_budget(self.model.max_sequence_length, 1, max_new_tokens)
+
+    def complete(
         self, sources: str | Sequence[str], config: GenerationConfig | None = None
-    ) -> list[list[str]]:
-        """Outputs, `num_return_sequences` per source (samples differ by row)."""
+    ) -> list[list[Completion]]:
+        """Outputs with their token ids and finish reasons, `num_return_sequences` per source
+        (samples differ by row)."""
         config = config or GenerationConfig()
         config.validate()
         single = isinstance(sources, str)
@@ -110,9 +119,20 @@ class Seq2SeqGenerator:
         rows = [s for s in sources for _ in range(n)]
         stop_ids, stop_strings = stop_tokens(self.tokenizer, config.stop, config.stop_at_eos)
         generated = self.generate_ids(rows, config, stop_ids)
-        texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
-        texts = [cut_at_stops(t, stop_strings) for t in texts]
-        return [texts[i * n : (i + 1) * n] for i in range(len(sources))]
+        budget = self.budget(config.max_new_tokens)
+        out = []
+        for new in generated:
+            full = self.tokenizer.decode(new, skip_special_tokens=True)
+            text = cut_at_stops(full, stop_strings)
+            reason = finish_reason(new, budget, stop_ids, cut=text != full)
+            out.append(Completion(text, tuple(new), reason))
+        return [out[i * n : (i + 1) * n] for i in range(len(sources))]
+
+    def generate(
+        self, sources: str | Sequence[str], config: GenerationConfig | None = None
+    ) -> list[list[str]]:
+        """Output texts, `num_return_sequences` per source (`complete`'s texts)."""
+        return [[c.text for c in row] for row in self.complete(sources, config)]
 
     def beam(
         self,
@@ -136,7 +156,7 @@ class Seq2SeqGenerator:
                 decoder,
                 [self.model.decoder_start_id],
                 num_beams=num_beams,
-                max_new_tokens=max_new_tokens,
+                max_new_tokens=self.budget(max_new_tokens),
                 length_penalty=length_penalty,
                 stop_ids=stops,
                 num_return_sequences=num_return_sequences,

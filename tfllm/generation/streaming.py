@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 import tensorflow as tf
 
 from tfllm.generation.decoder import GenerationConfig
-from tfllm.generation.prompts import crop_prompt
+from tfllm.generation.prompts import crop_prompt, new_token_budget
 from tfllm.generation.sampling import sample_next
 
 
@@ -72,12 +72,14 @@ class TokenStreamer:
         stop_ids: Sequence[int] = (),
         yield_stop: bool = False,
     ) -> Iterator[int]:
-        """Yield up to `config.max_new_tokens` tokens after `prompt_ids` (cut to the context as
-        `tfllm.generation.prompts.crop_prompt` cuts every prompt); a stop id ends the stream
-        (yielded last with `yield_stop`, as the generator keeps it in its ids)."""
+        """Yield up to `config.max_new_tokens` tokens after `prompt_ids`, as many as fit the
+        context (the prompt cut and the length limited as `tfllm.generation.prompts` rules 3-4
+        say for every path); a stop id ends the stream (yielded last with `yield_stop`, as the
+        generator keeps it in its ids)."""
         config.validate()
-        prompt = crop_prompt(prompt_ids, self.model.max_sequence_length, config.max_new_tokens)
-        total = len(prompt) + config.max_new_tokens
+        context = self.model.max_sequence_length
+        prompt = crop_prompt(prompt_ids, context)
+        total = len(prompt) + new_token_budget(context, len(prompt), config.max_new_tokens)
         logits, cache = self._prefill(tf.constant([prompt], tf.int32), tf.constant(total))
         stops = set(stop_ids)
         for index in range(len(prompt), total):

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from tfllm.generation.prompts import Completion
+
 
 class ServingClientError(RuntimeError):
     """The server answered with an error status (`code` holds it: a gRPC code name)."""
@@ -125,7 +127,7 @@ class Client:
         return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
 
     # ----- tfllm signatures -------------------------------------------------------------------
-    def generate(
+    def complete(
         self,
         prompts: str | Sequence[str],
         max_new_tokens: int | None = None,
@@ -133,8 +135,10 @@ class Client:
         top_k: int | None = None,
         top_p: float | None = None,
         seed: int | None = None,
-    ) -> list[str]:
-        """Completions of `prompts` (the export's settings unless some are given)."""
+    ) -> list[Completion]:
+        """Completions of `prompts` with their finish reasons (`stop` or `length`): the export's
+        settings (`serving_default`) unless some are given; then `generate` with the rest at
+        greedy defaults and `max_new_tokens` at the export's (sent as 0)."""
         single = isinstance(prompts, str)
         batch = np.asarray([prompts] if single else list(prompts), dtype=object)
         settings = (max_new_tokens, temperature, top_k, top_p, seed)
@@ -144,7 +148,7 @@ class Client:
             out = self.predict(
                 {
                     "prompts": batch,
-                    "max_new_tokens": np.int32(64 if max_new_tokens is None else max_new_tokens),
+                    "max_new_tokens": np.int32(max_new_tokens or 0),
                     "temperature": np.float32(0.0 if temperature is None else temperature),
                     "top_k": np.int32(top_k or 0),
                     "top_p": np.float32(1.0 if top_p is None else top_p),
@@ -153,7 +157,28 @@ class Client:
                 signature="generate",
             )
         texts = [_text(t) for t in out["completions"]]
-        return texts
+        reasons = out.get("finish_reasons")
+        reasons = [_text(r) for r in reasons] if reasons is not None else ["length"] * len(texts)
+        tokens = out.get("tokens")
+        ids = (
+            [tuple(int(t) for t in np.ravel(row) if t >= 0) for row in tokens]
+            if tokens is not None
+            else [()] * len(texts)
+        )
+        return [Completion(t, i, r) for t, i, r in zip(texts, ids, reasons)]
+
+    def generate(
+        self,
+        prompts: str | Sequence[str],
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> list[str]:
+        """Completion texts of `prompts` (the `text` of each of `complete`'s answers)."""
+        found = self.complete(prompts, max_new_tokens, temperature, top_k, top_p, seed)
+        return [c.text for c in found]
 
     def score(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Per-token log-probabilities and log-likelihoods of `texts`."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 
 import keras
@@ -9,13 +11,22 @@ from keras import ops
 
 from tfllm.registry import register
 
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    log.warning(message)
+
 
 @register("schedule", "cosine")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warmup to `peak_learning_rate`, then cosine decay to `min_learning_rate`.
 
     Matches nanoGPT: step `s < warmup_steps` gives `peak * (s + 1) / (warmup_steps + 1)`; after
-    `decay_steps` the rate stays at `min_learning_rate`.
+    `decay_steps` the rate stays at `min_learning_rate`. A run too short for its warmup
+    (`decay_steps <= warmup_steps`, e.g. `trainer.max_steps=30` with the default 100) warms up
+    for a tenth of `decay_steps` instead, with a warning.
 
     Args:
         peak_learning_rate: float. Rate at the end of warmup.
@@ -42,10 +53,16 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
             raise ValueError(f"peak_learning_rate must be positive, got {peak_learning_rate}")
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if decay_steps <= 0:
+            raise ValueError(f"decay_steps must be positive, got {decay_steps}")
         if decay_steps <= warmup_steps:
-            raise ValueError(
-                f"decay_steps ({decay_steps}) must be larger than warmup_steps ({warmup_steps})"
+            shorter = decay_steps // 10
+            _warn_once(
+                f"schedule: warmup_steps={warmup_steps} is not shorter than decay_steps="
+                f"{decay_steps} (the run): warming up for {shorter} steps instead (set "
+                "schedule.warmup_steps to choose)"
             )
+            warmup_steps = shorter
         if not 0 <= min_learning_rate <= peak_learning_rate:
             raise ValueError(
                 f"min_learning_rate must be in [0, peak_learning_rate], got {min_learning_rate}"

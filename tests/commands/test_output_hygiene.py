@@ -1,0 +1,83 @@
+"""What a newcomer sees: no TensorFlow log lines unless asked, a did-you-mean for a mistyped
+key, and no folders a command was not asked to write."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import run_cli
+
+# Lines TensorFlow, XLA, absl, CUDA or oneDNN would write (tfllm's own lines never match).
+FOREIGN = re.compile(
+    r"^[IWEF]\d{4} |absl|cuda|cuInit|oneDNN|tensorflow/|xla/|rebuild TensorFlow", re.IGNORECASE
+)
+
+
+def foreign_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if FOREIGN.search(line)]
+
+
+def test_commands_print_no_tensorflow_lines_and_only_the_folders_asked_for(tiny_corpus, tmp_path):
+    run = run_cli(
+        ["train", "debug=fast", f"data.path={tiny_corpus}", "run_dir=run", "trainer.max_steps=3"],
+        cwd=tmp_path,
+    )
+    generate = run_cli(["generate", "ckpt=run", "prompt=BERNARDO:", "max_new_tokens=4"], cwd=tmp_path)
+    listing = run_cli(["list"], cwd=tmp_path)
+    export = run_cli(
+        ["export", "ckpt=run", "export.base_path=exports", "export.name=lm"], cwd=tmp_path
+    )
+    for name, proc in [("train", run), ("generate", generate), ("list", listing), ("export", export)]:
+        assert foreign_lines(proc.stderr) == [], (name, proc.stderr)
+    assert "validated in a fresh process" in export.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "exports", "run"]
+    assert (tmp_path / "run" / ".hydra").is_dir()  # Hydra's record lives in the run
+
+
+def test_the_stderr_filter_drops_tensorflow_lines_only(tmp_path):
+    """C++ lines on descriptor 2 pass the filter unless they are TensorFlow's; Python's own
+    stderr bypasses it; verbose keeps everything."""
+    script = (
+        "import os, sys\n"
+        "from tfllm.commands import quiet\n"
+        "quiet.install(verbose=sys.argv[1] == '1')\n"
+        "os.write(2, b'I0000 00:00:1796309468.812917   14413 cudart_stub.cc:31] noise\\n')\n"
+        "os.write(2, b'WARNING: All log messages before absl::InitializeLog() is called\\n')\n"
+        "os.write(2, b'kept from C\\n')\n"
+        "print('from python', file=sys.stderr)\n"
+    )
+    quiet = subprocess.run(
+        [sys.executable, "-c", script, "0"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert quiet.returncode == 0
+    assert sorted(quiet.stderr.splitlines()) == ["from python", "kept from C"]
+    loud = subprocess.run(
+        [sys.executable, "-c", script, "1"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert "noise" in loud.stderr and "absl::InitializeLog" in loud.stderr
+
+
+@pytest.mark.parametrize(
+    "args, hint",
+    [
+        (["train", "trainer.max_step=10"], "Did you mean 'trainer.max_steps'"),
+        (["train", "traner.max_steps=10"], "traner: no such key. Did you mean 'trainer'?"),
+        (["client", "model=lm", "promt=hi"], "Did you mean 'prompt'"),
+        (["export", "ckpt=x", "export.nam=lm"], "Did you mean 'export.name'"),
+    ],
+)
+def test_a_mistyped_key_gets_a_did_you_mean(args, hint, tmp_path):
+    proc = run_cli(args, cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("tfllm: error: ") and hint in proc.stderr, proc.stderr
+    assert "not in struct" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refused_run_leaves_no_folder(tmp_path):
+    proc = run_cli(["train", "data.path=no/such/corpus"], cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "data.path" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
