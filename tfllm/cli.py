@@ -44,7 +44,8 @@ COMMANDS: dict[str, Command] = {
         "plugins_main",
     ),
     "launch": Command(
-        "local multi-worker training: tfllm launch workers=2 [max_restarts=1] -- train\n"
+        "local multi-worker training: tfllm launch workers=2 [max_restarts=1]\n"
+        "[ports=FIRST-LAST] -- train "
         "run_dir=DIR ...   (TF_CONFIG per worker on 127.0.0.1; restarts failed groups)",
         "launch",
     ),

@@ -32,7 +32,7 @@ def test_help_and_version_do_not_import_tensorflow():
         "print('tensorflow' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "usage: tfllm <command>" in out.stdout and "tfllm 0." in out.stdout
+    assert "usage: tfllm [--verbose] <command>" in out.stdout and "tfllm 0." in out.stdout
     assert out.stdout.strip().endswith("False")
 
 

@@ -25,12 +25,19 @@ def test_commands_print_no_tensorflow_lines_and_only_the_folders_asked_for(tiny_
         ["train", "debug=fast", f"data.path={tiny_corpus}", "run_dir=run", "trainer.max_steps=3"],
         cwd=tmp_path,
     )
-    generate = run_cli(["generate", "ckpt=run", "prompt=BERNARDO:", "max_new_tokens=4"], cwd=tmp_path)
+    generate = run_cli(
+        ["generate", "ckpt=run", "prompt=BERNARDO:", "max_new_tokens=4"], cwd=tmp_path
+    )
     listing = run_cli(["list"], cwd=tmp_path)
     export = run_cli(
         ["export", "ckpt=run", "export.base_path=exports", "export.name=lm"], cwd=tmp_path
     )
-    for name, proc in [("train", run), ("generate", generate), ("list", listing), ("export", export)]:
+    for name, proc in [
+        ("train", run),
+        ("generate", generate),
+        ("list", listing),
+        ("export", export),
+    ]:
         assert foreign_lines(proc.stderr) == [], (name, proc.stderr)
     assert "validated in a fresh process" in export.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "exports", "run"]

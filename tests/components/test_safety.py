@@ -115,5 +115,13 @@ def test_an_export_flags_filtered_completions(tiny_lm):
     assert got == completions
     expected = [v.flagged for v in build_safety_filter(spec).verdicts(completions)]
     assert out["flagged"].numpy().tolist() == expected and expected[0]
+    # redact and block rewrite the completions in the graph as they do in Python.
+    for action in ("redact", "block"):
+        acting = {**spec, "action": action, "redaction": "[x]"}
+        module = CausalLMServing(model, tokenizer, ExportSettings(max_new_tokens=8, safety=acting))
+        out = module.serving_default(tf.constant(prompts))
+        want = build_safety_filter(acting).apply(completions)
+        assert [c.decode() for c in out["completions"].numpy()] == want, action
+        assert want[0] != completions[0] and out["flagged"].numpy().tolist() == expected
     with pytest.raises(ValueError, match="runs only in Python"):
         ExportSettings(safety={"name": "classifier", "ckpt": "x"}).safety_filter()

@@ -185,12 +185,16 @@ def test_a_length_that_does_not_fit_gets_what_fits_everywhere(lm, paths, exporte
     # A stop string ends a row early, with the reason "stop", in Python and in the export.
     stop = answer.text[3:5]
     (stopped,) = paths[0].complete([prompt], GenerationConfig(max_new_tokens=fits, stop=(stop,)))[0]
-    assert stopped.finish_reason == "stop" and stopped.text == answer.text[: answer.text.index(stop)]
+    assert (
+        stopped.finish_reason == "stop" and stopped.text == answer.text[: answer.text.index(stop)]
+    )
     text, reason, _ = served_generate(exported((stop,)), prompt, fits)
     assert (text, reason) == (stopped.text, "stop")
     # max_new_tokens=0 asks for the export's default; past its limit is INVALID_ARGUMENT.
     assert served_generate(exported(), prompt, 0)[0] == served(exported(), prompt)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"max_new_tokens must be in \[0, 64\]"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"max_new_tokens must be in \[0, 64\]"
+    ):
         served_generate(exported(), prompt, 65)
 
 

@@ -411,7 +411,10 @@ def test_embed_command_prints_similarities(minilm):
             "format=similarity",
         ]
     )
-    sims = np.asarray([[float(x) for x in line.split()] for line in proc.stdout.splitlines()])
+    header, *rows = proc.stdout.splitlines()
+    assert header.split() == ["[0]", "[1]", "[2]"]
+    assert rows[2].startswith("[2]") and rows[2].endswith("The sky is blue.")
+    sims = np.asarray([[float(x) for x in line.split()[1:4]] for line in rows])
     assert sims.shape == (3, 3) and np.allclose(np.diag(sims), 1.0, atol=1e-5)
     assert sims[0, 1] > 0.5 > sims[0, 2]
 

@@ -68,6 +68,26 @@ def test_chat_batches_shift_labels_and_mask_prompts(tmp_path):
     assert "Which fruit is\n\nred?" in TOKENIZER.decode(ids[0][batch["padding_mask"][0]])
 
 
+def test_template_markers_the_tokenizer_cannot_spell_are_refused(tmp_path):
+
+    path = write_jsonl(tmp_path / "chat.jsonl", fruit_chats(2, 0))
+    data = ChatDataset(train=str(path), val=str(path), sequence_length=60, batch_size=2)
+    # A character tokenizer that never saw '#' (trained on plays, say) would read "### User:"
+    # as unknown tokens.
+    plays = CharTokenizer(vocabulary=sorted(set("abcdefghijklmnopqrstuvwxyzUA :\n?")))
+    with pytest.raises(ConfigError, match=r"data.template: its markers \['###'\]"):
+        data.encode(plays, str(path))
+    plain = ChatDataset(
+        train=str(path),
+        val=str(path),
+        sequence_length=60,
+        batch_size=2,
+        template="{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}",
+    )
+    assert plain.encode(plays, str(path)).ids.shape[0] == 2
+
+
 def test_bad_chat_rows_name_the_file_and_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n', encoding="utf-8")

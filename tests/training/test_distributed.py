@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,7 +19,13 @@ import pytest
 import tensorflow as tf
 from hydra import compose, initialize_config_dir
 
-from tfllm.commands.launch import parse_launch_args, prepare_command, tf_config
+from tfllm.commands.launch import (
+    parse_launch_args,
+    parse_port_range,
+    ports_in_range,
+    prepare_command,
+    tf_config,
+)
 from tfllm.config import config_dir, to_plain
 from tfllm.registry import ConfigError
 from tfllm.training.trainer import Trainer, TrainingDivergedError
@@ -159,6 +166,18 @@ def test_launcher_arguments_and_worker_configs():
     prepared = prepare_command(["train", "run_dir=r"])
     assert prepared == ["train", "run_dir=r", "trainer.strategy=multi_worker_mirrored"]
     assert any(c.startswith("run_dir=runs/launch-") for c in prepare_command(["train"]))
+    options, _ = parse_launch_args(["ports=29500-29510", "--", "train"])
+    assert parse_port_range(options["ports"]) == (29500, 29510)
+    with pytest.raises(ConfigError, match="ports: expected FIRST-LAST"):
+        parse_port_range("a-b")
+    # Ports come from the range, skipping one that is taken.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        taken.listen()
+        assert ports_in_range(2, port, port + 40) == sorted(ports_in_range(2, port + 1, port + 40))
+        with pytest.raises(ConfigError, match="fewer than 1 free ports"):
+            ports_in_range(1, port, port)
     config = json.loads(tf_config(["127.0.0.1:1", "127.0.0.1:2"], 1))
     assert config == {
         "cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},

@@ -177,3 +177,23 @@ def test_invalid_component_value_names_the_group(tiny_corpus, tmp_path):
     cfg = train_config(tiny_corpus, "attention.num_kv_heads=3")
     with pytest.raises(ConfigError, match="attention.*num_kv_heads must be a positive divisor"):
         Trainer(cfg, str(tmp_path))
+
+
+def test_fine_tuning_fits_data_lengths_to_the_source_models_context(tmp_path, caplog):
+    from tfllm.runs import save_run_config
+    from tfllm.training.preparation import inherit_architecture
+
+    def compose_config(*overrides):
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            cfg = to_plain(compose("config", overrides=["run_dir=unused", *overrides]))
+        return cfg
+
+    source = compose_config("task=sft", "model.max_sequence_length=64", "data.train=x")
+    save_run_config(source, str(tmp_path))
+    tuned = compose_config("task=sft", "data.train=x")
+    assert tuned["data"]["sequence_length"] == 256  # SFT's default, written for bigger models
+    with caplog.at_level("INFO", logger="tfllm"):
+        fitted = inherit_architecture(tuned, str(tmp_path))
+    assert fitted["model"]["max_sequence_length"] == 64
+    assert fitted["data"]["sequence_length"] == 64
+    assert "data.sequence_length=256 does not fit the model's context of 64" in caplog.text

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
 from tfllm.commands.overrides import explain
+from tfllm.evaluation.plotting import MissingExtraError
 from tfllm.registry import ConfigError, RegistryError
 
 T = TypeVar("T")
@@ -28,6 +29,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     CommandError,
     FileNotFoundError,
     FileExistsError,
+    MissingExtraError,
 )
 
 

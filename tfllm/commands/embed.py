@@ -25,9 +25,12 @@ def embed_job(plain: dict[str, Any]) -> None:
         )
     max_length = plain["max_length"] or (run_cfg.get("embedding") or {}).get("max_length")
     vectors = model.embed_texts(tokenizer, texts, max_length=max_length)
-    if plain["format"] == "similarity":
-        for row in vectors @ vectors.T:
-            print(" ".join(f"{v:.4f}" for v in row))
+    if plain["format"] == "similarity":  # cosine similarities, rows and columns numbered
+        width = max(len(f"[{len(texts) - 1}]"), 7)
+        print(" " * width + "".join(f"{f'[{j}]':>{width + 1}}" for j in range(len(texts))))
+        for i, row in enumerate(vectors @ vectors.T):
+            cells = "".join(f"{v:>{width + 1}.4f}" for v in row)
+            print(f"{f'[{i}]':<{width}}{cells}   {texts[i]}")
     else:
         for v in np.asarray(vectors):
             print(json.dumps([round(float(x), 7) for x in v]))

@@ -42,6 +42,38 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     return ports
 
 
+def parse_port_range(text: str) -> tuple[int, int]:
+    """`ports=29500-29510` (or one port, `29500`) as `(first, last)`.
+
+    >>> parse_port_range("29500-29510"), parse_port_range("29500")
+    ((29500, 29510), (29500, 29500))
+    """
+    first, sep, last = text.partition("-")
+    try:
+        lo, hi = int(first), int(last if sep else first)
+    except ValueError:
+        raise ConfigError(f"ports: expected FIRST-LAST or one port, got '{text}'") from None
+    if not 1 <= lo <= hi <= 65535:
+        raise ConfigError(f"ports: {text} is not a range of ports in [1, 65535]")
+    return lo, hi
+
+
+def ports_in_range(count: int, first: int, last: int, host: str = "127.0.0.1") -> list[int]:
+    """The first `count` ports in `[first, last]` that are free now (a firewall's allowed
+    range, say)."""
+    found = []
+    for port in range(first, last + 1):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        found.append(port)
+        if len(found) == count:
+            return found
+    raise ConfigError(f"ports: fewer than {count} free ports in {first}-{last} on {host}")
+
+
 def tf_config(hosts: Sequence[str], index: int) -> str:
     """The `TF_CONFIG` of worker `index` in a cluster of `hosts` (`host:port` each)."""
     return json.dumps(
@@ -74,6 +106,7 @@ class Launcher:
         host: the address the workers listen on.
         env: extra environment for the workers.
         python: the interpreter (default: this one).
+        ports: `(first, last)`: the workers' ports come from this range (default: any free).
     """
 
     def __init__(
@@ -84,6 +117,7 @@ class Launcher:
         host: str = "127.0.0.1",
         env: dict[str, str] | None = None,
         python: str | None = None,
+        ports: tuple[int, int] | None = None,
     ):
         if workers < 1:
             raise ConfigError(f"workers must be a positive integer, got {workers}")
@@ -97,12 +131,17 @@ class Launcher:
         self.host = host
         self.env = dict(env or {})
         self.python = python or sys.executable
+        self.ports = ports
         self.processes: list[subprocess.Popen] = []
         self._stopping = False
         self._lock = threading.Lock()
 
     def _start(self) -> None:
-        hosts = [f"{self.host}:{port}" for port in free_ports(self.workers, self.host)]
+        if self.ports is None:
+            ports = free_ports(self.workers, self.host)
+        else:
+            ports = ports_in_range(self.workers, *self.ports, host=self.host)
+        hosts = [f"{self.host}:{port}" for port in ports]
         self.processes = []
         for index in range(self.workers):
             env = dict(os.environ, **self.env)
@@ -208,16 +247,17 @@ def parse_launch_args(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
     argv = list(argv)
     if "--" not in argv:
         raise ConfigError(
-            "usage: tfllm launch workers=N [max_restarts=K] [host=127.0.0.1] -- train ..."
+            "usage: tfllm launch workers=N [max_restarts=K] [host=127.0.0.1] "
+            "[ports=FIRST-LAST] -- train ..."
         )
     split = argv.index("--")
     options: dict[str, str] = {}
     for item in argv[:split]:
         key, sep, value = item.partition("=")
-        if not sep or key not in ("workers", "max_restarts", "host"):
+        if not sep or key not in ("workers", "max_restarts", "host", "ports"):
             raise ConfigError(
                 f"tfllm launch: unknown option '{item}'; options are workers=N, max_restarts=K, "
-                "host=ADDRESS, then -- and the tfllm command"
+                "host=ADDRESS, ports=FIRST-LAST, then -- and the tfllm command"
             )
         options[key] = value
     return options, argv[split + 1 :]
@@ -248,5 +288,6 @@ def main(argv: Sequence[str]) -> None:
         workers=workers,
         max_restarts=restarts,
         host=options.get("host", "127.0.0.1"),
+        ports=parse_port_range(options["ports"]) if "ports" in options else None,
     )
     sys.exit(launcher.run().returncode)

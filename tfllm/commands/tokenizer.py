@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,9 +23,16 @@ def tokenizer_train_job(plain: dict[str, Any]) -> None:
         tokenizer.adapt(train_docs)
     tokenizer.save_to_directory(plain["out"])
     print(
-        f"wrote a {plain['tokenizer']['name']} tokenizer with {tokenizer.vocabulary_size} "
+        f"wrote a {plain['tokenizer']['name']} tokenizer with {tokenizer.vocabulary_size:,} "
         f"tokens to {plain['out']}"
     )
+    asked = plain["tokenizer"].get("vocab_size")
+    if isinstance(asked, int) and tokenizer.vocabulary_size < asked:
+        print(
+            f"tfllm: note: tokenizer.vocab_size={asked:,} asked for more tokens than this corpus "
+            f"yields: it reached {tokenizer.vocabulary_size:,}",
+            file=sys.stderr,
+        )
 
 
 def main(argv: Sequence[str]) -> None:

@@ -191,7 +191,29 @@ class ChatDataset(RowDataset):
             for path in (self.train, self.val)
         )
 
+    def check_markers(self, tokenizer) -> None:
+        """The template's own text (role markers, separators) must survive the tokenizer: a
+        marker that becomes the unknown token teaches the model nothing (a character tokenizer
+        trained without `#` reads `### User:` as `<unk><unk><unk> User:`).
+
+        Raises:
+            ConfigError: a piece of the template's text tokenizes to the unknown token.
+        """
+        unk = tokenizer.unk_id
+        if unk is None:
+            return
+        messages = [{"role": r, "content": ""} for r in ROLES]
+        markers = render(self.template, messages, generation_prompt=True)
+        lost = sorted({p for p in markers.split() if unk in tokenizer.encode_one(p)})
+        if lost:
+            raise ConfigError(
+                f"data.template: its markers {lost} are not in the tokenizer's vocabulary (they "
+                "would become the unknown token); set data.template to one written in "
+                "characters the tokenizer knows, or train the tokenizer on the templated data"
+            )
+
     def encode(self, tokenizer, path: str) -> ChatSplit:
+        self.check_markers(tokenizer)
         t = self.sequence_length + 1
         pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
         rows = []

@@ -51,10 +51,9 @@ def attention_probabilities(model: Any, tokenizer: Any, text: str) -> tuple[list
 
 def plot_attention(tokens: list[str], maps: np.ndarray, out_dir: str) -> list[str]:
     """One PNG per layer, a grid of its heads (query rows, key columns); returns the paths."""
-    import matplotlib
+    from tfllm.evaluation.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     os.makedirs(out_dir, exist_ok=True)
     labels = [repr(t)[1:-1] or "·" for t in tokens]

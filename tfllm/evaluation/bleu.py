@@ -1,51 +1,12 @@
-"""Corpus BLEU, computed as sacrebleu computes it (13a, char or no tokenization; exp smoothing)."""
+"""Corpus BLEU through sacrebleu (the reference implementation), with one reference list per
+sentence as tfllm's evaluation data holds them."""
 
 from __future__ import annotations
 
-import math
-import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-# mteval-v13a's tokenization, as sacrebleu's default `13a` tokenizer applies it.
-_13A_RULES = [
-    (re.compile(r"([\{-\~\[-\` -\&\(-\+\:-\@\/])"), r" \1 "),  # punctuation and symbols
-    (re.compile(r"([^0-9])([\.,])"), r"\1 \2 "),  # period/comma unless after a digit
-    (re.compile(r"([\.,])([^0-9])"), r" \1 \2"),  # period/comma unless before a digit
-    (re.compile(r"([0-9])(-)"), r"\1 \2 "),  # dash after a digit
-]
-
-
-def tokenize_13a(line: str) -> list[str]:
-    """mteval-v13a tokenization (sacrebleu `tokenize="13a"`)."""
-    line = line.replace("<skipped>", "").replace("-\n", "").replace("\n", " ")
-    if "&" in line:
-        line = (
-            line.replace("&quot;", '"')
-            .replace("&amp;", "&")
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-        )
-    line = f" {line} "
-    for pattern, replacement in _13A_RULES:
-        line = pattern.sub(replacement, line)
-    return line.split()
-
-
-TOKENIZERS = {
-    "13a": tokenize_13a,
-    "char": lambda line: list("".join(line.split())),  # sacrebleu `char`: spaces dropped
-    "none": lambda line: line.split(),
-}
-
-
-def _ngrams(tokens: list[str], max_order: int) -> Counter:
-    return Counter(
-        tuple(tokens[i : i + n])
-        for n in range(1, max_order + 1)
-        for i in range(len(tokens) - n + 1)
-    )
+TOKENIZE = ("13a", "char", "none")
 
 
 @dataclass
@@ -83,11 +44,10 @@ def corpus_bleu(
     lowercase: bool = False,
     tokenize: str = "13a",
 ) -> BLEUScore:
-    """Corpus BLEU of `hypotheses` against one or more references per sentence.
-
-    Matches `sacrebleu.corpus_bleu(hypotheses, [refs...])` with its defaults: 13a tokenization,
-    clipped n-gram counts summed over the corpus, the closest reference length for the brevity
-    penalty, and `exp` smoothing (the k-th zero-match precision becomes `1 / (2**k * total)`).
+    """Corpus BLEU of `hypotheses` against one or more references per sentence:
+    `sacrebleu.metrics.BLEU` with its defaults (13a tokenization, `exp` smoothing), the
+    references turned from per-sentence lists into sacrebleu's streams (a sentence with fewer
+    references than another leaves a gap, which sacrebleu skips).
 
     Args:
         hypotheses: one output per sentence.
@@ -99,44 +59,25 @@ def corpus_bleu(
 
     Raises:
         ValueError: hypotheses and references differ in number, or an unknown `tokenize`.
+
+    Example:
+
+    >>> round(corpus_bleu(["the cat sat on the mat"], [["the cat sat on the mat"]]).score, 1)
+    100.0
     """
-    if tokenize not in TOKENIZERS:
-        raise ValueError(f"tokenize must be one of {', '.join(TOKENIZERS)}, got '{tokenize}'")
-    split = TOKENIZERS[tokenize]
+    from sacrebleu.metrics import BLEU
+
+    if tokenize not in TOKENIZE:
+        raise ValueError(f"tokenize must be one of {', '.join(TOKENIZE)}, got '{tokenize}'")
     refs = [[r] if isinstance(r, str) else list(r) for r in references]
     if len(refs) != len(hypotheses):
         raise ValueError(
             f"{len(hypotheses)} hypotheses but {len(refs)} reference sets: they pair by position"
         )
-    matches, totals = [0] * max_order, [0] * max_order
-    hyp_len = ref_len = 0
-    for hyp, sentence_refs in zip(hypotheses, refs, strict=True):
-        norm = (lambda s: s.lower()) if lowercase else (lambda s: s)
-        h = split(norm(hyp))
-        rs = [split(norm(r)) for r in sentence_refs]
-        hyp_len += len(h)
-        # The closest reference length; ties go to the shorter one.
-        ref_len += min((abs(len(r) - len(h)), len(r)) for r in rs)[1]
-        counts = _ngrams(h, max_order)
-        max_ref: Counter = Counter()
-        for r in rs:
-            max_ref |= _ngrams(r, max_order)
-        for gram, count in counts.items():
-            n = len(gram) - 1
-            totals[n] += count
-            matches[n] += min(count, max_ref[gram])
-    precisions, smooth = [], 1.0
-    for n in range(max_order):
-        if totals[n] == 0:
-            precisions.append(0.0)
-        elif matches[n] == 0:
-            smooth *= 2
-            precisions.append(100.0 / (smooth * totals[n]))
-        else:
-            precisions.append(100.0 * matches[n] / totals[n])
-    if hyp_len == 0 or min(precisions) == 0.0:
-        score = 0.0
-    else:
-        score = math.exp(sum(math.log(p / 100.0) for p in precisions) / max_order) * 100.0
-    bp = 1.0 if hyp_len > ref_len else (math.exp(1 - ref_len / hyp_len) if hyp_len else 0.0)
-    return BLEUScore(score * bp, precisions, bp, hyp_len, ref_len)
+    if any(not r for r in refs):
+        raise ValueError("every hypothesis needs at least one reference")
+    width = max((len(r) for r in refs), default=1)
+    streams = [[r[k] if k < len(r) else None for r in refs] for k in range(width)]
+    metric = BLEU(lowercase=lowercase, tokenize=tokenize, max_ngram_order=max_order)
+    found = metric.corpus_score(list(hypotheses), streams)
+    return BLEUScore(found.score, list(found.precisions), found.bp, found.sys_len, found.ref_len)

@@ -6,6 +6,7 @@ import glob
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,7 +137,7 @@ def read_sweep(sweep_dir: str, metric: str = "val_loss") -> list[SweepPoint]:
 
 def fit_power_law(points: list[SweepPoint]) -> PowerLawFit:
     """Least-squares fit of `L(N) = E + A / N**alpha` (scipy's `curve_fit`, in log-N space)."""
-    from scipy.optimize import curve_fit
+    from scipy.optimize import OptimizeWarning, curve_fit
 
     n = np.asarray([p.params for p in points], dtype=np.float64)
     loss = np.asarray([p.loss for p in points], dtype=np.float64)
@@ -151,14 +152,18 @@ def fit_power_law(points: list[SweepPoint]) -> PowerLawFit:
         0.3,
     )
     try:
-        (e, log_a, alpha), _ = curve_fit(
-            law,
-            n,
-            loss,
-            p0=start,
-            bounds=([0.0, -20.0, 0.0], [float(loss.min()), 20.0, 3.0]),
-            maxfev=20000,
-        )
+        with warnings.catch_warnings():
+            # With as few runs as parameters scipy cannot estimate the covariance, which is
+            # not used here: its OptimizeWarning says nothing about the fit itself.
+            warnings.simplefilter("ignore", OptimizeWarning)
+            (e, log_a, alpha), _ = curve_fit(
+                law,
+                n,
+                loss,
+                p0=start,
+                bounds=([0.0, -20.0, 0.0], [float(loss.min()), 20.0, 3.0]),
+                maxfev=20000,
+            )
     except (RuntimeError, ValueError) as err:
         raise ConfigError(f"the power law did not fit these {len(points)} runs: {err}") from None
     rmse = float(np.sqrt(np.mean((law(n, e, log_a, alpha) - loss) ** 2)))
@@ -168,10 +173,9 @@ def fit_power_law(points: list[SweepPoint]) -> PowerLawFit:
 
 def plot_fit(fit: PowerLawFit, path: str, title: str = "") -> str:
     """Draw the runs and the fitted law on log-scaled N; write a PNG to `path`."""
-    import matplotlib
+    from tfllm.evaluation.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = np.asarray([p.params for p in fit.points], dtype=np.float64)
     loss = np.asarray([p.loss for p in fit.points])

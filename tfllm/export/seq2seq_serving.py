@@ -59,6 +59,7 @@ class Seq2SeqServing(ServingModule):
     def __init__(self, model, tokenizer, settings: ExportSettings):
         super().__init__(model, tokenizer, "tfllm_seq2seq")
         self.settings = settings
+        self.safety = settings.safety_filter()
         self.length = int(model.max_sequence_length)
         self.eos_id = tokenizer.eos_id
         self.start_id = int(model.decoder_start_id)
@@ -162,12 +163,15 @@ class Seq2SeqServing(ServingModule):
             | (outputs != text)
         )
         tokens = new.to_tensor(default_value=-1, shape=tf.stack([b, max_new_tokens]))
-        return {
+        result = {
             "completions": outputs,
             "tokens": tokens,
             "lengths": lengths - 1,
             "finish_reasons": finish_reasons(stopped),
         }
+        if self.safety is not None:  # flag, redact or block, as for a causal LM
+            result["completions"], result["flagged"] = self.safety.apply_graph(outputs)
+        return result
 
     def _length(self, max_new_tokens):
         """`(check, tokens to make)`: a request's `max_new_tokens` in [0, the export's limit]

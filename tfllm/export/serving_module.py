@@ -32,7 +32,8 @@ class ExportSettings:
         jit_compile: XLA-compile the decode loop (TF Serving needs
             `--xla_cpu_compilation_enabled=true` to run it).
         safety: a graph-capable `safety_filter` spec (e.g. `{name: patterns, words: [...]}`);
-            the generation signatures then also output `flagged` (bool `[B]`).
+            the generation signatures then also output `flagged` (bool `[B]`), and its
+            `redact` or `block` action rewrites the completions.
         stop: stop strings, applied as `tfllm generate stop=` applies them (see
             `tfllm.generation.prompts`): a completion ends before the first one.
         sequence_length: tokens a classifier, reward model or fill-mask export reads (None:
@@ -183,7 +184,8 @@ class CausalLMServing(ServingModule):
     Outputs of both generation signatures: `completions` (string `[B]`), `tokens` (int32
     `[B, N]`, the new tokens, padded with -1), `lengths` (int32 `[B]`, new tokens per row),
     `finish_reasons` (string `[B]`: `stop` or `length`, as `Completion.finish_reason`) and,
-    with a safety filter, `flagged` (bool `[B]`, completions the filter flags).
+    with a safety filter, `flagged` (bool `[B]`, completions the filter flags; its action
+    `redact` or `block` also rewrites them, as in Python).
     """
 
     def __init__(self, model, tokenizer, settings: ExportSettings):
@@ -270,7 +272,7 @@ class CausalLMServing(ServingModule):
                 "top_k": (0, "int32"),
                 "top_p": (1.0, "float32"),
                 "seed": (0, "int32"),
-            }
+            },
         }
 
     def check_validation(self, texts, results) -> str:
@@ -382,8 +384,8 @@ class CausalLMServing(ServingModule):
             "lengths": new_lengths,
             "finish_reasons": finish_reasons(stopped),
         }
-        if self.safety is not None:
-            outputs["flagged"] = self.safety.flag_graph(completions)  # (B,) bool
+        if self.safety is not None:  # flag, redact or block, as `tfllm generate safety=` does
+            outputs["completions"], outputs["flagged"] = self.safety.apply_graph(completions)
         return outputs
 
     def _score(self, texts):

@@ -59,7 +59,9 @@ def crop_prompt(ids: Sequence[int], context: int) -> list[int]:
     if context < 2:
         raise ValueError(f"a context of {context} tokens leaves no room to generate")
     if len(ids) > context - 1:
-        log.warning("prompt of %d tokens cut to its last %d to fit the context", len(ids), context - 1)
+        log.warning(
+            "prompt of %d tokens cut to its last %d to fit the context", len(ids), context - 1
+        )
         ids = ids[-(context - 1) :]
     return ids
 

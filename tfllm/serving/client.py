@@ -6,11 +6,21 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from tfllm.generation.prompts import Completion
+
+@dataclass(frozen=True)
+class Completion:
+    """One served completion: its text, new token ids and finish reason (`stop` or `length`).
+    The fields of `tfllm.generation.prompts.Completion`, kept here because the serving room
+    imports nothing of tfllm's."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: str
 
 
 class ServingClientError(RuntimeError):
@@ -165,7 +175,7 @@ class Client:
             if tokens is not None
             else [()] * len(texts)
         )
-        return [Completion(t, i, r) for t, i, r in zip(texts, ids, reasons)]
+        return [Completion(t, i, r) for t, i, r in zip(texts, ids, reasons, strict=True)]
 
     def generate(
         self,

@@ -16,10 +16,17 @@ from tfllm.tasks.base import TaskModel
 def confusion_metrics(confusion) -> tuple[float, float]:
     """Accuracy and macro-F1 of a confusion matrix (rows: true labels, columns: predicted).
 
+    Macro-F1 averages over the labels present — those that occur as a true label or a
+    prediction — as scikit-learn's `f1_score(average="macro")` does with its default
+    `labels=None`; a label the data never shows (a tag set's unused `B-MISC`, say) would
+    otherwise count as an F1 of 0.
+
     Example:
 
     >>> confusion_metrics([[3, 1], [0, 4]])
     (0.875, 0.873015873015873)
+    >>> confusion_metrics([[3, 0, 0], [0, 4, 0], [0, 0, 0]])  # the third label never appears
+    (1.0, 1.0)
     """
     m = np.asarray(confusion, dtype=np.float64)
     tp = np.diag(m)
@@ -27,7 +34,9 @@ def confusion_metrics(confusion) -> tuple[float, float]:
     recall = np.divide(tp, m.sum(axis=1), out=np.zeros_like(tp), where=m.sum(axis=1) > 0)
     both = precision + recall
     f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(tp), where=both > 0)
-    return float(tp.sum() / max(m.sum(), 1e-12)), float(f1.mean())
+    present = (m.sum(axis=0) + m.sum(axis=1)) > 0
+    macro = float(f1[present].mean()) if present.any() else 0.0
+    return float(tp.sum() / max(m.sum(), 1e-12)), macro
 
 
 @registry.register("task", "classify")

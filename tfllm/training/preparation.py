@@ -4,6 +4,7 @@ the training split)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -13,6 +14,8 @@ from tfllm.models.builder import build_tokenizer
 from tfllm.registry import ConfigError
 from tfllm.runs import load_run_config, tokenizer_dir
 from tfllm.training.validation import validate_train_config
+
+log = logging.getLogger(__name__)
 
 # The groups a fine-tuning run takes from the run it starts from.
 ARCHITECTURE_GROUPS = ("model", "attention", "positional", "ffn", "norm", "tokenizer", "chat")
@@ -33,7 +36,40 @@ def inherit_architecture(cfg: dict[str, Any], source: str) -> dict[str, Any]:
             cfg[group] = dict(base[group])
     if dropout is not None:
         cfg["model"]["dropout"] = dropout
+    cfg["data"] = fit_lengths(dict(cfg.get("data") or {}), int(cfg["model"]["max_sequence_length"]))
     return cfg
+
+
+# Data lengths that must fit the model's context, and for each a share of it (None: all).
+LENGTH_KEYS = {
+    "sequence_length": None,
+    "source_length": None,
+    "target_length": None,
+    "max_question_length": 2,
+}
+
+
+def fit_lengths(data: dict[str, Any], context: int) -> dict[str, Any]:
+    """A fine-tuning run's data lengths, fitted to the context of the model it starts from: a
+    default written for bigger models (SFT's 256 tokens, PPO's 80, SQuAD's 64-token questions)
+    becomes the context (half of it for a question), with a note.
+
+    >>> fit_lengths({"sequence_length": 256, "max_question_length": 64}, 64)
+    {'sequence_length': 64, 'max_question_length': 32}
+    """
+    for key, share in LENGTH_KEYS.items():
+        limit = context if share is None else context // share
+        value = data.get(key)
+        if isinstance(value, int) and value > limit:
+            log.info(
+                "data.%s=%d does not fit the model's context of %d tokens (init_from): using %d",
+                key,
+                value,
+                context,
+                limit,
+            )
+            data[key] = limit
+    return data
 
 
 def prepare_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -69,4 +105,12 @@ def prepare_tokenizer(cfg: dict[str, Any], dataset: Any, run_dir: str) -> Tokeni
     if not tokenizer.is_trained():
         train_docs, _ = dataset.texts()
         tokenizer.adapt(train_docs)
+        asked = cfg["tokenizer"].get("vocab_size")
+        short = isinstance(asked, int) and tokenizer.vocabulary_size < asked
+        log.info(
+            "trained a %s tokenizer of %s tokens on the training split%s",
+            cfg["tokenizer"]["name"],
+            f"{tokenizer.vocabulary_size:,}",
+            f" (tokenizer.vocab_size={asked:,} asked for more than it yields)" if short else "",
+        )
     return tokenizer

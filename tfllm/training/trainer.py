@@ -125,6 +125,16 @@ class Trainer:
         if self.init_from:
             self._init_backbone(self.init_from)
         self.model.on_initialized()
+        if self.cfg.get("adapter"):
+            trainable = sum(int(np.prod(w.shape)) for w in self.model.trainable_weights)
+            total = sum(int(np.prod(w.shape)) for w in self.model.weights)
+            log.info(
+                "adapter %s: %s of %s weights train (%.2f%%)",
+                self.cfg["adapter"]["name"],
+                f"{trainable:,}",
+                f"{total:,}",
+                100.0 * trainable / max(total, 1),
+            )
 
     def _build_pruning_masks(self) -> None:
         """Keep-masks on the gradients of the pruned weights (set in `fit`, once the weights

@@ -55,6 +55,21 @@ class SafetyFilter:
     def flag_graph(self, texts):
         raise NotImplementedError(f"{type(self).__name__} cannot run inside a graph")
 
+    def redact_graph(self, texts):
+        raise NotImplementedError(f"{type(self).__name__} cannot redact inside a graph")
+
+    def apply_graph(self, texts):
+        """`(texts as the action leaves them (B,), flagged (B,))` as graph ops: what `apply`
+        and `verdicts` give in Python, for exports."""
+        import tensorflow as tf
+
+        flagged = self.flag_graph(texts)  # (B,) bool
+        if self.action == "block":
+            texts = tf.where(flagged, tf.constant(self.message), texts)
+        elif self.action == "redact":
+            texts = tf.where(flagged, self.redact_graph(texts), texts)
+        return texts, flagged
+
 
 def build_safety_filter(spec, key: str = "safety") -> SafetyFilter | None:
     """The filter a config names (`{name: patterns, words: [...]}`), or None for `null`."""

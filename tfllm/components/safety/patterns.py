@@ -90,6 +90,14 @@ class PatternFilter(SafetyFilter):
 
         return tf.strings.regex_full_match(texts, self._graph_regex)
 
+    def redact_graph(self, texts):
+        """String `(B,)`: every match replaced by `redaction` (RE2, as `verdicts` does in
+        Python)."""
+        import tensorflow as tf
+
+        rewrite = self.redaction.replace("\\", "\\\\")  # RE2 rewrites read \1 as a group
+        return tf.strings.regex_replace(texts, "(?i)(?:" + "|".join(self._parts) + ")", rewrite)
+
     def get_config(self) -> dict:
         return {
             "words": self.words,

@@ -1,0 +1,47 @@
+"""`tfllm.load(path)`: a run or checkpoint (Keras) or an export (SavedModel), by what is there."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from tfllm.registry import ConfigError
+
+
+def export_version(path: str) -> str | None:
+    """The SavedModel folder `path` names: itself, or the newest numbered version inside it;
+    None when `path` is no export."""
+    if os.path.exists(os.path.join(path, "saved_model.pb")):
+        return path
+    if not os.path.isdir(path):
+        return None
+    versions = [d for d in os.listdir(path) if d.isdigit()]
+    versions = [d for d in versions if os.path.exists(os.path.join(path, d, "saved_model.pb"))]
+    return os.path.join(path, max(versions, key=int)) if versions else None
+
+
+def load(path: str, jit_compile: bool = False) -> Any:
+    """The model at `path`, ready to call: a `tfllm.api.keras_model.KerasModel` for a training
+    run or converted checkpoint, a `tfllm.api.exported_model.ExportedModel` for an export.
+
+    Args:
+        path: a run directory, a checkpoint directory (`tfllm pretrained pull` prints one), an
+            export version folder, or an export's model folder (its newest version).
+        jit_compile: XLA-compile generation (Keras models only).
+
+    Raises:
+        ConfigError: nothing loadable is at `path`.
+    """
+    version = export_version(path)
+    if version is not None:
+        from tfllm.api.exported_model import ExportedModel
+
+        return ExportedModel(version)
+    if not os.path.exists(os.path.join(path, "config.yaml")):
+        raise ConfigError(
+            f"load: {path} is neither a tfllm run or checkpoint (no config.yaml) nor an export "
+            "(no saved_model.pb)"
+        )
+    from tfllm.api.keras_model import KerasModel
+
+    return KerasModel.from_run(path, jit_compile=jit_compile)
