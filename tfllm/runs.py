@@ -17,15 +17,17 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import tensorflow as tf
 from omegaconf import OmegaConf
 
-from tfllm.components.tokenizers.base import Tokenizer, load_tokenizer
-from tfllm.models.builder import build_model
-from tfllm.models.variables import model_variables
 from tfllm.registry import ConfigError
+
+if TYPE_CHECKING:
+    from tfllm.components.tokenizers.base import Tokenizer
+
+# TensorFlow, the tokenizers and the model builder are imported by the functions that need
+# them: reading the layout (paths, configs, metrics) stays cheap for commands that only look.
 
 RUN_CONFIG = "config.yaml"
 TOKENIZER_DIR = "tokenizer"
@@ -89,6 +91,12 @@ def load_run(run_dir: str, checkpoint: str | None = None) -> tuple[Any, Tokenize
     if not os.path.isdir(run_dir):
         raise ConfigError(f"ckpt: no such directory: {run_dir}")
     cfg = load_run_config(run_dir)
+    import tensorflow as tf
+
+    from tfllm.components.tokenizers.base import load_tokenizer
+    from tfllm.models.builder import build_model
+    from tfllm.models.variables import model_variables
+
     tokenizer = load_tokenizer(tokenizer_dir(run_dir))
     model = build_model(
         cfg,
@@ -113,6 +121,8 @@ def load_config_and_tokenizer(path: str) -> tuple[dict[str, Any], Tokenizer]:
     if not os.path.isdir(base):
         raise ConfigError(f"ckpt: no such directory: {path}")
     cfg = load_run_config(base)
+    from tfllm.components.tokenizers.base import load_tokenizer
+
     return cfg, load_tokenizer(tokenizer_dir(base))
 
 
@@ -124,6 +134,10 @@ def write_checkpoint(model: Any, tokenizer: Tokenizer, config: dict, out: str) -
     """
     save_run_config(config, out)
     tokenizer.save_to_directory(tokenizer_dir(out))
+    import tensorflow as tf
+
+    from tfllm.models.variables import model_variables
+
     checkpoint = tf.train.Checkpoint(model=model_variables(model))
     manager = tf.train.CheckpointManager(
         checkpoint, checkpoint_dir(out), max_to_keep=1, checkpoint_name="ckpt"

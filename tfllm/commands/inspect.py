@@ -11,27 +11,39 @@ from tfllm.commands.common import CommandError, config_dir, key_values
 
 
 def list_main(argv: Sequence[str]) -> None:
-    """`tfllm list [kind]`: registered components and their packages."""
-    from tfllm import registry
+    """`tfllm list [kind]`: registered components and their packages (from the catalog
+    cache, `tfllm.commands.catalog`, while nothing installed has changed)."""
+    from tfllm.commands.catalog import read_catalog
 
-    entries = registry.list_entries(argv[0] if argv else None)
-    width = max((len(f"{e.kind}/{e.name}") for e in entries), default=10)
-    pkg_width = max((len(e.package) for e in entries), default=7)
-    for e in entries:
-        print(f"{e.kind + '/' + e.name:<{width}}  {e.package:<{pkg_width}}  {e.summary}")
+    catalog = read_catalog()
+    kind = argv[0] if argv else None
+    if kind is not None and kind not in catalog["kinds"]:
+        import difflib
+
+        close = difflib.get_close_matches(kind, catalog["kinds"], n=1, cutoff=0.5)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise CommandError(
+            f"Unknown registry kind '{kind}'.{hint} Kinds: {', '.join(catalog['kinds'])}."
+        )
+    entries = [e for e in catalog["entries"] if kind is None or e[0] == kind]
+    width = max((len(f"{k}/{n}") for k, n, _, _ in entries), default=10)
+    pkg_width = max((len(p) for _, _, p, _ in entries), default=7)
+    for k, n, package, summary in entries:
+        print(f"{k + '/' + n:<{width}}  {package:<{pkg_width}}  {summary}")
 
 
 def plugins_main(argv: Sequence[str]) -> None:
-    """`tfllm plugins`: every discovered plugin, its version, what it added, and any failure."""
-    from tfllm import plugins, registry
+    """`tfllm plugins`: every discovered plugin, its version, what it added, and any failure
+    (from the catalog cache while nothing installed has changed; a failure is never cached)."""
+    from tfllm import plugins
+    from tfllm.commands.catalog import read_catalog
 
     if argv:
         raise CommandError(f"`tfllm plugins` takes no arguments, got {list(argv)}")
     if plugins.autoload_disabled():
         print(f"plugin autoload is disabled ({plugins.DISABLE_ENV} is set)")
         return
-    registry.ensure_loaded()
-    found = plugins.autoload()
+    found = [plugins.PluginStatus(**fields) for fields in read_catalog()["plugins"]]
     if not found:
         print(f"no plugins installed (none declares a '{plugins.GROUP}' entry point)")
         return

@@ -34,16 +34,12 @@ class TokenStreamer:
         self.model = model
         cache_spec = model.backbone.cache_spec(batch_size=1)
         scalar = lambda dtype: tf.TensorSpec([], dtype)  # noqa: E731
-        self._prefill = tf.function(
-            self._prefill_fn,
-            input_signature=[tf.TensorSpec([1, None], tf.int32), scalar(tf.int32)],
-            autograph=False,
-            jit_compile=jit_compile,
-        )
-        self._step = tf.function(
-            self._step_fn,
+        # One function for the prompt and for each new token (its length is free), so a
+        # conversation pays for one trace, not two: on a 30-layer model each costs seconds.
+        self._advance = tf.function(
+            self._advance_fn,
             input_signature=[
-                tf.TensorSpec([1, None], tf.float32),
+                tf.TensorSpec([1, None], tf.int32),
                 cache_spec,
                 scalar(tf.int32),
                 scalar(tf.float32),
@@ -55,15 +51,13 @@ class TokenStreamer:
             jit_compile=jit_compile,
         )
 
-    def _prefill_fn(self, token_ids, cache_length):
-        cache = self.model.init_cache(1, cache_length)
-        logits, cache = self.model.call_with_cache(token_ids, cache, tf.constant(0, tf.int32))
-        return logits[:, -1], cache  # (1, V)
-
-    def _step_fn(self, logits, cache, index, temperature, top_k, top_p, seed):
-        token = sample_next(logits, temperature, top_k, top_p, tf.stack([seed, index]))  # (1,)
-        next_logits, cache = self.model.call_with_cache(token[:, None], cache, index)
-        return token, next_logits[:, 0], cache
+    def _advance_fn(self, token_ids, cache, index, temperature, top_k, top_p, seed):
+        """Run `token_ids` `(1, T)` at positions `[index, index + T)` and sample the token for
+        position `index + T` (seeded by that position, as the decode loop seeds it)."""
+        logits, cache = self.model.call_with_cache(token_ids, cache, index)  # (1, T, V)
+        position = index + tf.shape(token_ids)[1]
+        token = sample_next(logits[:, -1], temperature, top_k, top_p, tf.stack([seed, position]))
+        return token, cache  # (1,)
 
     def stream(
         self,
@@ -80,21 +74,22 @@ class TokenStreamer:
         context = self.model.max_sequence_length
         prompt = crop_prompt(prompt_ids, context)
         total = len(prompt) + new_token_budget(context, len(prompt), config.max_new_tokens)
-        logits, cache = self._prefill(tf.constant([prompt], tf.int32), tf.constant(total))
+        settings = (
+            tf.constant(config.temperature, tf.float32),
+            tf.constant(config.top_k, tf.int32),
+            tf.constant(config.top_p, tf.float32),
+            tf.constant(config.seed, tf.int32),
+        )
+        cache = self.model.init_cache(1, total)
+        ids = tf.constant([prompt], tf.int32)
+        start = tf.constant(0, tf.int32)
         stops = set(stop_ids)
         for index in range(len(prompt), total):
-            token, logits, cache = self._step(
-                logits,
-                cache,
-                tf.constant(index, tf.int32),
-                tf.constant(config.temperature, tf.float32),
-                tf.constant(config.top_k, tf.int32),
-                tf.constant(config.top_p, tf.float32),
-                tf.constant(config.seed, tf.int32),
-            )
+            token, cache = self._advance(ids, cache, start, *settings)
             token_id = int(token.numpy()[0])
             if token_id in stops:
                 if yield_stop:
                     yield token_id
                 return
             yield token_id
+            ids, start = tf.constant([[token_id]], tf.int32), tf.constant(index, tf.int32)

@@ -129,12 +129,13 @@ def fetch_source(name: str, force: bool = False) -> Path:
 
 def pull(name: str, force: bool = False) -> Path:
     """Fetch `name` and convert it; returns the tfllm checkpoint directory (cached)."""
-    from tfllm.pretrained.convert import convert
     from tfllm.runs import RUN_CONFIG
 
     out = cache_dir() / "models" / name
     if (out / RUN_CONFIG).exists() and not force:
         return out
+    from tfllm.pretrained.convert import convert
+
     source = fetch_source(name, force=force)
     convert(str(source), str(out), overwrite=True)
     return out

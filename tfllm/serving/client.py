@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from tfllm.serving.protos import apis, ndarray, tensor_proto
+
 
 @dataclass(frozen=True)
 class Completion:
@@ -70,8 +72,10 @@ class Client:
     def _grpc(self):
         if self._stub is None:
             import grpc
-            from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+            (prediction_service_pb2_grpc,) = apis(
+                "tensorflow_serving.apis.prediction_service_pb2_grpc"
+            )
             self._channel = grpc.insecure_channel(
                 f"{self.host}:{self.port}",
                 options=[("grpc.max_receive_message_length", 64 << 20)],
@@ -120,8 +124,8 @@ class Client:
                 outputs = {"output": outputs}
             return {k: _from_json(v) for k, v in outputs.items()}
         import grpc
-        import tensorflow as tf
-        from tensorflow_serving.apis import predict_pb2
+
+        (predict_pb2,) = apis("tensorflow_serving.apis.predict_pb2")
 
         request = predict_pb2.PredictRequest()
         request.model_spec.name = self.model
@@ -129,12 +133,12 @@ class Client:
         if self.version is not None:
             request.model_spec.version.value = self.version
         for key, value in inputs.items():
-            request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+            request.inputs[key].CopyFrom(tensor_proto(value))
         try:
             response = self._grpc().Predict(request, timeout=self.timeout)
         except grpc.RpcError as e:
             raise ServingClientError(e.code().name, e.details()) from None
-        return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+        return {k: ndarray(v) for k, v in response.outputs.items()}
 
     # ----- tfllm signatures -------------------------------------------------------------------
     def complete(
@@ -205,8 +209,12 @@ class Client:
             body = {"signature_name": signature, "examples": rows}
             return self._rest(f":{method.lower()}", body)["result"]
         import grpc
-        from tensorflow.core.example import example_pb2
-        from tensorflow_serving.apis import classification_pb2, regression_pb2
+
+        example_pb2, classification_pb2, regression_pb2 = apis(
+            "tensorflow.core.example.example_pb2",
+            "tensorflow_serving.apis.classification_pb2",
+            "tensorflow_serving.apis.regression_pb2",
+        )
 
         if method == "Classify":
             request = classification_pb2.ClassificationRequest()
@@ -340,7 +348,8 @@ class Client:
                 for name, s in meta.items()
             }
         import grpc
-        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        (get_model_metadata_pb2,) = apis("tensorflow_serving.apis.get_model_metadata_pb2")
 
         request = get_model_metadata_pb2.GetModelMetadataRequest()
         request.model_spec.name = self.model

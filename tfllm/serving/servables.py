@@ -120,6 +120,40 @@ def read_signature_defs(path: str) -> dict[str, Any]:
     return defs
 
 
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+
+
+def replay_warmup(loaded: Any, path: str) -> int:
+    """Run the export's warmup records (PredictionLogs of Predict requests) against its
+    signatures before the version takes traffic, as TF Serving does with
+    `--enable_model_warmup`: the first real request then finds its graphs initialized.
+    Returns how many ran.
+
+    Raises:
+        ValueError: a record is not a Predict request or names no signature of the model.
+        tf.errors.OpError: a record fails (the version does not load, as in TF Serving).
+    """
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    records = os.path.join(path, WARMUP_FILE)
+    if not os.path.exists(records):
+        return 0
+    count = 0
+    for record in tf.data.TFRecordDataset(records):
+        entry = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        if entry.WhichOneof("log_type") != "predict_log":
+            raise ValueError(f"warmup record {count}: only Predict requests are replayed")
+        request = entry.predict_log.request
+        name = request.model_spec.signature_name or "serving_default"
+        if name not in loaded.signatures:
+            raise ValueError(f"warmup record {count}: no signature '{name}'")
+        inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+        loaded.signatures[name](**{k: tf.constant(v) for k, v in inputs.items()})
+        count += 1
+    return count
+
+
 class ServableManager:
     """Loads the versions each model's policy wants, polls for changes, answers look-ups.
 
@@ -192,6 +226,7 @@ class ServableManager:
         try:
             loaded = tf.saved_model.load(path)
             defs = read_signature_defs(path)
+            replayed = replay_warmup(loaded, path)
         except Exception as e:
             with self._lock:
                 version.state, version.error = END, f"{type(e).__name__}: {e}"
@@ -199,7 +234,7 @@ class ServableManager:
             return
         with self._lock:
             version.loaded, version.signature_defs, version.state = loaded, defs, AVAILABLE
-        log.info("loaded %s version %d", name, number)
+        log.info("loaded %s version %d (%d warmup requests replayed)", name, number, replayed)
 
     # ----- look-ups ---------------------------------------------------------------------------
     def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Version:
