@@ -155,7 +155,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if process:
         quiet.install(verbose)
     logging.basicConfig(level=logging.WARNING, format="tfllm: %(message)s")
+    from tfllm.commands import progress_bar
     from tfllm.commands.common import reporting
+
+    progress_bar.install()
 
     with reporting():
         run = getattr(importlib.import_module(f"tfllm.commands.{command.module}"), command.function)

@@ -28,9 +28,18 @@ def test_list_is_cached_and_equals_the_registry(tmp_path):
     )
     assert second.returncode == 0, second.stderr[-2000:]
     assert second.stdout == first.stdout
-    from tfllm import registry
-
-    names = [f"{e.kind}/{e.name}" for e in registry.list_entries()]
+    # The registry of a fresh process (this one holds what other tests registered).
+    names = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from tfllm import registry\n"
+            "print('\\n'.join(f'{e.kind}/{e.name}' for e in registry.list_entries()))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert [line.split()[0] for line in first.stdout.splitlines()] == names
     bad = run_cli(["list", "atention"], env=env, check=False)
     assert bad.returncode == 2 and "Did you mean 'attention'?" in bad.stderr

@@ -202,11 +202,26 @@ def test_an_export_with_default_settings_fits_the_context_and_replays_its_warmup
     """An export left at its defaults (the README's `tfllm export ckpt=...`) answers the
     prompts users send, validation calls `serving_default` as a client does and replays the
     warmup records, and a warmup record that fails stops validation."""
+    import contextlib
+
+    from tfllm import progress
     from tfllm.export.exporter import WARMUP_FILE, build_serving_module, write_warmup
     from tfllm.export.validate import ExportValidationError, validate_export
 
     model, tokenizer, run_cfg, _ = lm
-    result = export_model(model, tokenizer, run_cfg, str(tmp_path), "lm", 1, ExportSettings())
+    reported = []
+
+    @contextlib.contextmanager
+    def record(what, total, unit):
+        reported.append([what, total, 0])
+        yield lambda n=1: reported[-1].__setitem__(2, reported[-1][2] + n)
+
+    progress.set_reporter(record)
+    try:
+        result = export_model(model, tokenizer, run_cfg, str(tmp_path), "lm", 1, ExportSettings())
+    finally:
+        progress.set_reporter(None)
+    assert reported == [["export lm/1", 4, 4]]  # the export reports its steps as they end
     assert f"serving_default ({CONTEXT // 2} tokens)" in result.validation["compared"]
     assert result.validation["warmup_records"] == 2
     signatures = tf.saved_model.load(result.path).signatures

@@ -395,6 +395,57 @@ def test_a_new_version_is_picked_up_by_polling(server, exported):
     assert info.value.code().name == "NOT_FOUND"
 
 
+def version_states(ports, name="tiny"):
+    """`{version: (state, error message)}` of every version `GetModelStatus` reports (REST)."""
+    status, body = rest(ports, f"/v1/models/{name}")
+    assert status == 200, body
+    return {
+        int(v["version"]): (v["state"], v["status"].get("error_message", ""))
+        for v in body["model_version_status"]
+    }
+
+
+def wait_until(check, what, seconds=90):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_corrupt_new_version_never_takes_the_healthy_one_offline(exported, tmp_path):
+    """TF Serving's availability-preserving policy: a newer version that fails to load is
+    reported and skipped, the healthy one keeps answering; removing or fixing the bad folder
+    recovers without a restart."""
+    _, _, model_dir, _ = exported
+    served = tmp_path / "model"
+    served.mkdir()
+    shutil.copytree(model_dir / "1", served / "1")
+    with serve_process(served, "tiny") as (_, ports):
+        channel = grpc.insecure_channel(f"127.0.0.1:{ports[0]}")
+        good = predict(channel, {"prompts": S("BERNARDO:")})
+        assert good.model_spec.version.value == 1
+        staging = tmp_path / ".v2"
+        shutil.copytree(served / "1", staging)
+        pb = staging / "saved_model.pb"
+        pb.write_bytes(pb.read_bytes()[:1000])  # truncated
+        os.replace(staging, served / "2")
+        wait_until(lambda: version_states(ports).get(2, ("",))[0] == "END", "version 2 to fail")
+        states = version_states(ports)
+        assert states[1][0] == "AVAILABLE" and states[2][1]  # the failure says why
+        for _ in range(5):  # the healthy version keeps answering
+            assert predict(channel, {"prompts": S("BERNARDO:")}).model_spec.version.value == 1
+        shutil.rmtree(served / "2")  # removing the bad folder forgets it
+        wait_until(lambda: 2 not in version_states(ports), "version 2 to be forgotten")
+        shutil.copytree(served / "1", staging)
+        os.replace(staging, served / "3")  # a good newer version replaces 1
+        wait_until(lambda: version_states(ports).get(3, ("",))[0] == "AVAILABLE", "version 3")
+        assert predict(channel, {"prompts": S("BERNARDO:")}).model_spec.version.value == 3
+        wait_until(lambda: version_states(ports)[1][0] == "END", "version 1 to be unloaded")
+        channel.close()
+
+
 def test_export_inspect_and_run_commands(exported, in_process):
     _, _, model_dir, _ = exported
     shown = run_cli(["export", "inspect", str(model_dir / "1")]).stdout

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tfllm import progress
 from tfllm.data.tsv import LabelledText, read_labelled_tsv
 from tfllm.registry import ConfigError
 from tfllm.tasks.classifier import confusion_metrics
@@ -225,7 +226,8 @@ class LabelLikelihoodClassifier:
                     )
                 rows.append((i, j, seq, len(ids)))
         scores = np.zeros((len(texts), len(self.labels)))
-        for start in range(0, len(rows), self.batch_size):
+        starts = range(0, len(rows), self.batch_size)
+        for start in progress.tracked(starts, "scoring labels", unit="batch"):
             chunk = rows[start : start + self.batch_size]
             width = max(len(seq) for _, _, seq, _ in chunk)
             batch = np.zeros((len(chunk), width), np.int32)

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tfllm import progress
+
 
 @dataclass
 class PerplexityResult:
@@ -90,7 +92,8 @@ def sliding_window_nll(
     spans = window_spans(len(ids), window, stride)
     forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     total, count = 0.0, 0
-    for i in range(0, len(spans), batch_size):
+    starts = range(0, len(spans), batch_size)
+    for i in progress.tracked(starts, "perplexity", unit="batch"):
         chunk = spans[i : i + batch_size]
         width = max(end - begin for begin, end, _ in chunk)
         batch = np.zeros((len(chunk), width), np.int32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from tfllm import progress
 from tfllm.registry import ConfigError
 
 EVALS = ("perplexity", "bleu", "accuracy", "bias")
@@ -62,7 +63,9 @@ def run_bleu(model: Any, tokenizer: Any, cfg: dict[str, Any]) -> dict[str, Any]:
     )
     generator = make_generator(model, tokenizer)
     hypotheses = []
-    for i in range(0, len(prompts), ev.get("batch_size", 8)):
+    for i in progress.tracked(
+        range(0, len(prompts), ev.get("batch_size", 8)), "bleu", unit="batch"
+    ):
         out = generator.generate(prompts[i : i + ev.get("batch_size", 8)], config)
         hypotheses += [c[0].strip() for c in out]
     try:

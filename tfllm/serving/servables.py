@@ -106,6 +106,25 @@ class Version:
     error: str = ""
     loaded: Any = None
     signature_defs: dict[str, Any] = field(default_factory=dict)
+    files: tuple = ()  # the files' (size, mtime) when it was loaded: a failed load is retried
+    # only once they change
+
+    @property
+    def failed(self) -> bool:
+        return self.state == END and bool(self.error)
+
+
+def files_stamp(path: str) -> tuple:
+    """`(size, mtime)` of a version folder's graph and variable files: what changes when the
+    folder is replaced or fixed."""
+    stamp = []
+    for name in ("saved_model.pb", os.path.join("variables", "variables.index")):
+        try:
+            info = os.stat(os.path.join(path, name))
+            stamp.append((name, info.st_size, info.st_mtime_ns))
+        except OSError:
+            stamp.append((name, None, None))
+    return tuple(stamp)
 
 
 def read_signature_defs(path: str) -> dict[str, Any]:
@@ -193,19 +212,31 @@ class ServableManager:
                 log.exception("polling for model versions failed")
 
     def scan(self) -> None:
-        """Load versions that appeared (and are wanted); unload those no longer wanted."""
+        """Bring each model to what its policy wants, availability first: versions are loaded
+        (and warmed) before any is unloaded; a version that fails to load stays reported (END,
+        with its error) and is left out of the policy, so the newest healthy versions keep
+        serving; it is tried again once its files change, and forgotten once its folder goes."""
         for name, config in self.models.items():
-            on_disk = []
+            on_disk = {}
             if os.path.isdir(config.base_path):
-                on_disk = [
-                    int(d)
+                on_disk = {
+                    int(d): os.path.join(config.base_path, d)
                     for d in os.listdir(config.base_path)
                     if re.fullmatch(r"\d+", d)
                     and os.path.exists(os.path.join(config.base_path, d, "saved_model.pb"))
-                ]
-            wanted = set(config.wanted(on_disk))
-            for number in sorted(wanted):
-                if number not in self.versions[name]:
+                }
+            with self._lock:
+                for number, version in list(self.versions[name].items()):
+                    gone = number not in on_disk
+                    if version.failed and (gone or files_stamp(on_disk[number]) != version.files):
+                        del self.versions[name][number]  # removed, or fixed: forget the failure
+            for _ in range(len(on_disk) + 1):  # until no wanted version is left to load
+                healthy = [n for n in on_disk if not self._failed(name, n)]
+                wanted = set(config.wanted(healthy))
+                pending = [n for n in sorted(wanted) if self._needs_load(name, n)]
+                if not pending:
+                    break
+                for number in pending:
                     self._load(name, number)
             for number, version in list(self.versions[name].items()):
                 if number not in wanted and version.state == AVAILABLE:
@@ -215,14 +246,22 @@ class ServableManager:
                         version.state = END
                     log.info("unloaded %s version %d", name, number)
 
+    def _failed(self, name: str, number: int) -> bool:
+        version = self.versions[name].get(number)
+        return version is not None and version.failed
+
+    def _needs_load(self, name: str, number: int) -> bool:
+        version = self.versions[name].get(number)
+        return version is None or (version.state == END and not version.error)
+
     def _load(self, name: str, number: int) -> None:
         import tensorflow as tf
         import tensorflow_text  # noqa: F401  (exports tokenize with tf-text ops)
 
-        version = Version(number, state=LOADING)
+        path = os.path.join(self.models[name].base_path, str(number))
+        version = Version(number, state=LOADING, files=files_stamp(path))
         with self._lock:
             self.versions[name][number] = version
-        path = os.path.join(self.models[name].base_path, str(number))
         try:
             loaded = tf.saved_model.load(path)
             defs = read_signature_defs(path)

@@ -6,6 +6,7 @@ import base64
 import functools
 import json
 import os
+import sys
 from typing import Any
 
 import tensorflow as tf
@@ -370,7 +371,7 @@ class BPETokenizer(Tokenizer):
             vocab_size=self.vocab_size,
             min_frequency=self.min_frequency,
             special_tokens=specials,
-            show_progress=False,
+            show_progress=sys.stderr.isatty(),  # the trainer's own bar, on a terminal only
         )
         if self._explicit_specials is None:
             self._explicit_specials = {"bos": GPT2_EOS, "eos": GPT2_EOS}
