@@ -272,6 +272,72 @@ def test_rest_predict_status_and_metadata(server, in_process):
     assert rest(ports, "/v1/models/tiny:predict", {"instances": []})[0] == 400
 
 
+def raw_http(ports, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:
+    """A POST to `:predict` with exactly these bytes and headers (no client-side checks)."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", ports[1], timeout=60)
+    connection.putrequest("POST", "/v1/models/tiny:predict")
+    for key, value in headers.items():
+        connection.putheader(key, value)
+    connection.endheaders()
+    connection.send(body)
+    response = connection.getresponse()
+    answer = response.status, json.loads(response.read())
+    connection.close()
+    return answer
+
+
+GENERATE = '{"signature_name": "generate", "inputs": {"prompts": ["a"], "max_new_tokens": %s, '
+GENERATE += '"temperature": %s, "top_k": 0, "top_p": 1.0, "seed": 0}}'
+HOSTILE_REST = {
+    "signature_name as a list": ('{"signature_name": ["x"], "instances": ["a"]}', 400),
+    "100k-deep JSON": ("[" * 100_000 + "]" * 100_000, 400),
+    "a lone surrogate": ('{"instances": ["\\ud800"]}', 400),
+    "max_new_tokens 2**40": (GENERATE % (2**40, "0.0"), 400),
+    "max_new_tokens 1e400": (GENERATE % ("1e400", "0.0"), 400),
+    "max_new_tokens 3.7": (GENERATE % ("3.7", "0.0"), 400),
+    "temperature Infinity": (GENERATE % ("4", "Infinity"), 400),
+    "bad base64": ('{"instances": [{"b64": "@@@"}]}', 400),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_REST), ids=list(HOSTILE_REST))
+def test_hostile_rest_bodies_are_400_without_exception_text(server, case):
+    _, _, ports = server
+    text, code = HOSTILE_REST[case]
+    data = text.encode("utf-8")
+    status, body = raw_http(ports, data, {"Content-Length": str(len(data))})
+    assert status == code, body
+    assert "Error" not in body["error"] and "Traceback" not in body["error"], body
+    assert rest(ports, "/v1/models/tiny:predict", {"instances": ["a"]})[0] == 200
+
+
+def test_bad_content_lengths_are_refused_at_once(server):
+    _, _, ports = server
+    assert raw_http(ports, b"{}", {"Content-Length": "abc"})[0] == 400
+    assert raw_http(ports, b"{}", {"Content-Length": "-1"})[0] == 400
+    status, body = raw_http(ports, b"", {"Content-Length": str(10**10)})
+    assert status == 429 and "over the limit" in body["error"]
+    assert rest(ports, "/v1/models/tiny:predict", {"instances": ["a"]})[0] == 200
+
+
+def test_a_non_finite_temperature_is_invalid_over_grpc(server):
+    _, channel, _ = server
+    inputs = {
+        "prompts": S("a"),
+        "max_new_tokens": np.int32(2),
+        "temperature": np.float32("inf"),
+        "top_k": np.int32(0),
+        "top_p": np.float32(1.0),
+        "seed": np.int32(0),
+    }
+    with pytest.raises(grpc.RpcError) as info:
+        predict(channel, inputs, signature="generate")
+    assert info.value.code().name == "INVALID_ARGUMENT"
+    assert "temperature must be finite" in info.value.details()
+
+
 def _tensor(dtype, shape, content=b""):
     from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 

@@ -159,7 +159,10 @@ def export_sampling(settings: ExportSettings, max_new_tokens: int) -> tuple[tf.T
 def sampling_checks(temperature, top_k, top_p) -> list:
     """A request's sampling settings, as `GenerationConfig.validate` checks them."""
     return [
-        _assert(temperature >= 0.0, "temperature must be >= 0"),
+        _assert(
+            (temperature >= 0.0) & tf.math.is_finite(temperature),
+            "temperature must be finite and >= 0",
+        ),
         _assert(top_k >= 0, "top_k must be >= 0"),
         _assert((top_p > 0.0) & (top_p <= 1.0), "top_p must be in (0, 1]"),
     ]

@@ -41,29 +41,58 @@ HTTP_STATUS = {
 }
 
 
-def _to_numpy(value: Any, dtype) -> np.ndarray:
-    """A JSON value as numpy of the signature's dtype (`{"b64": ...}` for raw bytes)."""
+# The largest request body read (bytes); a longer one is refused before it is read.
+MAX_BODY_BYTES = 64 << 20
+# Seconds a connection may wait for the rest of a request before it is answered 408.
+READ_TIMEOUT_SECONDS = 30.0
+
+
+def _invalid(message: str) -> ServingError:
+    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def _to_numpy(value: Any, dtype, name: str = "input") -> np.ndarray:
+    """A JSON value as numpy of the signature's dtype (`{"b64": ...}` for raw bytes): strings
+    must be valid UTF-8 text, integers integral and within the dtype's range, floats finite."""
 
     def decode(v):
         if isinstance(v, dict) and set(v) == {"b64"}:
-            return base64.b64decode(v["b64"])
+            try:
+                return base64.b64decode(v["b64"], validate=True)
+            except (TypeError, ValueError):
+                raise _invalid(f"{name}: 'b64' must hold base64 text") from None
         if isinstance(v, list):
             return [decode(x) for x in v]
         if isinstance(v, str):
-            return v.encode("utf-8")
+            try:
+                return v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _invalid(f"{name}: a string is not valid Unicode text") from None
         return v
 
     if dtype.name == "string":
         array = np.asarray(decode(value), dtype=object)
         if array.size and not all(isinstance(x, bytes) for x in array.reshape(-1)):
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "expected strings")
+            raise _invalid(f"{name}: expected strings")
         return array
     try:
-        return np.asarray(value, dtype=dtype.as_numpy_dtype)
-    except (TypeError, ValueError) as e:
-        raise ServingError(
-            grpc.StatusCode.INVALID_ARGUMENT, f"cannot read {value!r} as {dtype.name}: {e}"
-        ) from None
+        raw = np.asarray(value)
+    except (TypeError, ValueError):
+        raise _invalid(f"{name}: expected a number or a rectangular list of numbers") from None
+    if raw.dtype == object or raw.dtype.kind not in "biuf":
+        raise _invalid(f"{name}: expected numbers of type {dtype.name}")
+    target = np.dtype(dtype.as_numpy_dtype)
+    if raw.dtype.kind == "f" and not np.all(np.isfinite(raw)):
+        raise _invalid(f"{name}: numbers must be finite")
+    if target.kind in "iu":
+        if raw.dtype.kind == "f" and not np.all(raw == np.round(raw)):
+            raise _invalid(f"{name}: expected whole numbers ({dtype.name})")
+        info = np.iinfo(target)
+        if raw.size and (raw.min() < info.min or raw.max() > info.max):
+            raise _invalid(f"{name}: out of range for {dtype.name}")
+    if target.kind == "b" and raw.dtype.kind != "b":
+        raise _invalid(f"{name}: expected true or false")
+    return raw.astype(target)
 
 
 def _to_json(value: np.ndarray) -> Any:
@@ -76,6 +105,7 @@ def _to_json(value: np.ndarray) -> Any:
 class RestHandler(BaseHTTPRequestHandler):
     predictor: Predictor  # set on the subclass the server makes
     protocol_version = "HTTP/1.1"
+    timeout = READ_TIMEOUT_SECONDS  # a stalled or idle connection is closed, not held
 
     def log_message(self, fmt, *args):
         log.debug("rest: " + fmt, *args)
@@ -100,6 +130,8 @@ class RestHandler(BaseHTTPRequestHandler):
             status, body = fn()
         except ServingError as e:
             status, body = HTTP_STATUS.get(e.code, 500), {"error": e.message}
+        except TimeoutError:
+            status, body = 408, {"error": "the request did not arrive in time"}
         except Exception as e:  # keep serving
             log.exception("REST request failed")
             status, body = 500, {"error": f"{type(e).__name__}: {e}"}
@@ -146,13 +178,24 @@ class RestHandler(BaseHTTPRequestHandler):
                 raise ServingError(
                     grpc.StatusCode.INVALID_ARGUMENT, "POST serves :predict, :classify, :regress"
                 )
-            length = int(self.headers.get("Content-Length") or 0)
-            try:
-                body = json.loads(self.rfile.read(length).decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            declared = self.headers.get("Content-Length") or "0"
+            if not declared.isdigit():
+                raise _invalid(f"Content-Length must be a number of bytes, got {declared!r}")
+            length = int(declared)
+            if length > MAX_BODY_BYTES:
                 raise ServingError(
-                    grpc.StatusCode.INVALID_ARGUMENT, f"JSON Parse error: {e}"
-                ) from None
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"the request body ({length} bytes) is over the limit of {MAX_BODY_BYTES}",
+                )
+            data = self.rfile.read(length)
+            if len(data) < length:
+                raise _invalid(f"the body ended after {len(data)} of {length} bytes")
+            try:
+                body = json.loads(data.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise _invalid(f"JSON Parse error: {e}") from None
+            except RecursionError:
+                raise _invalid("JSON Parse error: nested too deeply") from None
             if action != ":predict":
                 return self._examples(name, version, label, action, body)
             if not isinstance(body, dict) or ("instances" in body) == ("inputs" in body):
@@ -161,8 +204,11 @@ class RestHandler(BaseHTTPRequestHandler):
                     "the request body must be an object with exactly one of 'instances' or "
                     "'inputs'",
                 )
+            signature_name = body.get("signature_name", "")
+            if not isinstance(signature_name, str):
+                raise _invalid("'signature_name' must be a string")
             resolved = self.predictor.manager.resolve(name, version, label)
-            sig_name, fn, _ = self.predictor.signature(resolved, body.get("signature_name", ""))
+            sig_name, fn, _ = self.predictor.signature(resolved, signature_name)
             specs = fn.structured_input_signature[1]
             if "instances" in body:
                 rows = body["instances"]
@@ -189,7 +235,7 @@ class RestHandler(BaseHTTPRequestHandler):
                         )
                     raw = {next(iter(specs)): raw}
             inputs = {
-                k: _to_numpy(v, specs[k].dtype) if k in specs else np.asarray(v)
+                k: _to_numpy(v, specs[k].dtype, k) if k in specs else np.asarray(v, dtype=object)
                 for k, v in raw.items()
             }
             _, _, outputs = self.predictor.predict(name, resolved.number, None, sig_name, inputs)
