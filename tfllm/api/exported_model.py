@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from tfllm.api.answers import as_list, shaped
-from tfllm.generation.prompts import Completion
+from tfllm.serving.client import Completion, completions, generation_request
 
 
 class ExportedModel:
@@ -70,29 +70,10 @@ class ExportedModel:
         """Completions with finish reasons: `serving_default` (the export's settings) when no
         setting is given, else `generate` (unset ones greedy; `max_new_tokens` the export's)."""
         texts, single = as_list(prompts, "prompts")
-        settings = (max_new_tokens, temperature, top_k, top_p, seed)
-        if all(s is None for s in settings):
-            out = self._call("serving_default", prompts=texts)
-        else:
-            out = self._call(
-                "generate",
-                prompts=texts,
-                max_new_tokens=max_new_tokens or 0,
-                temperature=0.0 if temperature is None else temperature,
-                top_k=top_k or 0,
-                top_p=1.0 if top_p is None else top_p,
-                seed=seed or 0,
-            )
-        found = [
-            Completion(
-                text.decode("utf-8"),
-                tuple(int(t) for t in tokens if t >= 0),
-                reason.decode("utf-8"),
-            )
-            for text, tokens, reason in zip(
-                out["completions"], out["tokens"], out["finish_reasons"], strict=True
-            )
-        ]
+        signature, inputs = generation_request(
+            texts, max_new_tokens, temperature, top_k, top_p, seed
+        )
+        found = completions(self._call(signature, **inputs))
         return shaped([[c] for c in found], single, 1)
 
     def generate(self, prompts: str | Sequence[str], **settings: Any) -> Any:

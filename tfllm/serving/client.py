@@ -155,31 +155,10 @@ class Client:
         greedy defaults and `max_new_tokens` at the export's (sent as 0)."""
         single = isinstance(prompts, str)
         batch = np.asarray([prompts] if single else list(prompts), dtype=object)
-        settings = (max_new_tokens, temperature, top_k, top_p, seed)
-        if all(s is None for s in settings):
-            out = self.predict({"prompts": batch})
-        else:
-            out = self.predict(
-                {
-                    "prompts": batch,
-                    "max_new_tokens": np.int32(max_new_tokens or 0),
-                    "temperature": np.float32(0.0 if temperature is None else temperature),
-                    "top_k": np.int32(top_k or 0),
-                    "top_p": np.float32(1.0 if top_p is None else top_p),
-                    "seed": np.int32(seed or 0),
-                },
-                signature="generate",
-            )
-        texts = [_text(t) for t in out["completions"]]
-        reasons = out.get("finish_reasons")
-        reasons = [_text(r) for r in reasons] if reasons is not None else ["length"] * len(texts)
-        tokens = out.get("tokens")
-        ids = (
-            [tuple(int(t) for t in np.ravel(row) if t >= 0) for row in tokens]
-            if tokens is not None
-            else [()] * len(texts)
+        signature, inputs = generation_request(
+            batch, max_new_tokens, temperature, top_k, top_p, seed
         )
-        return [Completion(t, i, r) for t, i, r in zip(texts, ids, reasons, strict=True)]
+        return completions(self.predict(inputs, signature=signature))
 
     def generate(
         self,
@@ -366,6 +345,43 @@ class Client:
             name: {"inputs": sorted(s.inputs), "outputs": sorted(s.outputs)}
             for name, s in signature_map.signature_def.items()
         }
+
+
+def generation_request(
+    prompts: Any,
+    max_new_tokens: int | None = None,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """`(signature, inputs)` of a generation request: `serving_default` when no setting is
+    given, else `generate` with the unset ones greedy and `max_new_tokens` 0 (the export's)."""
+    if all(s is None for s in (max_new_tokens, temperature, top_k, top_p, seed)):
+        return "serving_default", {"prompts": prompts}
+    return "generate", {
+        "prompts": prompts,
+        "max_new_tokens": np.int32(max_new_tokens or 0),
+        "temperature": np.float32(0.0 if temperature is None else temperature),
+        "top_k": np.int32(top_k or 0),
+        "top_p": np.float32(1.0 if top_p is None else top_p),
+        "seed": np.int32(seed or 0),
+    }
+
+
+def completions(outputs: dict[str, Any]) -> list[Completion]:
+    """A generation signature's outputs as `Completion`s (an export made before finish reasons
+    existed reads as `length`)."""
+    texts = [_text(t) for t in outputs["completions"]]
+    reasons = outputs.get("finish_reasons")
+    reasons = [_text(r) for r in reasons] if reasons is not None else ["length"] * len(texts)
+    tokens = outputs.get("tokens")
+    ids = (
+        [tuple(int(t) for t in np.ravel(row) if t >= 0) for row in tokens]
+        if tokens is not None
+        else [()] * len(texts)
+    )
+    return [Completion(t, i, r) for t, i, r in zip(texts, ids, reasons, strict=True)]
 
 
 def _text(value: Any) -> str:
