@@ -8,6 +8,7 @@ config I/O lives with the run-directory layout (`tfllm.runs`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,8 +69,53 @@ def compose(config_name: str = "config", overrides: Sequence[str] = ()) -> dict[
     return to_plain(cfg)
 
 
+# The key of a plain config that lists the values read from the environment (`${oc.env:…}`),
+# by dotted path with their interpolation text: saved configs keep the text, never the value.
+ENVIRONMENT_KEY = "_from_environment_"
+_ENV_INTERPOLATION = re.compile(r"\$\{\s*(?:oc\.env|env)\s*:")
+
+
+def environment_values(cfg: Any) -> dict[str, str]:
+    """The dotted paths of `cfg` whose values come from the environment, directly or through
+    another key's interpolation, each with its interpolation text (nothing is resolved).
+
+    >>> environment_values(OmegaConf.create({"a": "${oc.env:TOKEN}", "b": "x${a}", "c": 1}))
+    {'a': '${oc.env:TOKEN}', 'b': 'x${a}'}
+    """
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    strings: dict[str, str] = {}
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{path}.{key}" if path else str(key))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{path}.{i}")
+        elif isinstance(node, str) and "${" in node:
+            strings[path] = node
+
+    walk(raw, "")
+    found = {p: s for p, s in strings.items() if _ENV_INTERPOLATION.search(s)}
+    changed = True
+    while changed:  # values that interpolate a value from the environment carry it too
+        changed = False
+        for path, text in strings.items():
+            if path not in found and any("${" + p + "}" in text for p in found):
+                found[path] = text
+                changed = True
+    return dict(sorted(found.items()))
+
+
 def to_plain(cfg: Any) -> Any:
-    """Resolve interpolations and convert OmegaConf containers to plain Python."""
+    """Resolve interpolations and convert OmegaConf containers to plain Python. Values read
+    from the environment are listed under `ENVIRONMENT_KEY`, for `tfllm.runs.save_run_config`
+    to keep out of saved files."""
     if isinstance(cfg, (DictConfig,)) or OmegaConf.is_config(cfg):
-        return OmegaConf.to_container(cfg, resolve=True)
+        plain = OmegaConf.to_container(cfg, resolve=True)
+        if isinstance(plain, dict):
+            secrets = environment_values(cfg)
+            if secrets:
+                plain[ENVIRONMENT_KEY] = secrets
+        return plain
     return cfg

@@ -22,10 +22,12 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from tfllm import registry
 from tfllm.version import API_VERSION, __version__
@@ -109,6 +111,7 @@ def check_api_version(module: object, distribution: str) -> int:
 def load_entry_point(ep: metadata.EntryPoint) -> PluginStatus:
     dist, version = _distribution(ep)
     before = {(e.kind, e.name) for e in registry._all_entries()}
+    keras_before = _keras_registrations()
     status = PluginStatus(ep.name, dist, version, ep.value, loaded=False, conf_dir=conf_dir(ep))
     try:
         with registry.transaction(), registry.registering_as(dist):
@@ -119,7 +122,10 @@ def load_entry_point(ep: metadata.EntryPoint) -> PluginStatus:
                 if callable(hook):
                     hook()
         status.loaded = True
-    except Exception as e:  # noqa: BLE001 - any plugin failure must not break tfllm
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # noqa: BLE001 - any plugin failure (sys.exit too) is contained
+        _restore_keras_registrations(keras_before)
         status.error = f"{type(e).__name__}: {e}"
         refused = "was refused" if isinstance(e, PluginAPIError) else "failed to load"
         warnings.warn(
@@ -131,6 +137,43 @@ def load_entry_point(ep: metadata.EntryPoint) -> PluginStatus:
     after = {(e.kind, e.name) for e in registry._all_entries()}
     status.components = sorted(f"{k}/{n}" for k, n in after - before)
     return status
+
+
+def _keras_registry() -> Any:
+    # Keras's global custom-object tables, if Keras is imported (a plugin may import it).
+    return sys.modules.get("keras.src.saving.object_registration")
+
+
+def _keras_registrations() -> tuple[dict, dict] | None:
+    tables = _keras_registry()
+    if tables is None:
+        return None
+    return dict(tables.GLOBAL_CUSTOM_OBJECTS), dict(tables.GLOBAL_CUSTOM_NAMES)
+
+
+def _restore_keras_registrations(before: tuple[dict, dict] | None) -> None:
+    """Undo what a failed plugin registered with `keras.saving.register_keras_serializable`."""
+    tables = _keras_registry()
+    if tables is None:
+        return
+    if before is None:
+        # Keras was first imported by the plugin: drop what is not Keras's or tfllm's own.
+        def foreign(obj: Any) -> bool:
+            root = str(getattr(obj, "__module__", "") or "").split(".")[0]
+            return root not in ("keras", "tfllm")
+
+        for name, obj in list(tables.GLOBAL_CUSTOM_OBJECTS.items()):
+            if foreign(obj):
+                del tables.GLOBAL_CUSTOM_OBJECTS[name]
+        for obj in list(tables.GLOBAL_CUSTOM_NAMES):
+            if foreign(obj):
+                del tables.GLOBAL_CUSTOM_NAMES[obj]
+        return
+    for table, saved in zip(
+        (tables.GLOBAL_CUSTOM_OBJECTS, tables.GLOBAL_CUSTOM_NAMES), before, strict=True
+    ):
+        table.clear()
+        table.update(saved)
 
 
 def statuses() -> list[PluginStatus]:
@@ -170,6 +213,20 @@ def config_search_path() -> list[str]:
         if found and f"file://{found}" not in paths:
             paths.append(f"file://{found}")
     return paths
+
+
+def owner_of(path: str) -> str | None:
+    """The distribution whose plugin `conf/` holds the file at `path`, or None. Nothing is
+    imported."""
+    try:
+        resolved = Path(path).resolve()
+    except (OSError, ValueError):
+        return None
+    for ep in _entry_points():
+        found = conf_dir(ep)
+        if found and resolved.is_relative_to(found):
+            return _distribution(ep)[0]
+    return None
 
 
 def shadowed_configs(plugin_conf: str, core_conf: str) -> list[str]:

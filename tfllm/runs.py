@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
+from tfllm.files import atomic_write
 from tfllm.registry import ConfigError
 
 if TYPE_CHECKING:
@@ -52,14 +54,43 @@ def tokenizer_dir(run_dir: str) -> str:
 
 
 def save_run_config(cfg: dict[str, Any], run_dir: str) -> str:
-    """Write the fully resolved config next to the checkpoints (atomically)."""
+    """Write the fully resolved config next to the checkpoints (atomically).
+
+    Values that came from the environment (`${oc.env:…}`, listed by `tfllm.config.to_plain`)
+    are written as their interpolation text, never their value (secrets stay out of runs and
+    exports); every other `${` in a resolved value is literal and stays so when read back.
+    """
+    from tfllm.config import ENVIRONMENT_KEY
+
+    cfg = dict(cfg)
+    secrets = cfg.pop(ENVIRONMENT_KEY, None) or {}
+    container = _escaped(cfg)
+    for dotted, text in secrets.items():
+        node: Any = container
+        *parents, last = dotted.split(".")
+        try:
+            for part in parents:
+                node = node[int(part)] if isinstance(node, list) else node[part]
+            if isinstance(node, list):
+                node[int(last)] = _escaped(text)
+            elif last in node:
+                node[last] = _escaped(text)
+        except (KeyError, IndexError, ValueError, TypeError):
+            continue  # the job dropped or reshaped that key: nothing of it is saved
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, RUN_CONFIG)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(OmegaConf.to_yaml(OmegaConf.create(cfg)))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, OmegaConf.to_yaml(OmegaConf.create(container)))
+
+
+def _escaped(value: Any) -> Any:
+    # A resolved config holds no interpolations: each `${` is text, escaped for OmegaConf.
+    if isinstance(value, dict):
+        return {k: _escaped(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_escaped(v) for v in value]
+    if isinstance(value, str):
+        return value.replace("${", "\\${")
+    return value
 
 
 def load_run_config(run_dir: str) -> dict[str, Any]:
@@ -71,11 +102,99 @@ def load_run_config(run_dir: str) -> dict[str, Any]:
 
 
 def save_metrics(metrics: dict[str, Any], run_dir: str) -> str:
-    """Write a finished run's final logs."""
-    path = os.path.join(run_dir, METRICS_FILE)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(metrics, f, indent=1)
-    return path
+    """Write a finished run's final logs (atomically)."""
+    return atomic_write(os.path.join(run_dir, METRICS_FILE), json.dumps(metrics, indent=1))
+
+
+def load_metrics(run_dir: str) -> dict[str, Any] | None:
+    """A finished run's final logs, or None if it has none (or they are unreadable)."""
+    try:
+        with open(os.path.join(run_dir, METRICS_FILE), encoding="utf-8") as f:
+            metrics = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) else None
+
+
+CHECKPOINT_STATE = "checkpoint"  # tf.train.CheckpointManager's state file
+_CHECKPOINT_INDEX = re.compile(r"^(.+)-(\d+)\.index$")
+
+
+def checkpoint_candidates(directory: str) -> tuple[list[str], bool]:
+    """The checkpoints in `directory`, newest first, and whether its state file was readable.
+
+    The state file (`checkpoint`) names them when it is intact; the `<name>-<step>.index`
+    files present are added to what it names, so a damaged or stale state file never hides a
+    checkpoint (and never makes a run silently start over).
+    """
+    import tensorflow as tf
+
+    if not os.path.isdir(directory):
+        return [], True
+    named: list[str] = []
+    state_ok = True
+    if os.path.exists(os.path.join(directory, CHECKPOINT_STATE)):
+        try:
+            state = tf.train.get_checkpoint_state(directory)
+        except Exception:  # noqa: BLE001 - a damaged state file: the files present decide
+            state = None
+        if state is None or not state.model_checkpoint_path:
+            state_ok = False
+        else:
+            named = list(state.all_model_checkpoint_paths)
+            if state.model_checkpoint_path not in named:
+                named.append(state.model_checkpoint_path)
+    found: dict[str, int] = {}
+    for path in named:
+        path = path if os.path.isabs(path) else os.path.join(directory, path)
+        match = re.search(r"-(\d+)$", path)
+        found[path] = int(match.group(1)) if match else -1
+    for name in os.listdir(directory):
+        match = _CHECKPOINT_INDEX.match(name)
+        if match:
+            found.setdefault(os.path.join(directory, name[: -len(".index")]), int(match.group(2)))
+    return sorted(found, key=lambda p: found[p], reverse=True), state_ok
+
+
+def repair_checkpoint_state(directory: str) -> str | None:
+    """Rebuild a damaged checkpoint state file from the checkpoint files present.
+
+    The damaged file is kept beside it as `checkpoint.damaged`; returns that path, or None
+    when there was nothing to repair. `tf.train.CheckpointManager` fails on a damaged state
+    file, and `tf.train.latest_checkpoint` reads it as "no checkpoint": a run would start over.
+    """
+    candidates, state_ok = checkpoint_candidates(directory)
+    if state_ok:
+        return None
+    state = os.path.join(directory, CHECKPOINT_STATE)
+    damaged = state + ".damaged"
+    os.replace(state, damaged)
+    if candidates:  # the CheckpointState proto in text format, as TensorFlow writes it
+        names = [os.path.relpath(c, directory) for c in candidates]
+        lines = [f"model_checkpoint_path: {json.dumps(names[0])}"]
+        lines += [f"all_model_checkpoint_paths: {json.dumps(n)}" for n in reversed(names)]
+        atomic_write(state, "\n".join(lines) + "\n")
+    return damaged
+
+
+def latest_checkpoint(directory: str) -> str | None:
+    """The newest checkpoint in `directory` (see `checkpoint_candidates`), or None."""
+    candidates, _ = checkpoint_candidates(directory)
+    return candidates[0] if candidates else None
+
+
+def remove_stale_temporaries(directory: str) -> list[str]:
+    """Remove the `<name>-<step>_temp` folders a save killed midway leaves behind (TensorFlow
+    writes a checkpoint's shards there and renames them into place only once they are whole),
+    returning what it removed. Call it before any save starts in `directory`."""
+    removed = []
+    if os.path.isdir(directory):
+        for name in os.listdir(directory):
+            path = os.path.join(directory, name)
+            if name.endswith("_temp") and os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed
 
 
 def load_run(run_dir: str, checkpoint: str | None = None) -> tuple[Any, Tokenizer, dict]:
@@ -105,7 +224,7 @@ def load_run(run_dir: str, checkpoint: str | None = None) -> tuple[Any, Tokenize
         tokenizer.sentinel_ids(),
         tokenizer,
     )
-    path = checkpoint or tf.train.latest_checkpoint(checkpoint_dir(run_dir))
+    path = checkpoint or latest_checkpoint(checkpoint_dir(run_dir))
     if path is None:
         raise ConfigError(f"ckpt: {run_dir} has no checkpoint yet")
     status = tf.train.Checkpoint(model=model_variables(model)).restore(path).expect_partial()

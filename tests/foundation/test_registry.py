@@ -108,17 +108,32 @@ def test_plugins_load_from_entry_points_and_failures_name_the_distribution(
         "tfllm-clashing-plugin",
         "clashing_plugin",
         """
+        import keras
         from tfllm.registry import register
 
         TFLLM_API_VERSION = 1
 
         @register("ffn", "clashing_ffn")
-        class Fine:
+        class Fine(keras.layers.Layer):
+            pass
+
+        @keras.saving.register_keras_serializable(package="clashing")
+        class Helper(keras.layers.Layer):
             pass
 
         @register("attention", "mha")
         class NotMha:
             pass
+    """,
+    )
+    install_distribution(
+        tmp_path,
+        "tfllm-exiting-plugin",
+        "exiting_plugin",
+        """
+        import sys
+
+        sys.exit(0)
     """,
     )
     install_distribution(
@@ -168,6 +183,14 @@ def test_plugins_load_from_entry_points_and_failures_name_the_distribution(
     assert statuses["tfllm-clashing-plugin"].components == []
     with pytest.raises(RegistryError, match="Plugin 'tfllm-clashing-plugin' was not loaded"):
         registry.get("ffn", "clashing_ffn")
+    import keras
+
+    left = [name for name in keras.saving.get_custom_objects() if "lashing" in name]
+    assert left == [], f"the refused plugin left Keras custom objects behind: {left}"
+    # A plugin that exits at import is contained like any other failure.
+    exiting = statuses["tfllm-exiting-plugin"]
+    assert not exiting.loaded and exiting.error.startswith("SystemExit")
+    assert any("tfllm-exiting-plugin" in m and "failed to load" in m for m in messages)
     future = statuses["tfllm-future-plugin"]
     assert not future.loaded and future.components == []
     assert "targets tfllm plugin API version 99" in future.error
@@ -177,7 +200,13 @@ def test_plugins_load_from_entry_points_and_failures_name_the_distribution(
     assert not undeclared.loaded and "does not declare TFLLM_API_VERSION" in undeclared.error
     assert registry.get("attention", "mha").__module__ == "tfllm.components.attention.mha"
     assert registry.get("ffn", "mlp")  # everything else keeps working
-    for module in ("good_plugin", "clashing_plugin", "future_plugin", "undeclared_plugin"):
+    for module in (
+        "good_plugin",
+        "clashing_plugin",
+        "exiting_plugin",
+        "future_plugin",
+        "undeclared_plugin",
+    ):
         sys.modules.pop(module, None)
 
 
@@ -291,3 +320,38 @@ def test_plugins_command_reports_loaded_and_failed_plugins(
     assert "plugin autoload is disabled" in capsys.readouterr().out
     for module in ("listed_plugin", "old_plugin"):
         sys.modules.pop(module, None)
+
+
+def test_a_plugin_that_exits_or_ships_broken_yaml_is_one_line_naming_it(tmp_path):
+    """Through the real command line: `sys.exit(0)` in a plugin does not end `tfllm list`
+    silently, and a plugin config that is not YAML is one error naming the file and plugin."""
+    from conftest import run_cli
+
+    install_distribution(
+        tmp_path, "tfllm-exiting-plugin", "exiting_plugin", "import sys\nsys.exit(0)\n"
+    )
+    package = tmp_path / "yaml_plugin"
+    (package / "conf" / "attention").mkdir(parents=True)
+    (package / "__init__.py").write_text("TFLLM_API_VERSION = 1\n")
+    (package / "conf" / "attention" / "broken.yaml").write_text("name: mha\nnum_heads: [1, 2\n")
+    info = tmp_path / "tfllm_yaml_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tfllm-yaml-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[tfllm.plugins]\nyaml_plugin = yaml_plugin\n")
+    import os
+
+    path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
+    env = {"PYTHONPATH": path, "TFLLM_DISABLE_PLUGIN_AUTOLOAD": ""}
+
+    listed = run_cli(["list", "ffn"], env=env, check=False)
+    assert listed.returncode == 0 and "swiglu" in listed.stdout, listed.stderr[-2000:]
+    assert "tfllm-exiting-plugin" in listed.stderr and "SystemExit" in listed.stderr
+
+    proc = run_cli(
+        ["train", "attention=broken", f"run_dir={tmp_path / 'run'}"], env=env, check=False
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("tfllm: error:")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    assert "broken.yaml, line 3" in errors[0] and "plugin 'tfllm-yaml-plugin'" in errors[0]
+    assert not (tmp_path / "run").exists()

@@ -270,6 +270,18 @@ def test_rest_predict_status_and_metadata(server, in_process):
     assert status == 200 and "generate" in body["metadata"]["signature_def"]["signatureDef"]
     assert rest(ports, "/v1/models/nope:predict", {"instances": ["x"]})[0] == 404
     assert rest(ports, "/v1/models/tiny:predict", {"instances": []})[0] == 400
+    # TF Serving's {"b64": ...} form for a single-input signature, in both request forms.
+    import base64
+
+    encoded = [{"b64": base64.b64encode(p.encode()).decode()} for p in PROMPTS[:2]]
+    for body in ({"instances": encoded}, {"inputs": encoded}):
+        status, answer = rest(ports, "/v1/models/tiny:predict", body)
+        assert status == 200, answer
+        rows = answer.get("predictions") or [
+            dict(zip(answer["outputs"], v, strict=True))
+            for v in zip(*answer["outputs"].values(), strict=True)
+        ]
+        assert [r["completions"] for r in rows] == expected_completions(in_process, PROMPTS[:2])
 
 
 def raw_http(ports, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:
@@ -816,6 +828,21 @@ def test_model_config_file_policies_labels_and_the_rest_client(exported, tmp_pat
         with pytest.raises(grpc.RpcError) as info:
             stub.Predict(request, timeout=60)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # GetModelStatus honours version_label: the labelled version only; unknown: an error.
+        status_stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        status_request = get_model_status_pb2.GetModelStatusRequest()
+        status_request.model_spec.name = "lm"
+        status_request.model_spec.version_label = "canary"
+        answer = status_stub.GetModelStatus(status_request, timeout=60)
+        assert [s.version for s in answer.model_version_status] == [5]
+        status_request.model_spec.version_label = "nightly"
+        with pytest.raises(grpc.RpcError) as info:
+            status_stub.GetModelStatus(status_request, timeout=60)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        ports = (server.port, server.rest_port)
+        status, body = rest(ports, "/v1/models/lm/labels/stable")
+        assert status == 200 and [v["version"] for v in body["model_version_status"]] == ["4"]
+        assert rest(ports, "/v1/models/lm/labels/nightly")[0] == 400
         channel.close()
     finally:
         server.stop()
@@ -926,3 +953,160 @@ def test_an_export_stores_every_weight_once(exported, in_process):
     )
     # The Keras model is not tracked a second time beside the variables list.
     assert stored <= weight_bytes(in_process[0]) * 1.01
+
+
+def server_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        line = next(line for line in f if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_a_tiny_message_declaring_a_huge_tensor_is_refused_before_allocation(server):
+    proc, channel, _ = server
+    before = server_rss_mb(proc.pid)
+    for signature, key, dtype in (
+        ("score_tokens", "lengths", "DT_INT32"),
+        ("serving_default", "prompts", "DT_STRING"),
+    ):
+        proto = _tensor(dtype, [2**28])
+        if dtype == "DT_INT32":
+            proto.int_val.append(1)  # TensorFlow fills the whole shape from one value
+        else:
+            proto.string_val.append(b"a")
+        with pytest.raises(grpc.RpcError) as info:
+            predict(channel, {key: proto}, signature=signature)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "declares 268435456 elements" in info.value.details()
+    assert server_rss_mb(proc.pid) - before < 100, "the server allocated the declared tensor"
+    assert predict(channel, {"prompts": np.array([b"BERNARDO:"], dtype=object)}).outputs
+
+
+def _in_process_server(exported, **kwargs):
+    from tfllm.serving.servables import ModelConfig
+    from tfllm.serving.server import Server
+
+    _, _, model_dir, _ = exported
+    server = Server([ModelConfig("tiny", str(model_dir))], port=0, rest_port=0, **kwargs)
+    server.start()
+    return server
+
+
+def test_cancelled_and_expired_requests_are_skipped_not_run(exported):
+    from tfllm.serving.predictor import ServingLimits
+
+    server = _in_process_server(exported, limits=ServingLimits(max_concurrent_runs=1))
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    try:
+        import tensorflow as tf
+
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "tiny"
+        request.inputs["prompts"].CopyFrom(tf.make_tensor_proto(PROMPTS * 4))
+        stub.Predict(request, timeout=60)  # warm
+        runs = server.predictor.runs
+        expired = [stub.Predict.future(request, timeout=0.01) for _ in range(8)]
+        cancelled = [stub.Predict.future(request, timeout=60) for _ in range(4)]
+        for call in cancelled:
+            call.cancel()
+        for call in expired:
+            with pytest.raises(grpc.RpcError) as info:
+                call.result()
+            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        time.sleep(2.0)  # let the server dispatch (or drop) all of them
+        # Of 12 requests nobody waits for, at most the one running when they gave up is run.
+        assert server.predictor.runs - runs <= 2, server.predictor.runs - runs
+        assert stub.Predict(request, timeout=60).outputs["completions"]
+        assert server.predictor.runs - runs <= 3
+    finally:
+        channel.close()
+        server.stop()
+
+
+def test_slow_connections_hold_a_bounded_pool_and_time_out(exported):
+    import socket
+
+    from tfllm.serving.predictor import ServingLimits
+
+    server = _in_process_server(exported, workers=4, limits=ServingLimits(read_timeout_seconds=1.0))
+    slow = []
+    threads_before = threading.active_count()
+    try:
+        for _ in range(24):  # each sends half a request line and stalls
+            sock = socket.create_connection(("127.0.0.1", server.rest_port))
+            sock.sendall(b"POST /v1/models/tiny:pre")
+            slow.append(sock)
+        time.sleep(0.5)
+        # At most the pool's 4 workers more than before, not one thread per connection.
+        assert threading.active_count() - threads_before <= 4, threading.enumerate()
+        started = time.monotonic()
+        status, _ = rest((server.port, server.rest_port), "/v1/models/tiny")
+        assert status == 200
+        # Each stalled connection is dropped after the read timeout: the pool frees up.
+        assert time.monotonic() - started < 24 / 4 * 1.0 + 10
+    finally:
+        for sock in slow:
+            sock.close()
+        server.stop()
+
+
+def _self_signed(tmp_path):
+    import shutil as sh
+
+    if sh.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return str(cert), str(key)
+
+
+def test_tls_and_a_bearer_token_on_both_transports(exported, tmp_path, in_process):
+    from tfllm.serving.client import Client, ServingClientError
+    from tfllm.serving.security import Security, exposure_warning
+
+    cert, key = _self_signed(tmp_path)
+    security = Security(token="s3cret", cert_file=cert, key_file=key)
+    server = _in_process_server(exported, security=security)
+    expected = expected_completions(in_process, PROMPTS[:1])
+    try:
+        for transport, port in (("grpc", server.port), ("rest", server.rest_port)):
+            with Client(
+                port=port, model="tiny", transport=transport, token="s3cret", tls_ca_file=cert
+            ) as client:
+                assert client.generate(PROMPTS[:1]) == expected
+            for token in (None, "guess"):
+                with Client(
+                    port=port, model="tiny", transport=transport, token=token, tls_ca_file=cert
+                ) as client:
+                    with pytest.raises(ServingClientError) as info:
+                        client.generate(PROMPTS[:1])
+                    assert info.value.code in ("UNAUTHENTICATED", "HTTP 401"), info.value
+            with Client(port=port, model="tiny", transport=transport, token="s3cret") as plain:
+                with pytest.raises((ServingClientError, urllib.error.URLError, OSError)):
+                    plain.generate(PROMPTS[:1])  # no TLS: refused
+    finally:
+        server.stop()
+    assert exposure_warning("0.0.0.0", Security()) is not None
+    assert exposure_warning("0.0.0.0", security) is None
+    assert exposure_warning("127.0.0.1", Security()) is None

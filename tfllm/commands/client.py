@@ -96,6 +96,11 @@ def client_job(plain: dict[str, Any]) -> None:
             plain["transport"],
             plain["version"],
             plain["timeout"],
+            token=plain.get("auth_token"),
+            tls=bool(plain.get("tls")),
+            tls_ca_file=plain.get("tls_ca_file"),
+            tls_cert_file=plain.get("tls_cert_file"),
+            tls_key_file=plain.get("tls_key_file"),
         )
         with client:
             lines = run_call(client, pick_call(client, plain), plain)

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
-from tfllm.commands.overrides import explain
+from tfllm.commands.overrides import explain, refused_hydra_override
 from tfllm.evaluation.plotting import MissingExtraError
 from tfllm.registry import ConfigError, RegistryError
 
@@ -96,6 +96,9 @@ def run_hydra(
 
     from tfllm.config import to_plain, with_plugin_search_path
 
+    refused = refused_hydra_override([a for a in argv if not a.startswith("-")])
+    if refused:
+        raise CommandError(refused)
     argv = with_plugin_search_path(argv) if subdir is None else list(argv)
     if config_name == "config":  # a training run: Hydra's own files go into the run itself
         run_dirs = [a.split("=", 1)[1] for a in argv if a.startswith("run_dir=")]
@@ -118,9 +121,12 @@ def run_hydra(
     except Exception as e:
         if full_error == "1":
             raise
+        import yaml
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
+        if isinstance(e, yaml.YAMLError):
+            raise CommandError(broken_yaml(e)) from None
         if not isinstance(e, (HydraException, OmegaConfBaseException)):
             raise
         message = str(e).strip()
@@ -132,6 +138,21 @@ def run_hydra(
     finally:
         if full_error is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+def broken_yaml(error: Exception) -> str:
+    """One line for a config file that is not valid YAML: the file, where, what, and the plugin
+    that ships it (if a plugin does)."""
+    from tfllm.plugins import owner_of
+
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    if mark is None:
+        return f"a config file is not valid YAML: {problem}"
+    where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}"
+    owner = owner_of(mark.name)
+    shipped = f" (shipped by plugin '{owner}')" if owner else ""
+    return f"{where}{shipped} is not valid YAML: {problem}"
 
 
 def compose_plain(path: str, config_name: str, overrides: Sequence[str]) -> dict[str, Any]:

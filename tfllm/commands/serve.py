@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -55,11 +56,44 @@ def wait_for_signal() -> None:
         pass
 
 
+def limits_and_security(plain: dict[str, Any]) -> tuple[Any, Any]:
+    """The request limits and the TLS/token settings of a serve config."""
+    from tfllm.serving.predictor import ServingLimits
+    from tfllm.serving.security import Security
+
+    numbers = {
+        key: plain[key]
+        for key in (
+            "max_body_bytes",
+            "max_batch_size",
+            "max_tensor_elements",
+            "max_string_bytes",
+            "max_concurrent_runs",
+        )
+    }
+    for key, value in [*numbers.items(), ("read_timeout_seconds", plain["read_timeout_seconds"])]:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise CommandError(f"{key}: {value!r} must be a positive number")
+    limits = ServingLimits(
+        **{k: int(v) for k, v in numbers.items()},
+        read_timeout_seconds=float(plain["read_timeout_seconds"]),
+    )
+    with user_error():
+        security = Security(
+            token=plain["auth_token"],
+            cert_file=plain["tls_cert_file"],
+            key_file=plain["tls_key_file"],
+            client_ca_file=plain["tls_client_ca_file"],
+        )
+    return limits, security
+
+
 def serve_job(plain: dict[str, Any]) -> None:
     from tfllm.serving.server import Server
 
     models = model_configs(plain)
     batching = batching_config(plain)
+    limits, security = limits_and_security(plain)
     rest_port = plain["rest_port"]
     if rest_port is not None and rest_port < 0:
         rest_port = None
@@ -71,15 +105,22 @@ def serve_job(plain: dict[str, Any]) -> None:
             rest_port=rest_port,
             batching=batching,
             poll_seconds=plain["file_system_poll_wait_seconds"],
+            workers=int(plain["workers"]),
+            limits=limits,
+            security=security,
         )
     except OSError as e:
         raise CommandError(f"port: {e}") from None
+    if server.warning:
+        print(f"tfllm: warning: {server.warning}", file=sys.stderr, flush=True)
     server.start()
     for m in models:
         versions = [v.number for v in server.manager.statuses(m.name) if v.state == "AVAILABLE"]
         print(f"model {m.name}: versions {versions or 'none yet'} from {m.base_path}", flush=True)
     rest = f", REST on {plain['host']}:{server.rest_port}" if server.rest_port else ""
-    print(f"serving gRPC on {plain['host']}:{server.port}{rest}", flush=True)
+    extras = [x for x in ("TLS" if security.tls else "", "token" if security.token else "") if x]
+    secured = f" ({' and '.join(extras)})" if extras else ""
+    print(f"serving gRPC on {plain['host']}:{server.port}{rest}{secured}", flush=True)
     wait_for_signal()
     server.stop()
     print("server stopped", flush=True)

@@ -39,6 +39,8 @@ def read_documents(path: str | Sequence[str] | None, encoding: str = "utf-8") ->
                 docs.append(fh.read())
             except UnicodeDecodeError as e:
                 raise ConfigError(f"data.path: {f} is not valid {encoding} ({e})") from None
+    if not any(d.strip() for d in docs):
+        raise ConfigError(f"data.path: {path} holds no text (every file matched is empty)")
     return docs
 
 

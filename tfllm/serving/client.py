@@ -44,6 +44,12 @@ class Client:
         transport: `grpc` (tensorflow-serving-api's `PredictionServiceStub`) or `rest`.
         version: a specific version (default: the newest available).
         timeout: seconds per request.
+        token: a bearer token sent with every request (a server started with `auth_token`).
+        tls: connect over TLS (on by itself when `tls_ca_file` is given); the server's
+            certificate is checked against `tls_ca_file`, or the system's authorities.
+        tls_ca_file: PEM certificates that sign the server's certificate.
+        tls_cert_file: this client's PEM certificate chain (a server that asks for one).
+        tls_key_file: this client's PEM private key.
 
     Example:
 
@@ -60,13 +66,36 @@ class Client:
         transport: str = "grpc",
         version: int | None = None,
         timeout: float = 120.0,
+        token: str | None = None,
+        tls: bool = False,
+        tls_ca_file: str | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
     ):
         if transport not in ("grpc", "rest"):
             raise ValueError(f"transport must be 'grpc' or 'rest', got {transport!r}")
+        if bool(tls_cert_file) != bool(tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file: give both, or neither")
         self.host, self.port, self.model = host, port, model
         self.transport, self.version, self.timeout = transport, version, timeout
+        self.token = token
+        self.tls = bool(tls or tls_ca_file or tls_cert_file)
+        self.tls_ca_file, self.tls_cert_file, self.tls_key_file = (
+            tls_ca_file,
+            tls_cert_file,
+            tls_key_file,
+        )
+        # gRPC metadata sent with every call (the bearer token).
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._channel = None
         self._stub = None
+
+    @staticmethod
+    def _read(path: str | None) -> bytes | None:
+        if not path:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
 
     # ----- transport --------------------------------------------------------------------------
     def _grpc(self):
@@ -76,10 +105,19 @@ class Client:
             (prediction_service_pb2_grpc,) = apis(
                 "tensorflow_serving.apis.prediction_service_pb2_grpc"
             )
-            self._channel = grpc.insecure_channel(
+            target, options = (
                 f"{self.host}:{self.port}",
-                options=[("grpc.max_receive_message_length", 64 << 20)],
+                [("grpc.max_receive_message_length", 64 << 20)],
             )
+            if self.tls:
+                credentials = grpc.ssl_channel_credentials(
+                    root_certificates=self._read(self.tls_ca_file),
+                    private_key=self._read(self.tls_key_file),
+                    certificate_chain=self._read(self.tls_cert_file),
+                )
+                self._channel = grpc.secure_channel(target, credentials, options=options)
+            else:
+                self._channel = grpc.insecure_channel(target, options=options)
             self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         return self._stub
 
@@ -96,15 +134,29 @@ class Client:
 
     def _url(self, suffix: str) -> str:
         version = f"/versions/{self.version}" if self.version is not None else ""
-        return f"http://{self.host}:{self.port}/v1/models/{self.model}{version}{suffix}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.host}:{self.port}/v1/models/{self.model}{version}{suffix}"
+
+    def _ssl_context(self) -> Any:
+        if not self.tls:
+            return None
+        import ssl
+
+        context = ssl.create_default_context(cafile=self.tls_ca_file)
+        if self.tls_cert_file:
+            context.load_cert_chain(self.tls_cert_file, self.tls_key_file)
+        return context
 
     def _rest(self, suffix: str, body: dict | None = None) -> dict[str, Any]:
         data = None if body is None else json.dumps(body).encode("utf-8")
-        request = urllib.request.Request(
-            self._url(suffix), data=data, headers={"Content-Type": "application/json"}
-        )
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(self._url(suffix), data=data, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(
+                request, timeout=self.timeout, context=self._ssl_context()
+            ) as response:
                 return json.loads(response.read().decode("utf-8"))
         except urllib.error.HTTPError as e:
             try:
@@ -135,7 +187,7 @@ class Client:
         for key, value in inputs.items():
             request.inputs[key].CopyFrom(tensor_proto(value))
         try:
-            response = self._grpc().Predict(request, timeout=self.timeout)
+            response = self._grpc().Predict(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as e:
             raise ServingClientError(e.code().name, e.details()) from None
         return {k: ndarray(v) for k, v in response.outputs.items()}
@@ -209,7 +261,9 @@ class Client:
                 example.features.feature[key].bytes_list.value.append(text.encode("utf-8"))
             request.input.example_list.examples.append(example)
         try:
-            response = getattr(self._grpc(), method)(request, timeout=self.timeout)
+            response = getattr(self._grpc(), method)(
+                request, timeout=self.timeout, metadata=self._metadata
+            )
         except grpc.RpcError as e:
             raise ServingClientError(e.code().name, e.details()) from None
         if method == "Classify":
@@ -336,7 +390,9 @@ class Client:
             request.model_spec.version.value = self.version
         request.metadata_field.append("signature_def")
         try:
-            response = self._grpc().GetModelMetadata(request, timeout=self.timeout)
+            response = self._grpc().GetModelMetadata(
+                request, timeout=self.timeout, metadata=self._metadata
+            )
         except grpc.RpcError as e:
             raise ServingClientError(e.code().name, e.details()) from None
         signature_map = get_model_metadata_pb2.SignatureDefMap()

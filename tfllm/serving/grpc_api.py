@@ -25,7 +25,7 @@ from tfllm.serving.examples import (
     regression_values,
     with_context,
 )
-from tfllm.serving.predictor import Predictor, as_numpy
+from tfllm.serving.predictor import Liveness, Predictor, as_numpy
 from tfllm.serving.servables import ServingError
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,21 @@ def _spec(model_spec) -> tuple[str, int | None, str | None]:
     return model_spec.name, version, label
 
 
+def liveness(context) -> Liveness:
+    """Whether a gRPC request's client still wants the answer: CANCELLED once it has gone,
+    DEADLINE_EXCEEDED once its deadline has passed."""
+
+    def live() -> tuple[grpc.StatusCode, str] | None:
+        if not context.is_active():
+            return grpc.StatusCode.CANCELLED, "the client cancelled the request"
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            return grpc.StatusCode.DEADLINE_EXCEEDED, "the request's deadline passed"
+        return None
+
+    return live
+
+
 def _answer(context, fn: Callable[[], Any]):
     """Run a handler; turn `ServingError`s (and anything unexpected) into gRPC statuses."""
     try:
@@ -80,7 +95,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             name, version, label = _spec(request.model_spec)
             if not name:
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "model_spec.name is empty")
-            inputs = {k: as_numpy(v) for k, v in request.inputs.items()}
+            limit = self.predictor.limits.max_tensor_elements
+            inputs = {k: as_numpy(v, limit) for k, v in request.inputs.items()}
             resolved, sig, outputs = self.predictor.predict(
                 name,
                 version,
@@ -88,6 +104,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 request.model_spec.signature_name,
                 inputs,
                 list(request.output_filter),
+                live=liveness(context),
             )
             response = predict_pb2.PredictResponse()
             _set_spec(response, name, resolved.number, sig)
@@ -114,7 +131,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
         return _answer(context, handle)
 
-    def _run_examples(self, request, method: str):
+    def _run_examples(self, request, context, method: str):
         """`(name, version number, signature, outputs)` of a Classify/Regress request."""
         name, version, label = _spec(request.model_spec)
         resolved, sig_name, outputs = self.predictor.run_examples(
@@ -124,6 +141,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             request.model_spec.signature_name,
             input_examples(request.input),
             method,
+            live=liveness(context),
         )
         return name, resolved.number, sig_name, outputs
 
@@ -132,7 +150,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         `inputs` string [B]; outputs `classes` and/or `scores` [B, C])."""
 
         def handle():
-            name, number, sig_name, outputs = self._run_examples(request, CLASSIFY_METHOD)
+            name, number, sig_name, outputs = self._run_examples(request, context, CLASSIFY_METHOD)
             response = classification_pb2.ClassificationResponse()
             _set_spec(response, name, number, sig_name)
             for row in classification_rows(outputs):
@@ -152,7 +170,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         `inputs` string [B]; output `outputs` [B] or [B, 1])."""
 
         def handle():
-            name, number, sig_name, outputs = self._run_examples(request, REGRESS_METHOD)
+            name, number, sig_name, outputs = self._run_examples(request, context, REGRESS_METHOD)
             response = regression_pb2.RegressionResponse()
             _set_spec(response, name, number, sig_name)
             for value in regression_values(outputs):
@@ -171,9 +189,9 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
     def GetModelStatus(self, request, context):
         def handle():
-            name, version, _ = _spec(request.model_spec)
+            name, version, label = _spec(request.model_spec)
             response = get_model_status_pb2.GetModelStatusResponse()
-            for v in self.manager.statuses(name, version):
+            for v in self.manager.statuses(name, version, label):
                 status = response.model_version_status.add()
                 status.version = v.number
                 status.state = get_model_status_pb2.ModelVersionStatus.State.Value(v.state)

@@ -7,7 +7,11 @@ import base64
 import json
 import logging
 import re
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import socket
+import ssl
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import grpc
@@ -21,6 +25,7 @@ from tfllm.serving.examples import (
     with_context,
 )
 from tfllm.serving.predictor import Predictor
+from tfllm.serving.security import AUTHORIZATION, Security
 from tfllm.serving.servables import ServingError
 
 log = logging.getLogger(__name__)
@@ -41,8 +46,6 @@ HTTP_STATUS = {
 }
 
 
-# The largest request body read (bytes); a longer one is refused before it is read.
-MAX_BODY_BYTES = 64 << 20
 # Seconds a connection may wait for the rest of a request before it is answered 408.
 READ_TIMEOUT_SECONDS = 30.0
 
@@ -102,10 +105,21 @@ def _to_json(value: np.ndarray) -> Any:
     return value.tolist()
 
 
+def _is_value(row: Any) -> bool:
+    """Whether a JSON value is one input's value: anything but an object, or TF Serving's
+    `{"b64": "..."}` bytes object."""
+    return not isinstance(row, dict) or set(row) == {"b64"}
+
+
 class RestHandler(BaseHTTPRequestHandler):
     predictor: Predictor  # set on the subclass the server makes
+    security: Security = Security()
     protocol_version = "HTTP/1.1"
     timeout = READ_TIMEOUT_SECONDS  # a stalled or idle connection is closed, not held
+
+    def setup(self) -> None:
+        self.timeout = self.predictor.limits.read_timeout_seconds
+        super().setup()
 
     def log_message(self, fmt, *args):
         log.debug("rest: " + fmt, *args)
@@ -113,6 +127,8 @@ class RestHandler(BaseHTTPRequestHandler):
     def _send(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body, ensure_ascii=False).encode("utf-8")
         self.send_response(status)
+        if status == 401:
+            self.send_header("WWW-Authenticate", 'Bearer realm="tfllm"')
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -127,6 +143,11 @@ class RestHandler(BaseHTTPRequestHandler):
 
     def _handle(self, fn) -> None:
         try:
+            if not self.security.authorized(self.headers.get(AUTHORIZATION)):
+                # Answered without reading the body; the connection is not reused.
+                self.close_connection = True
+                self._send(401, {"error": "missing or wrong bearer token"})
+                return
             status, body = fn()
         except ServingError as e:
             status, body = HTTP_STATUS.get(e.code, 500), {"error": e.message}
@@ -154,7 +175,7 @@ class RestHandler(BaseHTTPRequestHandler):
                     },
                     "metadata": {"signature_def": json_format.MessageToDict(signature_map)},
                 }
-            statuses = self.predictor.manager.statuses(name, version)
+            statuses = self.predictor.manager.statuses(name, version, label)
             return 200, {
                 "model_version_status": [
                     {
@@ -182,10 +203,12 @@ class RestHandler(BaseHTTPRequestHandler):
             if not declared.isdigit():
                 raise _invalid(f"Content-Length must be a number of bytes, got {declared!r}")
             length = int(declared)
-            if length > MAX_BODY_BYTES:
+            limit = self.predictor.limits.max_body_bytes
+            if length > limit:
+                self.close_connection = True  # the unread body must not be taken for a request
                 raise ServingError(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"the request body ({length} bytes) is over the limit of {MAX_BODY_BYTES}",
+                    f"the request body ({length} bytes) is over the limit of {limit}",
                 )
             data = self.rfile.read(length)
             if len(data) < length:
@@ -216,9 +239,9 @@ class RestHandler(BaseHTTPRequestHandler):
                     raise ServingError(
                         grpc.StatusCode.INVALID_ARGUMENT, "'instances' must be a non-empty list"
                     )
-                if len(specs) == 1 and not isinstance(rows[0], dict):
+                if len(specs) == 1 and all(_is_value(r) for r in rows):
                     raw = {next(iter(specs)): rows}
-                elif all(isinstance(r, dict) for r in rows):
+                elif all(isinstance(r, dict) and not _is_value(r) for r in rows):
                     raw = {k: [r.get(k) for r in rows] for k in rows[0]}
                 else:
                     raise ServingError(
@@ -227,7 +250,7 @@ class RestHandler(BaseHTTPRequestHandler):
                     )
             else:
                 raw = body["inputs"]
-                if not isinstance(raw, dict):
+                if _is_value(raw):
                     if len(specs) != 1:
                         raise ServingError(
                             grpc.StatusCode.INVALID_ARGUMENT,
@@ -332,8 +355,71 @@ def example_from_json(features: Any, where: str):
     return example
 
 
-def make_rest_server(predictor: Predictor, host: str, port: int) -> ThreadingHTTPServer:
-    handler = type("BoundRestHandler", (RestHandler,), {"predictor": predictor})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+class PooledHTTPServer(HTTPServer):
+    """An HTTP server whose connections are handled by a fixed pool of worker threads (more
+    connections wait their turn instead of each taking a thread), optionally over TLS (the
+    handshake runs in the worker, under the read timeout, never in the accepting thread)."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        workers: int,
+        ssl_context: ssl.SSLContext | None = None,
+    ):
+        super().__init__(address, handler)
+        self.workers = workers
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tfllm-rest")
+        self._ssl = ssl_context
+        self._open: set[socket.socket] = set()  # connections being handled, closed at shutdown
+        self._open_lock = threading.Lock()
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        if self._ssl is not None:
+            sock = self._ssl.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
+
+    def process_request(self, request, client_address) -> None:
+        self._pool.submit(self._work, request, client_address)
+
+    def _work(self, request, client_address) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        try:
+            if isinstance(request, ssl.SSLSocket):
+                request.settimeout(self.RequestHandlerClass.predictor.limits.read_timeout_seconds)
+                request.do_handshake()
+            self.finish_request(request, client_address)
+        except (OSError, ssl.SSLError) as e:  # a client that went away or spoke no TLS
+            log.debug("rest: connection from %s ended: %s", client_address, e)
+        except Exception:  # noqa: BLE001 - one connection's failure must not stop the server
+            log.exception("rest: connection from %s failed", client_address)
+        finally:
+            with self._open_lock:
+                self._open.discard(request)
+            self.shutdown_request(request)
+
+    def server_close(self) -> None:
+        super().server_close()
+        with self._open_lock:
+            for request in list(self._open):  # wake workers blocked reading a slow client
+                try:
+                    request.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def make_rest_server(
+    predictor: Predictor,
+    host: str,
+    port: int,
+    security: Security | None = None,
+    workers: int = 32,
+) -> PooledHTTPServer:
+    security = security or Security()
+    handler = type(
+        "BoundRestHandler", (RestHandler,), {"predictor": predictor, "security": security}
+    )
+    return PooledHTTPServer((host, port), handler, workers, security.ssl_context())

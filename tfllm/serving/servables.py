@@ -311,11 +311,26 @@ class ServableManager:
             )
         return available[-1]
 
-    def statuses(self, name: str, version: int | None = None) -> list[Version]:
+    def statuses(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> list[Version]:
+        """Every version of `name` with its state, or the one `version` or `label` names.
+
+        Raises:
+            ServingError: NOT_FOUND for an unknown model or version; INVALID_ARGUMENT for an
+                unknown label (as `resolve`).
+        """
         if name not in self.models:
             raise ServingError(
                 grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}"
             )
+        if label:
+            if label not in self.models[name].labels:
+                raise ServingError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"Unrecognized servable version label: {label}",
+                )
+            version = self.models[name].labels[label]
         with self._lock:
             versions = [v for n, v in sorted(self.versions[name].items())]
         if version is not None:

@@ -14,8 +14,9 @@ import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from tfllm.serving.grpc_api import ModelServicer, PredictionServicer
-from tfllm.serving.predictor import BatchingConfig, Predictor
+from tfllm.serving.predictor import BatchingConfig, Predictor, ServingLimits
 from tfllm.serving.rest_api import make_rest_server
+from tfllm.serving.security import Security, exposure_warning
 from tfllm.serving.servables import ModelConfig, ServableManager
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,9 @@ class Server:
         rest_port: REST port (0 picks a free one, None turns REST off).
         batching: server-side batching settings, or None.
         poll_seconds: how often to look for new versions.
-        workers: gRPC worker threads.
+        workers: gRPC worker threads, and REST worker threads (each transport has its own).
+        limits: request sizes and concurrent runs (`ServingLimits`).
+        security: TLS and bearer-token settings (`Security`); none by default.
 
     Example:
 
@@ -48,15 +51,24 @@ class Server:
         batching: BatchingConfig | None = None,
         poll_seconds: float = 1.0,
         workers: int = 16,
+        limits: ServingLimits | None = None,
+        security: Security | None = None,
     ):
+        self.limits = limits or ServingLimits()
+        self.security = security or Security()
+        self.warning = exposure_warning(host, self.security)
+        if self.warning:
+            log.warning(self.warning)
         self.manager = ServableManager(models, poll_seconds)
-        self.predictor = Predictor(self.manager, batching)
+        self.predictor = Predictor(self.manager, batching, self.limits)
         self.host = host
+        message_bytes = max(self.limits.max_body_bytes, 4 << 20)
         self.grpc_server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tfllm-grpc"),
+            interceptors=self.security.interceptors(),
             options=[
-                ("grpc.max_receive_message_length", 64 << 20),
-                ("grpc.max_send_message_length", 64 << 20),
+                ("grpc.max_receive_message_length", message_bytes),
+                ("grpc.max_send_message_length", message_bytes),
             ],
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
@@ -65,11 +77,18 @@ class Server:
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(self.predictor), self.grpc_server
         )
-        self.port = self.grpc_server.add_insecure_port(f"{host}:{port}")
+        credentials = self.security.grpc_credentials()
+        address = f"{host}:{port}"
+        if credentials is None:
+            self.port = self.grpc_server.add_insecure_port(address)
+        else:
+            self.port = self.grpc_server.add_secure_port(address, credentials)
         if self.port == 0:
             raise OSError(f"port: could not bind gRPC to {host}:{port}")
         self.rest = (
-            make_rest_server(self.predictor, host, rest_port) if rest_port is not None else None
+            make_rest_server(self.predictor, host, rest_port, self.security, workers)
+            if rest_port is not None
+            else None
         )
         self.rest_port = self.rest.server_address[1] if self.rest is not None else None
         self._rest_thread: threading.Thread | None = None

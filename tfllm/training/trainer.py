@@ -30,7 +30,12 @@ from tfllm.models.variables import model_variables
 from tfllm.registry import ConfigError
 from tfllm.runs import (
     WORKERS_DIR,
+    checkpoint_candidates,
     checkpoint_dir,
+    latest_checkpoint,
+    load_metrics,
+    remove_stale_temporaries,
+    repair_checkpoint_state,
     save_metrics,
     save_run_config,
     tokenizer_dir,
@@ -46,6 +51,15 @@ log = logging.getLogger(__name__)
 
 class TrainingDivergedError(FloatingPointError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class CheckpointWriteError(ConfigError):
+    """A checkpoint could not be written (a full disk); reported as one error line, and the
+    checkpoints before it are intact."""
+
+
+# The logs of a finished run's metrics.json that are bookkeeping, not results.
+BOOKKEEPING = ("step", "weights_sha256", "num_workers", "peak_rss_mb", "first_execution_seconds")
 
 
 # Exit status of a run stopped by SIGTERM after saving its checkpoint (128 + SIGTERM, as a
@@ -160,6 +174,15 @@ class Trainer:
         self.step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
 
     def _build_checkpointing(self) -> None:
+        if self.chief:
+            repaired = repair_checkpoint_state(self._checkpoint_dir())
+            if repaired is not None:
+                log.warning(
+                    "the checkpoint state file in %s was unreadable (kept as %s): rebuilt from "
+                    "the checkpoint files present",
+                    self._checkpoint_dir(),
+                    os.path.basename(repaired),
+                )
         self.checkpoint = tf.train.Checkpoint(
             model=model_variables(self.model), optimizer=self.optimizer, step=self.step_var
         )
@@ -190,7 +213,7 @@ class Trainer:
         """Load the backbone's weights from another run or a converted checkpoint, and every
         other weight of the task that the source holds under the same name and shape (the LM
         head, when fine-tuning a causal LM on chats); other heads start fresh."""
-        path = tf.train.latest_checkpoint(checkpoint_dir(source))
+        path = latest_checkpoint(checkpoint_dir(source))
         if path is None:
             raise ConfigError(f"init_from: {source} has no checkpoint")
         prefix = type(self.model.backbone).__name__ + "/"
@@ -231,14 +254,15 @@ class Trainer:
         Every worker restores from the chief's directory, so all start from the same step even if
         a worker died while writing its own copy. A checkpoint that cannot be read (a crash
         mid-write, a truncated or deleted file) is skipped with a warning for the one before it.
+        The checkpoints are found from the files present as well as from the state file, so a
+        damaged state file is repaired, never a reason to start over.
         """
         mode = self.cfg["trainer"]["resume"]
         directory = self._chief_checkpoint_dir()
-        state = tf.train.get_checkpoint_state(directory) if os.path.isdir(directory) else None
-        candidates = list(reversed(state.all_model_checkpoint_paths)) if state else []
-        if state and state.model_checkpoint_path not in candidates:
-            candidates.insert(0, state.model_checkpoint_path)
-        candidates = [c if os.path.isabs(c) else os.path.join(directory, c) for c in candidates]
+        if self.chief:
+            for path in remove_stale_temporaries(directory):
+                log.info("removed %s, left by a save that was interrupted", path)
+        candidates, _ = checkpoint_candidates(directory)
         if mode == "must" and not candidates:
             raise ConfigError(f"trainer.resume=must but {directory} has no checkpoint")
         if mode == "never" or not candidates:
@@ -270,6 +294,13 @@ class Trainer:
 
     # ----- steps ------------------------------------------------------------------------------
     def _compile_steps(self) -> None:
+        saved = [v for v in self.checkpoint_variables() if tf.as_dtype(v.dtype).is_floating]
+
+        @tf.function
+        def all_finite():
+            return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in saved])
+
+        self._all_finite = all_finite
         model, optimizer, accum = self.model, self.optimizer, self.accum
         clip = float(self.cfg["trainer"]["clip_norm"])
         variables = model.trainable_variables
@@ -423,7 +454,30 @@ class Trainer:
             self.tokenizer.save_to_directory(tok_dir)
 
     def _save_checkpoint(self) -> None:
-        self.manager.save(checkpoint_number=self.step)
+        """Save the weights, optimizer state and step, if every one of them is finite.
+
+        The loss a step reports is computed before its update, so a diverging update can leave
+        non-finite weights behind a finite loss: those are never saved (nor named as the last
+        good checkpoint). A failed write (a full disk) is one error naming the folder; the
+        checkpoints before it are intact.
+        """
+        if not bool(self._all_finite()):
+            raise TrainingDivergedError(
+                f"the weights became non-finite at step {self.step} (the update diverged) and "
+                f"were not saved; {self._last_good()}. Lower the learning rate or "
+                "trainer.clip_norm, or check the data."
+            )
+        try:
+            self.manager.save(checkpoint_number=self.step)
+        except (tf.errors.OpError, OSError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            remove_stale_temporaries(self._checkpoint_dir())
+            raise CheckpointWriteError(
+                f"could not write checkpoint ckpt-{self.step} in {self._checkpoint_dir()} "
+                f"({type(e).__name__}: {reason}); the last checkpoint written is "
+                f"{self.manager.latest_checkpoint}: free space and run the same command again "
+                "to resume from it"
+            ) from None
 
     # ----- preemption -------------------------------------------------------------------------
     def _install_sigterm_handler(self):
@@ -484,6 +538,17 @@ class Trainer:
         logs: dict[str, float] = {}
         if self.step >= self.max_steps:
             log.info("already at step %d of %d", self.step, self.max_steps)
+            finished = load_metrics(self.run_dir) if self.chief else None
+            if finished and int(finished.get("step", -1)) == self.step:
+                # A rerun of a finished run: its metrics stay as they are, and are the result.
+                logs = {
+                    k: float(v)
+                    for k, v in finished.items()
+                    if k not in BOOKKEEPING and isinstance(v, (int, float))
+                }
+                for cb in self.callbacks:
+                    cb.on_train_end(self, logs)
+                return logs
         iterator = self._train_iterator() if self.step < self.max_steps else None
         spe = tr["steps_per_execution"]
         events = [tr["log_every"], tr["eval_every"], tr["checkpoint_every"]]
@@ -505,9 +570,9 @@ class Trainer:
                 self._timing["seconds"] += elapsed
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 raise TrainingDivergedError(
-                    f"loss became {loss} (gradient norm {norm}) at step {self.step}; the last "
-                    f"good checkpoint is {self.manager.latest_checkpoint}. Lower the learning "
-                    "rate or trainer.clip_norm, or check the data."
+                    f"loss became {loss} (gradient norm {norm}) at step {self.step}; "
+                    f"{self._last_good()}. Lower the learning rate or trainer.clip_norm, or "
+                    "check the data."
                 )
             tokens_per_sec = tokens_per_step * n / max(elapsed, 1e-9)
             logs = {
@@ -547,6 +612,16 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_end(self, logs)
         return logs
+
+    def _last_good(self) -> str:
+        latest = self.manager.latest_checkpoint
+        if latest is None:
+            return "no checkpoint was saved before it"
+        return f"the last good checkpoint is {latest}"
+
+    def checkpoint_variables(self) -> list[tf.Variable]:
+        """Every variable a checkpoint holds: the model's, the optimizer's and the step."""
+        return [*self.model.weights, *self.optimizer.variables, self.step_var]
 
     def weights_digest(self) -> str:
         """SHA-256 of every model weight's bytes, in order: equal digests, identical weights."""

@@ -91,6 +91,9 @@ def validate_train_config(cfg: dict[str, Any]) -> dict[str, Any]:
         ConfigError: naming the key, the value and what would be valid.
     """
     cfg = dict(cfg)
+    seed = cfg.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed: {seed!r} is not a whole number from 0 to 2**32 - 1")
     for group in ("model", "trainer", "data", "optimizer", "schedule", "task", *COMPONENT_GROUPS):
         if group not in cfg or not isinstance(cfg[group], dict):
             raise ConfigError(f"{group}: missing from the config")

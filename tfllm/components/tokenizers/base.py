@@ -11,6 +11,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfllm.files import atomic_write
+
 SPECIAL_ROLES = ("pad", "unk", "bos", "eos", "mask", "cls", "sep")
 
 
@@ -366,11 +368,15 @@ class Tokenizer(keras.layers.Layer):
 
     # ----- files ------------------------------------------------------------------------------
     def save_to_directory(self, directory: str) -> None:
-        """Write `tokenizer.json` (its Keras config) plus any assets into `directory`."""
+        """Write any assets, then `tokenizer.json` (its Keras config), into `directory`.
+
+        Every file is written atomically and `tokenizer.json` last, so an interrupted save (a
+        full disk, a kill) never leaves a truncated file: at worst no `tokenizer.json` yet.
+        """
         os.makedirs(directory, exist_ok=True)
-        with open(os.path.join(directory, CONFIG_FILE), "w", encoding="utf-8") as f:
-            json.dump(keras.saving.serialize_keras_object(self), f, indent=1)
         self.save_assets(directory)
+        config = json.dumps(keras.saving.serialize_keras_object(self), indent=1)
+        atomic_write(os.path.join(directory, CONFIG_FILE), config)
 
     def save_assets(self, dir_path: str) -> None:
         """Write vocabulary files (none for tokenizers whose config holds everything)."""
@@ -387,8 +393,21 @@ def load_tokenizer(directory: str) -> Tokenizer:
     path = os.path.join(directory, CONFIG_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no {CONFIG_FILE} in {directory}: not a saved tokenizer")
-    with open(path, encoding="utf-8") as f:
-        config = json.load(f)
-    tokenizer = keras.saving.deserialize_keras_object(config)
-    tokenizer.load_assets(directory)
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+        if not isinstance(config, dict):
+            raise ValueError(f"expected a JSON object, found {type(config).__name__}")
+        tokenizer = keras.saving.deserialize_keras_object(config)
+        if not isinstance(tokenizer, Tokenizer):
+            raise ValueError(f"it describes a {type(tokenizer).__name__}, not a tfllm tokenizer")
+        tokenizer.load_assets(directory)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+        # A damaged or hand-edited file: one error naming it, never a traceback.
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise registry.ConfigError(
+            f"tokenizer: {path} (or an asset beside it) is unreadable: {type(e).__name__}: "
+            f"{reason}. Restore the folder from a copy, or for a run whose tokenizer was trained, "
+            "delete it to train it again from the same data and config"
+        ) from None
     return tokenizer

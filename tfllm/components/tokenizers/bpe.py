@@ -12,6 +12,7 @@ from typing import Any
 import tensorflow as tf
 
 from tfllm.components.tokenizers.base import Tokenizer, _Cache
+from tfllm.files import atomic_write
 from tfllm.registry import register
 
 VOCAB_FILE = "vocab.json"
@@ -490,10 +491,9 @@ class BPETokenizer(Tokenizer):
 
     def save_assets(self, dir_path: str) -> None:
         vocab = self._require()
-        with open(os.path.join(dir_path, VOCAB_FILE), "w", encoding="utf-8") as f:
-            json.dump(vocab, f, ensure_ascii=False)
-        with open(os.path.join(dir_path, MERGES_FILE), "w", encoding="utf-8") as f:
-            f.write("#version: 0.2\n" + "\n".join(self.merges or []) + "\n")
+        atomic_write(os.path.join(dir_path, VOCAB_FILE), json.dumps(vocab, ensure_ascii=False))
+        merges = "#version: 0.2\n" + "\n".join(self.merges or []) + "\n"
+        atomic_write(os.path.join(dir_path, MERGES_FILE), merges)
 
     def load_assets(self, dir_path: str) -> None:
         self.set_vocabulary_and_merges(*read_bpe_files(dir_path)[:2])

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from tfllm.components.tokenizers.base import Tokenizer, _Cache, keras_hub_op
+from tfllm.files import atomic_write
 from tfllm.registry import register
 
 MODEL_FILE = "spm.model"
@@ -204,8 +205,7 @@ class SentencePieceTokenizer(Tokenizer):
         return config
 
     def save_assets(self, dir_path: str) -> None:
-        with open(os.path.join(dir_path, MODEL_FILE), "wb") as f:
-            f.write(self._require())
+        atomic_write(os.path.join(dir_path, MODEL_FILE), self._require())
 
     def load_assets(self, dir_path: str) -> None:
         self.set_proto(read_proto(os.path.join(dir_path, MODEL_FILE)))

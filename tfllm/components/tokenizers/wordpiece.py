@@ -9,6 +9,7 @@ from typing import Any
 import tensorflow as tf
 
 from tfllm.components.tokenizers.base import Tokenizer, _Cache, keras_hub_op
+from tfllm.files import atomic_write
 from tfllm.registry import register
 
 VOCAB_FILE = "vocab.txt"
@@ -215,8 +216,7 @@ class WordPieceTokenizer(Tokenizer):
         return config
 
     def save_assets(self, dir_path: str) -> None:
-        with open(os.path.join(dir_path, VOCAB_FILE), "w", encoding="utf-8") as f:
-            f.write("\n".join(self._require()) + "\n")
+        atomic_write(os.path.join(dir_path, VOCAB_FILE), "\n".join(self._require()) + "\n")
 
     def load_assets(self, dir_path: str) -> None:
         vocab, _ = read_wordpiece(os.path.join(dir_path, VOCAB_FILE))
