@@ -144,15 +144,17 @@ def checkpoint_candidates(directory: str) -> tuple[list[str], bool]:
             named = list(state.all_model_checkpoint_paths)
             if state.model_checkpoint_path not in named:
                 named.append(state.model_checkpoint_path)
+    # TensorFlow returns the state's paths joined to `directory` already: made absolute here,
+    # so the same checkpoint found both ways is listed once.
     found: dict[str, int] = {}
     for path in named:
-        path = path if os.path.isabs(path) else os.path.join(directory, path)
         match = re.search(r"-(\d+)$", path)
-        found[path] = int(match.group(1)) if match else -1
+        found[os.path.abspath(path)] = int(match.group(1)) if match else -1
     for name in os.listdir(directory):
         match = _CHECKPOINT_INDEX.match(name)
         if match:
-            found.setdefault(os.path.join(directory, name[: -len(".index")]), int(match.group(2)))
+            path = os.path.abspath(os.path.join(directory, name[: -len(".index")]))
+            found.setdefault(path, int(match.group(2)))
     return sorted(found, key=lambda p: found[p], reverse=True), state_ok
 
 

@@ -168,6 +168,22 @@ def test_sentencepiece_with_byte_fallback_round_trips_any_text(spm_model, spm_re
     assert spm_model.decode(ids) == spm_reference.decode(ids)
 
 
+def test_sentencepiece_decode_equals_the_library_leading_spaces_included(spm_model, spm_reference):
+    ref = spm_reference
+    for name, lines in _lines(SAMPLE_LINES):
+        ids = ref.encode(lines)
+        ours = spm_model.batch_decode(ids)
+        for i, (a, b) in enumerate(zip(ours, (ref.decode(x) for x in ids), strict=True)):
+            assert a == b, f"{name} line {i}: {lines[i]!r}"
+    # A leading space is its own piece ('▁', '▁Robert'): the library keeps one space.
+    for text in [" Robert", "  two", " ", "\n x", " = Valkyria = "]:
+        assert spm_model.decode(ref.encode(text)) == ref.decode(ref.encode(text)) == text
+    # An unknown piece reads as the library writes it, wherever it is.
+    unk = ref.unk_id()
+    for ids in ([unk, 1234], [1234, unk, 1234]):
+        assert spm_model.decode(ids) == ref.decode(ids)
+
+
 @pytest.fixture(scope="module")
 def trained_spm():
     from tfllm.data.embedded import embedded_corpus
@@ -192,6 +208,27 @@ def test_sentencepiece_decodes_byte_pieces_and_unicode(spm_model):
 @pytest.fixture(scope="module")
 def minilm():
     return str(minilm_tokenizer_json())
+
+
+def test_wordpiece_equals_hf_on_special_tokens_unicode_whitespace_and_sigma(minilm):
+    tokenizers = pytest.importorskip("tokenizers")
+    ref = tokenizers.Tokenizer.from_file(minilm)
+    ref.no_padding()
+    tok = WordPieceTokenizer(path=minilm)
+    cases = [
+        "[CLS] hello [SEP]",  # special tokens written in text, found before lower-casing
+        "x[SEP]y",
+        "[MASK]ed",
+        "[UNK] x",
+        "a [PAD] b",
+        "[cls] is not special",
+        "a\u2028b\u2029c",  # line and paragraph separators are whitespace
+        "ΣΑΣ σας ὈΔΥΣΣΕΎΣ",  # Σ lower-cases to σ, also at the end of a word
+        "\x85a\x0bb\x0cc",
+        "İstanbul",
+    ]
+    for text in cases:
+        assert tok.encode(text)["input_ids"] == ref.encode(text, add_special_tokens=False).ids, text
 
 
 def test_wordpiece_ids_equal_hf_tokenizers_on_a_bert_vocabulary(minilm):
@@ -279,7 +316,7 @@ def test_saved_model_runs_in_a_process_with_only_tensorflow_and_tf_text(
         return {"ids": ids.to_tensor(-1), "text": tok.detokenize(ids)}
 
     tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"serving_default": serve})
-    texts = ["BERNARDO:\nWho's there?", "unseen wørds ☕", ""]
+    texts = ["BERNARDO:\nWho's there?", "unseen wørds ☕", "", " [CLS] ΣΑΣ\u2028x [SEP]"]
     proc = subprocess.run(
         [sys.executable, "-c", EXPORT_CHECK, str(tmp_path / "sm"), json.dumps(texts)],
         capture_output=True,

@@ -109,6 +109,8 @@ def test_dequantized_tensors_approximate_the_originals(tmp_path, qtype):
     assert np.max(np.abs(out - values)) <= tolerance * np.max(np.abs(values)) + 1e-7
 
 
+# Out of the default run (its time budget): greedy fidelity is checked by the smollm2 tests.
+@pytest.mark.slow
 def test_convert_writes_a_checkpoint_that_generate_and_chat_read(tiny_llama, tmp_path):
     out = tmp_path / "ckpt"
     run_cli(["convert", f"source={tiny_llama / 'tiny.gguf'}", f"out={out}"])
@@ -567,6 +569,8 @@ def test_hf_t5_with_its_own_head_matches_transformers(reference, tmp_path):
     assert rel_err(got, want) < 2e-5
 
 
+# Out of the default run (its time budget): seq2seq export/serve is test_seq2seq's.
+@pytest.mark.slow
 def test_converted_t5_exports_and_serves(reference, tmp_path):
     """`tfllm convert` of a T5 directory gives a run that exports (validated in a fresh
     process against Python generation) like a trained one."""

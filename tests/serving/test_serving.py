@@ -524,6 +524,8 @@ def test_a_corrupt_new_version_never_takes_the_healthy_one_offline(exported, tmp
         channel.close()
 
 
+# Out of the default run (its time budget): README's run test covers `export run`.
+@pytest.mark.slow
 def test_export_inspect_and_run_commands(exported, in_process):
     _, _, model_dir, _ = exported
     shown = run_cli(["export", "inspect", str(model_dir / "1")]).stdout
@@ -907,6 +909,8 @@ def test_opt_in_xla_export_validates(exported, tmp_path):
     assert xla_compiled_functions(tmp_path / "xla" / "1") > 0
 
 
+# Out of the default run (its time budget): quantization is test_efficiency's.
+@pytest.mark.slow
 def test_an_int8_quantized_run_exports_and_serves_its_own_completions(exported, tmp_path):
     from tfllm.commands.compress import quantize_run
     from tfllm.export.exporter import export_model

@@ -48,6 +48,14 @@ def test_a_damaged_state_file_resumes_from_the_checkpoint_files(tiny_corpus, tmp
     assert (tmp_path / "checkpoints" / "checkpoint.damaged").read_bytes().startswith(b"model_")
 
 
+def test_checkpoints_are_found_from_a_relative_path(tiny_corpus, tmp_path, monkeypatch):
+    Trainer(train_config(tiny_corpus, "trainer.max_steps=10"), str(tmp_path / "run")).fit()
+    monkeypatch.chdir(tmp_path)
+    candidates, state_ok = checkpoint_candidates(os.path.join("run", "checkpoints"))
+    assert state_ok and candidates == [str(tmp_path / "run" / "checkpoints" / "ckpt-10")]
+    assert tf.train.load_checkpoint(latest_checkpoint("run/checkpoints")) is not None
+
+
 def test_non_finite_weights_are_never_saved_or_named_as_last_good(tiny_corpus, tmp_path):
     cfg = train_config(
         tiny_corpus,
@@ -152,13 +160,24 @@ def assert_one_error_line(proc, *fragments):
         assert fragment in errors[0], errors[0]
 
 
-def test_user_failures_are_one_error_line(tiny_corpus, tmp_path):
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("seed=abc", "seed: 'abc'"),
+        ("seed=-1", "seed: -1"),
+        ("data.path=EMPTY", "data.path.*no text"),
+    ],
+)
+def test_bad_seeds_and_empty_data_name_the_key(tiny_corpus, tmp_path, override, match):
+    # ConfigError is what every command prints as one `tfllm: error:` line.
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
-    proc = cli_train(empty, tmp_path / "a")
-    assert_one_error_line(proc, "data.path", "no text")
-    proc = cli_train(tiny_corpus, tmp_path / "b", "seed=abc")
-    assert_one_error_line(proc, "seed")
+    cfg = train_config(tiny_corpus, override.replace("EMPTY", str(empty)))
+    with pytest.raises(ConfigError, match=match):
+        Trainer(cfg, str(tmp_path / "run"))
+
+
+def test_a_damaged_tokenizer_file_is_one_error_line(tiny_corpus, tmp_path):
     # A run whose tokenizer file was truncated (a full disk before writes were atomic): the
     # error names the file, and the checkpoints are still there.
     run = tmp_path / "c"

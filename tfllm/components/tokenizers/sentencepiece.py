@@ -6,12 +6,17 @@ import os
 import re
 from typing import Any
 
+import numpy as np
+import tensorflow as tf
+
 from tfllm.components.tokenizers.base import Tokenizer, _Cache, keras_hub_op
 from tfllm.files import atomic_write
 from tfllm.registry import register
 
 MODEL_FILE = "spm.model"
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+# How the sentencepiece library writes an unknown piece when it decodes.
+UNKNOWN_SURFACE = " \u2047 "
 
 
 def read_proto(path: str) -> bytes:
@@ -73,6 +78,8 @@ class SentencePieceTokenizer(Tokenizer):
         self.proto: bytes | None = None
         self._inner: Any = None
         self._pieces: list[str] = []
+        self._unknown_ids: set[int] = set()
+        self._strips_first_space = False
         if path is not None:
             proto = read_proto(path)
         if proto is not None:
@@ -88,6 +95,17 @@ class SentencePieceTokenizer(Tokenizer):
         except RuntimeError as e:
             raise ValueError(f"not a SentencePiece model: {e}") from None
         self._pieces = [processor.IdToPiece(i) for i in range(processor.GetPieceSize())]
+        self._unknown_ids = {i for i in range(len(self._pieces)) if processor.IsUnknown(i)}
+        # The library drops the space of the first piece's leading "▁" when the model adds a
+        # dummy prefix or removes extra whitespace (that space came from normalization).
+        from sentencepiece import sentencepiece_model_pb2
+
+        spec = sentencepiece_model_pb2.ModelProto()
+        spec.ParseFromString(proto)
+        normalizer = spec.normalizer_spec
+        self._strips_first_space = bool(
+            normalizer.add_dummy_prefix or normalizer.remove_extra_whitespaces
+        )
         specials = self._explicit_specials
         if specials is None:
             specials = {}
@@ -170,14 +188,19 @@ class SentencePieceTokenizer(Tokenizer):
     def _token_bytes(self) -> list[bytes]:
         self._require()
         out = []
-        for piece in self._pieces:
+        for i, piece in enumerate(self._pieces):
             byte = _BYTE_PIECE.match(piece)
-            out.append(
-                bytes([int(byte.group(1), 16)])
-                if byte
-                else piece.replace("\u2581", " ").encode("utf-8")
-            )
+            if byte:
+                out.append(bytes([int(byte.group(1), 16)]))
+            elif i in self._unknown_ids:
+                out.append(UNKNOWN_SURFACE.encode("utf-8"))
+            else:
+                out.append(piece.replace("\u2581", " ").encode("utf-8"))
         return out
+
+    def control_token_ids(self) -> list[int]:
+        """The special tokens but the unknown one, which the library writes as " ⁇ "."""
+        return [i for i in super().control_token_ids() if i not in self._unknown_ids]
 
     def _token_strings(self) -> list[str]:
         self._require()
@@ -191,7 +214,19 @@ class SentencePieceTokenizer(Tokenizer):
         return keras_hub_op(self._inner.tokenize, inputs)
 
     def _join_ids(self, ids):
-        return keras_hub_op(self._inner.detokenize, ids)
+        """The pieces' text joined as the sentencepiece library decodes it: byte pieces as
+        bytes, "▁" as a space, and (for models that add a dummy prefix) the space of a leading
+        "▁" on the first piece dropped, once."""
+        text = super()._join_ids(ids)
+        if not self._strips_first_space:
+            return text
+        if "space" not in self._tables:
+            self._tables["space"] = np.asarray([p.startswith("\u2581") for p in self._pieces])
+        leading = tf.constant(self._tables["space"])
+        first = tf.reduce_any(tf.gather(leading, ids[:, :1]), axis=-1)  # (B,)
+        lengths = tf.strings.length(text)
+        start = tf.minimum(tf.ones_like(lengths), lengths)  # substr refuses a start past the end
+        return tf.where(first, tf.strings.substr(text, start, lengths), text)
 
     def get_config(self):
         config = super().get_config()

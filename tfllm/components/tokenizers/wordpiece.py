@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 import tensorflow as tf
@@ -134,7 +135,7 @@ class WordPieceTokenizer(Tokenizer):
                 strip_accents=False,
                 oov_token=unk,
                 dtype="int32",
-                special_tokens=[t for t in specials.values() if t != unk] or None,
+                special_tokens=list(dict.fromkeys(specials.values())) or None,
                 special_tokens_in_strings=True,
                 _allow_python_workflow=False,  # always the TF ops that export
             )
@@ -179,25 +180,46 @@ class WordPieceTokenizer(Tokenizer):
         return [len(t.removeprefix("##").encode("utf-8")) for t in self._require()]
 
     def normalize(self, inputs):
-        """BERT normalization as graph ops: drop control characters, whitespace to spaces,
-        strip accents (NFD, then remove combining marks), lower-case (without NFKC)."""
+        """BERT normalization as graph ops, as Hugging Face's BertNormalizer does it: drop
+        control characters, whitespace (Unicode's, line and paragraph separators included) to
+        spaces, strip accents (NFD, then remove combining marks), lower-case character by
+        character (without NFKC, and without the final-sigma rule: Σ is always σ)."""
         import tensorflow_text as tf_text
 
-        x = tf.strings.regex_replace(inputs, r"[\t\n\r\p{Zs}]", " ")
+        x = tf.strings.regex_replace(inputs, r"[\t\n\r\p{Zs}\x{2028}\x{2029}]", " ")
         x = tf.strings.regex_replace(x, r"[\x{0}\x{FFFD}\p{C}]", "")
         if self.strip_accents:
             x = tf_text.normalize_utf8(x, "NFD")
             x = tf.strings.regex_replace(x, r"\p{Mn}", "")
         if self.lowercase:
+            # tf.strings.lower follows Unicode's context rule (a word-final Σ becomes ς);
+            # lower-casing each character on its own gives σ.
+            x = tf.strings.regex_replace(x, "\u03a3", "\u03c3")
             x = tf.strings.lower(x, encoding="utf-8")
         return x
+
+    def _normalize_around_specials(self, inputs):
+        """`normalize` applied to the text between special tokens written in it (`[CLS]`,
+        `[SEP]` ...), which are kept as written: Hugging Face finds them in the raw text,
+        before lower-casing could turn `[CLS]` into `[cls]`."""
+        import tensorflow_text as tf_text
+
+        specials = sorted(set(self.special_tokens.values()), key=len, reverse=True)
+        if not specials:
+            return self.normalize(inputs)
+        pattern = "|".join(re.escape(s) for s in specials)
+        pieces = tf_text.regex_split(inputs, pattern, pattern)  # (B, None), specials kept
+        flat = pieces.flat_values
+        is_special = tf.reduce_any(tf.equal(flat[:, None], tf.constant(specials)[None]), -1)
+        flat = tf.where(is_special, flat, self.normalize(flat))
+        return tf.strings.reduce_join(pieces.with_flat_values(flat), axis=-1, separator=" ")
 
     def call(self, inputs):
         self._require()
         return self._in_graph(self._tokenize, inputs)
 
     def _tokenize(self, inputs):
-        return keras_hub_op(self._inner.tokenize, self.normalize(inputs))
+        return keras_hub_op(self._inner.tokenize, self._normalize_around_specials(inputs))
 
     def _join_ids(self, ids):
         strings, _ = self._graph_tables()
