@@ -483,7 +483,7 @@ def main() -> None:
     load = Load(args.clients, *ports)
     load.start()
     time.sleep(5)
-    rss_before = rss_mb(server.pid)
+    rss_start = rss_mb(server.pid)
     phases: list[tuple[str, float]] = []
     malformed: list[dict] = []
 
@@ -495,6 +495,7 @@ def main() -> None:
     try:
         phase("steady")
         time.sleep(args.steady)
+        rss_before = rss_mb(server.pid)  # warmed, under load: the baseline for growth
         phase("exporting v2")
         run([*export, "export.version=2"], work)
         phase("switching to v2")  # the folder is in place: the server loads and warms it
@@ -549,6 +550,7 @@ def main() -> None:
         "failed_good_requests": sum(sum(r["failed"].values()) for r in rows),
         "malformed_cases": len(malformed),
         "malformed_wrong": wrong,
+        "rss_mb_start": rss_start,
         "rss_mb_before": rss_before,
         "rss_mb_after": rss_after,
         "switch_p99_over_steady_p99": switch_p99 / steady_p99,
@@ -576,8 +578,9 @@ def main() -> None:
         f"({sum(m['transport'] == 'rest' for m in malformed)} REST, "
         f"{sum(m['transport'] == 'grpc' for m in malformed)} gRPC); answered with the wrong code "
         f"or with exception text: {len(wrong)}.",
-        f"- Server RSS: {rss_before:.0f} MB before, {rss_after:.0f} MB after "
-        f"({100 * (rss_after / rss_before - 1):+.1f}%).",
+        f"- Server RSS: {rss_start:.0f} MB 5 s into the load, {rss_before:.0f} MB after the "
+        f"steady phase (the baseline), {rss_after:.0f} MB at the end "
+        f"({100 * (rss_after / rss_before - 1):+.1f}% over the baseline).",
     ]
     for m in wrong:
         lines.append(

@@ -77,3 +77,17 @@ def test_environment_values_are_used_but_never_saved(tiny_corpus, tmp_path):
     assert str(tiny_corpus) not in saved, "the environment's value was written to config.yaml"
     assert load_run_config(str(run))["data"]["path"] == "${oc.env:TFLLM_TEST_CORPUS}"
     assert os.path.exists(run / "checkpoints")  # it trained on the corpus the variable named
+    # An export of the run carries the interpolation text, not the value, in assets.extra.
+    run_cli(
+        [
+            "export",
+            f"ckpt={run}",
+            f"export.base_path={tmp_path / 'exports'}",
+            "export.name=lm",
+            "export.validate=false",
+        ],
+        env={"TFLLM_TEST_CORPUS": str(tiny_corpus)},
+    )
+    extra = next((tmp_path / "exports" / "lm").iterdir()) / "assets.extra"
+    exported = (extra / "config.yaml").read_text()
+    assert str(tiny_corpus) not in exported and "oc.env:TFLLM_TEST_CORPUS" in exported

@@ -1048,6 +1048,15 @@ def test_slow_connections_hold_a_bounded_pool_and_time_out(exported):
         assert status == 200
         # Each stalled connection is dropped after the read timeout: the pool frees up.
         assert time.monotonic() - started < 24 / 4 * 1.0 + 10
+        # A body that stops short of its Content-Length is answered 408 after the timeout.
+        sock = socket.create_connection(("127.0.0.1", server.rest_port))
+        sock.sendall(
+            b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"
+        )
+        sock.settimeout(30)
+        answer = sock.recv(4096).decode()
+        sock.close()
+        assert answer.startswith("HTTP/1.1 408"), answer
     finally:
         for sock in slow:
             sock.close()

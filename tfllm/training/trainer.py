@@ -12,6 +12,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import threading
@@ -471,6 +472,7 @@ class Trainer:
             self.manager.save(checkpoint_number=self.step)
         except (tf.errors.OpError, OSError) as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            reason = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", reason)  # TF's op name
             remove_stale_temporaries(self._checkpoint_dir())
             raise CheckpointWriteError(
                 f"could not write checkpoint ckpt-{self.step} in {self._checkpoint_dir()} "
