@@ -13,6 +13,9 @@ def model_weights(run_dir):
     return {v.path.split("/", 1)[1]: v.numpy() for v in model.weights}
 
 
+# Out of the default run (its time budget): test_output_hygiene trains and generates through
+# the CLI, and test_python_api's docs run does both again.
+@pytest.mark.slow
 def test_train_then_generate_prints_text(tiny_corpus, tmp_path):
     run = tmp_path / "run"
     proc = run_cli(

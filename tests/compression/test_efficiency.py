@@ -278,6 +278,9 @@ def test_int8_quantization_keeps_logits_and_cuts_weight_bytes(tiny_run):
     np.testing.assert_array_equal(after.argmax(-1)[:, -4:], before.argmax(-1)[:, -4:])
 
 
+# Out of the default run (its time budget): int8 logits and weight bytes are checked by
+# test_int8_quantization_keeps_logits_and_cuts_weight_bytes.
+@pytest.mark.slow
 def test_quantized_run_reloads_exactly_and_refuses_a_second_pass(tiny_run):
     from tfllm.commands.compress import quantize_run
     from tfllm.compression.quantize import quantize_model

@@ -569,8 +569,6 @@ def test_hf_t5_with_its_own_head_matches_transformers(reference, tmp_path):
     assert rel_err(got, want) < 2e-5
 
 
-# Out of the default run (its time budget): seq2seq export/serve is test_seq2seq's.
-@pytest.mark.slow
 def test_converted_t5_exports_and_serves(reference, tmp_path):
     """`tfllm convert` of a T5 directory gives a run that exports (validated in a fresh
     process against Python generation) like a trained one."""
