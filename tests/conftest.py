@@ -15,6 +15,43 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 
 
+# The heaviest files first (most seconds on this machine first): `--dist loadfile` hands files to
+# the two workers in collection order, so a heavy file collected last would run alone at the
+# end while the other worker idles.
+HEAVY_FIRST = (
+    "tests/serving/test_serving.py",
+    "tests/pretrained/test_pretrained.py",
+    "tests/tasks/test_seq2seq.py",
+    "tests/serving/test_task_exports.py",
+    "tests/training/test_run_safety.py",
+    "tests/tasks/test_alignment.py",
+    "tests/commands/test_output_hygiene.py",
+    "tests/serving/test_qa_export.py",
+    "tests/generation/test_prompt_rules.py",
+    "plugins/tfllm-plugin-example/tests/test_example_integration.py",
+    "tests/training/test_distributed.py",
+    "tests/compression/test_efficiency.py",
+    "tests/components/test_subword_tokenizers.py",
+    "tests/evaluation/test_evaluation.py",
+    "tests/commands/test_python_api.py",
+    "tests/training/test_trainer.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    root = pathlib.Path(str(config.rootpath))
+    rank = {path: i for i, path in enumerate(HEAVY_FIRST)}
+
+    def weight(item):
+        try:
+            relative = pathlib.Path(str(item.path)).relative_to(root).as_posix()
+        except ValueError:
+            return len(rank)
+        return rank.get(relative, len(rank))
+
+    items.sort(key=weight)  # stable: each file keeps its own order
+
+
 def pytest_configure(config):
     from tfllm import registry
 
