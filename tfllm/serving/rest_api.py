@@ -46,10 +46,6 @@ HTTP_STATUS = {
 }
 
 
-# Seconds a connection may wait for the rest of a request before it is answered 408.
-READ_TIMEOUT_SECONDS = 30.0
-
-
 def _invalid(message: str) -> ServingError:
     return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
@@ -115,9 +111,9 @@ class RestHandler(BaseHTTPRequestHandler):
     predictor: Predictor  # set on the subclass the server makes
     security: Security = Security()
     protocol_version = "HTTP/1.1"
-    timeout = READ_TIMEOUT_SECONDS  # a stalled or idle connection is closed, not held
 
     def setup(self) -> None:
+        # A stalled or idle connection is closed (a half-sent body answered 408), not held.
         self.timeout = self.predictor.limits.read_timeout_seconds
         super().setup()
 

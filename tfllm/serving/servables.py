@@ -308,12 +308,7 @@ class ServableManager:
                 grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({name})"
             )
         if label:
-            if label not in self.models[name].labels:
-                raise ServingError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"Unrecognized servable version label: {label}",
-                )
-            version = self.models[name].labels[label]
+            version = self._labelled(name, label)
         with self._lock:
             versions = self.versions[name]
             if version is not None:
@@ -331,6 +326,14 @@ class ServableManager:
             )
         return available[-1]
 
+    def _labelled(self, name: str, label: str) -> int:
+        """The version number `label` names for model `name` (INVALID_ARGUMENT if none)."""
+        if label not in self.models[name].labels:
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT, f"Unrecognized servable version label: {label}"
+            )
+        return self.models[name].labels[label]
+
     def statuses(
         self, name: str, version: int | None = None, label: str | None = None
     ) -> list[Version]:
@@ -345,12 +348,7 @@ class ServableManager:
                 grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}"
             )
         if label:
-            if label not in self.models[name].labels:
-                raise ServingError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"Unrecognized servable version label: {label}",
-                )
-            version = self.models[name].labels[label]
+            version = self._labelled(name, label)
         with self._lock:
             versions = [v for n, v in sorted(self.versions[name].items())]
         if version is not None:
