@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from tfllm.components.attention.base import Attention, write_cache
+from tfllm.components.tokens import flatten_tokens, unflatten_tokens
 from tfllm.registry import register
 
 __all__ = ["MultiHeadAttention", "write_cache"]  # write_cache lives in the base module
@@ -175,7 +176,7 @@ class MultiHeadAttention(Attention):
             raise ValueError("project_context is for cross-attention (cross=True)")
         kvh, dh = self.num_kv_heads, self.head_dim
         shape = tf.shape(context)
-        kv = self.kv_proj(context)  # (B, S, 2 Hkv Dh)
+        kv = self.kv_proj(flatten_tokens(context))  # (B*S, 2 Hkv Dh)
         kv = tf.reshape(kv, [shape[0], shape[1], 2, kvh, dh])
         kv = tf.transpose(kv, [2, 0, 3, 1, 4])  # (2, B, Hkv, S, Dh)
         return kv[0], kv[1]
@@ -252,7 +253,7 @@ class MultiHeadAttention(Attention):
         the positional rotation applied at `positions` `(T,)`."""
         h, kvh, dh = self.num_heads, self.num_kv_heads, self.head_dim
         b, t = tf.shape(x)[0], tf.shape(x)[1]
-        qkv = self.qkv_proj(x)  # (B, T, (H + 2 Hkv) * Dh)
+        qkv = self.qkv_proj(flatten_tokens(x))  # (B*T, (H + 2 Hkv) * Dh): one 2-D matmul
         q, k, v = tf.split(qkv, [h * dh, kvh * dh, kvh * dh], axis=-1)
         q = tf.reshape(q, [b, t, h, dh])  # (B, T, H, Dh)
         k = tf.reshape(k, [b, t, kvh, dh])  # (B, T, Hkv, Dh)
@@ -286,7 +287,8 @@ class MultiHeadAttention(Attention):
     def _mix_values(self, scores, v, training):
         """Softmax of masked `scores` `(B, H, T, S)` over values `(B, Hkv, S, Dh)`, projected
         back to `(B, T, hidden_dim)`."""
-        return self.out_proj(self._attend_values(scores, v, training))  # (B, T, D)
+        attended = self._attend_values(scores, v, training)  # (B, T, H*Dh)
+        return unflatten_tokens(self.out_proj(flatten_tokens(attended)), attended)  # (B, T, D)
 
     def _attend_values(self, scores, v, training):
         """Softmax of masked `scores` `(B, H, T, S)` over values `(B, Hkv, S, Dh)`: the heads'
@@ -307,7 +309,7 @@ class MultiHeadAttention(Attention):
         h, dh = self.num_heads, self.head_dim
         shape = tf.shape(x)
         b, t = shape[0], shape[1]
-        q = tf.reshape(self.q_proj(x), [b, t, h, dh])  # (B, T, H, Dh)
+        q = tf.reshape(self.q_proj(flatten_tokens(x)), [b, t, h, dh])  # (B, T, H, Dh)
         q = tf.transpose(q, [0, 2, 1, 3])  # (B, H, T, Dh)
         k, v = context_kv  # (B, Hkv, S, Dh) each
         scores = self._scores(q, k)  # (B, H, T, S)

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from tfllm.components.ffn.mlp import ACTIVATIONS, activate
+from tfllm.components.tokens import flatten_tokens, unflatten_tokens
 from tfllm.registry import register
 
 
@@ -88,8 +89,9 @@ class SwiGLU(keras.layers.Layer):
         self.built = True
 
     def call(self, x):
-        gate, up = ops.split(self.gate_up(x), 2, axis=-1)  # (B, T, I) each
-        return self.down(activate(gate, self.activation) * up)  # (B, T, D)
+        h = flatten_tokens(x)  # (B*T, D): one 2-D matmul per projection
+        gate, up = ops.split(self.gate_up(h), 2, axis=-1)  # (B*T, I) each
+        return unflatten_tokens(self.down(activate(gate, self.activation) * up), x)  # (B, T, D)
 
     def compute_output_shape(self, input_shape):
         return input_shape

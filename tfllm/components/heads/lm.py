@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from tfllm.components.tokens import flatten_tokens, unflatten_tokens
 from tfllm.registry import register
 
 
@@ -82,7 +83,8 @@ class LMHead(keras.layers.Layer):
             logits = tf.reshape(logits, out_shape)  # (B, T, V)
             logits.set_shape(tf.TensorShape(x.shape[:-1]).concatenate([self.vocabulary_size]))
         else:
-            logits = ops.matmul(x, ops.cast(self.kernel, x.dtype))  # (B, T, V)
+            flat = ops.matmul(flatten_tokens(x), ops.cast(self.kernel, x.dtype))  # (B*T, V)
+            logits = unflatten_tokens(flat, x)  # (B, T, V)
         logits = ops.cast(logits, "float32")
         if self.bias is not None:
             logits = logits + ops.cast(self.bias, "float32")

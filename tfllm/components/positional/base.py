@@ -14,6 +14,8 @@ class PositionalEncoding(keras.layers.Layer):
     - `embed(x, positions)`: added to the token embeddings (absolute encodings);
     - `rotate_query(q, positions)` / `rotate_key(k, positions)`: applied to queries and keys
       before the dot product (rotary encodings; keys default to the query rotation);
+      `rotate_query_key(q, k, positions)`, which attention calls, applies both (an encoding may
+      override it to compute its angles once for the pair);
     - `attention_bias(query_positions, key_positions)`: an additive bias `(H or 1, Tq, Tk)` on
       the attention logits (ALiBi, relative position biases), or `None`.
 
@@ -32,6 +34,9 @@ class PositionalEncoding(keras.layers.Layer):
 
     def rotate_key(self, k, positions):
         return self.rotate_query(k, positions)
+
+    def rotate_query_key(self, q, k, positions):
+        return self.rotate_query(q, positions), self.rotate_key(k, positions)
 
     def attention_bias(self, query_positions, key_positions):
         return None

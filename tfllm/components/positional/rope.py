@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from keras import ops
 
 from tfllm.components.positional.base import PositionalEncoding
@@ -57,22 +58,42 @@ class RotaryPositionalEncoding(PositionalEncoding):
         self.scaling_factor = scaling_factor
 
     def _cos_sin(self, positions):
-        half = self.head_dim // 2
-        inv_freq = 1.0 / (
-            self.max_wavelength ** (ops.arange(half, dtype="float32") * 2.0 / self.head_dim)
-        )  # (Dh/2,)
-        pos = ops.cast(positions, "float32") / self.scaling_factor  # (T,)
-        angles = pos[:, None] * inv_freq[None, :]  # (T, Dh/2)
-        angles = ops.concatenate([angles, angles], axis=-1)  # (T, Dh)
+        # The frequencies (float32, as Hugging Face computes them) for both halves are a
+        # constant, so a traced step computes only positions times frequencies.
+        exponents = np.arange(self.head_dim // 2, dtype=np.float32) * np.float32(
+            2.0 / self.head_dim
+        )
+        inv_freq = np.float32(1.0) / np.float32(self.max_wavelength) ** exponents  # (Dh/2,)
+        inv_freq = np.concatenate([inv_freq, inv_freq])  # (Dh,)
+        pos = ops.cast(positions, "float32")  # (T,)
+        if self.scaling_factor != 1.0:
+            pos = pos / self.scaling_factor
+        angles = pos[:, None] * inv_freq  # (T, Dh)
         return ops.cos(angles)[None, :, None, :], ops.sin(angles)[None, :, None, :]
+
+    @staticmethod
+    def _rotate(x, cos, sin):
+        # x: (B, T, H, Dh); cos, sin: (1, T, 1, Dh)
+        y = ops.cast(x, "float32")
+        y1, y2 = ops.split(y, 2, axis=-1)
+        rotated = ops.concatenate([-y2, y1], axis=-1)
+        return ops.cast(y * cos + rotated * sin, x.dtype)
 
     def rotate_query(self, q, positions):
         # q: (B, T, H, Dh); positions: (T,)
         cos, sin = self._cos_sin(positions)  # (1, T, 1, Dh)
-        x = ops.cast(q, "float32")
-        x1, x2 = ops.split(x, 2, axis=-1)
-        rotated = ops.concatenate([-x2, x1], axis=-1)
-        return ops.cast(x * cos + rotated * sin, q.dtype)
+        return self._rotate(q, cos, sin)
+
+    def rotate_query_key(self, q, k, positions):
+        # q: (B, T, H, Dh), k: (B, T, Hkv, Dh): one set of angles for both
+        cls = type(self)
+        if (
+            cls.rotate_query is not RotaryPositionalEncoding.rotate_query
+            or cls.rotate_key is not PositionalEncoding.rotate_key
+        ):  # a subclass that changes either rotation (xPos) has them called
+            return super().rotate_query_key(q, k, positions)
+        cos, sin = self._cos_sin(positions)  # (1, T, 1, Dh)
+        return self._rotate(q, cos, sin), self._rotate(k, cos, sin)
 
     def get_config(self):
         config = super().get_config()
