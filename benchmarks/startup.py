@@ -9,7 +9,9 @@ Measured as a user meets them, each in a fresh process on this machine:
 - `tfllm client` over gRPC and over REST, against `tfllm serve` of a small export (the embedded
   default's shape, trained 30 steps here);
 - `tfllm chat` to its first token, first and second launch, with SmolLM2-135M-Instruct
-  (`tfllm pretrained pull smollm2-135m-instruct`; `--chat-ckpt` to pick another checkpoint);
+  (`tfllm pretrained pull smollm2-135m-instruct`; `--chat-ckpt` to pick another checkpoint),
+  and the same model exported and served, chatted with through `tfllm chat server=` (which
+  runs without TensorFlow);
 - a freshly served model's first request against the median of the next ten.
 
 Medians of `--repeats` runs (run alone: other work on the machine skews them). Targets (issue
@@ -86,12 +88,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def served(model_dir: str, cwd: str):
-    """`tfllm serve` of `model_dir` as `lm`, on two free ports: `(process, grpc, rest)`."""
+def served(model_dir: str, cwd: str, name: str = "lm"):
+    """`tfllm serve` of `model_dir` as `name`, on two free ports: `(process, grpc, rest)`."""
     grpc_port, rest_port = free_port(), free_port()
     proc = subprocess.Popen(
         TFLLM
-        + ["serve", f"model_base_path={model_dir}", "model_name=lm", f"port={grpc_port}"]
+        + ["serve", f"model_base_path={model_dir}", f"model_name={name}", f"port={grpc_port}"]
         + [f"rest_port={rest_port}"],
         cwd=cwd,
         stdout=subprocess.DEVNULL,
@@ -191,6 +193,29 @@ def main() -> None:
             ]
             rows.append(("tfllm chat: first token, first launch", launches[0], "-"))
             rows.append(("tfllm chat: first token, later launches", median(launches[1:]), "<= 5 s"))
+            # The same model served: `tfllm chat server=` runs without TensorFlow.
+            timed(["export", f"ckpt={ckpt}", "export.base_path=exports", "export.name=chat"], root)
+            proc, grpc_port, _ = served(os.path.join(root, "exports", "chat"), root, "chat")
+            try:
+                wait_available(Client("127.0.0.1", grpc_port, "chat", timeout=60))
+                version = os.path.join(root, "exports", "chat", "1")
+                remote = [
+                    "chat",
+                    f"ckpt={version}",
+                    f"server=127.0.0.1:{grpc_port}",
+                    "model_name=chat",
+                    "max_new_tokens=4",
+                ]
+                launches = [
+                    first_output(remote, root, "Hi\n", after=b"assistant> ")
+                    for _ in range(args.repeats)
+                ]
+                rows.append(
+                    ("tfllm chat server= (served export): first token", median(launches), "<= 5 s")
+                )
+            finally:
+                proc.terminate()
+                proc.wait()
 
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     lines = [

@@ -95,6 +95,23 @@ def run_cli(args, cwd=None, timeout=300, check=True, env=None, input_text=None):
     return proc
 
 
+def self_signed(cert, key) -> tuple[str, str]:
+    """A self-signed certificate for localhost and 127.0.0.1 (its own CA) at `cert`, with its
+    key at `key` (skips the test without the openssl command)."""
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key)]
+        + ["-out", str(cert), "-days", "2", "-subj", "/CN=localhost"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True,
+        capture_output=True,
+    )
+    return str(cert), str(key)
+
+
 def predict_error(port, model, signature, **inputs):
     """The `grpc.RpcError` a Predict request with `inputs` gets from the server on `port`,
     sent with the stock `tensorflow_serving.apis` stub (fails the test if it succeeds)."""

@@ -237,14 +237,28 @@ def load_run(run_dir: str, checkpoint: str | None = None) -> tuple[Any, Tokenize
 def load_config_and_tokenizer(path: str) -> tuple[dict[str, Any], Tokenizer]:
     """A run's (or an export version's `assets.extra/`) resolved config and tokenizer, without
     building the model: what a client of a served model needs."""
-    extra = os.path.join(path, "assets.extra")
-    base = extra if os.path.exists(os.path.join(extra, "config.yaml")) else path
-    if not os.path.isdir(base):
-        raise ConfigError(f"ckpt: no such directory: {path}")
+    base = _client_base(path)
     cfg = load_run_config(base)
     from tfllm.components.tokenizers.base import load_tokenizer
 
     return cfg, load_tokenizer(tokenizer_dir(base))
+
+
+def load_config_and_special_tokens(path: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """A run's (or an export version's `assets.extra/`) resolved config and its tokenizer's
+    special tokens, read without TensorFlow: what a chat client of a served model needs."""
+    from tfllm.components.tokenizers.saved import saved_special_tokens
+
+    base = _client_base(path)
+    return load_run_config(base), saved_special_tokens(tokenizer_dir(base))
+
+
+def _client_base(path: str) -> str:
+    extra = os.path.join(path, "assets.extra")
+    base = extra if os.path.exists(os.path.join(extra, "config.yaml")) else path
+    if not os.path.isdir(base):
+        raise ConfigError(f"ckpt: no such directory: {path}")
+    return base
 
 
 def write_checkpoint(model: Any, tokenizer: Tokenizer, config: dict, out: str) -> None:

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -17,7 +18,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from conftest import run_cli, serve_process
+from conftest import run_cli, self_signed, serve_process
 
 grpc = pytest.importorskip("grpc")
 apis = pytest.importorskip("tensorflow_serving.apis")
@@ -755,29 +756,94 @@ def test_classify_api_with_tf_examples(tmp_path):
         server.stop()
 
 
-def test_chat_through_a_server(server, exported, in_process):
+ECHO_TEMPLATE = "{% for m in messages %}{{ m.content }}{% endfor %}"
+
+
+def test_chat_through_a_server_equals_local_chat(server, exported, in_process):
+    """Turn by turn, a remote chat (no model, no tokenizer: the server counts tokens and
+    generates) answers as a local one, through a conversation long enough that old exchanges
+    are dropped to fit the context."""
     from tfllm.generation.chat import ChatSession
-    from tfllm.generation.decoder import GenerationConfig
-    from tfllm.runs import load_config_and_tokenizer
+    from tfllm.generation.settings import GenerationConfig
+    from tfllm.runs import load_config_and_special_tokens
     from tfllm.serving.client import Client
 
     _, _, ports = server
     _, _, model_dir, _ = exported
+    model, tokenizer, _ = in_process
     version = sorted(p for p in os.listdir(model_dir) if p.isdigit())[-1]
-    cfg, tokenizer = load_config_and_tokenizer(str(model_dir / version))
+    cfg, specials = load_config_and_special_tokens(str(model_dir / version))
+    assert specials == tokenizer.special_tokens
+    config = GenerationConfig(max_new_tokens=5)
+    local = ChatSession(model, tokenizer, ECHO_TEMPLATE, config=config)
     with Client(port=ports[0], model="tiny") as client:
-        chat = ChatSession(
+        remote = ChatSession(
             None,
-            tokenizer,
-            "{% for m in messages %}{{ m['content'] }}{% endfor %}",
-            config=GenerationConfig(max_new_tokens=5),
+            None,
+            ECHO_TEMPLATE,
+            config=config,
             remote=client,
             context=cfg["model"]["max_sequence_length"],
+            special_tokens=specials,
         )
-        shown = []
-        answer = chat.reply("BERNARDO:", on_text=shown.append)
-    assert answer == "".join(shown) == expected_completions(in_process, ["BERNARDO:"], 5)[0]
-    assert chat.history[-1] == {"role": "assistant", "content": answer}
+        messages = ["BERNARDO:", "Who's there? Nay, answer me:", "FRANCISCO:\nBernardo?"] * 2
+        for message in messages:
+            shown = []
+            answer = remote.reply(message, on_text=shown.append)
+            assert answer == "".join(shown) == local.reply(message)
+            assert remote.finish_reason == local.finish_reason
+            # What the server was sent fits as the local prompt does.
+            sent = client.count_tokens([remote.prompt_text()])[0]
+            assert sent == len(tokenizer.encode_one(remote.prompt_text())) + (
+                tokenizer.prompt_bos_id is not None
+            )
+        assert remote.history == local.history
+    # Old exchanges were dropped (the whole conversation is longer than the context).
+    whole = "".join(m["content"] for m in local.history)
+    assert len(tokenizer.encode_one(whole)) > cfg["model"]["max_sequence_length"]
+    assert first_exchange_dropped(local)
+
+
+def first_exchange_dropped(session) -> bool:
+    prompt = session.tokenizer.decode(session.prompt_ids())
+    return not prompt.startswith(session.history[0]["content"])
+
+
+def test_remote_chat_runs_without_tensorflow(server, exported, in_process):
+    """`tfllm chat server=...` never imports TensorFlow (so it starts in about a second), and
+    prints the reply the local model gives."""
+    _, _, ports = server
+    _, _, model_dir, _ = exported
+    version = sorted(p for p in os.listdir(model_dir) if p.isdigit())[-1]
+    script = (
+        "import io, sys\n"
+        "sys.stdin = io.StringIO('BERNARDO:\\n')\n"
+        "from tfllm.cli import main\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "finally:\n"
+        "    print('\\nTENSORFLOW', 'tensorflow' in sys.modules)\n"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            "chat",
+            f"ckpt={model_dir / version}",
+            f"server=127.0.0.1:{ports[0]}",
+            "model_name=tiny",
+            "max_new_tokens=5",
+            f"template='{ECHO_TEMPLATE}'",  # quoted for Hydra
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "TENSORFLOW False" in proc.stdout, proc.stdout
+    expected = expected_completions(in_process, ["BERNARDO:"], 5)[0]
+    assert proc.stdout.startswith(f"assistant> {expected}\n"), (proc.stdout, expected)
 
 
 def test_model_config_file_policies_labels_and_the_rest_client(exported, tmp_path):
@@ -1063,42 +1129,11 @@ def test_slow_connections_hold_a_bounded_pool_and_time_out(exported):
         server.stop()
 
 
-def _self_signed(tmp_path):
-    import shutil as sh
-
-    if sh.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return str(cert), str(key)
-
-
 def test_tls_and_a_bearer_token_on_both_transports(exported, tmp_path, in_process):
     from tfllm.serving.client import Client, ServingClientError
     from tfllm.serving.security import Security, exposure_warning
 
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path / "cert.pem", tmp_path / "key.pem")
     security = Security(token="s3cret", cert_file=cert, key_file=key)
     server = _in_process_server(exported, security=security)
     expected = expected_completions(in_process, PROMPTS[:1])

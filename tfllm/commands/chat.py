@@ -14,21 +14,23 @@ from tfllm.commands.generate import safety_filter
 def open_session(plain: dict[str, Any]) -> Any:
     """The `ChatSession` the settings describe: a local model, or a served one."""
     from tfllm.generation.chat import ChatSession
-    from tfllm.generation.decoder import GenerationConfig
-    from tfllm.runs import load_config_and_tokenizer, load_run
+    from tfllm.generation.settings import GenerationConfig
 
     config = settings(GenerationConfig, plain)
-    remote = None
-    if plain["server"]:
+    remote, specials = None, None
+    if plain["server"]:  # without TensorFlow: the server tokenizes, counts and generates
+        from tfllm.runs import load_config_and_special_tokens
         from tfllm.serving.client import Client
 
         host, _, port = str(plain["server"]).rpartition(":")
         if not host or not port.isdigit() or not plain["model_name"]:
             raise CommandError("server= takes host:port, and model_name= names the served model")
-        run_cfg, tokenizer = load_config_and_tokenizer(plain["ckpt"])
-        model = None
+        run_cfg, specials = load_config_and_special_tokens(plain["ckpt"])
+        model = tokenizer = None
         remote = Client(host, int(port), plain["model_name"])
     else:
+        from tfllm.runs import load_run
+
         model, tokenizer, run_cfg = load_run(plain["ckpt"])
     template = plain["template"] or (run_cfg.get("chat") or {}).get("template")
     if not template:
@@ -43,6 +45,7 @@ def open_session(plain: dict[str, Any]) -> Any:
             plain["jit_compile"],
             remote=remote,
             context=run_cfg["model"]["max_sequence_length"],
+            special_tokens=specials,
         )
 
 

@@ -12,6 +12,8 @@ from tfllm.commands.common import run_hydra, settings, texts_argument, user_erro
 
 def safety_filter(spec: Any) -> Any:
     """The safety filter a command's `safety=` names, or None."""
+    if not spec:
+        return None
     from tfllm.components.safety.base import build_safety_filter
 
     with user_error("safety: "):

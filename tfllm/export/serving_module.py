@@ -16,7 +16,7 @@ from tfllm.export.serving_base import ServingModule
 from tfllm.export.text_graph import cut_at_stops_graph, text_checks, wrap_ids
 from tfllm.export.text_graph import tf_assert as _assert
 from tfllm.generation.decoder import GenerationConfig, decode_loop
-from tfllm.generation.prompts import FINISH_LENGTH, FINISH_STOP, stop_tokens
+from tfllm.generation.prompts import FINISH_LENGTH, FINISH_STOP, prompt_ids, stop_tokens
 
 
 @dataclass
@@ -183,6 +183,8 @@ class CausalLMServing(ServingModule):
     - `score(texts)`: per-token log-probabilities and the sequence log-likelihood.
     - `score_tokens(token_ids, lengths)`: the same for token ids (`[B, T]` right-padded, and
       each row's length); ids outside the vocabulary are refused.
+    - `count_tokens(prompts)`: `lengths`, the ids `generate` reads for each prompt before the
+      context crop (what `tfllm chat server=` fits a conversation with, without a tokenizer).
 
     Outputs of both generation signatures: `completions` (string `[B]`), `tokens` (int32
     `[B, N]`, the new tokens, padded with -1), `lengths` (int32 `[B]`, new tokens per row),
@@ -224,6 +226,11 @@ class CausalLMServing(ServingModule):
             ],
             autograph=False,
         )
+        self.count_tokens = tf.function(
+            self._count_tokens,
+            input_signature=generate_spec[:1],
+            autograph=False,
+        )
 
     def signatures(self) -> dict[str, Any]:
         return {
@@ -231,6 +238,7 @@ class CausalLMServing(ServingModule):
             "generate": self.generate.get_concrete_function(),
             "score": self.score.get_concrete_function(),
             "score_tokens": self.score_tokens.get_concrete_function(),
+            "count_tokens": self.count_tokens.get_concrete_function(),
         }
 
     def sample_inputs(self, texts) -> dict[str, Any]:
@@ -268,6 +276,7 @@ class CausalLMServing(ServingModule):
         prompts, n = self._validation_setup(texts)
         return {
             "serving_default": {"prompts": (list(texts), "string")},
+            "count_tokens": {"prompts": (list(texts), "string")},
             "generate": {
                 "prompts": (prompts, "string"),
                 "max_new_tokens": (n, "int32"),
@@ -290,6 +299,12 @@ class CausalLMServing(ServingModule):
         if got != expected:
             raise ValueError(
                 f"greedy completions differ after reloading: export {got!r}, Keras {expected!r}"
+            )
+        counts = [len(prompt_ids(self.tokenizer, t)) for t in texts]
+        if list(results["count_tokens"]["lengths"]) != counts:
+            raise ValueError(
+                f"count_tokens differs after reloading: export {results['count_tokens']}, "
+                f"Python {counts}"
             )
         default = self._default_completions(texts)
         got = results["serving_default"]["completions"]
@@ -340,6 +355,13 @@ class CausalLMServing(ServingModule):
             tf.maximum(lengths - room, 0), lengths, row_splits_dtype=ids.row_splits.dtype
         )
         return tf.gather(ids, keep, batch_dims=1)
+
+    def _count_tokens(self, prompts):
+        # prompts: (B,) -> lengths (B,): the ids `generate` reads for each prompt, before the
+        # context crop (bos, and eos for an empty prompt, included), for clients that fit a
+        # conversation to the context (`tfllm chat server=`) or report usage.
+        ids = self._token_ids(prompts, "prompts", allow_empty=True)  # (B, None)
+        return {"lengths": tf.cast(ids.row_lengths(), tf.int32)}
 
     def _serving_default(self, prompts):
         return self._generate(prompts, *export_sampling(self.settings, self.default_new_tokens))

@@ -8,8 +8,7 @@ from dataclasses import replace
 
 from tfllm.components.tokenizers.chat_template import render_template
 from tfllm.generation import prompts
-from tfllm.generation.decoder import GenerationConfig
-from tfllm.generation.streaming import TokenStreamer
+from tfllm.generation.settings import GenerationConfig
 
 __all__ = ["ChatSession", "render_template"]  # render_template lives with the tokenizers
 
@@ -34,8 +33,12 @@ class ChatSession:
         config: sampling settings for every reply.
         jit_compile: XLA-compile the decode step.
         remote: a `tfllm.serving.Client` of a server that serves this model's export: replies
-            come from its `generate` signature (whole, not streamed) and `model` may be None.
+            come from its `generate` signature (whole, not streamed), the conversation is
+            measured with its `count_tokens`, and `model` and `tokenizer` may be None, so a
+            remote chat runs without TensorFlow.
         context: the model's context length (needed only when `model` is None).
+        special_tokens: the tokenizer's special tokens by role (`bos`, `eos`) for the template,
+            when `tokenizer` is None.
 
     Example:
 
@@ -54,20 +57,30 @@ class ChatSession:
         jit_compile: bool = False,
         remote=None,
         context: int | None = None,
+        special_tokens: dict[str, str] | None = None,
     ):
         if not template:
             raise ValueError("this checkpoint has no chat template: set template=")
         if model is None and (remote is None or context is None):
             raise ValueError("without a local model, pass remote= and context=")
+        if tokenizer is None and remote is None:
+            raise ValueError("a local model needs its tokenizer")
         self.model = model
         self.tokenizer = tokenizer
+        self.special_tokens = dict(
+            special_tokens if tokenizer is None else tokenizer.special_tokens
+        )
         self.template = template
         self.system_prompt = system_prompt
         self.config = config or GenerationConfig(max_new_tokens=256)
         self.config.validate()
         self.remote = remote
         self.context = int(context or model.max_sequence_length)
-        self.streamer = TokenStreamer(model, jit_compile=jit_compile) if model is not None else None
+        self.streamer = None
+        if model is not None:
+            from tfllm.generation.streaming import TokenStreamer
+
+            self.streamer = TokenStreamer(model, jit_compile=jit_compile)
         self.history: list[dict[str, str]] = []
         self.turns = 0
         self.finish_reason: str | None = None  # of the last reply: "stop" or "length"
@@ -80,21 +93,51 @@ class ChatSession:
         system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         return system + history
 
+    def _render(self, history: list[dict[str, str]]) -> str:
+        return render_template(self.template, self._messages(history), self.special_tokens)
+
+    def _candidates(self) -> list[list[dict[str, str]]]:
+        """The history, then with each oldest exchange dropped in turn (never the newest user
+        message): what is tried, in order, until the conversation fits."""
+        history, out = list(self.history), [list(self.history)]
+        while len(history) > 1:
+            history = history[2:] if len(history) > 2 else history[-1:]
+            out.append(history)
+        return out
+
+    def _fit(self, lengths: Callable[[list[str]], list[int]]) -> str:
+        """The rendered conversation to send: the first candidate whose length (`lengths` of
+        rendered texts) leaves room for the reply (`tfllm.generation.prompts.reply_room`),
+        else the shortest (its start is cut as every prompt's is)."""
+        budget = self.context - prompts.reply_room(self.context, self.config.max_new_tokens)
+        candidates = self._candidates()
+        texts = [self._render(h) for h in candidates]
+        chosen = len(candidates) - 1
+        for i, n in enumerate(lengths(texts)):
+            if n <= budget:
+                chosen = i
+                break
+        if chosen:
+            dropped = len(self.history) - len(candidates[chosen])
+            log.info("dropped %d old messages to fit the context", dropped)
+        return texts[chosen]
+
     def prompt_ids(self) -> list[int]:
         """The rendered, tokenized conversation, cut to leave room for the reply: whole old
         exchanges are dropped first, then the rest is cut as every prompt is
         (`tfllm.generation.prompts`; the template writes its own bos)."""
-        budget = self.context - prompts.reply_room(self.context, self.config.max_new_tokens)
-        history = list(self.history)
-        while True:
-            text = render_template(self.template, self._messages(history), self.tokenizer)
-            ids = prompts.prompt_ids(self.tokenizer, text, add_bos=False)
-            if len(ids) <= budget or len(history) <= 1:
-                break
-            history = history[2:] if len(history) > 2 else history[-1:]  # oldest exchange
-        if len(history) < len(self.history):
-            log.info("dropped %d old messages to fit the context", len(self.history) - len(history))
-        return prompts.crop_prompt(ids, self.context)
+        encode = lambda text: prompts.prompt_ids(self.tokenizer, text, add_bos=False)  # noqa: E731
+
+        def lengths(texts: list[str]) -> list[int]:  # lazily: usually the first one fits
+            for text in texts:
+                yield len(encode(text))
+
+        return prompts.crop_prompt(encode(self._fit(lengths)), self.context)
+
+    def prompt_text(self) -> str:
+        """The conversation a served model is sent, fitted the same way with the lengths its
+        `count_tokens` signature reports (the server cuts the start as every prompt's)."""
+        return self._fit(self.remote.count_tokens)
 
     def stops(self) -> tuple[list[int], list[str]]:
         """The stop ids that end a reply in the decode loop, and the strings that end its text."""
@@ -105,15 +148,15 @@ class ChatSession:
         if not message.strip():
             raise ValueError("the message is empty")
         self.history.append({"role": "user", "content": message})
-        ids = self.prompt_ids()
         config = replace(self.config, seed=self.config.seed + 7919 * self.turns)
         self.turns += 1
         if self.remote is not None:
-            text, self.finish_reason = self._remote_reply(ids, config)
+            text, self.finish_reason = self._remote_reply(self.prompt_text(), config)
             if on_text is not None:
                 on_text(text)
             self.history.append({"role": "assistant", "content": text})
             return text
+        ids = self.prompt_ids()
         stop_ids, stop_strings = self.stops()
         generated: list[int] = []
         shown = ""
@@ -140,10 +183,9 @@ class ChatSession:
         self.history.append({"role": "assistant", "content": text})
         return text
 
-    def _remote_reply(self, ids: list[int], config: GenerationConfig) -> tuple[str, str]:
-        # The server tokenizes in its graph: send the (possibly cut) prompt as text, with its
-        # special tokens spelled out so they tokenize back to themselves.
-        prompt = self.tokenizer.decode(ids, skip_special_tokens=False)
+    def _remote_reply(self, prompt: str, config: GenerationConfig) -> tuple[str, str]:
+        # The server tokenizes the rendered text in its graph (special tokens written in it
+        # become their ids) and cuts its start as every prompt's.
         (answer,) = self.remote.complete(
             [prompt],
             max_new_tokens=config.max_new_tokens,

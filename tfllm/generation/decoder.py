@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -18,46 +17,9 @@ from tfllm.generation.prompts import (
     stop_tokens,
 )
 from tfllm.generation.sampling import sample_next
+from tfllm.generation.settings import GenerationConfig
 
-
-@dataclass
-class GenerationConfig:
-    """Decoding settings.
-
-    Attributes:
-        max_new_tokens: tokens to generate after each prompt.
-        temperature: 0 for greedy; otherwise the softmax temperature.
-        top_k: keep the k most likely tokens (0 keeps all).
-        top_p: nucleus mass (1.0 keeps all).
-        num_return_sequences: samples per prompt.
-        seed: stateless sampling seed.
-        stop: stop strings: a completion ends before the first one (single-token ones also
-            end the row inside the graph; see `tfllm.generation.prompts`).
-        stop_at_eos: also stop at the tokenizer's eos token.
-    """
-
-    max_new_tokens: int = 64
-    temperature: float = 0.0
-    top_k: int = 0
-    top_p: float = 1.0
-    num_return_sequences: int = 1
-    seed: int = 0
-    stop: tuple[str, ...] = ()
-    stop_at_eos: bool = True
-
-    def validate(self) -> None:
-        if self.max_new_tokens <= 0:
-            raise ValueError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
-        if not 0 <= self.temperature < float("inf"):
-            raise ValueError(f"temperature must be finite and >= 0, got {self.temperature}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.num_return_sequences <= 0:
-            raise ValueError(
-                f"num_return_sequences must be positive, got {self.num_return_sequences}"
-            )
+__all__ = ["GenerationConfig", "Generator", "decode_loop"]  # GenerationConfig: settings.py
 
 
 def decode_loop(

@@ -229,6 +229,14 @@ class Client:
         """Per-token log-probabilities and log-likelihoods of `texts`."""
         return self.predict({"texts": np.asarray(list(texts), dtype=object)}, signature="score")
 
+    def count_tokens(self, prompts: Sequence[str]) -> list[int]:
+        """How many ids the served causal LM reads for each prompt (its `count_tokens`
+        signature: bos included, before the context crop)."""
+        out = self.predict(
+            {"prompts": np.asarray(list(prompts), dtype=object)}, signature="count_tokens"
+        )
+        return [int(n) for n in np.asarray(out["lengths"]).reshape(-1)]
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Sentence embeddings `(N, D)` from an exported embedding model."""
         out = self.predict({"texts": np.asarray(list(texts), dtype=object)}, signature="embed")

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfllm.components.tokenizers.saved import CONFIG_FILE
 from tfllm.files import atomic_write
 
 SPECIAL_ROLES = ("pad", "unk", "bos", "eos", "mask", "cls", "sep")
@@ -43,9 +44,6 @@ def keras_hub_op(fn, inputs):
 
     with no_convert_scope():
         return fn(inputs)
-
-
-CONFIG_FILE = "tokenizer.json"
 
 
 class Tokenizer(keras.layers.Layer):

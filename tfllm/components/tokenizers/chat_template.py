@@ -14,7 +14,8 @@ def render_template(
 
     Runs in Jinja's immutable sandbox (templates come with downloaded checkpoints), with the
     variables and helpers such templates expect: `messages`, `add_generation_prompt`,
-    `bos_token`, `eos_token` and `raise_exception`.
+    `bos_token`, `eos_token` and `raise_exception`. `tokenizer` gives those two: a tfllm
+    tokenizer, or a dict of special tokens by role.
     """
     from jinja2 import TemplateError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -24,7 +25,9 @@ def render_template(
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = raise_exception
-    specials = dict(getattr(tokenizer, "special_tokens", {}) or {})
+    # A tokenizer, or its special tokens by role (a client of a served model has only those).
+    found = tokenizer if isinstance(tokenizer, dict) else getattr(tokenizer, "special_tokens", {})
+    specials = dict(found or {})
     try:
         return env.from_string(template).render(
             messages=messages,
