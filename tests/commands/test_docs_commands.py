@@ -4,7 +4,8 @@ option), a training config passes tfllm's validation (every registry name and ar
 resolves), and plain commands take the arguments shown. So the documentation cannot drift from
 the code unnoticed.
 
-(docs/python.md runs whole in `test_python_api.py`; README's set-up commands run in CI.)
+(`test_docs_run.py`, under -m slow, runs them all; docs/python.md runs whole in
+`test_python_api.py`; README's set-up commands run in CI.)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tfllm.cli import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "serving" / "README.md"]
-PULLED = "PULLED_CHECKPOINT"  # what `$(tfllm pretrained pull NAME)` stands for
+PULLED = "PULLED_CHECKPOINT"  # `$(tfllm pretrained pull NAME)` is written PULLED_CHECKPOINT:NAME
 
 # Hydra commands: (config name, config subfolder).
 HYDRA = {
@@ -66,7 +67,9 @@ def documented_commands() -> list[tuple[str, list[str]]]:
             pending += " " + text.rstrip("\\").strip()
             if text.endswith("\\"):
                 continue
-            command = re.sub(r"\$\(tfllm pretrained pull [\w.-]+\)", PULLED, pending.strip())
+            command = re.sub(
+                r"\$\(tfllm pretrained pull ([\w.-]+)\)", PULLED + r":\1", pending.strip()
+            )
             argv = [bash_tilde(a) for a in shlex.split(command, comments=True)[1:] if a != "..."]
             found.append((f"{doc.relative_to(ROOT)}:{start}", argv))
             pending = ""

@@ -190,6 +190,35 @@ def test_power_law_fit_recovers_a_known_law():
     assert fit.residual_rmse < 1e-6
 
 
+@pytest.mark.parametrize("name", ["accuracy", "perplexity", "bias"])
+def test_likelihood_evals_refuse_a_model_that_is_not_a_causal_lm(name):
+    """`eval=accuracy ckpt=<a classifier run>` once died in numpy indexing; now one error."""
+    import keras
+
+    from tfllm.evaluation.runner import evaluate
+    from tfllm.registry import ConfigError
+
+    classifier = keras.Sequential([keras.layers.Dense(2)])
+    with pytest.raises(ConfigError, match=f"eval={name} scores text .* holds a Sequential"):
+        evaluate(classifier, None, {"eval": {"name": name}, "data": {}})
+
+
+def test_power_law_fit_of_as_few_runs_as_parameters_warns_nothing():
+    """Three runs fit three parameters exactly: scipy's covariance warning (about a covariance
+    the fit does not use) stays out of the user's output."""
+    import warnings
+
+    from tfllm.evaluation.scaling_laws import SweepPoint, fit_power_law
+
+    points = [
+        SweepPoint(f"run{i}", n, 10**6, 1.4 + 30.0 / n**0.35) for i, n in enumerate([2e4, 2e5, 2e6])
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        fit = fit_power_law(points)
+    assert fit.residual_rmse < 1e-3
+
+
 def test_attention_maps_are_causal_distributions(tiny, tmp_path):
     pytest.importorskip("matplotlib")
     from tfllm.evaluation.attention_maps import attention_probabilities, plot_attention

@@ -165,14 +165,25 @@ def lora_cfg(root, source, steps, extra=()):
     )
 
 
-def test_lora_trains_only_adapters_and_merges_exactly(sft_run, tmp_path):
+def test_lora_trains_only_adapters_and_merges_exactly(sft_run, tmp_path, caplog):
+    import logging
+
     from tfllm.adapters.lora import LoRA, lora_layers, merge_adapter
     from tfllm.runs import load_run
 
     trainer, _, root, run_dir = sft_run
     base, _, _ = load_run(str(run_dir))
     cfg = lora_cfg(root, run_dir, 20)
-    lora = Trainer(cfg, str(root / "lora"))
+    with caplog.at_level(logging.INFO, logger="tfllm.training.trainer"):
+        lora = Trainer(cfg, str(root / "lora"))
+    # The share of the weights that trains is said, and is what trains.
+    trainable = sum(int(np.prod(w.shape)) for w in lora.model.trainable_weights)
+    total = sum(int(np.prod(w.shape)) for w in lora.model.weights)
+    said = (
+        f"adapter lora: {trainable:,} of {total:,} weights train ({100 * trainable / total:.2f}%)"
+    )
+    assert said in caplog.text, caplog.text
+    assert 0 < trainable < total / 5
     adapted = lora_layers(lora.model)
     assert len(adapted) == 2 * 2  # qkv_proj and out_proj of both blocks
     names = {w.path.split("/")[-1] for w in lora.model.trainable_weights}

@@ -214,6 +214,23 @@ def test_span_corruption_hides_spans_behind_sentinels():
     assert not np.array_equal(other, again)
 
 
+def test_span_corruption_compiles_with_xla():
+    """The trainer's step is XLA-compiled: corruption must keep static shapes there too (it
+    once failed with 'Input to reshape is a tensor with 768 values, but the requested shape
+    has 684' on every `task=span_corruption` run)."""
+    ids = np.arange(1000, 1000 + 12 * 64, dtype="int32").reshape(12, 64)
+    corrupt = tf.function(
+        lambda x, seed: span_corrupt(x, seed, SENTINELS, eos_id=1), jit_compile=True
+    )
+    inputs, targets = corrupt(ids, tf.constant([3, 4]))
+    noise, spans = span_counts(64, 0.15, 3.0)
+    assert inputs.shape == (12, 64 - noise + spans + 1) and targets.shape == (12, noise + spans + 1)
+    for row in range(12):
+        i, t = inputs.numpy()[row].tolist(), targets.numpy()[row].tolist()
+        assert reconstruct(i, t) == ids[row].tolist()
+        assert [x for x in i if x in SENTINELS] == SENTINELS[:spans]
+
+
 def test_span_corruption_statistics():
     ids = np.tile(np.arange(1000, 1512, dtype="int32"), (64, 1))  # blocks of 512
     inputs, targets = span_corrupt(ids, tf.constant([0, 1]), list(range(50)))

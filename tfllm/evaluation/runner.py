@@ -154,6 +154,14 @@ def evaluate(model: Any, tokenizer: Any, cfg: dict[str, Any]) -> dict[str, Any]:
     }
     if name not in runners:
         raise ConfigError(f"eval.name: unknown evaluation '{name}'; one of {', '.join(EVALS)}")
+    from tfllm.tasks.causal_lm import CausalLM
+
+    if name in ("perplexity", "accuracy", "bias") and not isinstance(model, CausalLM):
+        raise ConfigError(
+            f"eval={name} scores text by its likelihood under a causal language model, and ckpt "
+            f"holds a {type(model).__name__}; a fine-tuned classifier reports its accuracy on "
+            "data.val while it trains"
+        )
     return {"eval": name, **runners[name](model, tokenizer, cfg)}
 
 

@@ -30,6 +30,17 @@ def _random_segmentation(batch, num_items: int, num_segments: int, seed):
     return ends - starts
 
 
+def _compact(values, keep, count: int):
+    """The `count` kept entries of each row of `values` `(B, L)`, in order: `(B, count)`.
+
+    A stable sort of the keep flags puts each row's kept positions first (every row keeps
+    exactly `count`), so the shape is static. (`tf.boolean_mask` then a reshape fails under
+    XLA, which bounds the mask's output at `B * L`.)
+    """
+    order = tf.argsort(tf.cast(~keep, tf.int32), axis=1, stable=True)  # (B, L) kept first
+    return tf.gather(values, order[:, :count], batch_dims=1)
+
+
 def span_corrupt(
     token_ids,
     seed,
@@ -79,14 +90,14 @@ def span_corrupt(
     # noise tokens and a sentinel in place of each kept span.
     keep_inputs = ~is_noise | first
     keep_targets = is_noise | first
-    inputs = tf.reshape(
-        tf.boolean_mask(tf.where(is_noise & first, sentinels, token_ids), keep_inputs),
-        [b, length - num_noise + num_spans],
-    )
-    targets = tf.reshape(
-        tf.boolean_mask(tf.where(~is_noise & first, sentinels, token_ids), keep_targets),
-        [b, num_noise + num_spans],
-    )
+    inputs = _compact(
+        tf.where(is_noise & first, sentinels, token_ids),
+        keep_inputs,
+        length - num_noise + num_spans,
+    )  # (B, L - noise + spans)
+    targets = _compact(
+        tf.where(~is_noise & first, sentinels, token_ids), keep_targets, num_noise + num_spans
+    )  # (B, noise + spans)
     if eos_id is not None:
         eos = tf.fill([b, 1], tf.cast(eos_id, tf.int32))
         inputs = tf.concat([inputs, eos], axis=1)
