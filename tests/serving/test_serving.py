@@ -224,7 +224,13 @@ def test_metadata_and_status(server):
     response = stub.GetModelMetadata(request, timeout=30)
     signatures = get_model_metadata_pb2.SignatureDefMap()
     response.metadata["signature_def"].Unpack(signatures)
-    assert set(signatures.signature_def) == {"serving_default", "generate", "score", "score_tokens"}
+    assert set(signatures.signature_def) == {
+        "serving_default",
+        "generate",
+        "score",
+        "score_tokens",
+        "count_tokens",
+    }
     assert set(signatures.signature_def["generate"].inputs) == {
         "prompts",
         "max_new_tokens",
@@ -879,6 +885,7 @@ def test_model_config_file_policies_labels_and_the_rest_client(exported, tmp_pat
                 "generate",
                 "score",
                 "score_tokens",
+                "count_tokens",
             }
         with Client(port=server.rest_port, model="lm", transport="rest", version=6) as missing:
             with pytest.raises(ServingClientError, match="404"):
