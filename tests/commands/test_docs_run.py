@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import self_signed
+from conftest import run_cli, self_signed
 from test_docs_commands import COMMAND_LINES, PULLED
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -176,21 +176,9 @@ class Workspace:
         write_data(root)
 
     # ----- running -----------------------------------------------------------------------
-    def tfllm(
-        self, argv: list[str], stdin: str | None = None, timeout: int = 1800, env=None
-    ) -> str:
-        proc = subprocess.run(
-            [sys.executable, "-m", "tfllm.cli", *argv],
-            cwd=self.root,
-            capture_output=True,
-            text=True,
-            input=stdin,
-            stdin=None if stdin is not None else subprocess.DEVNULL,
-            timeout=timeout,
-            env={**self.env, **(env or {})},
-        )
-        assert proc.returncode == 0, (argv, proc.stdout[-2000:], proc.stderr[-4000:])
-        return proc.stdout
+    def tfllm(self, argv: list[str], stdin: str | None = None, env=None) -> str:
+        env = {**self.env, **(env or {})}
+        return run_cli(argv, cwd=self.root, timeout=1800, env=env, input_text=stdin).stdout
 
     def train(self, run_dir: str, *overrides: str) -> str:
         if run_dir not in self.made:
@@ -422,15 +410,13 @@ class Workspace:
             found = re.match(r"^(ckpt|init_from)=(DIR|RUN)$", arg)
             if found:
                 out[i] = f"{found[1]}={self.resolve(page, text, found[2])}"
-        for arg in out:  # runs a page names that an earlier command made
+        for arg in out:  # runs a page reads (as ckpt=, init_from=, inside a spec) made first
             key, _, value = arg.partition("=")
-            run = re.match(r"^(runs/(?:default|a|gpt|sft|reward|judge))$", value)
-            if key in ("ckpt", "init_from") and run and not (self.root / value).exists():
-                self.need(value)
-            if key == "task.reward":
-                self.need("runs/reward")
-            if "runs/judge" in value:
-                self.need("runs/judge")
+            if key in ("run_dir", "out"):
+                continue  # what this command writes
+            for run in re.findall(r"runs/(?:default|a|gpt|sft|reward|judge)(?![\w-])", value):
+                if not (self.root / run).exists():
+                    self.need(run)
         training = name == "train" or (name == "launch" and "train" in out)
         if training:
             out = with_overrides(out, SHRINK_TRAIN)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 
 from tfllm.components.tokenizers.chat_template import render_template
@@ -68,7 +68,7 @@ class ChatSession:
         self.model = model
         self.tokenizer = tokenizer
         self.special_tokens = dict(
-            special_tokens if tokenizer is None else tokenizer.special_tokens
+            (special_tokens or {}) if tokenizer is None else tokenizer.special_tokens
         )
         self.template = template
         self.system_prompt = system_prompt
@@ -105,9 +105,9 @@ class ChatSession:
             out.append(history)
         return out
 
-    def _fit(self, lengths: Callable[[list[str]], list[int]]) -> str:
-        """The rendered conversation to send: the first candidate whose length (`lengths` of
-        rendered texts) leaves room for the reply (`tfllm.generation.prompts.reply_room`),
+    def _fit(self, lengths: Callable[[list[str]], Iterable[int]]) -> tuple[int, list[str]]:
+        """The rendered candidates and which one to send: the first whose length (`lengths`
+        of rendered texts) leaves room for the reply (`tfllm.generation.prompts.reply_room`),
         else the shortest (its start is cut as every prompt's is)."""
         budget = self.context - prompts.reply_room(self.context, self.config.max_new_tokens)
         candidates = self._candidates()
@@ -120,24 +120,27 @@ class ChatSession:
         if chosen:
             dropped = len(self.history) - len(candidates[chosen])
             log.info("dropped %d old messages to fit the context", dropped)
-        return texts[chosen]
+        return chosen, texts
 
     def prompt_ids(self) -> list[int]:
         """The rendered, tokenized conversation, cut to leave room for the reply: whole old
         exchanges are dropped first, then the rest is cut as every prompt is
         (`tfllm.generation.prompts`; the template writes its own bos)."""
-        encode = lambda text: prompts.prompt_ids(self.tokenizer, text, add_bos=False)  # noqa: E731
+        encoded: list[list[int]] = []  # each candidate tried, tokenized once
 
-        def lengths(texts: list[str]) -> list[int]:  # lazily: usually the first one fits
+        def lengths(texts: list[str]) -> Iterator[int]:  # lazily: usually the first one fits
             for text in texts:
-                yield len(encode(text))
+                encoded.append(prompts.prompt_ids(self.tokenizer, text, add_bos=False))
+                yield len(encoded[-1])
 
-        return prompts.crop_prompt(encode(self._fit(lengths)), self.context)
+        chosen, _ = self._fit(lengths)  # the chosen one was tried, so it is encoded
+        return prompts.crop_prompt(encoded[chosen], self.context)
 
     def prompt_text(self) -> str:
         """The conversation a served model is sent, fitted the same way with the lengths its
         `count_tokens` signature reports (the server cuts the start as every prompt's)."""
-        return self._fit(self.remote.count_tokens)
+        chosen, texts = self._fit(self.remote.count_tokens)
+        return texts[chosen]
 
     def stops(self) -> tuple[list[int], list[str]]:
         """The stop ids that end a reply in the decode loop, and the strings that end its text."""
