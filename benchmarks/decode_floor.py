@@ -1,0 +1,208 @@
+"""What the CPU's TensorFlow kernels allow a decode step: the weight matmuls of one step, alone.
+
+    python benchmarks/decode_floor.py [--repeats 15]
+
+Issue 26 asks the graph-mode decode of SmolLM2-135M to reach a bandwidth bound, and bf16 and
+int8 weights to decode faster than fp32. Before any decode-loop work, this measures what the
+kernels under it can do, on this machine, with 2 threads:
+
+- read bandwidth: `tf.reduce_sum` over a 512 MB fp32 variable (the best of the repeats);
+- the floor: one `tf.function` that runs only the weight matmuls of one SmolLM2-135M decode
+  step (30 layers of fused qkv, output, fused gate/up and down projections, then the tied
+  49152 x 576 head), chained as the real step chains them, at batch 1 and 8, for each way of
+  holding the weights that stock TensorFlow offers:
+  - fp32 `MatMul`;
+  - bf16 weights, activations cast to bf16 (`MatMul` on bfloat16);
+  - int8 weights cast to fp32 inside the step (what Keras's int8 `Dense` does);
+  - int8 weights and int8 activations in an integer `MatMul` (int32 accumulation).
+
+The floor is a ceiling on tokens/s for any decode loop built from these kernels: the full step
+adds attention, norms, the cache write and sampling on top. Prints a Markdown table and writes it
+(and JSON) to benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+
+# SmolLM2-135M: hidden 576, 9 query and 3 key/value heads of 64, FFN 1536, 30 layers, tied head.
+HIDDEN, QKV, FFN, LAYERS, VOCAB = 576, 576 + 2 * 192, 1536, 30, 49152
+
+
+def cpu_flags() -> list[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            words = set(f.read().split())
+    except OSError:
+        return []
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
+    return [w for w in wanted if w in words]
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(2)
+    tf.config.threading.set_inter_op_parallelism_threads(2)
+
+    def best_ms(fn, *inputs) -> tuple[float, float]:
+        fn(*inputs)
+        fn(*inputs)
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            fn(*inputs).numpy()
+            times.append((time.perf_counter() - start) * 1e3)
+        return statistics.median(times), min(times)
+
+    def read_bandwidth() -> float:
+        big = tf.Variable(tf.ones([128 * 1024 * 1024]))  # 512 MB
+        _, read_ms = best_ms(tf.function(lambda: tf.reduce_sum(big)))
+        return 512 * 1024 * 1024 / 1e9 / (read_ms / 1e3)
+
+    bandwidth = read_bandwidth()
+
+    rng = tf.random.Generator.from_seed(0)
+    shapes = [(HIDDEN, QKV), (HIDDEN, HIDDEN), (HIDDEN, 2 * FFN), (FFN, HIDDEN)]
+    # Variables, as in a model: nothing here can be folded into a constant at trace time.
+    fp32 = [[tf.Variable(rng.normal(s, stddev=0.03)) for s in shapes] for _ in range(LAYERS)]
+    head = tf.Variable(rng.normal([VOCAB, HIDDEN], stddev=0.03))
+    step_bytes = 4 * (sum(a * b for a, b in shapes) * LAYERS + VOCAB * HIDDEN)
+
+    def quantize(w):
+        scale = tf.reduce_max(tf.abs(w), axis=0) / 127.0
+        return tf.Variable(tf.cast(tf.round(w / scale), tf.int8)), tf.Variable(scale)
+
+    layouts = {
+        "fp32": (fp32, head),
+        "bf16": (
+            [[tf.Variable(tf.cast(w, tf.bfloat16)) for w in ws] for ws in fp32],
+            tf.Variable(tf.cast(head, tf.bfloat16)),
+        ),
+        "int8, cast to fp32 in the step": (
+            [[quantize(w) for w in ws] for ws in fp32],
+            quantize(tf.transpose(head)),
+        ),
+        "int8 x int8 integer MatMul": (
+            [[quantize(w) for w in ws] for ws in fp32],
+            quantize(tf.transpose(head)),
+        ),
+    }
+
+    def project(kind, x, w, transpose_head=False):
+        if kind == "fp32":
+            return tf.matmul(x, w, transpose_b=transpose_head)
+        if kind == "bf16":
+            y = tf.matmul(tf.cast(x, tf.bfloat16), w, transpose_b=transpose_head)
+            return tf.cast(y, tf.float32)
+        q, scale = w
+        if kind.startswith("int8, cast"):
+            return tf.matmul(x, tf.cast(q, tf.float32)) * scale
+        x_scale = tf.reduce_max(tf.abs(x), axis=-1, keepdims=True) / 127.0 + 1e-12
+        xq = tf.cast(tf.round(x / x_scale), tf.int8)
+        y = tf.matmul(xq, q, output_type=tf.int32)
+        return tf.cast(y, tf.float32) * x_scale * scale
+
+    def step_fn(kind, jit):
+        weights, head_w = layouts[kind]
+
+        @tf.function(jit_compile=jit)
+        def step(x):  # x: [B, HIDDEN]
+            for qkv, out, gate_up, down in weights:
+                a = project(kind, x, qkv)  # [B, QKV]
+                x = x + project(kind, a[:, :HIDDEN], out)  # [B, HIDDEN]
+                h = project(kind, x, gate_up)  # [B, 2 * FFN]
+                x = x + 0.01 * project(kind, h[:, :FFN] * h[:, FFN:], down)
+            return project(kind, x, head_w, transpose_head=kind in ("fp32", "bf16"))
+
+        return step
+
+    rows = []
+    contenders = [(kind, False) for kind in layouts]
+    contenders += [("fp32", True), ("int8, cast to fp32 in the step", True)]
+    for kind, jit in contenders:
+        step = step_fn(kind, jit)
+        for batch in args.batches:
+            x = rng.normal([batch, HIDDEN])
+            median, best = best_ms(step, x)
+            rows.append(
+                {
+                    "weights": kind,
+                    "mode": "XLA" if jit else "graph",
+                    "batch": batch,
+                    "median_ms": median,
+                    "best_ms": best,
+                    "tokens_per_sec_ceiling": 1e3 * batch / median,
+                    "fp32_bytes_per_sec": step_bytes / (median / 1e3) / 1e9,
+                }
+            )
+            print(rows[-1], file=sys.stderr, flush=True)
+    fp32_median = {
+        r["batch"]: r["median_ms"] for r in rows if r["weights"] == "fp32" and r["mode"] == "graph"
+    }
+    lines = [
+        "# The weight matmuls of one SmolLM2-135M decode step, alone",
+        "",
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores, 2 threads; CPU flags of interest: "
+        f"{', '.join(cpu_flags()) or 'none'}; TensorFlow {tf.__version__}. "
+        f"Read bandwidth (`reduce_sum` over 512 MB, best of {args.repeats}): "
+        f"**{bandwidth:.1f} GB/s**, so fp32 weights ({step_bytes / 1e6:.0f} MB a step) bound "
+        f"batch-1 decode at **{bandwidth * 1e9 / step_bytes:.1f} tokens/s**. "
+        f"Median of {args.repeats} calls after two warm-ups. "
+        "Command: `python benchmarks/decode_floor.py`",
+        "",
+        "| weights | mode | batch | matmuls ms | best ms | tokens/s ceiling | × graph fp32 time |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['weights']} | {r['mode']} | {r['batch']} | "
+            f"{r['median_ms']:.1f} | {r['best_ms']:.1f} | "
+            f"{r['tokens_per_sec_ceiling']:.1f} | {r['median_ms'] / fp32_median[r['batch']]:.2f} |"
+        )
+    table = "\n".join(lines) + "\n"
+    print(table)
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "decode_floor.md"), "w") as f:
+        f.write(table)
+    with open(os.path.join(RESULTS, "decode_floor.json"), "w") as f:
+        json.dump(
+            {
+                "args": vars(args),
+                "bandwidth_gb_s": bandwidth,
+                "cpu": cpu_name(),
+                "flags": cpu_flags(),
+                "rows": rows,
+            },
+            f,
+            indent=1,
+        )
+
+
+if __name__ == "__main__":
+    main()
