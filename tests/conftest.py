@@ -132,21 +132,23 @@ def predict_error(port, model, signature, **inputs):
 
 
 @contextlib.contextmanager
-def serve_process(model_dir, model_name, timeout=120):
-    """`tfllm serve` for `model_dir` in its own process on free ports of 127.0.0.1; yields
-    `(process, (grpc_port, rest_port))` and stops the server after."""
+def serve_process(model_dir, model_name, timeout=120, extra=()):
+    """`tfllm serve` for `model_dir` (None: `extra` names the models) in its own process on free
+    ports of 127.0.0.1; yields `(process, (grpc_port, rest_port))` (with the OpenAI API's port
+    third when `extra` turns it on) and stops the server after."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    models = [f"model_base_path={model_dir}", f"model_name={model_name}"] if model_dir else []
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "tfllm.cli",
             "serve",
-            f"model_base_path={model_dir}",
-            f"model_name={model_name}",
+            *models,
             "port=0",
             "rest_port=0",
             "file_system_poll_wait_seconds=0.3",
+            *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -164,6 +166,9 @@ def serve_process(model_dir, model_name, timeout=120):
         match = re.search(r"serving gRPC on 127\.0\.0\.1:(\d+), REST on 127\.0\.0\.1:(\d+)", line)
         if match:
             ports = int(match[1]), int(match[2])
+            openai = re.search(r"OpenAI API on 127\.0\.0\.1:(\d+)", line)
+            if openai:
+                ports += (int(openai[1]),)
             break
     if ports is None:
         proc.kill()

@@ -169,7 +169,7 @@ class Workspace:
 
     def __init__(self, root: Path):
         self.root = root
-        self.ports = {"grpc": free_port(), "rest": free_port()}
+        self.ports = {"grpc": free_port(), "rest": free_port(), "openai": free_port()}
         self.server: subprocess.Popen | None = None
         self.made: dict[str, str] = {}
         self.env = dict(os.environ, TFLLM_TOKEN="docs-run-token", PYTHONUNBUFFERED="1")
@@ -427,9 +427,10 @@ class Workspace:
             if "task=classify" in out and "head.pooling=mean" in out:  # MiniLM on SST-2
                 out = with_overrides(out, {"data.sequence_length": "32"})
         if name == "serve":
-            out = with_overrides(
-                out, {"port": str(self.ports["grpc"]), "rest_port": str(self.ports["rest"])}
-            )
+            ports = {"port": str(self.ports["grpc"]), "rest_port": str(self.ports["rest"])}
+            if any(key_of(arg) == "openai_port" for arg in out):
+                ports["openai_port"] = str(self.ports["openai"])
+            out = with_overrides(out, ports)
         if name == "client":
             out = with_overrides(out, {"port": str(self.ports["grpc"])})
         if "server=localhost:8500" in out:

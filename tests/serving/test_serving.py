@@ -640,7 +640,8 @@ def test_an_embedding_model_exports_and_serves(tmp_path):
     model = SentenceEmbedder(backbone)
     cfg = {"task": {"name": "sentence_embedding"}, "embedding": {"max_length": 8}}
     result = export_model(model, tokenizer, cfg, str(tmp_path), "emb")
-    assert result.signatures == ["embed", "serving_default"]
+    assert result.signatures == ["count_tokens", "embed", "serving_default"]
+    assert "token counts equal" in result.validation["compared"]
     assert "max difference" in result.validation["compared"]
     assert "FastWordpieceTokenizeWithOffsets" in result.validation["text_ops"]
     server = Server(

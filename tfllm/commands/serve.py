@@ -97,6 +97,9 @@ def serve_job(plain: dict[str, Any]) -> None:
     rest_port = plain["rest_port"]
     if rest_port is not None and rest_port < 0:
         rest_port = None
+    openai_port = plain["openai_port"]
+    if openai_port is not None and openai_port < 0:
+        openai_port = None
     try:
         server = Server(
             models,
@@ -108,6 +111,7 @@ def serve_job(plain: dict[str, Any]) -> None:
             workers=int(plain["workers"]),
             limits=limits,
             security=security,
+            openai_port=openai_port,
         )
     except OSError as e:
         raise CommandError(f"port: {e}") from None
@@ -118,6 +122,8 @@ def serve_job(plain: dict[str, Any]) -> None:
         versions = [v.number for v in server.manager.statuses(m.name) if v.state == "AVAILABLE"]
         print(f"model {m.name}: versions {versions or 'none yet'} from {m.base_path}", flush=True)
     rest = f", REST on {plain['host']}:{server.rest_port}" if server.rest_port else ""
+    if server.openai_port:
+        rest += f", OpenAI API on {plain['host']}:{server.openai_port}/v1"
     extras = [x for x in ("TLS" if security.tls else "", "token" if security.token else "") if x]
     secured = f" ({' and '.join(extras)})" if extras else ""
     print(f"serving gRPC on {plain['host']}:{server.port}{rest}{secured}", flush=True)

@@ -475,7 +475,8 @@ class CausalLMServing(ServingModule):
 
 class EmbeddingServing(ServingModule):
     """Signatures of a sentence-embedding model: `serving_default` and `embed`, texts to
-    L2-normalized embeddings `[B, D]`."""
+    L2-normalized embeddings `[B, D]`; `count_tokens(texts) -> lengths`, the ids `embed` reads
+    for each text (boundary tokens included, after the `max_length` crop), for usage counts."""
 
     def __init__(self, model, tokenizer, max_length: int | None = None):
         super().__init__(model, tokenizer, "tfllm_embedding")
@@ -485,16 +486,24 @@ class EmbeddingServing(ServingModule):
         self.cls_id, self.sep_id = tokenizer.boundary_ids()
         spec = [tf.TensorSpec([None], tf.string, name="texts")]
         self.embed = tf.function(self._embed, input_signature=spec, autograph=False)
+        self.count_tokens = tf.function(self._count_tokens, input_signature=spec, autograph=False)
 
     def signatures(self) -> dict[str, Any]:
         fn = self.embed.get_concrete_function()
-        return {"serving_default": fn, "embed": fn}
+        return {
+            "serving_default": fn,
+            "embed": fn,
+            "count_tokens": self.count_tokens.get_concrete_function(),
+        }
 
     def sample_inputs(self, texts) -> dict[str, Any]:
         return {"texts": list(texts)}
 
     def validation_requests(self, texts) -> dict[str, dict[str, Any]]:
-        return {"embed": {"texts": (list(texts), "string")}}
+        return {
+            "embed": {"texts": (list(texts), "string")},
+            "count_tokens": {"texts": (list(texts), "string")},
+        }
 
     def check_validation(self, texts, results) -> str:
         import numpy as np
@@ -504,13 +513,28 @@ class EmbeddingServing(ServingModule):
         diff = float(np.max(np.abs(got - expected)))
         if diff > 1e-5:
             raise ValueError(f"embeddings differ after reloading by {diff:.3g}")
-        return f"embeddings of {len(expected)} texts: max difference {diff:.2g}"
+        boundaries = (self.cls_id is not None) + (self.sep_id is not None)
+        lengths = [
+            min(len(self.tokenizer.encode_one(t)), self.max_length - boundaries) + boundaries
+            for t in texts
+        ]
+        counted = [int(n) for n in results["count_tokens"]["lengths"]]
+        if counted != lengths:
+            raise ValueError(f"count_tokens gave {counted}, the Python tokenizer {lengths}")
+        return f"embeddings of {len(expected)} texts: max difference {diff:.2g}; token counts equal"
 
-    def _embed(self, texts):
+    def _wrapped_ids(self, texts):
+        # texts: (B,) -> (B, None) the ids the encoder reads: cropped, with [CLS] ... [SEP].
         with tf.control_dependencies(text_checks(texts, "texts", allow_empty=True)):
             ids = tf.cast(self.tokenizer(tf.identity(texts)), tf.int32)  # (B, None)
         inner = self.max_length - (self.cls_id is not None) - (self.sep_id is not None)
-        ids = wrap_ids(ids[:, :inner], self.cls_id, self.sep_id)  # (B, None)
+        return wrap_ids(ids[:, :inner], self.cls_id, self.sep_id)  # (B, None)
+
+    def _count_tokens(self, texts):
+        return {"lengths": tf.cast(self._wrapped_ids(texts).row_lengths(), tf.int32)}  # (B,)
+
+    def _embed(self, texts):
+        ids = self._wrapped_ids(texts)  # (B, None)
         dense = ids.to_tensor(default_value=self.pad_id)  # (B, T)
         mask = tf.sequence_mask(ids.row_lengths(), tf.shape(dense)[1])
         return {"embeddings": self._model(dense, padding_mask=mask)}

@@ -14,6 +14,7 @@ import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from tfllm.serving.grpc_api import ModelServicer, PredictionServicer
+from tfllm.serving.openai_api import make_openai_server
 from tfllm.serving.predictor import BatchingConfig, Predictor, ServingLimits
 from tfllm.serving.rest_api import make_rest_server
 from tfllm.serving.security import Security, exposure_warning
@@ -30,6 +31,8 @@ class Server:
         host: the address to bind (127.0.0.1 by default: a development server).
         port: gRPC port (0 picks a free one; see `self.port` after `start`).
         rest_port: REST port (0 picks a free one, None turns REST off).
+        openai_port: the OpenAI-compatible API's port (`tfllm.serving.openai_api`; 0 picks a
+            free one, None, the default, turns it off).
         batching: server-side batching settings, or None.
         poll_seconds: how often to look for new versions.
         workers: gRPC worker threads, and REST worker threads (each transport has its own).
@@ -53,6 +56,7 @@ class Server:
         workers: int = 16,
         limits: ServingLimits | None = None,
         security: Security | None = None,
+        openai_port: int | None = None,
     ):
         self.limits = limits or ServingLimits()
         self.security = security or Security()
@@ -91,23 +95,32 @@ class Server:
             else None
         )
         self.rest_port = self.rest.server_address[1] if self.rest is not None else None
-        self._rest_thread: threading.Thread | None = None
+        self.openai = (
+            make_openai_server(self.predictor, host, openai_port, self.security, workers)
+            if openai_port is not None
+            else None
+        )
+        self.openai_port = self.openai.server_address[1] if self.openai is not None else None
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
         """Load the models (waiting for the first scan), then open the ports."""
         self.manager.start()
         self.grpc_server.start()
-        if self.rest is not None:
-            self._rest_thread = threading.Thread(
-                target=self.rest.serve_forever, name="tfllm-rest", daemon=True
-            )
-            self._rest_thread.start()
+        for name, http in (("rest", self.rest), ("openai", self.openai)):
+            if http is not None:
+                thread = threading.Thread(
+                    target=http.serve_forever, name=f"tfllm-{name}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
 
     def stop(self, grace: float = 2.0) -> None:
         self.grpc_server.stop(grace).wait()
-        if self.rest is not None:
-            self.rest.shutdown()
-            self.rest.server_close()
+        for http in (self.rest, self.openai):
+            if http is not None:
+                http.shutdown()
+                http.server_close()
         self.predictor.stop()
         self.manager.stop()
 

@@ -1,0 +1,341 @@
+"""The OpenAI-compatible API of `tfllm serve`, driven by the official `openai` SDK.
+
+Real parts only: a tiny causal LM trained with a chat template and exported, an embedding model
+exported, one `tfllm serve` process on 127.0.0.1 with a bearer token serving both (TF Serving's
+gRPC and REST beside the OpenAI port), and Python generation as the reference.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import yaml
+from conftest import run_cli, serve_process
+
+openai = pytest.importorskip("openai")
+
+TOKEN = "s3cret-token"
+TEMPLATE = (
+    "{% for m in messages %}{{ m.role }}: {{ m.content }} | {% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+CORPUS = (
+    "BERNARDO:\nWho's there?\n\nFRANCISCO:\nNay, answer me: stand, and unfold yourself.\n\n"
+    "BERNARDO:\nLong live the king!\n\nFRANCISCO:\nBernardo?\n\nBERNARDO:\nHe.\n\n"
+) * 12
+MAX_NEW = 8
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """A causal LM with a chat template, one without, and an embedding model, exported."""
+    root = tmp_path_factory.mktemp("openai")
+    corpus = root / "corpus.txt"
+    corpus.write_text(CORPUS, encoding="utf-8")
+    run = root / "run"
+    run_cli(
+        [
+            "train",
+            "debug=fast",
+            f"data.path={corpus}",
+            f"run_dir={run}",
+            "trainer.max_steps=30",
+            "model.max_sequence_length=96",  # room for a rendered conversation
+            "trainer.callbacks=[]",
+            f"+chat.template='{TEMPLATE}'",  # quoted for Hydra
+        ]
+    )
+    run_cli(
+        [
+            "export",
+            f"ckpt={run}",
+            f"export.base_path={root / 'exports'}",
+            "export.name=lm",
+            f"export.max_new_tokens={MAX_NEW}",
+            "export.max_new_tokens_limit=16",
+        ]
+    )
+    # The same export as it would come from a run without a chat template.
+    shutil.copytree(root / "exports" / "lm", root / "exports" / "plain")
+    config_file = root / "exports" / "plain" / "1" / "assets.extra" / "config.yaml"
+    cfg = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    del cfg["chat"]
+    config_file.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    embedder, tokenizer = _export_embedder(root / "exports")
+    config = root / "models.config"
+    config.write_text(
+        "model_config_list {\n"
+        + "".join(
+            f"  config {{ name: '{n}' base_path: '{root / 'exports' / n}' "
+            "model_platform: 'tensorflow' }\n"
+            for n in ("lm", "plain", "emb")
+        )
+        + "}\n",
+        encoding="utf-8",
+    )
+    return root, run, config, (embedder, tokenizer)
+
+
+def _export_embedder(base):
+    from tfllm.components.tokenizers.wordpiece import WordPieceTokenizer
+    from tfllm.export.exporter import export_model
+    from tfllm.models.encoder import EncoderBackbone
+    from tfllm.tasks.sentence_embedding import SentenceEmbedder
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", "."]
+    tokenizer = WordPieceTokenizer(vocabulary=vocab)
+    backbone = EncoderBackbone(
+        vocabulary_size=len(vocab),
+        num_layers=1,
+        hidden_dim=16,
+        num_heads=2,
+        max_sequence_length=16,
+        type_vocabulary_size=2,
+        embedding_norm=True,
+    )
+    model = SentenceEmbedder(backbone)
+    cfg = {"task": {"name": "sentence_embedding"}, "embedding": {"max_length": 8}}
+    export_model(model, tokenizer, cfg, str(base), "emb")
+    return model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def server(exports):
+    _, _, config, _ = exports
+    extra = [f"model_config_file={config}", "openai_port=0", f"auth_token={TOKEN}"]
+    with serve_process(None, None, extra=extra) as (proc, ports):
+        assert len(ports) == 3, ports
+        client = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{ports[2]}/v1", api_key=TOKEN, max_retries=0
+        )
+        yield proc, ports, client
+
+
+@pytest.fixture(scope="module")
+def local(exports):
+    from tfllm.runs import load_run
+
+    _, run, _, _ = exports
+    return load_run(str(run))
+
+
+def python_completion(local, prompt: str, max_new: int = MAX_NEW) -> str:
+    from tfllm.generation.decoder import GenerationConfig, Generator
+
+    model, tokenizer, _ = local
+    out = Generator(model, tokenizer).generate([prompt], GenerationConfig(max_new_tokens=max_new))
+    return out[0][0]
+
+
+def rendered(messages) -> str:
+    from tfllm.chat_template import render_template
+
+    return render_template(TEMPLATE, messages)
+
+
+MESSAGES = [
+    {"role": "system", "content": "Answer as the guard."},
+    {"role": "user", "content": "Who's there?"},
+]
+
+
+def test_models_are_listed_and_retrieved(server):
+    _, _, client = server
+    assert sorted(m.id for m in client.models.list().data) == ["emb", "lm", "plain"]
+    model = client.models.retrieve("lm")
+    assert (model.id, model.object, model.owned_by) == ("lm", "model", "tfllm")
+
+
+def test_a_chat_completion_is_python_generation_of_the_rendered_template(server, local):
+    _, _, client = server
+    model, tokenizer, _ = local
+    reply = client.chat.completions.create(model="lm", messages=MESSAGES, temperature=0)
+    prompt = rendered(MESSAGES)
+    assert reply.object == "chat.completion"
+    assert reply.choices[0].message.role == "assistant"
+    assert reply.choices[0].message.content == python_completion(local, prompt)
+    assert reply.choices[0].finish_reason == "length"  # 8 tokens, no stop
+    prompt_tokens = len(tokenizer.encode_one(prompt)) + (tokenizer.prompt_bos_id is not None)
+    assert reply.usage.prompt_tokens == prompt_tokens
+    assert reply.usage.completion_tokens == MAX_NEW
+    assert reply.usage.total_tokens == prompt_tokens + MAX_NEW
+    assert reply.model == "lm" and reply.system_fingerprint == "tfllm-lm-v1"
+
+
+def test_a_streamed_chat_reassembles_to_the_same_text_and_usage(server):
+    _, _, client = server
+    whole = client.chat.completions.create(model="lm", messages=MESSAGES, temperature=0)
+    chunks = list(
+        client.chat.completions.create(
+            model="lm",
+            messages=MESSAGES,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    reasons = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert reasons[-1] == whole.choices[0].finish_reason and not any(reasons[:-1])
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
+    assert len(chunks) > 3
+
+
+def test_n_choices_sample_reproducibly_with_a_seed(server):
+    _, _, client = server
+    ask = dict(model="lm", messages=MESSAGES, temperature=1.0, n=2, seed=7, max_tokens=12)
+    first, again = client.chat.completions.create(**ask), client.chat.completions.create(**ask)
+    texts = [c.message.content for c in first.choices]
+    assert [c.index for c in first.choices] == [0, 1]
+    assert texts == [c.message.content for c in again.choices]
+    other = client.chat.completions.create(**dict(ask, seed=8))
+    assert [c.message.content for c in other.choices] != texts
+    assert 0 < first.usage.completion_tokens <= 2 * 12
+
+
+def test_stop_strings_and_max_tokens(server, local):
+    _, _, client = server
+    greedy = python_completion(local, rendered(MESSAGES), 16)
+    assert len(greedy) > 4, greedy
+    stop = greedy[4:6]  # two characters the reply contains: it ends before their first place
+    reply = client.chat.completions.create(
+        model="lm", messages=MESSAGES, temperature=0, max_tokens=16, stop=[stop, "@@"]
+    )
+    assert reply.choices[0].message.content == greedy[: greedy.index(stop)]
+    assert reply.choices[0].finish_reason == "stop"
+    short = client.chat.completions.create(
+        model="lm", messages=MESSAGES, temperature=0, max_completion_tokens=2
+    )
+    assert short.choices[0].finish_reason == "length"
+    assert short.usage.completion_tokens == 2
+    assert short.choices[0].message.content == greedy[:2]  # a character tokenizer
+
+
+def test_completions_take_one_or_many_prompts(server, local):
+    _, _, client = server
+    prompts = ["BERNARDO:", "Who's there?"]
+    out = client.completions.create(model="lm", prompt=prompts, temperature=0, max_tokens=5)
+    assert out.object == "text_completion"
+    assert [c.text for c in out.choices] == [python_completion(local, p, 5) for p in prompts]
+    streamed = client.completions.create(
+        model="lm", prompt="BERNARDO:", temperature=0, max_tokens=5, stream=True
+    )
+    assert "".join(c.choices[0].text for c in streamed) == out.choices[0].text
+
+
+def test_embeddings_equal_the_model_in_both_encodings(server, exports):
+    _, _, client = server
+    embedder, tokenizer = exports[3]
+    texts = ["the cat sat on the mat.", "the mat"]
+    want = embedder.embed_texts(tokenizer, texts, max_length=8)
+    got = client.embeddings.create(model="emb", input=texts)  # the SDK asks for base64
+    np.testing.assert_allclose([d.embedding for d in got.data], want, atol=1e-5)
+    floats = client.embeddings.create(model="emb", input=texts[0], encoding_format="float")
+    np.testing.assert_allclose(floats.data[0].embedding, want[0], atol=1e-5)
+    # [CLS] the cat sat on the mat . [SEP] -> 8 (the max_length), [CLS] the mat [SEP] -> 4
+    assert got.usage.prompt_tokens == 12
+
+
+def post(ports, path, body, token=TOKEN):
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{ports[2]}{path}",
+        data=body if isinstance(body, bytes) else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@pytest.mark.parametrize(
+    "body, status, param, code",
+    [
+        ({"model": "nope", "messages": MESSAGES}, 404, "model", "model_not_found"),
+        (
+            {"model": "lm", "messages": [{"role": "wizard", "content": "hi"}]},
+            400,
+            "messages[0].role",
+            "invalid_value",
+        ),
+        ({"model": "lm", "messages": MESSAGES, "max_tokens": -1}, 400, "max_tokens", None),
+        ({"model": "lm", "messages": MESSAGES, "max_tokens": 99}, 400, "max_tokens", None),
+        (
+            {"model": "lm", "messages": MESSAGES, "tools": []},
+            400,
+            "tools",
+            "unsupported_parameter",
+        ),
+        (
+            {"model": "lm", "messages": MESSAGES, "logprobs": True},
+            400,
+            "logprobs",
+            "unsupported_value",
+        ),
+        ({"model": "lm", "messages": []}, 400, "messages", "invalid_value"),
+        ({"model": "lm", "messages": MESSAGES, "temperature": 3}, 400, "temperature", None),
+        ({"model": "plain", "messages": MESSAGES}, 400, "model", "model_not_supported"),
+        ({"model": "emb", "messages": MESSAGES}, 400, "model", "model_not_supported"),
+        (
+            {"model": "lm", "messages": [{"role": "user", "content": "x" * 100}]},
+            400,
+            "messages",
+            "context_length_exceeded",
+        ),
+    ],
+)
+def test_malformed_requests_get_openai_errors_and_the_server_stays_up(
+    server, body, status, param, code
+):
+    proc, ports, client = server
+    got_status, got = post(ports, "/v1/chat/completions", body)
+    assert got_status == status, got
+    error = got["error"]
+    assert error["type"] == "invalid_request_error" and error["message"]
+    assert error["param"] == param
+    if code is not None:
+        assert error["code"] == code
+    assert proc.poll() is None
+    assert client.chat.completions.create(model="lm", messages=MESSAGES, max_tokens=1)
+
+
+def test_the_sdk_raises_its_own_errors_and_the_token_is_required(server):
+    _, ports, client = server
+    with pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(model="missing", messages=MESSAGES)
+    assert info.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="lm", messages=MESSAGES, logit_bias={"1": 5})
+    stranger = openai.OpenAI(
+        base_url=f"http://127.0.0.1:{ports[2]}/v1", api_key="guess", max_retries=0
+    )
+    with pytest.raises(openai.AuthenticationError):
+        stranger.models.list()
+    status, body = post(ports, "/v1/chat/completions", b"{not json")
+    assert status == 400 and "JSON" in body["error"]["message"]
+    status, body = post(ports, "/v1/nothing", {})
+    assert status == 404
+
+
+def test_openai_and_tf_serving_answer_from_the_same_version(server):
+    """The OpenAI endpoint and TF Serving's REST Predict run the same `generate` signature."""
+    _, ports, client = server
+    prompt = "BERNARDO:"
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{ports[1]}/v1/models/lm:predict",
+        data=json.dumps({"instances": [prompt]}).encode(),
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        served = json.loads(response.read())["predictions"][0]["completions"]
+    out = client.completions.create(model="lm:1", prompt=prompt, temperature=0)
+    assert out.choices[0].text == served
