@@ -108,6 +108,12 @@ COMMANDS: dict[str, Command] = {
     "embed": Command(
         "sentence embeddings: tfllm embed ckpt=DIR text=\"...\" | 'texts=[a,b]'", "embed"
     ),
+    "kb": Command(
+        "knowledge bases: tfllm kb build docs=GLOB out=DIR [embedder=minilm-l6-v2];\n"
+        'tfllm kb search kb=DIR query="..." [k=3] (then tfllm chat kb=DIR)',
+        "kb",
+        "kb_main",
+    ),
 }
 
 

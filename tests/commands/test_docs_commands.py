@@ -155,9 +155,19 @@ def check(argv: list[str]) -> None:
         "scaling": lambda: check_scaling(rest),
         "pretrained": lambda: check_pretrained(rest),
         "attention": lambda: check_keys(["-", *rest], "-", {"ckpt", "text", "out"}),
+        "kb": lambda: check_kb(rest),
     }
     assert name in plain, f"no check for '{name}': add one to this test"
     plain[name]()
+
+
+def check_kb(rest: list[str]) -> None:
+    from tfllm.commands.kb import BUILD_ARGUMENTS, SEARCH_ARGUMENTS
+
+    arguments = {"build": BUILD_ARGUMENTS, "search": SEARCH_ARGUMENTS}[rest[0]]
+    given = {a.partition("=")[0] for a in rest[1:]}
+    assert given <= set(arguments), rest
+    assert {k for k, v in arguments.items() if v is None} <= given, rest
 
 
 def assert_empty(rest: list[str]) -> None:

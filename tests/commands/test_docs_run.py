@@ -132,6 +132,15 @@ def write_data(root: Path) -> None:
     write_jsonl(root / "pairs_val.jsonl", prefs)
     prompts = [{"prompt": f"Which fruit is {c}?"} for c in COLOURS]
     write_jsonl(root / "prompts.jsonl", prompts * 10)
+    # docs/applications.md: notes for a knowledge base, and claims about them.
+    (root / "notes").mkdir()
+    for colour, fruit in COLOURS.items():
+        text = f"The {fruit} in the market of Kellmere is {colour}.\n\nIt costs two coins."
+        (root / "notes" / f"{fruit}.txt").write_text(text, encoding="utf-8")
+    claims = [
+        {"claim": f"The {f} in Kellmere is {c}.", "label": "supported"} for c, f in COLOURS.items()
+    ] + [{"claim": "The lime in Kellmere is blue.", "label": "refuted"}]
+    write_jsonl(root / "claims.jsonl", claims)
     write_jsonl(root / "prompts_val.jsonl", prompts)
     conll = ["-DOCSTART- -X- O", ""]
     for _ in range(40):

@@ -75,7 +75,7 @@ def evaluate(ckpt: str, *overrides: str) -> dict[str, Any]:
     from tfllm.runs import load_run
 
     cfg = compose_overrides("evaluate", [f"ckpt={ckpt}", *overrides], subdir="_evaluate")
-    model, tokenizer, _ = load_run(ckpt)
-    result = run_evaluation(model, tokenizer, cfg)
+    model, tokenizer, run_cfg = load_run(ckpt)
+    result = run_evaluation(model, tokenizer, cfg, run_cfg)
     result["ckpt"] = ckpt
     return result

@@ -35,6 +35,18 @@ def open_session(plain: dict[str, Any]) -> Any:
     template = plain["template"] or (run_cfg.get("chat") or {}).get("template")
     if not template:
         raise CommandError(f"ckpt: {plain['ckpt']} has no chat template; pass template=")
+    grounding = {}
+    if plain.get("kb"):
+        from tfllm.retrieval.knowledge_base import KnowledgeBase
+
+        k = plain["kb_k"]
+        if not isinstance(k, int) or k < 1:
+            raise CommandError(f"kb_k: must be a positive number of passages, got {k!r}")
+        with user_error():
+            kb = KnowledgeBase.load(plain["kb"])
+        grounding["retriever"] = lambda question: [h.passage for h in kb.search(question, k)]
+        if plain.get("grounding_template"):
+            grounding["grounding_template"] = plain["grounding_template"]
     with user_error():
         return ChatSession(
             model,
@@ -46,6 +58,7 @@ def open_session(plain: dict[str, Any]) -> Any:
             remote=remote,
             context=run_cfg["model"]["max_sequence_length"],
             special_tokens=specials,
+            **grounding,
         )
 
 
@@ -96,6 +109,9 @@ def chat_job(plain: dict[str, Any]) -> None:
         except (ValueError, ServingClientError) as e:  # report it and keep chatting
             print(f"\ntfllm: error: {e}", file=sys.stderr)
         show("\n")
+        for number, passage in enumerate(session.sources, 1):  # with kb=: what it was given
+            mark = " (cited)" if number in session.cited else ""
+            print(f"  [{number}] {passage.id}{mark}: {passage.text[:70]}", flush=True)
 
 
 def main(argv: Sequence[str]) -> None:

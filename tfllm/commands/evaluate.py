@@ -13,8 +13,8 @@ def evaluate_job(plain: dict[str, Any]) -> None:
     from tfllm.evaluation.runner import evaluate, table
     from tfllm.runs import load_run
 
-    model, tokenizer, _ = load_run(plain["ckpt"])
-    result = evaluate(model, tokenizer, plain)
+    model, tokenizer, run_cfg = load_run(plain["ckpt"])
+    result = evaluate(model, tokenizer, plain, run_cfg)
     result["ckpt"] = plain["ckpt"]
     if plain["out"]:
         with open(plain["out"], "w", encoding="utf-8") as f:

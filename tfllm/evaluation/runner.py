@@ -8,7 +8,7 @@ from typing import Any
 from tfllm import progress
 from tfllm.registry import ConfigError
 
-EVALS = ("perplexity", "bleu", "accuracy", "bias")
+EVALS = ("perplexity", "bleu", "accuracy", "bias", "claims")
 
 
 def _data_path(cfg: dict[str, Any]) -> Any:
@@ -144,19 +144,54 @@ def run_bias(model: Any, tokenizer: Any, cfg: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def evaluate(model: Any, tokenizer: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+def run_claims(model: Any, tokenizer: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Claim checking on retrieved (or given) evidence; with a knowledge base, beside the
+    same model on the claims alone."""
+    from tfllm.evaluation.claims import ClaimChecker, claim_report, read_claims
+    from tfllm.retrieval.knowledge_base import KnowledgeBase
+
+    ev, data = cfg["eval"], cfg["data"]
+    rows = read_claims(str(_data_path(cfg)))
+    if data.get("limit"):
+        rows = rows[: int(data["limit"])]
+    kb = KnowledgeBase.load(ev["kb"]) if ev.get("kb") else None
+    chat_template = ((cfg.get("run") or {}).get("chat") or {}).get("template")
+    checker = ClaimChecker(
+        model,
+        tokenizer,
+        kb,
+        k=int(ev.get("k", 3)),
+        template=ev.get("template"),
+        calibrate=bool(ev.get("calibrate", True)),
+        batch_size=int(ev.get("batch_size", 8)),
+        chat_template=chat_template if ev.get("chat", True) else None,
+    )
+    result = {"with evidence": claim_report(checker, rows, retrieve=kb is not None)}
+    if kb is not None and ev.get("without_retrieval", True):
+        alone = [{**r, "evidence": ""} for r in rows]
+        result["claim alone"] = claim_report(checker, alone, retrieve=False)
+    return result
+
+
+def evaluate(
+    model: Any, tokenizer: Any, cfg: dict[str, Any], run_cfg: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Run `cfg["eval"]` on the model; `run_cfg` (the checkpoint's config) gives what an
+    evaluation may need of the model beyond it, such as its chat template (eval=claims)."""
+    cfg = {**cfg, "run": run_cfg or {}}
     name = cfg["eval"].get("name")
     runners = {
         "perplexity": run_perplexity,
         "bleu": run_bleu,
         "accuracy": run_accuracy,
         "bias": run_bias,
+        "claims": run_claims,
     }
     if name not in runners:
         raise ConfigError(f"eval.name: unknown evaluation '{name}'; one of {', '.join(EVALS)}")
     from tfllm.tasks.causal_lm import CausalLM
 
-    if name in ("perplexity", "accuracy", "bias") and not isinstance(model, CausalLM):
+    if name in ("perplexity", "accuracy", "bias", "claims") and not isinstance(model, CausalLM):
         raise ConfigError(
             f"eval={name} scores text by its likelihood under a causal language model, and ckpt "
             f"holds a {type(model).__name__}; a fine-tuned classifier reports its accuracy on "
@@ -183,6 +218,20 @@ def table(result: dict[str, Any]) -> str:
                 )
         rows.append(f"| chance | {result['chance']:.4f} | | |")
         rows.append(f"| majority label | {result['majority']:.4f} | | |")
+        return "\n".join(rows)
+    if result["eval"] == "claims":
+        rows.append("| evidence | accuracy | macro-F1 | recall@k | claims |")
+        rows.append("|---|---|---|---|---|")
+        for key, value in result.items():
+            if isinstance(value, dict):
+                recall = next((v for k, v in value.items() if k.startswith("recall@")), None)
+                shown = "" if recall is None else f"{recall:.4f}"
+                rows.append(
+                    f"| {key} | {value['accuracy']:.4f} | {value['macro_f1']:.4f} | {shown} | "
+                    f"{value['claims']} |"
+                )
+        first = next(v for v in result.values() if isinstance(v, dict))
+        rows.append(f"| majority label | {first['majority']:.4f} | | | |")
         return "\n".join(rows)
     rows.append("| metric | value |")
     rows.append("|---|---|")

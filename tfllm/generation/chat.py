@@ -9,6 +9,7 @@ from dataclasses import replace
 from tfllm.components.tokenizers.chat_template import render_template
 from tfllm.generation import prompts
 from tfllm.generation.settings import GenerationConfig
+from tfllm.retrieval.grounding import GROUNDING_TEMPLATE, citations, grounded_question
 
 __all__ = ["ChatSession", "render_template"]  # render_template lives with the tokenizers
 
@@ -39,6 +40,14 @@ class ChatSession:
         context: the model's context length (needed only when `model` is None).
         special_tokens: the tokenizer's special tokens by role (`bos`, `eos`) for the template,
             when `tokenizer` is None.
+        retriever: grounding: `question -> passages` (e.g. `lambda q: [h.passage for h in
+            kb.search(q, 3)]`). Each user message is then sent as `grounding_template` filled
+            with the retrieved passages, numbered, and the message; the history keeps the
+            message alone. After a reply, `sources` holds the passages it was given,
+            `cited` the numbers of those it cites (`[n]`), and `sent` the rendered
+            conversation the model read.
+        grounding_template: with `{passages}` and `{question}`
+            (`tfllm.retrieval.grounding.GROUNDING_TEMPLATE` by default).
 
     Example:
 
@@ -58,6 +67,8 @@ class ChatSession:
         remote=None,
         context: int | None = None,
         special_tokens: dict[str, str] | None = None,
+        retriever=None,
+        grounding_template: str = GROUNDING_TEMPLATE,
     ):
         if not template:
             raise ValueError("this checkpoint has no chat template: set template=")
@@ -84,6 +95,12 @@ class ChatSession:
         self.history: list[dict[str, str]] = []
         self.turns = 0
         self.finish_reason: str | None = None  # of the last reply: "stop" or "length"
+        self.retriever = retriever
+        self.grounding_template = grounding_template
+        self.sources: list = []  # passages the last reply was given (with a retriever)
+        self.cited: list[int] = []  # the numbers (1-based) of those it cites
+        self._grounded: tuple[dict[str, str], str] | None = None  # (message, what is sent)
+        self.sent = ""  # the rendered conversation the last reply was generated from
 
     def reset(self) -> None:
         """Forget the conversation (the system prompt stays)."""
@@ -91,6 +108,9 @@ class ChatSession:
 
     def _messages(self, history: list[dict[str, str]]) -> list[dict[str, str]]:
         system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        if self._grounded is not None and history and history[-1] is self._grounded[0]:
+            # The newest question is sent with its passages; the history keeps it alone.
+            history = history[:-1] + [{"role": "user", "content": self._grounded[1]}]
         return system + history
 
     def _render(self, history: list[dict[str, str]]) -> str:
@@ -120,6 +140,7 @@ class ChatSession:
         if chosen:
             dropped = len(self.history) - len(candidates[chosen])
             log.info("dropped %d old messages to fit the context", dropped)
+        self.sent = texts[chosen]
         return chosen, texts
 
     def prompt_ids(self) -> list[int]:
@@ -151,6 +172,11 @@ class ChatSession:
         if not message.strip():
             raise ValueError("the message is empty")
         self.history.append({"role": "user", "content": message})
+        self._grounded, self.sources, self.cited = None, [], []
+        if self.retriever is not None:
+            self.sources = list(self.retriever(message))
+            sent = grounded_question(message, self.sources, self.grounding_template)
+            self._grounded = (self.history[-1], sent)
         config = replace(self.config, seed=self.config.seed + 7919 * self.turns)
         self.turns += 1
         if self.remote is not None:
@@ -158,6 +184,7 @@ class ChatSession:
             if on_text is not None:
                 on_text(text)
             self.history.append({"role": "assistant", "content": text})
+            self.cited = citations(text, len(self.sources))
             return text
         ids = self.prompt_ids()
         stop_ids, stop_strings = self.stops()
@@ -184,6 +211,7 @@ class ChatSession:
         if on_text is not None and len(text) > len(shown):
             on_text(text[len(shown) :])
         self.history.append({"role": "assistant", "content": text})
+        self.cited = citations(text, len(self.sources))
         return text
 
     def _remote_reply(self, prompt: str, config: GenerationConfig) -> tuple[str, str]:

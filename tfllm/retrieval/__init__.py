@@ -1,0 +1,1 @@
+"""Knowledge bases: documents chunked into passages, embedded, searched; grounded prompts."""
