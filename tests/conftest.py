@@ -20,6 +20,7 @@ SHARED = REPO.parent / "shared"
 # end while the other worker idles.
 HEAVY_FIRST = (
     "tests/serving/test_serving.py",
+    "tests/serving/test_openai_api.py",
     "tests/pretrained/test_pretrained.py",
     "tests/tasks/test_seq2seq.py",
     "tests/serving/test_task_exports.py",
@@ -33,6 +34,7 @@ HEAVY_FIRST = (
     "tests/compression/test_efficiency.py",
     "tests/components/test_subword_tokenizers.py",
     "tests/evaluation/test_evaluation.py",
+    "tests/retrieval/test_knowledge_base.py",
     "tests/commands/test_python_api.py",
     "tests/training/test_trainer.py",
 )

@@ -44,7 +44,7 @@ def exports(tmp_path_factory):
             "debug=fast",
             f"data.path={corpus}",
             f"run_dir={run}",
-            "trainer.max_steps=30",
+            "trainer.max_steps=10",
             "model.max_sequence_length=96",  # room for a rendered conversation
             "trainer.callbacks=[]",
             f"+chat.template='{TEMPLATE}'",  # quoted for Hydra
@@ -58,6 +58,7 @@ def exports(tmp_path_factory):
             "export.name=lm",
             f"export.max_new_tokens={MAX_NEW}",
             "export.max_new_tokens_limit=16",
+            "export.validate=false",  # tests/serving/test_serving.py validates exports
         ]
     )
     # The same export as it would come from a run without a chat template.
