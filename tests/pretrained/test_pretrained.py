@@ -569,6 +569,7 @@ def test_hf_t5_with_its_own_head_matches_transformers(reference, tmp_path):
     assert rel_err(got, want) < 2e-5
 
 
+@pytest.mark.slow  # seq2seq exports: test_seq2seq.py; T5 conversion: test_hf_t5_matches_*
 def test_converted_t5_exports_and_serves(reference, tmp_path):
     """`tfllm convert` of a T5 directory gives a run that exports (validated in a fresh
     process against Python generation) like a trained one."""

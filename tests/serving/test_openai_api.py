@@ -101,7 +101,9 @@ def _export_embedder(base):
     )
     model = SentenceEmbedder(backbone)
     cfg = {"task": {"name": "sentence_embedding"}, "embedding": {"max_length": 8}}
-    export_model(model, tokenizer, cfg, str(base), "emb")
+    result = export_model(model, tokenizer, cfg, str(base), "emb")
+    assert result.signatures == ["count_tokens", "embed", "serving_default"]
+    assert "token counts equal" in result.validation["compared"]
     return model, tokenizer
 
 

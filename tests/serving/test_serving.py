@@ -617,6 +617,7 @@ def test_client_sampling_settings_keep_the_exports_length(server, in_process):
     assert proc.stdout == "BERNARDO:" + want + "\n"
 
 
+@pytest.mark.slow  # the default run serves an embedding export in test_openai_api.py
 def test_an_embedding_model_exports_and_serves(tmp_path):
     from tfllm.components.tokenizers.wordpiece import WordPieceTokenizer
     from tfllm.export.exporter import export_model

@@ -49,12 +49,18 @@ def kb_build(argv: Sequence[str]) -> None:
     from tfllm.retrieval.knowledge_base import KnowledgeBase, embedder_from_run
 
     args = key_values("tfllm kb build", argv, BUILD_ARGUMENTS)
+    import glob
+
+    docs = [d for d in args["docs"].split(",") if d]
+    for pattern in docs:  # a missing file fails before the model loads
+        if not glob.glob(os.path.expanduser(pattern), recursive=True):
+            raise CommandError(f"docs: no file matches {pattern}")
     embedder = _embedder_path(args["embedder"])
     max_length = _number(args, "max_length") if args["max_length"] else None
     with user_error():
         embed = embedder_from_run(embedder, max_length)
         kb = KnowledgeBase.build(
-            [d for d in args["docs"].split(",") if d],
+            docs,
             embed,
             max_words=_number(args, "max_words"),
             overlap=_number(args, "overlap"),
