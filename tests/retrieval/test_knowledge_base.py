@@ -133,16 +133,15 @@ def lm(tmp_path_factory):
     root = tmp_path_factory.mktemp("lm")
     corpus = root / "corpus.txt"
     corpus.write_text(" ".join(DOCS.values()).lower() * 20, encoding="utf-8")
-    run_cli(
-        [
-            "train",
-            "debug=fast",
-            f"data.path={corpus}",
-            f"run_dir={root / 'run'}",
-            "model.max_sequence_length=256",
-            "trainer.max_steps=4",
-            "trainer.callbacks=[]",
-        ]
+    import tfllm
+
+    tfllm.train(  # in this process: the CLI is tested elsewhere
+        "debug=fast",
+        f"data.path={corpus}",
+        "model.max_sequence_length=256",
+        "trainer.max_steps=4",
+        "trainer.callbacks=[]",
+        run_dir=str(root / "run"),
     )
     return (*load_run(str(root / "run")), root / "run")
 
@@ -213,14 +212,13 @@ def test_claim_checking_reports_against_the_majority_baseline(kb, lm, tmp_path):
     assert report["claims"] == 3 and report["majority"] == pytest.approx(2 / 3)
     assert report["recall@2"] == 1.0
     assert sum(map(sum, report["confusion"])) == 3
-    # The same through `tfllm evaluate eval=claims`.
+    # The same through `tfllm.evaluate(..., "eval=claims")` (what `tfllm evaluate` runs).
     data = tmp_path / "claims.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    proc = run_cli(
-        ["evaluate", f"ckpt={run}", "eval=claims", f"eval.kb={kb}", "eval.k=2"]
-        + [f"data.path={data}", "format=json"]
-    )
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    import tfllm
+
+    overrides = ["eval=claims", f"eval.kb={kb}", "eval.k=2", f"data.path={data}"]
+    result = tfllm.evaluate(str(run), *overrides)
     assert result["eval"] == "claims"
     assert result["with evidence"]["recall@2"] == 1.0
     assert result["claim alone"]["claims"] == 3

@@ -8,14 +8,12 @@ gRPC and REST beside the OpenAI port), and Python generation as the reference.
 from __future__ import annotations
 
 import json
-import shutil
 import urllib.error
 import urllib.request
 
 import numpy as np
 import pytest
-import yaml
-from conftest import run_cli, serve_process
+from conftest import serve_process
 
 openai = pytest.importorskip("openai")
 
@@ -33,40 +31,29 @@ MAX_NEW = 8
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
-    """A causal LM with a chat template, one without, and an embedding model, exported."""
+    """A causal LM with a chat template and an embedding model, exported."""
     root = tmp_path_factory.mktemp("openai")
     corpus = root / "corpus.txt"
     corpus.write_text(CORPUS, encoding="utf-8")
     run = root / "run"
-    run_cli(
-        [
-            "train",
-            "debug=fast",
-            f"data.path={corpus}",
-            f"run_dir={run}",
-            "trainer.max_steps=10",
-            "model.max_sequence_length=96",  # room for a rendered conversation
-            "trainer.callbacks=[]",
-            f"+chat.template='{TEMPLATE}'",  # quoted for Hydra
-        ]
+    import tfllm
+    from tfllm.export.exporter import export_model
+    from tfllm.export.serving_module import ExportSettings
+    from tfllm.runs import load_run
+
+    tfllm.train(  # in this process (the CLI's train and export are tested elsewhere)
+        "debug=fast",
+        f"data.path={corpus}",
+        "trainer.max_steps=10",
+        "model.max_sequence_length=96",  # room for a rendered conversation
+        "trainer.callbacks=[]",
+        f"+chat.template='{TEMPLATE}'",
+        run_dir=str(run),
     )
-    run_cli(
-        [
-            "export",
-            f"ckpt={run}",
-            f"export.base_path={root / 'exports'}",
-            "export.name=lm",
-            f"export.max_new_tokens={MAX_NEW}",
-            "export.max_new_tokens_limit=16",
-            "export.validate=false",  # tests/serving/test_serving.py validates exports
-        ]
-    )
-    # The same export as it would come from a run without a chat template.
-    shutil.copytree(root / "exports" / "lm", root / "exports" / "plain")
-    config_file = root / "exports" / "plain" / "1" / "assets.extra" / "config.yaml"
-    cfg = yaml.safe_load(config_file.read_text(encoding="utf-8"))
-    del cfg["chat"]
-    config_file.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    model, tokenizer, cfg = load_run(str(run))
+    settings = ExportSettings(max_new_tokens=MAX_NEW, max_new_tokens_limit=16)
+    # validate=False: tests/serving/test_serving.py validates causal LM exports.
+    export_model(model, tokenizer, cfg, str(root / "exports"), "lm", 1, settings, validate=False)
     embedder, tokenizer = _export_embedder(root / "exports")
     config = root / "models.config"
     config.write_text(
@@ -74,7 +61,7 @@ def exports(tmp_path_factory):
         + "".join(
             f"  config {{ name: '{n}' base_path: '{root / 'exports' / n}' "
             "model_platform: 'tensorflow' }\n"
-            for n in ("lm", "plain", "emb")
+            for n in ("lm", "emb")
         )
         + "}\n",
         encoding="utf-8",
@@ -149,7 +136,7 @@ MESSAGES = [
 
 def test_models_are_listed_and_retrieved(server):
     _, _, client = server
-    assert sorted(m.id for m in client.models.list().data) == ["emb", "lm", "plain"]
+    assert sorted(m.id for m in client.models.list().data) == ["emb", "lm"]
     model = client.models.retrieve("lm")
     assert (model.id, model.object, model.owned_by) == ("lm", "model", "tfllm")
 
@@ -286,7 +273,7 @@ def post(ports, path, body, token=TOKEN):
         ),
         ({"model": "lm", "messages": []}, 400, "messages", "invalid_value"),
         ({"model": "lm", "messages": MESSAGES, "temperature": 3}, 400, "temperature", None),
-        ({"model": "plain", "messages": MESSAGES}, 400, "model", "model_not_supported"),
+        # An embedding export has no chat template (nor any run without one).
         ({"model": "emb", "messages": MESSAGES}, 400, "model", "model_not_supported"),
         (
             {"model": "lm", "messages": [{"role": "user", "content": "x" * 100}]},
@@ -327,6 +314,9 @@ def test_the_sdk_raises_its_own_errors_and_the_token_is_required(server):
     assert status == 400 and "JSON" in body["error"]["message"]
     status, body = post(ports, "/v1/nothing", {})
     assert status == 404
+    status, body = post(ports, "/v1/completions", {"model": "emb", "prompt": "hi"})
+    assert status == 400 and body["error"]["code"] == "model_not_supported", body
+    assert "'generate'" in body["error"]["message"]
 
 
 def test_openai_and_tf_serving_answer_from_the_same_version(server):

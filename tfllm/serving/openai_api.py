@@ -365,6 +365,11 @@ class OpenAIHandler(BaseHTTPRequestHandler):
         return {"id": name, "object": "model", "created": created, "owned_by": "tfllm"}
 
     def _run(self, name: str, version: Version, signature: str, inputs: dict[str, Any]):
+        self._require(name, version, signature)
+        _, _, outputs = self.predictor.predict(name, version.number, None, signature, inputs)
+        return outputs
+
+    def _require(self, name: str, version: Version, signature: str) -> None:
         if signature not in version.signature_defs:
             raise _invalid(
                 f"The model '{name}' has no '{signature}' signature (it serves "
@@ -372,8 +377,6 @@ class OpenAIHandler(BaseHTTPRequestHandler):
                 "model",
                 "model_not_supported",
             )
-        _, _, outputs = self.predictor.predict(name, version.number, None, signature, inputs)
-        return outputs
 
     # ----- routes -----------------------------------------------------------------------------
     def do_GET(self):
@@ -435,6 +438,7 @@ class OpenAIHandler(BaseHTTPRequestHandler):
     def _generate(self, name: str, version: Version, info: ModelInfo, prompts: list[str], s):
         """Run `generate` for each prompt `n` times; returns (choices, prompt tokens, new
         tokens) with choices as `(prompt index, text, finish_reason)`."""
+        self._require(name, version, "generate")  # (an embedding export counts other inputs)
         counted = self._run(
             name,
             version,
