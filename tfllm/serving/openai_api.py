@@ -39,7 +39,6 @@ import secrets
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import grpc
@@ -47,7 +46,7 @@ import numpy as np
 
 from tfllm.chat_template import render_template
 from tfllm.serving.predictor import Predictor
-from tfllm.serving.rest_api import HTTP_STATUS, PooledHTTPServer
+from tfllm.serving.rest_api import HTTP_STATUS, JsonHandler, PooledHTTPServer
 from tfllm.serving.security import AUTHORIZATION, Security
 from tfllm.serving.servables import ServingError, Version
 
@@ -240,33 +239,14 @@ class ModelInfo:
         self.token_limit = (cfg.get("export") or {}).get("max_new_tokens_limit")
 
 
-class OpenAIHandler(BaseHTTPRequestHandler):
+class OpenAIHandler(JsonHandler):
     """The `/v1` routes; the server binds `predictor` and `security` on a subclass."""
 
-    predictor: Predictor
-    security: Security = Security()
-    protocol_version = "HTTP/1.1"
+    log_name = "openai"
     _infos: dict[tuple[str, int], ModelInfo] = {}
     _infos_lock = threading.Lock()
 
-    def setup(self) -> None:
-        self.timeout = self.predictor.limits.read_timeout_seconds
-        super().setup()
-
-    def log_message(self, fmt, *args):
-        log.debug("openai: " + fmt, *args)
-
     # ----- plumbing ---------------------------------------------------------------------------
-    def _send_json(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
-        self.send_response(status)
-        if status == 401:
-            self.send_header("WWW-Authenticate", 'Bearer realm="tfllm"')
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def _send_events(self, events: list[dict[str, Any]]) -> None:
         """Server-sent events, then `[DONE]`; the connection closes after them."""
         self.close_connection = True
@@ -301,7 +281,7 @@ class OpenAIHandler(BaseHTTPRequestHandler):
             log.exception("OpenAI request failed")
             status = 500
             body = OpenAIError(500, f"{type(e).__name__}: {e}", kind="server_error").body()
-        self._send_json(status, body)
+        self._send(status, body)
 
     def _body(self) -> dict[str, Any]:
         declared = self.headers.get("Content-Length") or "0"
@@ -497,11 +477,7 @@ class OpenAIHandler(BaseHTTPRequestHandler):
         except ValueError as e:
             raise _invalid(str(e), "messages", "invalid_value") from None
         choices, prompt_tokens, new_tokens = self._generate(name, version, info, [prompt], settings)
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": new_tokens,
-            "total_tokens": prompt_tokens + new_tokens,
-        }
+        usage = _usage(prompt_tokens, new_tokens)
         head = {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "created": int(time.time()),
@@ -554,11 +530,7 @@ class OpenAIHandler(BaseHTTPRequestHandler):
             )
         settings = self._sampling(body, info, ("max_tokens",))
         choices, prompt_tokens, new_tokens = self._generate(name, version, info, prompts, settings)
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": new_tokens,
-            "total_tokens": prompt_tokens + new_tokens,
-        }
+        usage = _usage(prompt_tokens, new_tokens)
         head = {
             "id": f"cmpl-{uuid.uuid4().hex}",
             "object": "text_completion",
@@ -629,6 +601,14 @@ class OpenAIHandler(BaseHTTPRequestHandler):
             "model": name,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
+
+
+def _usage(prompt_tokens: int, new_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": new_tokens,
+        "total_tokens": prompt_tokens + new_tokens,
+    }
 
 
 def _delta(index: int, delta: dict, reason: str | None) -> dict[str, Any]:

@@ -107,10 +107,14 @@ def _is_value(row: Any) -> bool:
     return not isinstance(row, dict) or set(row) == {"b64"}
 
 
-class RestHandler(BaseHTTPRequestHandler):
+class JsonHandler(BaseHTTPRequestHandler):
+    """What the server's HTTP APIs share (TF Serving's REST, the OpenAI-compatible one): the
+    bound predictor and security, the read timeout, and JSON answers."""
+
     predictor: Predictor  # set on the subclass the server makes
     security: Security = Security()
     protocol_version = "HTTP/1.1"
+    log_name = "http"
 
     def setup(self) -> None:
         # A stalled or idle connection is closed (a half-sent body answered 408), not held.
@@ -118,7 +122,7 @@ class RestHandler(BaseHTTPRequestHandler):
         super().setup()
 
     def log_message(self, fmt, *args):
-        log.debug("rest: " + fmt, *args)
+        log.debug(f"{self.log_name}: " + fmt, *args)
 
     def _send(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body, ensure_ascii=False).encode("utf-8")
@@ -129,6 +133,10 @@ class RestHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+class RestHandler(JsonHandler):
+    log_name = "rest"
 
     def _route(self):
         match = _PATH.match(self.path.split("?")[0])
