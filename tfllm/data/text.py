@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from tfllm.data.blocks import ReplicaLayout, step_dataset, window_features
 from tfllm.data.embedded import embedded_corpus
 from tfllm.data.splits import Splits
 from tfllm.registry import ConfigError, register
@@ -159,14 +160,7 @@ class TextDataset:
         """
         t = self.sequence_length
         g = self.batch_size
-        replicas = input_context.num_replicas_in_sync
-        if g % replicas:
-            raise ConfigError(
-                f"data.batch_size={g} is not divisible by the {replicas} replicas in sync"
-            )
-        per_replica = g // replicas
-        local = replicas // input_context.num_input_pipelines
-        first = input_context.input_pipeline_id * local
+        layout = ReplicaLayout.of(input_context, g)
         n_blocks = (len(tokens) - t) // t
         if n_blocks < g:
             raise ConfigError(
@@ -176,30 +170,21 @@ class TextDataset:
         token_tensor = tf.constant(tokens, tf.int32)
         seed = self.seed
 
-        def random_batch(step, slot):
-            starts = tf.random.stateless_uniform(
-                [g],
-                seed=tf.stack([tf.cast(seed, tf.int64), step]),
-                minval=0,
-                maxval=len(tokens) - t - 1,
-                dtype=tf.int64,
-            )  # the whole global batch, so every shard agrees on it
-            begin = (first + slot) * per_replica
-            return window_batch(starts[begin : begin + per_replica])
-
-        def window_batch(starts):
+        def windows(starts):
             idx = starts[:, None] + tf.range(t + 1, dtype=tf.int64)[None, :]  # (b, T+1)
-            # Static shapes: XLA on TPUs compiles one program for one shape.
-            window = tf.ensure_shape(tf.gather(token_tensor, idx), [per_replica, t + 1])
-            return {
-                "token_ids": window[:, :-1],
-                "labels": window[:, 1:],
-                "loss_weights": tf.ones([per_replica, t], tf.float32),
-            }
+            return window_features(tf.gather(token_tensor, idx), layout.per_replica, t)
 
         def batch(step, slot):
+            begin = (layout.first + slot) * layout.per_replica
             if self.sampling == "random":
-                return random_batch(step, slot)
+                starts = tf.random.stateless_uniform(
+                    [g],
+                    seed=tf.stack([tf.cast(seed, tf.int64), step]),
+                    minval=0,
+                    maxval=len(tokens) - t - 1,
+                    dtype=tf.int64,
+                )  # the whole global batch, so every shard agrees on it
+                return windows(starts[begin : begin + layout.per_replica])
             epoch = step // steps_per_epoch
             within = step % steps_per_epoch
             epoch_seed = tf.stack([tf.cast(seed, tf.int64), epoch])
@@ -209,13 +194,10 @@ class TextDataset:
             offset = tf.random.stateless_uniform(
                 [], seed=epoch_seed + 1, minval=0, maxval=t, dtype=tf.int64
             )
-            begin = within * g + (first + slot) * per_replica
-            blocks = order[begin : begin + per_replica]
-            return window_batch(blocks * t + offset)
+            blocks = order[within * g + begin : within * g + begin + layout.per_replica]
+            return windows(blocks * t + offset)
 
-        steps = tf.data.Dataset.range(start_step, start_step + num_steps)
-        ds = steps.flat_map(lambda s: tf.data.Dataset.range(local).map(lambda r: batch(s, r)))
-        return ds.prefetch(tf.data.AUTOTUNE)
+        return step_dataset(batch, start_step, num_steps, layout.local)
 
     def eval_dataset(
         self,
@@ -226,10 +208,7 @@ class TextDataset:
         """Non-overlapping validation blocks in order; returns the dataset and its batch count."""
         t = self.sequence_length
         g = self.batch_size
-        replicas = input_context.num_replicas_in_sync
-        per_replica = g // replicas
-        local = replicas // input_context.num_input_pipelines
-        first = input_context.input_pipeline_id * local
+        layout = ReplicaLayout.of(input_context, g)
         n_blocks = (len(tokens) - 1) // t
         n_batches = n_blocks // g
         if max_batches:
@@ -237,17 +216,9 @@ class TextDataset:
         token_tensor = tf.constant(tokens, tf.int32)
 
         def batch(k, slot):
-            begin = k * g + (first + slot) * per_replica
-            starts = (begin + tf.range(per_replica, dtype=tf.int64)) * t
-            idx = starts[:, None] + tf.range(t + 1, dtype=tf.int64)[None, :]
-            window = tf.ensure_shape(tf.gather(token_tensor, idx), [per_replica, t + 1])
-            return {
-                "token_ids": window[:, :-1],
-                "labels": window[:, 1:],
-                "loss_weights": tf.ones([per_replica, t], tf.float32),
-            }
+            begin = k * g + (layout.first + slot) * layout.per_replica
+            starts = (begin + tf.range(layout.per_replica, dtype=tf.int64)) * t
+            idx = starts[:, None] + tf.range(t + 1, dtype=tf.int64)[None, :]  # (b, T+1)
+            return window_features(tf.gather(token_tensor, idx), layout.per_replica, t)
 
-        ds = tf.data.Dataset.range(n_batches).flat_map(
-            lambda k: tf.data.Dataset.range(local).map(lambda r: batch(k, r))
-        )
-        return ds.prefetch(tf.data.AUTOTUNE), n_batches
+        return step_dataset(batch, 0, n_batches, layout.local), n_batches
