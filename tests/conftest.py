@@ -75,6 +75,29 @@ def tiny_corpus(tmp_path):
     return path
 
 
+def checkpoint_state(run_dir):
+    """Every tensor of a run's latest checkpoint (weights, optimizer moments, step), by name."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(os.path.join(run_dir, "checkpoints"))
+    return {
+        k: reader.get_tensor(k)
+        for k in reader.get_variable_to_shape_map()
+        if not k.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")
+    }
+
+
+def train_here(overrides, run_dir):
+    """`tfllm train OVERRIDES` in this process, into `run_dir`: for fixtures that need a trained
+    run (the command's own path is tested by tests/commands), without starting a process."""
+    from tfllm.config import compose
+    from tfllm.training.trainer import Trainer
+
+    cfg = compose("config", [*overrides, "run_dir=unused"])
+    cfg.pop("run_dir")
+    Trainer(cfg, str(run_dir)).fit()
+
+
 def run_cli(args, cwd=None, timeout=300, check=True, env=None, input_text=None):
     """Run the real `tfllm` console script in a fresh process."""
     full_env = dict(os.environ)

@@ -23,7 +23,7 @@ from tfllm.components.safety import patterns  # noqa: F401
 from tfllm.components.tokenizers import bpe, byte, char, sentencepiece, wordpiece  # noqa: F401
 from tfllm.data import chat as chat_data  # noqa: F401
 from tfllm.data import classification as classification_data  # noqa: F401
-from tfllm.data import conll, preferences, prompts, squad, text  # noqa: F401
+from tfllm.data import conll, preferences, prepared, prompts, squad, text  # noqa: F401
 from tfllm.data import seq2seq as seq2seq_data  # noqa: F401
 from tfllm.evaluation import safety_classifier  # noqa: F401
 from tfllm.models import decoder, encoder, encoder_decoder  # noqa: F401

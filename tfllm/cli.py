@@ -114,6 +114,12 @@ COMMANDS: dict[str, Command] = {
         "kb",
         "kb_main",
     ),
+    "data": Command(
+        "prepare corpora of any size: tfllm data prepare source=GLOB out=DIR tokenizer=NAME;\n"
+        "tfllm data inspect DIR (then tfllm train data=prepared data.path=DIR)",
+        "data",
+        "data_main",
+    ),
 }
 
 

@@ -156,6 +156,7 @@ def check(argv: list[str]) -> None:
         "pretrained": lambda: check_pretrained(rest),
         "attention": lambda: check_keys(["-", *rest], "-", {"ckpt", "text", "out"}),
         "kb": lambda: check_kb(rest),
+        "data": lambda: check_data(rest),
     }
     assert name in plain, f"no check for '{name}': add one to this test"
     plain[name]()
@@ -168,6 +169,20 @@ def check_kb(rest: list[str]) -> None:
     given = {a.partition("=")[0] for a in rest[1:]}
     assert given <= set(arguments), rest
     assert {k for k, v in arguments.items() if v is None} <= given, rest
+
+
+def check_data(rest: list[str]) -> None:
+    from tfllm.commands.data import INSPECT_ARGUMENTS, PREPARE_ARGUMENTS
+
+    if rest[0] == "inspect":
+        assert "=" not in rest[1] and {a.partition("=")[0] for a in rest[2:]} <= set(
+            INSPECT_ARGUMENTS
+        ), rest
+        return
+    assert rest[0] == "prepare", rest
+    given = {a.partition("=")[0] for a in rest[1:]}
+    assert given <= set(PREPARE_ARGUMENTS), rest
+    assert {k for k, v in PREPARE_ARGUMENTS.items() if v is None} <= given, rest
 
 
 def assert_empty(rest: list[str]) -> None:

@@ -7,16 +7,9 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
-
-
-def checkpoint_state(run_dir):
-    reader = tf.train.load_checkpoint(os.path.join(run_dir, "checkpoints"))
-    return {
-        k: reader.get_tensor(k)
-        for k in reader.get_variable_to_shape_map()
-        if not k.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")
-    }
+from conftest import checkpoint_state
 
 
 def train_cmd(corpus, run_dir):
@@ -38,6 +31,9 @@ def train_cmd(corpus, run_dir):
     ]
 
 
+# The default run kills and resumes a run on prepared data (tests/data/test_prepared.py): the
+# trainer's resume is the same code; this one, on data=text, runs with -m slow.
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(tiny_corpus, tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     subprocess.run(train_cmd(tiny_corpus, full), check=True, capture_output=True, timeout=400)

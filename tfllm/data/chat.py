@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm.components.tokenizers.chat_template import render_template
-from tfllm.data.jsonl import json_lines
+from tfllm.data.jsonl import records
 from tfllm.data.rows import RowDataset
 from tfllm.registry import ConfigError, register
 
@@ -59,8 +59,9 @@ def _messages(row: Any, where: str) -> list[dict[str, str]]:
 
 
 def read_conversations(path: str) -> list[list[dict[str, str]]]:
-    """Conversations of a JSON-lines file; errors name the file and line."""
-    out = [_messages(row, f"{path}:{number}") for number, row in json_lines(path)]
+    """Conversations of a JSON-lines or Parquet file or a `datasets` dataset (`hf:`); errors
+    name the file and line (row)."""
+    out = [_messages(row, f"{path}:{number}") for number, row in records(path)]
     if not out:
         raise ConfigError(f"{path}: no conversations")
     return out

@@ -10,17 +10,17 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm.data.chat import ChatDataset, conversation_ids, render
-from tfllm.data.jsonl import json_lines
+from tfllm.data.jsonl import records
 from tfllm.registry import ConfigError, register
 
 log = logging.getLogger(__name__)
 
 
 def read_preferences(path: str) -> list[tuple[str, str, str]]:
-    """`(prompt, chosen, rejected)` per line of a JSON-lines file (TRL's layout); errors name
-    the file and line."""
+    """`(prompt, chosen, rejected)` per record of a JSON-lines or Parquet file or a `datasets`
+    dataset (`hf:`; TRL's layout); errors name the file and line (row)."""
     out = []
-    for number, row in json_lines(path):
+    for number, row in records(path):
         if not isinstance(row, dict) or not all(
             isinstance(row.get(k), str) for k in ("prompt", "chosen", "rejected")
         ):

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm.data.chat import DEFAULT_TEMPLATE, render
-from tfllm.data.jsonl import json_lines
+from tfllm.data.jsonl import records
 from tfllm.data.rows import RowDataset
 from tfllm.registry import ConfigError, register
 
@@ -21,7 +21,7 @@ def read_prompts(path: str) -> list[list[dict[str, str]]]:
     """Prompts of a JSON-lines file, as conversations to continue: `prompt` (a user message)
     or `messages`. Errors name the file and line."""
     out = []
-    for number, row in json_lines(path):
+    for number, row in records(path):
         if isinstance(row, dict) and isinstance(row.get("prompt"), str):
             out.append([{"role": "user", "content": row["prompt"]}])
         elif isinstance(row, dict) and isinstance(row.get("messages"), list) and row["messages"]:

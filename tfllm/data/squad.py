@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tfllm.data.jsonl import json_lines
+from tfllm.data.jsonl import records
 from tfllm.data.rows import RowDataset
 from tfllm.registry import ConfigError, register
 from tfllm.tasks.qa_reading import ReadingRule, default_stride, read_windows
@@ -50,7 +50,7 @@ def read_squad(path: str) -> list[QAExample]:
     and the question id or line."""
     examples = []
     if path.endswith(".jsonl"):
-        for number, row in json_lines(path):
+        for number, row in records(path):
             answers = row.get("answers") or {}
             pairs = list(
                 zip(answers.get("text", []), answers.get("answer_start", []), strict=False)

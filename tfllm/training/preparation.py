@@ -95,12 +95,25 @@ def build_dataset(cfg: dict[str, Any]) -> Any:
 
 def prepare_tokenizer(cfg: dict[str, Any], dataset: Any, run_dir: str) -> Tokenizer:
     """The run's own tokenizer if it has one (a resumed run), else the `init_from` run's, else
-    the configured one, trained on the training split if it needs training."""
+    (prepared data) the one the data was prepared with, else the configured one, trained on the
+    training split if it needs training. With prepared data, a tokenizer from elsewhere must be
+    the one it was prepared with."""
     saved = tokenizer_dir(run_dir)
+    # Prepared data is already tokenized: the tokenizer comes with it, and any other must match.
+    prepared = getattr(dataset, "prepared_tokenizer", None)  # a dataset attribute, not a hook
     if os.path.exists(os.path.join(saved, "tokenizer.json")):
-        return load_tokenizer(saved)
-    if cfg.get("init_from"):
-        return load_tokenizer(tokenizer_dir(cfg["init_from"]))
+        tokenizer, where = load_tokenizer(saved), f"this run's tokenizer ({saved})"
+    elif cfg.get("init_from"):
+        source = tokenizer_dir(cfg["init_from"])
+        tokenizer, where = load_tokenizer(source), f"the init_from tokenizer ({source})"
+    elif prepared is not None:
+        return prepared()
+    else:
+        tokenizer, where = None, ""
+    if tokenizer is not None:
+        if prepared is not None:
+            dataset.check_tokenizer(tokenizer, where)
+        return tokenizer
     tokenizer = build_tokenizer(cfg)
     if not tokenizer.is_trained():
         train_docs, _ = dataset.texts()
