@@ -9,7 +9,7 @@ import random
 
 import numpy as np
 import pytest
-from conftest import predict_error, run_cli, serve_process
+from conftest import predict_error, run_cli, serve_process, train_here
 
 grpc = pytest.importorskip("grpc")
 pytest.importorskip("tensorflow_serving.apis")
@@ -51,9 +51,8 @@ def qa(tmp_path_factory):
     root = tmp_path_factory.mktemp("qa")
     run = root / "run"
     val = squad_rows(24, 1)
-    run_cli(
+    train_here(
         [
-            "train",
             "task=extractive_qa",
             "model=bert_tiny",
             "model.num_layers=1",
@@ -74,8 +73,8 @@ def qa(tmp_path_factory):
             "trainer.callbacks=[]",
             "schedule.warmup_steps=10",
             "schedule.peak_learning_rate=3e-3",
-            f"run_dir={run}",
-        ]
+        ],
+        run,
     )
     proc = run_cli(
         [

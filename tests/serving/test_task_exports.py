@@ -12,7 +12,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from conftest import predict_error, run_cli, serve_process
+from conftest import predict_error, run_cli, serve_process, train_here
 
 grpc = pytest.importorskip("grpc")
 pytest.importorskip("tensorflow_serving.apis")
@@ -122,9 +122,8 @@ def test_graph_packing_equals_python_packing(pairs):
 def classifier(tmp_path_factory):
     root = tmp_path_factory.mktemp("classifier")
     run = root / "run"
-    run_cli(
+    train_here(
         [
-            "train",
             "task=classify",
             "model=bert_tiny",
             "model.num_layers=1",
@@ -142,8 +141,8 @@ def classifier(tmp_path_factory):
             "trainer.jit_compile=false",
             "trainer.callbacks=[]",
             "schedule.warmup_steps=2",
-            f"run_dir={run}",
-        ]
+        ],
+        run,
     )
     proc = run_cli(
         ["export", f"ckpt={run}", f"export.base_path={root / 'exports'}", "export.name=clf"]
@@ -550,9 +549,8 @@ def write_conll(path, n, seed):
 def tagger(tmp_path_factory):
     root = tmp_path_factory.mktemp("tagger")
     run = root / "run"
-    run_cli(
+    train_here(
         [
-            "train",
             "task=token_classify",
             "model=bert_tiny",
             "model.num_layers=1",
@@ -568,8 +566,8 @@ def tagger(tmp_path_factory):
             "trainer.jit_compile=false",
             "trainer.callbacks=[]",
             "schedule.warmup_steps=1",
-            f"run_dir={run}",
-        ]
+        ],
+        run,
     )
     proc = run_cli(
         ["export", f"ckpt={run}", f"export.base_path={root / 'exports'}", "export.name=ner"]
