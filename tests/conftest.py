@@ -31,6 +31,7 @@ HEAVY_FIRST = (
     "tests/generation/test_prompt_rules.py",
     "plugins/tfllm-plugin-example/tests/test_example_integration.py",
     "tests/training/test_distributed.py",
+    "tests/data/test_prepared.py",
     "tests/compression/test_efficiency.py",
     "tests/components/test_subword_tokenizers.py",
     "tests/evaluation/test_evaluation.py",
