@@ -29,6 +29,7 @@ HEAVY_FIRST = (
     "tests/commands/test_output_hygiene.py",
     "tests/serving/test_qa_export.py",
     "tests/generation/test_prompt_rules.py",
+    "tests/commands/test_python_api.py",
     "plugins/tfllm-plugin-example/tests/test_example_integration.py",
     "tests/training/test_distributed.py",
     "tests/data/test_prepared.py",
@@ -36,7 +37,6 @@ HEAVY_FIRST = (
     "tests/components/test_subword_tokenizers.py",
     "tests/evaluation/test_evaluation.py",
     "tests/retrieval/test_knowledge_base.py",
-    "tests/commands/test_python_api.py",
     "tests/training/test_trainer.py",
 )
 

@@ -27,6 +27,9 @@ def run_blocks(blocks: list[str], cwd: pathlib.Path, timeout: int) -> subprocess
     )
 
 
+# Trains, exports and validates as a notebook would (about a minute): with -m slow, beside
+# tests/commands/test_docs_run.py; the API's behaviour is tested below.
+@pytest.mark.slow
 def test_docs_python_runs_as_written(tiny_corpus):
     folder = tiny_corpus.parent
     (folder / "corpus.txt").write_text(tiny_corpus.read_text(encoding="utf-8"), encoding="utf-8")

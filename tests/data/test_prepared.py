@@ -377,7 +377,7 @@ def test_prepare_then_train_killed_and_resumed_equals_uninterrupted(corpus, tmp_
             f"out={data}",
             "tokenizer=char",
             "val_fraction=0.2",
-            "workers=2",
+            "workers=1",
             "piece_mb=0.01",
         ],
         capture_output=True,
