@@ -131,6 +131,30 @@ def test_weight_decay_skips_norms_biases_and_embeddings(tiny_corpus, tmp_path):
     assert not any(("bias" in p or "norm" in p or "embedding" in p) for p in decayed)
 
 
+def test_muon_takes_the_hidden_matrices_and_adamw_the_rest_and_the_loss_falls(
+    tiny_corpus, tmp_path
+):
+    cfg = train_config(
+        tiny_corpus,
+        "optimizer=muon",
+        "trainer.max_steps=30",
+        "trainer.eval_every=30",
+        "schedule.peak_learning_rate=3e-3",
+        "trainer.callbacks=[]",
+    )
+    trainer = Trainer(cfg, str(tmp_path))
+    assert type(trainer.optimizer).__name__ == "Muon"
+    variables = trainer.model.trainable_variables
+    on_muon = [v for v in variables if not trainer.optimizer._should_use_adamw(v)]
+    assert any("qkv_proj/kernel" in v.path for v in on_muon)
+    assert all(len(v.shape) == 2 for v in on_muon)
+    assert not any(k in v.path for v in on_muon for k in ("embedding", "norm", "bias"))
+    decayed = {v.path for v in variables if trainer.optimizer._use_weight_decay(v)}
+    assert not any(("bias" in p or "norm" in p or "embedding" in p) for p in decayed)
+    first = trainer.evaluate()["val_loss"]
+    assert trainer.fit()["val_loss"] < first - 0.5
+
+
 def test_warmup_cosine_matches_nanogpt():
     s = WarmupCosine(1e-3, warmup_steps=100, decay_steps=2000, min_learning_rate=1e-4)
     assert abs(float(s(0)) - 1e-3 * 1 / 101) < 1e-9

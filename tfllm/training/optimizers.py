@@ -65,3 +65,85 @@ def adamw(
     if excluded:
         opt.exclude_from_weight_decay(var_list=excluded)
     return opt
+
+
+# Variables Muon leaves to its AdamW: embeddings (also the tied LM head), norms, biases and an
+# untied output head (modded-nanogpt keeps all of these on Adam).
+DEFAULT_ADAMW_FOR = ("embedding", "norm", "bias", "lm_head")
+
+
+@register("optimizer", "muon")
+def muon(
+    learning_rate: Any,
+    momentum: float = 0.95,
+    nesterov: bool = True,
+    ns_steps: int = 5,
+    rms_rate: float = 0.2,
+    weight_decay: float = 0.1,
+    adam_beta_1: float = 0.9,
+    adam_beta_2: float = 0.95,
+    epsilon: float = 1e-8,
+    adam_lr_ratio: float = 1.0,
+    adamw_for: Sequence[str] = DEFAULT_ADAMW_FOR,
+    exclude_from_weight_decay: Sequence[str] = DEFAULT_NO_DECAY,
+    variables: Sequence[Any] = (),
+) -> keras.optimizers.Optimizer:
+    """Muon for the hidden weight matrices, AdamW for the rest (`keras.optimizers.Muon`).
+
+    Muon orthogonalizes each 2-D weight's momentum update with a few Newton–Schulz iterations;
+    embeddings, norms, biases, the output head and any other variable that is not a matrix
+    (or whose path matches `adamw_for`) take the AdamW update instead.
+
+    Args:
+        learning_rate: float or schedule (set by the trainer from the `schedule` group).
+        momentum: float. Muon's momentum.
+        nesterov: bool. Nesterov momentum for Muon.
+        ns_steps: int. Newton–Schulz iterations per update.
+        rms_rate: float. Muon's update is scaled to this RMS (Keras's matching of AdamW's
+            update size, so both parts share one learning rate); 0 keeps the raw scale.
+        weight_decay: float. Decoupled decay for both parts.
+        adam_beta_1: float. AdamW first-moment decay.
+        adam_beta_2: float. AdamW second-moment decay.
+        epsilon: float. AdamW's numerical floor.
+        adam_lr_ratio: float. AdamW's learning rate as a share of Muon's.
+        adamw_for: regular expressions on variable paths that take AdamW even when 2-D.
+        exclude_from_weight_decay: regular expressions on variable paths not decayed.
+        variables: the model's trainable variables (set by the trainer).
+
+    Example:
+
+    >>> opt = muon(1e-3)
+    >>> type(opt).__name__
+    'Muon'
+
+    Reference: Jordan et al. 2024, "Muon: An optimizer for hidden layers in neural networks";
+    Liu et al. 2025, "Muon is Scalable for LLM Training" (the RMS matching).
+    """
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    for name, beta in (("adam_beta_1", adam_beta_1), ("adam_beta_2", adam_beta_2)):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {beta}")
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    if ns_steps < 1:
+        raise ValueError(f"ns_steps must be at least 1, got {ns_steps}")
+    opt = keras.optimizers.Muon(
+        learning_rate=learning_rate,
+        adam_beta_1=adam_beta_1,
+        adam_beta_2=adam_beta_2,
+        adam_weight_decay=weight_decay,
+        weight_decay=weight_decay,
+        epsilon=epsilon,
+        exclude_layers=list(adamw_for),
+        exclude_embeddings=True,
+        adam_lr_ratio=adam_lr_ratio,
+        momentum=momentum,
+        ns_steps=ns_steps,
+        nesterov=nesterov,
+        rms_rate=rms_rate,
+    )
+    excluded = no_decay_variables(variables, list(exclude_from_weight_decay))
+    if excluded:
+        opt.exclude_from_weight_decay(var_list=excluded)
+    return opt
