@@ -23,6 +23,11 @@ CASES = {
     "head/scalar": ({"pooling": "last_token", "dropout": 0.1}, X, (2,)),
     "head/scalar:per-token": ({"pooling": "none"}, X, (2, 6)),
     "attention/mha:gqa": ({"hidden_dim": 16, "num_heads": 4, "num_kv_heads": 2}, X, (2, 6, 16)),
+    "attention/mha:qk_norm": (
+        {"hidden_dim": 16, "num_heads": 4, "num_kv_heads": 2, "qk_norm": True},
+        X,
+        (2, 6, 16),
+    ),
     "attention/mha:mqa-window": (
         {"hidden_dim": 16, "num_heads": 4, "num_kv_heads": 1, "window": 3, "dropout": 0.1},
         X,
@@ -35,6 +40,11 @@ CASES = {
     ),
     "ffn/mlp": ({"hidden_dim": 16, "intermediate_dim": 32, "activation": "relu"}, X, (2, 6, 16)),
     "ffn/mlp:gelu": ({"hidden_dim": 16, "intermediate_dim": 32}, X, (2, 6, 16)),
+    "ffn/mlp:relu2": (
+        {"hidden_dim": 16, "intermediate_dim": 32, "activation": "relu2", "use_bias": False},
+        X,
+        (2, 6, 16),
+    ),
     "ffn/swiglu": ({"hidden_dim": 16, "intermediate_dim": 24}, X, (2, 6, 16)),
     "ffn/moe": (
         {
@@ -82,6 +92,11 @@ CASES = {
     "norm/layernorm:nobias": ({"use_bias": False}, X, (2, 6, 16)),
     "norm/rmsnorm": ({}, X, (2, 6, 16)),
     "head/lm": ({"vocabulary_size": 40, "tie_embeddings": False, "use_bias": True}, X, (2, 6, 40)),
+    "head/lm:softcap": (
+        {"vocabulary_size": 40, "tie_embeddings": False, "softcap": 15.0},
+        X,
+        (2, 6, 40),
+    ),
     "model/decoder": (
         {
             "vocabulary_size": 40,

@@ -18,6 +18,7 @@ ATTENTIONS = {
     "mqa": {"name": "mha", "num_kv_heads": 1},
     "window": {"name": "mha", "window": 4},
     "block_sparse": {"name": "block_sparse", "block_size": 3, "global_blocks": 1, "window": 4},
+    "qk_norm": {"name": "mha", "num_kv_heads": 2, "qk_norm": True},
 }
 POSITIONALS = sorted(e.name for e in registry.list_entries("positional") if e.package == "tfllm")
 COMBOS = list(itertools.product(sorted(ATTENTIONS), POSITIONALS))

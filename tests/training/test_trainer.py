@@ -137,6 +137,7 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest_and_the_loss_falls(
     cfg = train_config(
         tiny_corpus,
         "optimizer=muon",
+        "head.tie_embeddings=false",
         "trainer.max_steps=30",
         "trainer.eval_every=30",
         "schedule.peak_learning_rate=3e-3",
@@ -148,7 +149,8 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest_and_the_loss_falls(
     on_muon = [v for v in variables if not trainer.optimizer._should_use_adamw(v)]
     assert any("qkv_proj/kernel" in v.path for v in on_muon)
     assert all(len(v.shape) == 2 for v in on_muon)
-    assert not any(k in v.path for v in on_muon for k in ("embedding", "norm", "bias"))
+    assert not any(k in v.path for v in on_muon for k in ("embedding", "norm", "bias", "head"))
+    assert any(v.path.endswith("head/kernel") for v in variables)  # untied: on AdamW
     decayed = {v.path for v in variables if trainer.optimizer._use_weight_decay(v)}
     assert not any(("bias" in p or "norm" in p or "embedding" in p) for p in decayed)
     first = trainer.evaluate()["val_loss"]

@@ -68,8 +68,8 @@ def adamw(
 
 
 # Variables Muon leaves to its AdamW: embeddings (also the tied LM head), norms, biases and an
-# untied output head (modded-nanogpt keeps all of these on Adam).
-DEFAULT_ADAMW_FOR = ("embedding", "norm", "bias", "lm_head")
+# untied output head (`lm_head/`, a task's `head/`; modded-nanogpt keeps these on Adam).
+DEFAULT_ADAMW_FOR = ("embedding", "norm", "bias", "head/")
 
 
 @register("optimizer", "muon")
@@ -80,8 +80,8 @@ def muon(
     ns_steps: int = 5,
     rms_rate: float = 0.2,
     weight_decay: float = 0.1,
-    adam_beta_1: float = 0.9,
-    adam_beta_2: float = 0.95,
+    beta_1: float = 0.9,
+    beta_2: float = 0.95,
     epsilon: float = 1e-8,
     adam_lr_ratio: float = 1.0,
     adamw_for: Sequence[str] = DEFAULT_ADAMW_FOR,
@@ -102,8 +102,8 @@ def muon(
         rms_rate: float. Muon's update is scaled to this RMS (Keras's matching of AdamW's
             update size, so both parts share one learning rate); 0 keeps the raw scale.
         weight_decay: float. Decoupled decay for both parts.
-        adam_beta_1: float. AdamW first-moment decay.
-        adam_beta_2: float. AdamW second-moment decay.
+        beta_1: float. AdamW's first-moment decay (the same key as `optimizer=adamw`'s).
+        beta_2: float. AdamW's second-moment decay.
         epsilon: float. AdamW's numerical floor.
         adam_lr_ratio: float. AdamW's learning rate as a share of Muon's.
         adamw_for: regular expressions on variable paths that take AdamW even when 2-D.
@@ -121,7 +121,7 @@ def muon(
     """
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    for name, beta in (("adam_beta_1", adam_beta_1), ("adam_beta_2", adam_beta_2)):
+    for name, beta in (("beta_1", beta_1), ("beta_2", beta_2)):
         if not 0.0 <= beta < 1.0:
             raise ValueError(f"{name} must be in [0, 1), got {beta}")
     if not 0.0 <= momentum < 1.0:
@@ -130,8 +130,8 @@ def muon(
         raise ValueError(f"ns_steps must be at least 1, got {ns_steps}")
     opt = keras.optimizers.Muon(
         learning_rate=learning_rate,
-        adam_beta_1=adam_beta_1,
-        adam_beta_2=adam_beta_2,
+        adam_beta_1=beta_1,
+        adam_beta_2=beta_2,
         adam_weight_decay=weight_decay,
         weight_decay=weight_decay,
         epsilon=epsilon,

@@ -14,6 +14,12 @@ __all__ = ["MultiHeadAttention", "write_cache"]  # write_cache lives in the base
 _MASKED = -1e9
 
 
+def _rms(x, epsilon: float = 1e-6):
+    """`x` scaled to unit root-mean-square over its last axis (no learned scale)."""
+    ms = tf.reduce_mean(tf.square(tf.cast(x, tf.float32)), axis=-1, keepdims=True)
+    return tf.cast(tf.cast(x, tf.float32) * tf.math.rsqrt(ms + epsilon), x.dtype)
+
+
 @register("attention", "mha")
 class MultiHeadAttention(Attention):
     """Multi-head attention; `num_kv_heads` makes it grouped-query or multi-query.
@@ -44,6 +50,9 @@ class MultiHeadAttention(Attention):
             `initializer_range`.
         cross: bool. Cross-attention (separate query and key/value projections; set by the
             model for an encoder-decoder's cross-attention layers).
+        qk_norm: bool. Scale each head's queries and keys to unit RMS before the positional
+            rotation (no learned scale; self-attention), which bounds the attention logits
+            (Dehghani et al. 2023; the modded-nanogpt speedrun).
 
     Call arguments:
         x: `(B, T, hidden_dim)` inputs.
@@ -87,6 +96,7 @@ class MultiHeadAttention(Attention):
         initializer_range: float = 0.02,
         output_initializer_range: float | None = None,
         cross: bool = False,
+        qk_norm: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -120,6 +130,7 @@ class MultiHeadAttention(Attention):
         self.initializer_range = initializer_range
         self.output_initializer_range = output_initializer_range
         self.cross = cross
+        self.qk_norm = qk_norm
         out_init = keras.initializers.RandomNormal(
             stddev=initializer_range
             if output_initializer_range is None
@@ -258,6 +269,8 @@ class MultiHeadAttention(Attention):
         q = tf.reshape(q, [b, t, h, dh])  # (B, T, H, Dh)
         k = tf.reshape(k, [b, t, kvh, dh])  # (B, T, Hkv, Dh)
         v = tf.reshape(v, [b, t, kvh, dh])
+        if self.qk_norm:  # each head's query and key to unit RMS, before the rotation
+            q, k = _rms(q), _rms(k)
         q, k = self.rotate(q, k, positions, positional)
         return q, k, v
 
@@ -332,5 +345,6 @@ class MultiHeadAttention(Attention):
             initializer_range=self.initializer_range,
             output_initializer_range=self.output_initializer_range,
             cross=self.cross,
+            qk_norm=self.qk_norm,
         )
         return config

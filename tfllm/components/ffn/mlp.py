@@ -7,11 +7,14 @@ import keras
 from tfllm.components.tokens import flatten_tokens, unflatten_tokens
 from tfllm.registry import register
 
-ACTIVATIONS = ("relu", "gelu", "gelu_approximate", "silu")
+ACTIVATIONS = ("relu", "gelu", "gelu_approximate", "silu", "relu2")
 
 
 def activate(h, activation: str):
-    """One of `ACTIVATIONS` applied to `h` (`gelu_approximate` is GPT-2's tanh form)."""
+    """One of `ACTIVATIONS` applied to `h` (`gelu_approximate` is GPT-2's tanh form; `relu2`
+    is ReLU squared, the modded-nanogpt speedrun's MLP activation: So et al. 2021, Primer)."""
+    if activation == "relu2":
+        return keras.ops.square(keras.ops.relu(h))
     if activation == "gelu_approximate":
         return keras.activations.gelu(h, approximate=True)
     if activation == "gelu":
@@ -26,7 +29,8 @@ class MLP(keras.layers.Layer):
     Args:
         hidden_dim: int. Model width (set by the model).
         intermediate_dim: int. Inner width (set by the model, usually `4 * hidden_dim`).
-        activation: str. One of `relu`, `gelu`, `gelu_approximate` (GPT-2's tanh form), `silu`.
+        activation: str. One of `relu`, `gelu`, `gelu_approximate` (GPT-2's tanh form), `silu`,
+            `relu2` (ReLU squared).
         use_bias: bool. Biases on both projections.
         initializer_range: float. Standard deviation of the normal kernel initializer.
         output_initializer_range: float or None. Standard deviation for the output projection

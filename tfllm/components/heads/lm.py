@@ -23,6 +23,9 @@ class LMHead(keras.layers.Layer):
         tie_embeddings: bool. Reuse the token embedding.
         use_bias: bool. Learn a per-token bias.
         initializer_range: float. Standard deviation of the untied kernel's initializer.
+        softcap: float or None. Soft-cap the logits to `[-softcap, softcap]` with
+            `softcap * tanh(logits / softcap)` (Gemma 2; the modded-nanogpt speedrun uses 15-30);
+            None leaves them as they are.
 
     Call arguments:
         x: `(B, T, D)` hidden states.
@@ -35,7 +38,12 @@ class LMHead(keras.layers.Layer):
     >>> head(np.ones((2, 3, 8), "float32")).shape
     TensorShape([2, 3, 11])
 
-    Reference: Press & Wolf 2017, "Using the Output Embedding to Improve Language Models".
+    >>> capped = LMHead(vocabulary_size=11, tie_embeddings=False, softcap=1.0)
+    >>> bool(np.abs(capped(100 * np.ones((1, 2, 8), "float32"))).max() <= 1.0)
+    True
+
+    Reference: Press & Wolf 2017, "Using the Output Embedding to Improve Language Models";
+    Gemma Team 2024, "Gemma 2" (logit soft-capping).
     """
 
     def __init__(
@@ -44,11 +52,15 @@ class LMHead(keras.layers.Layer):
         tie_embeddings: bool = True,
         use_bias: bool = False,
         initializer_range: float = 0.02,
+        softcap: float | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if vocabulary_size <= 0:
             raise ValueError(f"vocabulary_size must be positive, got {vocabulary_size}")
+        if softcap is not None and not softcap > 0:
+            raise ValueError(f"softcap must be positive or None, got {softcap}")
+        self.softcap = softcap
         self.vocabulary_size = vocabulary_size
         self.tie_embeddings = tie_embeddings
         self.use_bias = use_bias
@@ -88,6 +100,8 @@ class LMHead(keras.layers.Layer):
         logits = ops.cast(logits, "float32")
         if self.bias is not None:
             logits = logits + ops.cast(self.bias, "float32")
+        if self.softcap is not None:
+            logits = self.softcap * ops.tanh(logits / self.softcap)  # (B, T, V) in (-c, c)
         return logits
 
     def compute_output_shape(self, input_shape):
@@ -103,5 +117,6 @@ class LMHead(keras.layers.Layer):
             tie_embeddings=self.tie_embeddings,
             use_bias=self.use_bias,
             initializer_range=self.initializer_range,
+            softcap=self.softcap,
         )
         return config
