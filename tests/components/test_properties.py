@@ -21,7 +21,12 @@ ATTENTIONS = {
     "qk_norm": {"name": "mha", "num_kv_heads": 2, "qk_norm": True},
 }
 POSITIONALS = sorted(e.name for e in registry.list_entries("positional") if e.package == "tfllm")
-COMBOS = list(itertools.product(sorted(ATTENTIONS), POSITIONALS))
+# QK-norm acts before the rotation: checked with a rotating and a biasing positional encoding.
+COMBOS = [
+    *itertools.product(sorted(set(ATTENTIONS) - {"qk_norm"}), POSITIONALS),
+    ("qk_norm", "rope"),
+    ("qk_norm", "alibi"),
+]
 VOCAB, T = 37, 12
 
 

@@ -31,19 +31,23 @@ def lm():
     return model
 
 
-def log_prob(model, prompt, continuation):
-    ids = np.asarray([prompt + list(continuation)], np.int32)
-    logits = model(ids).numpy()[0].astype(np.float64)
-    lp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
-    lp -= logits.max(-1, keepdims=True)
-    return sum(lp[len(prompt) + i - 1, t] for i, t in enumerate(continuation))
+def log_probs(model, prompt, continuations):
+    """The exact log-probability of each continuation of `prompt` (one batched forward pass)."""
+    ids = np.asarray([prompt + list(c) for c in continuations], np.int32)
+    logits = model(ids).numpy().astype(np.float64)  # (N, T, V)
+    top = logits.max(-1, keepdims=True)
+    lp = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
+    return [
+        sum(lp[n, len(prompt) + i - 1, t] for i, t in enumerate(c))
+        for n, c in enumerate(continuations)
+    ]
 
 
 def test_wide_beams_find_the_exact_best_sequences(lm):
     prompt = [1, 2]
+    candidates = list(itertools.product(range(VOCAB), repeat=3))
     exhaustive = sorted(
-        ((log_prob(lm, prompt, c), c) for c in itertools.product(range(VOCAB), repeat=3)),
-        reverse=True,
+        zip(log_probs(lm, prompt, candidates), candidates, strict=True), reverse=True
     )
     found = beam_search(
         lm, prompt, num_beams=VOCAB**2, max_new_tokens=3, length_penalty=0.0, num_return_sequences=5
@@ -70,7 +74,7 @@ def test_stop_tokens_and_length_penalty(lm):
     for h in found:
         assert 0 not in h.tokens[:-1]  # a stop token ends a hypothesis
         assert h.score == pytest.approx(h.log_prob / len(h.tokens))
-        assert h.log_prob == pytest.approx(log_prob(lm, [1], h.tokens), abs=1e-4)
+        assert h.log_prob == pytest.approx(log_probs(lm, [1], [h.tokens])[0], abs=1e-4)
     assert [h.score for h in found] == sorted((h.score for h in found), reverse=True)
     with pytest.raises(ValueError, match="num_return_sequences"):
         beam_search(lm, [1], num_beams=2, num_return_sequences=3)
