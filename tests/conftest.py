@@ -88,6 +88,26 @@ def checkpoint_state(run_dir):
     }
 
 
+def kill_at_checkpoint(cmd, run_dir, step):
+    """Start the training command `cmd` and SIGKILL it once `run_dir` holds the checkpoint of
+    `step`; checks that it was killed there, before it finished."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = pathlib.Path(run_dir) / "checkpoints" / f"ckpt-{step}.index"
+    deadline = time.time() + 300
+    while not marker.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert marker.exists(), "the run never wrote a checkpoint"
+    assert not (pathlib.Path(run_dir) / "metrics.json").exists(), (
+        "the run finished before it was killed"
+    )
+
+
 def train_here(overrides, run_dir):
     """`tfllm train OVERRIDES` in this process, into `run_dir`: for fixtures that need a trained
     run (the command's own path is tested by tests/commands), without starting a process."""

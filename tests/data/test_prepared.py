@@ -5,16 +5,14 @@ import json
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import checkpoint_state
+from conftest import checkpoint_state, kill_at_checkpoint
 
 from tfllm import registry
 from tfllm.data import prepare as prepare_module
@@ -391,17 +389,7 @@ def test_prepare_then_train_killed_and_resumed_equals_uninterrupted(corpus, tmp_
     )
     full, killed = tmp_path / "full", tmp_path / "killed"
     subprocess.run(train_cmd(data, full), check=True, capture_output=True, timeout=400)
-    proc = subprocess.Popen(
-        train_cmd(data, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    marker = killed / "checkpoints" / "ckpt-20.index"
-    deadline = time.time() + 300
-    while not marker.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert marker.exists(), "the run never wrote a checkpoint"
-    assert not (killed / "metrics.json").exists(), "the run finished before it was killed"
+    kill_at_checkpoint(train_cmd(data, killed), killed, 20)
     resumed = subprocess.run(train_cmd(data, killed), capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a = json.loads((full / "metrics.json").read_text())

@@ -1,15 +1,12 @@
 """A training process killed with SIGKILL resumes to the same weights as an uninterrupted run."""
 
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import checkpoint_state
+from conftest import checkpoint_state, kill_at_checkpoint
 
 
 def train_cmd(corpus, run_dir):
@@ -38,17 +35,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny_corpus, tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     subprocess.run(train_cmd(tiny_corpus, full), check=True, capture_output=True, timeout=400)
 
-    proc = subprocess.Popen(
-        train_cmd(tiny_corpus, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    marker = killed / "checkpoints" / "ckpt-40.index"
-    deadline = time.time() + 300
-    while not marker.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert marker.exists(), "the run never wrote a checkpoint"
-    assert not (killed / "metrics.json").exists(), "the run finished before it was killed"
+    kill_at_checkpoint(train_cmd(tiny_corpus, killed), killed, 40)
     latest = tf.train.latest_checkpoint(str(killed / "checkpoints"))
     assert latest is not None and not latest.endswith("ckpt-100")
 

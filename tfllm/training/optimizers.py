@@ -19,6 +19,24 @@ def no_decay_variables(variables: Sequence[Any], patterns: Sequence[str]) -> lis
     return [v for v in variables if any(c.search(v.path) for c in compiled)]
 
 
+def _check_adam_arguments(weight_decay: float, beta_1: float, beta_2: float) -> None:
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    for name, beta in (("beta_1", beta_1), ("beta_2", beta_2)):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {beta}")
+
+
+def _without_decay(
+    opt: keras.optimizers.Optimizer, variables: Sequence[Any], patterns: Sequence[str]
+) -> keras.optimizers.Optimizer:
+    """`opt`, told not to decay the variables whose path matches `patterns`."""
+    excluded = no_decay_variables(variables, list(patterns))
+    if excluded:
+        opt.exclude_from_weight_decay(var_list=excluded)
+    return opt
+
+
 @register("optimizer", "adamw")
 def adamw(
     learning_rate: Any,
@@ -49,11 +67,7 @@ def adamw(
 
     Reference: Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization".
     """
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    for name, beta in (("beta_1", beta_1), ("beta_2", beta_2)):
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {beta}")
+    _check_adam_arguments(weight_decay, beta_1, beta_2)
     opt = keras.optimizers.AdamW(
         learning_rate=learning_rate,
         weight_decay=weight_decay,
@@ -61,10 +75,7 @@ def adamw(
         beta_2=beta_2,
         epsilon=epsilon,
     )
-    excluded = no_decay_variables(variables, list(exclude_from_weight_decay))
-    if excluded:
-        opt.exclude_from_weight_decay(var_list=excluded)
-    return opt
+    return _without_decay(opt, variables, exclude_from_weight_decay)
 
 
 # Variables Muon leaves to its AdamW: embeddings (also the tied LM head), norms, biases and an
@@ -119,11 +130,7 @@ def muon(
     Reference: Jordan et al. 2024, "Muon: An optimizer for hidden layers in neural networks";
     Liu et al. 2025, "Muon is Scalable for LLM Training" (the RMS matching).
     """
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    for name, beta in (("beta_1", beta_1), ("beta_2", beta_2)):
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {beta}")
+    _check_adam_arguments(weight_decay, beta_1, beta_2)
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
     if ns_steps < 1:
@@ -143,7 +150,4 @@ def muon(
         nesterov=nesterov,
         rms_rate=rms_rate,
     )
-    excluded = no_decay_variables(variables, list(exclude_from_weight_decay))
-    if excluded:
-        opt.exclude_from_weight_decay(var_list=excluded)
-    return opt
+    return _without_decay(opt, variables, exclude_from_weight_decay)
