@@ -8,6 +8,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# `tfllm chat` in tests chats in its own process unless a test asks for a resident worker
+# (tests/commands/test_resident_chat.py): no worker outlives the suite.
+os.environ.setdefault("TFLLM_KEEP_ALIVE", "0")
 
 import pytest  # noqa: E402
 

@@ -1,5 +1,6 @@
 """`tfllm chat ckpt=DIR`: a streamed conversation on the terminal (/reset, /exit), with a local
-model or a served export (`server=host:port model_name=NAME`) and an optional safety filter."""
+model (kept warm between launches by a resident worker: `tfllm.commands.resident`) or a served
+export (`server=host:port model_name=NAME`), and an optional safety filter."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ from tfllm.commands.common import CommandError, run_hydra, settings, user_error
 from tfllm.commands.generate import safety_filter
 
 
-def open_session(plain: dict[str, Any]) -> Any:
-    """The `ChatSession` the settings describe: a local model, or a served one."""
+def open_session(plain: dict[str, Any], loaded: tuple | None = None) -> Any:
+    """The `ChatSession` the settings describe: a local model, or a served one. `loaded`:
+    `(model, tokenizer, run config, streamer)` already loaded from `plain["ckpt"]` (a resident
+    worker's), used instead of loading them again."""
     from tfllm.generation.chat import ChatSession
     from tfllm.generation.settings import GenerationConfig
 
     config = settings(GenerationConfig, plain)
-    remote, specials = None, None
+    remote, specials, streamer = None, None, None
     if plain["server"]:  # without TensorFlow: the server tokenizes, counts and generates
         from tfllm.runs import load_config_and_special_tokens
         from tfllm.serving.client import Client
@@ -28,6 +31,8 @@ def open_session(plain: dict[str, Any]) -> Any:
         run_cfg, specials = load_config_and_special_tokens(plain["ckpt"])
         model = tokenizer = None
         remote = Client(host, int(port), plain["model_name"])
+    elif loaded is not None:
+        model, tokenizer, run_cfg, streamer = loaded
     else:
         from tfllm.runs import load_run
 
@@ -58,14 +63,50 @@ def open_session(plain: dict[str, Any]) -> Any:
             remote=remote,
             context=run_cfg["model"]["max_sequence_length"],
             special_tokens=specials,
+            streamer=streamer,
             **grounding,
         )
 
 
+def check_settings(plain: dict[str, Any]) -> None:
+    """What `open_session` would refuse, checked without loading the model."""
+    from tfllm.generation.settings import GenerationConfig
+    from tfllm.runs import load_run_config
+
+    settings(GenerationConfig, plain)
+    with user_error():
+        run_cfg = load_run_config(plain["ckpt"])
+    if not (plain["template"] or (run_cfg.get("chat") or {}).get("template")):
+        raise CommandError(f"ckpt: {plain['ckpt']} has no chat template; pass template=")
+    k = plain["kb_k"]
+    if plain.get("kb") and (not isinstance(k, int) or k < 1):
+        raise CommandError(f"kb_k: must be a positive number of passages, got {k!r}")
+
+
 def chat_job(plain: dict[str, Any]) -> None:
+    keep_alive = plain.get("keep_alive") or 0
+    if not isinstance(keep_alive, (int, float)) or keep_alive < 0:
+        raise CommandError(
+            f"keep_alive: seconds to keep the model loaded (0: off), got {keep_alive!r}"
+        )
+    if keep_alive > 0 and not plain["server"]:  # a warm worker holds the model between launches
+        from tfllm.commands.resident import open_resident_session
+
+        check_settings(plain)  # here, before a worker spends seconds loading the model
+        session = open_resident_session(plain)
+    else:
+        session = open_session(plain)
+    try:
+        converse(plain, session)
+    finally:
+        if hasattr(session, "close"):
+            session.close()
+
+
+def converse(plain: dict[str, Any], session: Any) -> None:
+    """Read messages from stdin and print the replies until /exit or the end of input."""
     from tfllm.serving.client import ServingClientError
 
-    session = open_session(plain)
     safety = safety_filter(plain.get("safety"))
     interactive = sys.stdin.isatty()
     if interactive:

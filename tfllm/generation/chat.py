@@ -48,6 +48,8 @@ class ChatSession:
             conversation the model read.
         grounding_template: with `{passages}` and `{question}`
             (`tfllm.retrieval.grounding.GROUNDING_TEMPLATE` by default).
+        streamer: a `TokenStreamer` of `model` to share (its decode step is traced once for
+            every session that shares it), else the session makes its own.
 
     Example:
 
@@ -69,6 +71,7 @@ class ChatSession:
         special_tokens: dict[str, str] | None = None,
         retriever=None,
         grounding_template: str = GROUNDING_TEMPLATE,
+        streamer=None,
     ):
         if not template:
             raise ValueError("this checkpoint has no chat template: set template=")
@@ -87,8 +90,8 @@ class ChatSession:
         self.config.validate()
         self.remote = remote
         self.context = int(context or model.max_sequence_length)
-        self.streamer = None
-        if model is not None:
+        self.streamer = streamer
+        if model is not None and streamer is None:
             from tfllm.generation.streaming import TokenStreamer
 
             self.streamer = TokenStreamer(model, jit_compile=jit_compile)
