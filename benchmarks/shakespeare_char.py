@@ -34,6 +34,7 @@ import json
 import math
 import os
 import platform
+import re
 import resource
 import shutil
 import statistics
@@ -74,8 +75,8 @@ def lr_at(step: int, steps: int) -> float:
 
 
 # ----- shared data ---------------------------------------------------------------------------
-def experiment_overrides(data: str, seed: int) -> list[str]:
-    return ["experiment=shakespeare_char", f"data.path={data}", f"seed={seed}"]
+def experiment_overrides(data: str, seed: int, experiment: str = "shakespeare_char") -> list[str]:
+    return [f"experiment={experiment}", f"data.path={data}", f"seed={seed}"]
 
 
 def make_batches(data: str, steps: int, seed: int):
@@ -130,25 +131,56 @@ def model_flops_per_token(params: int) -> float:
 
 
 # ----- contenders ----------------------------------------------------------------------------
-def run_tfllm(args, seed: int, extra: list[str]) -> dict:
+def timed_lines(cmd: list[str], cwd: str, stream: str = "stdout") -> tuple[list, float]:
+    """Run `cmd`, returning each line of its `stream` with the seconds since the start at
+    which it came, and the wall time; the other stream is discarded."""
+    t0 = time.perf_counter()
+    pipe = {"stdout": subprocess.PIPE, "stderr": subprocess.DEVNULL}
+    if stream == "stderr":
+        pipe = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
+    proc = subprocess.Popen(cmd, cwd=cwd, text=True, **pipe)
+    lines = [(time.perf_counter() - t0, line) for line in getattr(proc, stream)]
+    if proc.wait() != 0:
+        tail = "".join(line for _, line in lines[-10:])
+        raise subprocess.CalledProcessError(proc.returncode, cmd, tail)
+    return lines, time.perf_counter() - t0
+
+
+def reached(curve: list[tuple[int, float, float]], target: float | None) -> dict:
+    """When the validation curve `(step, val loss, seconds)` first reached `target`."""
+    for step, loss, seconds in curve:
+        if target is not None and loss <= target:
+            return {"target_step": step, "target_s": seconds}
+    return {"target_step": None, "target_s": None}
+
+
+VAL_LINE = re.compile(r"step (\d+)/\d+\s+val_loss ([\d.]+)")
+
+
+def run_tfllm(args, seed: int, extra: list[str], experiment: str = "shakespeare_char") -> dict:
+    """`tfllm train` in its own process; with `--target-loss`, evaluated on the whole
+    validation split every `--eval-every` steps, timing when the target is first reached."""
     run_dir = tempfile.mkdtemp(prefix="tfllm-bench-")
+    every = args.eval_every if args.target_loss else args.steps
     cmd = [
         sys.executable,
         "-m",
         "tfllm.cli",
         "train",
-        *experiment_overrides(args.data, seed),
+        *experiment_overrides(args.data, seed, experiment),
         f"run_dir={run_dir}",
         f"trainer.max_steps={args.steps}",
-        f"trainer.eval_every={args.steps}",
+        f"trainer.eval_every={every}",
+        f"trainer.log_every={every}",
         f"trainer.checkpoint_every={args.steps}",
-        "trainer.callbacks=[]",
-        f"trainer.steps_per_execution={args.spe}",
+        "trainer.callbacks=[progress]",
+        f"trainer.steps_per_execution={min(args.spe, every)}",
         *extra,
     ]
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - t0
+    lines, wall = timed_lines(cmd, REPO, "stderr")
+    curve = [
+        (int(m.group(1)), float(m.group(2)), t) for t, line in lines if (m := VAL_LINE.search(line))
+    ]
     with open(os.path.join(run_dir, "metrics.json")) as f:
         m = json.load(f)
     from tfllm.runs import load_run
@@ -164,6 +196,73 @@ def run_tfllm(args, seed: int, extra: list[str]) -> dict:
         "tokens_per_sec": m["mean_tokens_per_sec"],
         "peak_rss_mb": m["peak_rss_mb"],
         "params": params,
+        "curve": curve,
+        **reached(curve, args.target_loss),
+    }
+
+
+NANOGPT_ITER = re.compile(r"^iter (\d+): loss [\d.]+, time ([\d.]+)ms")
+NANOGPT_VAL = re.compile(r"^step (\d+): train loss [\d.]+, val loss ([\d.]+)")
+NANOGPT_PARAMS = re.compile(r"number of parameters: ([\d.]+)M")
+
+
+def run_nanogpt(args, seed: int) -> dict:
+    """nanoGPT itself (a local checkout, `--nanogpt`): its own `prepare.py` on this text and its
+    own `train.py` with the CPU baby settings its README gives (eager torch, no compile,
+    float32), in a copy of the checkout. nanoGPT seeds with 1337 whatever the repeat, so its
+    repeats differ in timing only. Its validation loss is its own estimator (mean over
+    `eval_iters` random batches: 20, or with `--target-loss` as many batches as the
+    validation split holds windows, about the whole split)."""
+    work = tempfile.mkdtemp(prefix="nanogpt-")
+    repo = os.path.join(work, "nanoGPT")
+    shutil.copytree(args.nanogpt, repo, ignore=shutil.ignore_patterns(".git", "out*"))
+    data_dir = os.path.join(repo, "data", "shakespeare_char")
+    shutil.copyfile(args.data, os.path.join(data_dir, "input.txt"))  # prepare.py then reads it
+    subprocess.run([sys.executable, "prepare.py"], cwd=data_dir, check=True, capture_output=True)
+    val_tokens = os.path.getsize(os.path.join(data_dir, "val.bin")) // 2  # uint16
+    s = SHAPE
+    eval_iters = math.ceil(val_tokens / (s["block"] * s["batch"])) if args.target_loss else 20
+    every = args.eval_every if args.target_loss else args.steps
+    cmd = [
+        sys.executable,
+        "train.py",
+        "config/train_shakespeare_char.py",
+        "--device=cpu",
+        "--compile=False",
+        "--dtype=float32",
+        f"--eval_iters={eval_iters}",
+        f"--eval_interval={every}",
+        "--log_interval=1",
+        f"--block_size={s['block']}",
+        f"--batch_size={s['batch']}",
+        f"--n_layer={s['layers']}",
+        f"--n_head={s['heads']}",
+        f"--n_embd={s['width']}",
+        f"--max_iters={args.steps}",
+        f"--lr_decay_iters={args.steps}",
+        "--dropout=0.0",
+        f"--out_dir={os.path.join(work, 'out')}",
+    ]
+    lines, wall = timed_lines(cmd, repo, "stdout")
+    shutil.rmtree(work, ignore_errors=True)
+    times, curve, params = [], [], 0
+    for t, line in lines:
+        if m := NANOGPT_ITER.match(line):
+            step = int(m.group(1))
+            if step >= 50 and step % every:  # after warm-up; not the steps that evaluated
+                times.append(float(m.group(2)) / 1000)
+        elif m := NANOGPT_VAL.match(line):
+            curve.append((int(m.group(1)), float(m.group(2)), t))
+        elif m := NANOGPT_PARAMS.search(line):
+            params = round(float(m.group(1)) * 1e6)
+    return {
+        "val_loss": curve[-1][1],
+        "wall_s": wall,
+        "tokens_per_sec": s["batch"] * s["block"] / statistics.fmean(times),
+        "peak_rss_mb": 0.0,
+        "params": params,
+        "curve": curve,
+        **reached(curve, args.target_loss),
     }
 
 
@@ -354,6 +453,8 @@ BASE = "tfllm (learned, mlp, layernorm)"
 CONTENDERS = {
     "tfllm": BASE,
     "stretch": "tfllm rope+swiglu+rmsnorm",
+    "speedrun": "tfllm experiment=shakespeare_char_speedrun",
+    "nanogpt": "nanoGPT itself (train.py, torch eager)",
     "keras_hub": "keras-hub GPT2Backbone (fit, XLA)",
     "torch": "transformers GPT2LMHeadModel (torch)",
 }
@@ -374,6 +475,7 @@ ABLATION = {
         "model.intermediate_dim=512",
     ],
     "modern + logit softcap 15": [*STRETCH, "head.softcap=15"],
+    "speedrun (the changes that helped, together)": ["experiment=shakespeare_char_speedrun"],
 }
 
 
@@ -393,12 +495,23 @@ def run_ablation(args) -> None:
     for seed in seeds:
         shift = seed % len(names)
         for name in names[shift:] + names[:shift]:
-            r = run_tfllm(args, seed, variants[name])
+            chosen = [o for o in variants[name] if o.startswith("experiment=")]
+            rest = [o for o in variants[name] if not o.startswith("experiment=")]
+            experiment = chosen[-1].split("=", 1)[1] if chosen else "shakespeare_char"
+            r = run_tfllm(args, seed, rest, experiment=experiment)
             runs[name].append(r)
             print(
                 f"seed {seed} {name}: val loss {r['val_loss']:.4f}, {r['params']:,} params",
                 flush=True,
             )
+    saved = os.path.join(RESULTS, "shakespeare_char_ablation.json")
+    if args.append and os.path.exists(saved):  # earlier variants stay, these are added
+        with open(saved) as f:
+            earlier = json.load(f)
+        if earlier["steps"] != args.steps or earlier["seeds"] != seeds:
+            sys.exit("--append: the saved ablation used other steps or seeds")
+        variants = {**earlier["variants"], **variants}
+        runs = {**earlier["runs"], **runs}
     lines = [
         f"# shakespeare_char recipe ablation, {args.steps} steps, "
         f"seeds {', '.join(map(str, seeds))}",
@@ -438,6 +551,10 @@ def run_contender(key: str, args, seed: int) -> dict:
         return run_tfllm(args, seed, [])
     if key == "stretch":
         return run_tfllm(args, seed, STRETCH)
+    if key == "speedrun":
+        return run_tfllm(args, seed, [], experiment="shakespeare_char_speedrun")
+    if key == "nanogpt":
+        return run_nanogpt(args, seed)
     return run_child(key, args, seed)
 
 
@@ -466,6 +583,11 @@ def summarize(runs: dict[str, list[dict]], peak_gflops: float) -> dict[str, dict
             "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
             "mfu": median_speed * model_flops_per_token(params) / (peak_gflops * 1e9),
         }
+        hit = [r for r in rs if r.get("target_s") is not None]
+        out[name]["target_reached"] = len(hit)
+        if hit:
+            out[name]["target_s_median"] = statistics.median(r["target_s"] for r in hit)
+            out[name]["target_step_median"] = statistics.median(r["target_step"] for r in hit)
         if estimates:
             out[name]["nanogpt_estimate_mean"] = statistics.fmean(estimates)
             out[name]["nanogpt_estimate_p05"] = percentile(estimates, 0.05)
@@ -505,6 +627,27 @@ def report(
             f"{r['tokens_per_sec_median']:,.0f} [{r['tokens_per_sec_min']:,.0f}, "
             f"{r['tokens_per_sec_max']:,.0f}] | {r['mfu']:.1%} | {r['peak_rss_mb']:.0f} |"
         )
+    if args.target_loss is not None:
+        lines += [
+            "",
+            f"Time to validation loss <= {args.target_loss} (the whole validation split "
+            f"evaluated every {args.eval_every} steps, wall seconds from the process start, "
+            "evaluations included):",
+            "",
+            "| contender | reached (of seeds) | median step | median wall s |",
+            "|---|---|---|---|",
+        ]
+        for name, r in summary.items():
+            if r["target_reached"]:
+                lines.append(
+                    f"| {name} | {r['target_reached']} of {n} | {r['target_step_median']:.0f} | "
+                    f"{r['target_s_median']:.0f} |"
+                )
+            else:
+                lines.append(
+                    f"| {name} | 0 of {n} | not in {args.steps} steps | "
+                    f"> {r['wall_s_median']:.0f} |"
+                )
     lines += ["", "Per seed: val loss / tokens/s", ""]
     names = list(runs)
     lines.append("| seed | " + " | ".join(names) + " |")
@@ -547,7 +690,17 @@ def main() -> None:
     parser.add_argument(
         "--data", default=os.path.join(REPO, "..", "shared", "data", "tinyshakespeare.txt")
     )
-    parser.add_argument("--only", default="tfllm,stretch,keras_hub,torch")
+    parser.add_argument("--only", default="tfllm,stretch,speedrun,keras_hub,torch,nanogpt")
+    parser.add_argument(
+        "--nanogpt", default=None, help="a local nanoGPT checkout: adds nanoGPT itself as a peer"
+    )
+    parser.add_argument(
+        "--target-loss",
+        type=float,
+        default=None,
+        help="time each contender to this validation loss (nanoGPT's measured 1.886, say)",
+    )
+    parser.add_argument("--eval-every", type=int, default=250, help="with --target-loss")
     parser.add_argument("--child")
     parser.add_argument("--out")
     parser.add_argument("--seed", type=int, default=0)
@@ -560,6 +713,9 @@ def main() -> None:
         "modern block's overrides)",
     )
     parser.add_argument("--ablate-only", default="", help="';'-separated variant names")
+    parser.add_argument(
+        "--append", action="store_true", help="add to the saved ablation table, not replace it"
+    )
     args = parser.parse_args()
     args.data = os.path.abspath(args.data)
     if args.child:
@@ -573,6 +729,10 @@ def main() -> None:
 
     peak = run_child("peak", args)
     wanted = [k for k in CONTENDERS if k in args.only.split(",")]
+    if args.nanogpt is None:
+        wanted = [k for k in wanted if k != "nanogpt"]
+    else:
+        args.nanogpt = os.path.abspath(args.nanogpt)
     seeds = list(range(args.repeats))
     runs: dict[str, list[dict]] = {CONTENDERS[k]: [] for k in wanted}
     for seed in seeds:

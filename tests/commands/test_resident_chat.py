@@ -101,6 +101,14 @@ def test_later_launches_attach_to_the_warm_worker_and_answer_as_in_process(run, 
     assert not alive(replacement)
     assert not list((cache / "resident").glob("*.json"))
 
+    chat(run, cache, 60, messages[:1])  # `kill PID` stops a worker cleanly too
+    last = registry(cache)["pid"]
+    os.kill(last, 15)
+    deadline = time.time() + 30
+    while alive(last) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not alive(last) and not list((cache / "resident").glob("*.json"))
+
 
 def test_bad_settings_are_refused_before_a_worker_starts(run, tmp_path):
     cache = tmp_path / "cache"

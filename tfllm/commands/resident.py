@@ -7,7 +7,8 @@ checkpoint, traces the decode step once and listens on 127.0.0.1; every launch, 
 included, then talks to it over HTTP without importing TensorFlow, and a later launch finds it
 already warm. The worker answers only requests that carry the token it wrote into its
 registry file (readable by its owner alone), serves one reply at a time, and exits after
-`keep_alive` seconds without a request (each launch sets it anew, as Ollama's does).
+`keep_alive` seconds without a request (each launch sets it anew, as Ollama's does), or
+when sent SIGTERM (`kill PID`, the pid being in the registry file).
 
 One worker per checkpoint state: its key covers the checkpoint's folder, the sizes and times of
 its config, tokenizer and checkpoint files (a retrained run gets a new worker) and
@@ -32,6 +33,7 @@ import http.client
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -419,13 +421,16 @@ def serve(ckpt: str, jit_compile: bool, keep_alive: float, registry: str) -> Non
         server.shutdown()
 
     threading.Thread(target=watch, daemon=True).start()
+    # `kill PID` stops it as idleness does: unregistered (serve_forever returns once the
+    # shutdown, asked from another thread, is seen).
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     print(f"chat worker {os.getpid()} serving {ckpt} on port {entry['port']}", flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
         if (_read(Path(registry)) or {}).get("pid") == os.getpid():
             Path(registry).unlink(missing_ok=True)
-        print(f"chat worker {os.getpid()} idle for {worker.keep_alive:g} s: exiting", flush=True)
+        print(f"chat worker {os.getpid()} exiting", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
