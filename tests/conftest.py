@@ -33,6 +33,7 @@ HEAVY_FIRST = (
     "tests/serving/test_qa_export.py",
     "tests/generation/test_prompt_rules.py",
     "tests/commands/test_python_api.py",
+    "tests/commands/test_resident_chat.py",
     "plugins/tfllm-plugin-example/tests/test_example_integration.py",
     "tests/training/test_distributed.py",
     "tests/data/test_prepared.py",

@@ -90,7 +90,15 @@ def test_later_launches_attach_to_the_warm_worker_and_answer_as_in_process(run, 
             "was cut at max_new_tokens=6"
         )
 
-    os.kill(worker["pid"], 9)  # a worker that died: the next launch starts another
+    entry = (cache / "resident").glob("*.json").__next__()
+    stale = entry.read_text()
+    os.kill(worker["pid"], 15)  # `kill PID` stops a worker cleanly: it unregisters
+    deadline = time.time() + 30
+    while alive(worker["pid"]) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not alive(worker["pid"]) and not entry.exists()
+
+    entry.write_text(stale)  # what a SIGKILLed worker leaves: the next launch starts another
     third = chat(run, cache, 1, messages[:1])
     replacement = registry(cache)["pid"]
     assert replacement != worker["pid"]
@@ -100,14 +108,6 @@ def test_later_launches_attach_to_the_warm_worker_and_answer_as_in_process(run, 
         time.sleep(0.2)
     assert not alive(replacement)
     assert not list((cache / "resident").glob("*.json"))
-
-    chat(run, cache, 60, messages[:1])  # `kill PID` stops a worker cleanly too
-    last = registry(cache)["pid"]
-    os.kill(last, 15)
-    deadline = time.time() + 30
-    while alive(last) and time.time() < deadline:
-        time.sleep(0.2)
-    assert not alive(last) and not list((cache / "resident").glob("*.json"))
 
 
 def test_bad_settings_are_refused_before_a_worker_starts(run, tmp_path):
