@@ -108,3 +108,19 @@ def test_shakespeare_char_is_nanogpts_baby_config():
     assert s["decay_steps"] == 2000 and (o["beta_2"], o["weight_decay"]) == (0.99, 0.1)
     assert cfg["tokenizer"]["name"] == "char"
     assert d["path"].endswith("tinyshakespeare.txt")
+
+
+def test_the_speedrun_experiment_is_the_measured_recipe():
+    """`experiment=shakespeare_char_speedrun` composes to exactly the ablation's `modern + muon`
+    variant (benchmarks/shakespeare_char.py), whose three-seed result its comment cites."""
+    speedrun = composed("experiment=shakespeare_char_speedrun")
+    measured = composed(
+        "experiment=shakespeare_char",
+        "positional=rope",
+        "ffn=swiglu",
+        "norm=rmsnorm",
+        "model.intermediate_dim=344",
+        "optimizer=muon",
+    )
+    assert speedrun == measured
+    assert speedrun["optimizer"]["name"] == "muon" and speedrun["trainer"]["max_steps"] == 2000
