@@ -64,8 +64,8 @@ def worker_key(ckpt: str, jit_compile: bool) -> str:
                 info = os.stat(os.path.join(folder, name))
             except OSError:
                 continue
-            stamp.append([os.path.relpath(os.path.join(folder, name), base), info.st_size])
-            stamp[-1].append(info.st_mtime_ns)
+            path = os.path.relpath(os.path.join(folder, name), base)
+            stamp.append([path, info.st_size, info.st_mtime_ns])
     text = json.dumps([base, stamp, bool(jit_compile), __version__])
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
@@ -98,22 +98,24 @@ class _Connection:
         finally:
             conn.close()
         if response.status != 200:
-            raise CommandError(payload.get("error", f"the chat worker answered {response.status}"))
+            raise _refused(response.status, payload)
         return payload
 
     def lines(self, path: str, body: dict) -> Iterator[dict[str, Any]]:
         conn, response = self._open("POST", path, body, self.timeout)
         try:
             if response.status != 200:
-                payload = json.loads(response.read() or b"{}")
-                raise CommandError(
-                    payload.get("error", f"the chat worker answered {response.status}")
-                )
+                raise _refused(response.status, json.loads(response.read() or b"{}"))
             for line in response:
                 if line.strip():
                     yield json.loads(line)
         finally:
             conn.close()
+
+
+def _refused(status: int, payload: dict[str, Any]) -> CommandError:
+    """The worker's own message for a request it refused, else its HTTP status."""
+    return CommandError(payload.get("error", f"the chat worker answered {status}"))
 
 
 def _alive(info: dict[str, Any]) -> bool:
