@@ -112,6 +112,17 @@ def kill_at_checkpoint(cmd, run_dir, step):
     )
 
 
+# Lines TensorFlow, XLA, absl, CUDA or oneDNN would write (tfllm's own lines never match).
+FOREIGN = re.compile(
+    r"^[IWEF]\d{4} |absl|cuda|cuInit|oneDNN|tensorflow/|xla/|rebuild TensorFlow", re.IGNORECASE
+)
+
+
+def foreign_lines(stderr: str) -> list[str]:
+    """The lines of `stderr` that TensorFlow and its libraries wrote, not tfllm."""
+    return [line for line in stderr.splitlines() if FOREIGN.search(line)]
+
+
 def train_here(overrides, run_dir):
     """`tfllm train OVERRIDES` in this process, into `run_dir`: for fixtures that need a trained
     run (the command's own path is tested by tests/commands), without starting a process."""

@@ -189,6 +189,12 @@ def test_n_choices_sample_reproducibly_with_a_seed(server):
     other = client.chat.completions.create(**dict(ask, seed=8))
     assert [c.message.content for c in other.choices] != texts
     assert 0 < first.usage.completion_tokens <= 2 * 12
+    # Streamed in pieces, the same seed draws the same two replies.
+    streamed = ["", ""]
+    for chunk in client.chat.completions.create(**ask, stream=True):
+        for c in chunk.choices:
+            streamed[c.index] += c.delta.content or ""
+    assert streamed == texts
 
 
 def test_stop_strings_and_max_tokens(server, local):
@@ -201,6 +207,12 @@ def test_stop_strings_and_max_tokens(server, local):
     )
     assert reply.choices[0].message.content == greedy[: greedy.index(stop)]
     assert reply.choices[0].finish_reason == "stop"
+    chunks = client.chat.completions.create(
+        model="lm", messages=MESSAGES, temperature=0, max_tokens=16, stop=[stop], stream=True
+    )
+    pieces = [(c.choices[0].delta.content, c.choices[0].finish_reason) for c in chunks]
+    assert "".join(p or "" for p, _ in pieces) == greedy[: greedy.index(stop)]
+    assert pieces[-1][1] == "stop"
     short = client.chat.completions.create(
         model="lm", messages=MESSAGES, temperature=0, max_completion_tokens=2
     )
@@ -219,6 +231,65 @@ def test_completions_take_one_or_many_prompts(server, local):
         model="lm", prompt="BERNARDO:", temperature=0, max_tokens=5, stream=True
     )
     assert "".join(c.choices[0].text for c in streamed) == out.choices[0].text
+
+
+def test_an_export_streams_in_growing_pieces_what_generate_answers(exports):
+    """The streaming signatures, in this process: the first text comes after one call for one
+    token, and the pieces join to `generate`'s completions, greedy, sampled and stopped."""
+    import tensorflow as tf
+
+    from tfllm.serving.openai_stream import IncrementalCompletions
+
+    root = exports[0]
+    loaded = tf.saved_model.load(str(root / "exports" / "lm" / "1"))
+    sizes = []
+
+    def run(signature, inputs):
+        if signature == "generate_ids":
+            sizes.append(int(inputs["max_new_tokens"]))
+        out = loaded.signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
+        return {k: v.numpy() for k, v in out.items()}
+
+    def whole(prompts, max_new, temperature, seed):
+        out = run(
+            "generate",
+            {
+                "prompts": np.asarray(prompts, dtype=object),
+                "max_new_tokens": np.int32(max_new),
+                "temperature": np.float32(temperature),
+                "top_k": np.int32(0),
+                "top_p": np.float32(1.0),
+                "seed": np.int32(seed),
+            },
+        )
+        texts = [t.decode() for t in out["completions"]]
+        return texts, [r.decode() for r in out["finish_reasons"]], int(out["lengths"].sum())
+
+    def streamed(prompts, max_new, temperature, seed, stops=()):
+        pieces = IncrementalCompletions(run, prompts, max_new, temperature, 1.0, seed, (), stops)
+        texts, reasons, first_after = [""] * len(prompts), [None] * len(prompts), None
+        for row, piece, reason in pieces:
+            if first_after is None:
+                first_after = list(sizes)
+            assert reasons[row] is None, "a row goes on after its finish reason"
+            texts[row] += piece
+            reasons[row] = reason
+        return texts, reasons, pieces.new_tokens, first_after
+
+    prompt = rendered(MESSAGES)
+    texts, reasons, count = whole([prompt], 16, 0.0, 0)
+    sizes.clear()
+    got, got_reasons, got_count, first_after = streamed([prompt], 16, 0.0, 0)
+    assert (got, got_reasons, got_count) == (texts, reasons, count)
+    assert first_after == [1] and sizes == [1, 4, 11]  # pieces grow: 1, 4, then what is left
+    rows = ["BERNARDO:", "BERNARDO:", "Who's there?"]
+    texts, reasons, count = whole(rows, 12, 1.0, 7)
+    assert texts[0] != texts[1]  # rows sample apart, and the pieces draw the same tokens
+    assert streamed(rows, 12, 1.0, 7)[:3] == (texts, reasons, count)
+    greedy = whole([prompt], 16, 0.0, 0)[0][0]
+    stop = greedy[4:6]
+    got, got_reasons, _, _ = streamed([prompt], 16, 0.0, 0, stops=[stop])
+    assert got == [greedy[: greedy.index(stop)]] and got_reasons == ["stop"]
 
 
 def test_embeddings_equal_the_model_in_both_encodings(server, exports):

@@ -18,7 +18,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from conftest import run_cli, self_signed, serve_process
+from conftest import foreign_lines, run_cli, self_signed, serve_process
 
 grpc = pytest.importorskip("grpc")
 apis = pytest.importorskip("tensorflow_serving.apis")
@@ -38,31 +38,33 @@ PROMPTS = ["BERNARDO:", "Who's there?", "FRANCISCO:\nFor this"]
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, request):
+    """`tfllm train` then `tfllm export`, as a user runs them, in a folder of their own (paths
+    relative to it); returns `(root, run, model dir, {command: its finished process})`."""
     root = tmp_path_factory.mktemp("serving")
-    corpus = root / "corpus.txt"
-    corpus.write_text(request.getfixturevalue("tiny_corpus_text"), encoding="utf-8")
-    run = root / "run"
-    run_cli(
+    (root / "corpus.txt").write_text(request.getfixturevalue("tiny_corpus_text"), encoding="utf-8")
+    train = run_cli(
         [
             "train",
             "debug=fast",
-            f"data.path={corpus}",
-            f"run_dir={run}",
+            "data.path=corpus.txt",
+            "run_dir=run",
             "trainer.max_steps=40",
             "trainer.callbacks=[]",
-        ]
+        ],
+        cwd=root,
     )
-    proc = run_cli(
+    export = run_cli(
         [
             "export",
-            f"ckpt={run}",
-            f"export.base_path={root / 'exports'}",
+            "ckpt=run",
+            "export.base_path=exports",
             "export.name=tiny",
             f"export.max_new_tokens={MAX_NEW}",
             "export.max_new_tokens_limit=16",
-        ]
+        ],
+        cwd=root,
     )
-    return root, run, root / "exports" / "tiny", proc.stdout
+    return root, root / "run", root / "exports" / "tiny", {"train": train, "export": export}
 
 
 @pytest.fixture(scope="module")
@@ -128,10 +130,19 @@ def xla_compiled_functions(version_dir) -> int:
     return sum(1 for f in library if f.attr.get("_XlaMustCompile") and f.attr["_XlaMustCompile"].b)
 
 
+def test_train_and_export_print_no_tensorflow_lines_and_write_only_what_they_are_asked(exported):
+    root, _, _, commands = exported
+    for name, proc in commands.items():
+        assert foreign_lines(proc.stderr) == [], (name, proc.stderr)
+    assert sorted(p.name for p in root.iterdir()) == ["corpus.txt", "exports", "run"]
+    assert (root / "run" / ".hydra").is_dir()  # Hydra's record lives in the run
+
+
 def test_export_layout_validation_and_warmup(exported):
     import tensorflow as tf
 
-    _, _, model_dir, stdout = exported
+    _, _, model_dir, commands = exported
+    stdout = commands["export"].stdout
     assert "exported version 1" in stdout and "validated in a fresh process" in stdout
     assert "identical" in stdout
     assert sorted(os.listdir(model_dir)) == ["1"]  # no staging folder left behind
@@ -230,6 +241,9 @@ def test_metadata_and_status(server):
         "score",
         "score_tokens",
         "count_tokens",
+        "prompt_ids",
+        "generate_ids",
+        "completion_text",
     }
     assert set(signatures.signature_def["generate"].inputs) == {
         "prompts",
@@ -422,6 +436,24 @@ MALFORMED = {
     "token id out of range": (
         dict(token_ids=np.asarray([[1, 2, 9999]], np.int32), lengths=np.asarray([3], np.int32)),
         "score_tokens",
+        {},
+        "INVALID_ARGUMENT",
+    ),
+    "a continued row past the context": (
+        dict(token_ids=np.ones((1, 200), np.int32), lengths=np.asarray([200], np.int32)) | GENERATE,
+        "generate_ids",
+        {},
+        "INVALID_ARGUMENT",
+    ),
+    "a continued row of no ids": (
+        dict(token_ids=np.ones((1, 2), np.int32), lengths=np.asarray([0], np.int32)) | GENERATE,
+        "generate_ids",
+        {},
+        "INVALID_ARGUMENT",
+    ),
+    "new ids out of range": (
+        dict(token_ids=np.asarray([[5, -1]], np.int32), lengths=np.asarray([2], np.int32)),
+        "completion_text",
         {},
         "INVALID_ARGUMENT",
     ),
@@ -888,6 +920,9 @@ def test_model_config_file_policies_labels_and_the_rest_client(exported, tmp_pat
                 "score",
                 "score_tokens",
                 "count_tokens",
+                "prompt_ids",
+                "generate_ids",
+                "completion_text",
             }
         with Client(port=server.rest_port, model="lm", transport="rest", version=6) as missing:
             with pytest.raises(ServingClientError, match="404"):

@@ -186,6 +186,22 @@ class CausalLMServing(ServingModule):
     - `count_tokens(prompts)`: `lengths`, the ids `generate` reads for each prompt before the
       context crop (what `tfllm chat server=` fits a conversation with, without a tokenizer).
 
+    Three more take `generate` apart so that a server can stream a completion as it is made
+    (the OpenAI endpoints of `tfllm serve` do): `generate` equals `prompt_ids`, then
+    `generate_ids` in pieces (each piece continues from the ids so far; sampling is seeded by
+    position, so the pieces draw what one call draws), then `completion_text`. An export with
+    a safety filter has none of them, since its filter judges whole completions.
+
+    - `prompt_ids(prompts, max_new_tokens)`: `token_ids` (int32 `[B, T]`, padded with -1) and
+      `lengths`, the ids `generate` starts from (bos, empty-prompt and context-crop rules
+      applied), and `budgets`, the new tokens each row may write.
+    - `generate_ids(token_ids, lengths, max_new_tokens, temperature, top_k, top_p, seed)`:
+      continues each row of ids (never cropped: a row of `context` ids writes nothing) with at
+      most `max_new_tokens` new ones: `tokens` (`[B, N]`, -1 padded), `lengths` (new tokens
+      per row) and `finish_reasons` (`stop` where a stop token ended the row).
+    - `completion_text(token_ids, lengths)`: the text of new ids, `completions` cut before the
+      export's first stop string, and `stopped` where a stop string cut one.
+
     Outputs of both generation signatures: `completions` (string `[B]`), `tokens` (int32
     `[B, N]`, the new tokens, padded with -1), `lengths` (int32 `[B]`, new tokens per row),
     `finish_reasons` (string `[B]`: `stop` or `length`, as `Completion.finish_reason`) and,
@@ -231,15 +247,38 @@ class CausalLMServing(ServingModule):
             input_signature=generate_spec[:1],
             autograph=False,
         )
+        ids_spec = [
+            tf.TensorSpec([None, None], tf.int32, name="token_ids"),
+            tf.TensorSpec([None], tf.int32, name="lengths"),
+        ]
+        self.prompt_ids = tf.function(
+            self._prompt_ids_signature, input_signature=generate_spec[:2], autograph=False
+        )
+        self.generate_ids = tf.function(
+            self._generate_ids, input_signature=ids_spec + generate_spec[1:], autograph=False
+        )
+        self.completion_text = tf.function(
+            self._completion_text, input_signature=ids_spec, autograph=False
+        )
+
+    @property
+    def streams(self) -> bool:
+        """Whether the export has the signatures that stream a completion in pieces."""
+        return self.safety is None
 
     def signatures(self) -> dict[str, Any]:
-        return {
+        signatures = {
             "serving_default": self.serving_default.get_concrete_function(),
             "generate": self.generate.get_concrete_function(),
             "score": self.score.get_concrete_function(),
             "score_tokens": self.score_tokens.get_concrete_function(),
             "count_tokens": self.count_tokens.get_concrete_function(),
         }
+        if self.streams:
+            signatures["prompt_ids"] = self.prompt_ids.get_concrete_function()
+            signatures["generate_ids"] = self.generate_ids.get_concrete_function()
+            signatures["completion_text"] = self.completion_text.get_concrete_function()
+        return signatures
 
     def sample_inputs(self, texts) -> dict[str, Any]:
         return {"prompts": list(texts)}
@@ -285,7 +324,68 @@ class CausalLMServing(ServingModule):
                 "top_p": (1.0, "float32"),
                 "seed": (0, "int32"),
             },
+            **(self._stream_requests(prompts, n) if self.streams else {}),
         }
+
+    def _stream_expected(self, prompts, n):
+        """What the streaming signatures must answer for `prompts`, `n` greedy tokens: the
+        Python prompt ids, and the completions' token ids and texts."""
+        from tfllm.generation.decoder import Generator
+        from tfllm.generation.prompts import encode_prompt
+
+        rows = [encode_prompt(self.tokenizer, p, self.context) for p in prompts]
+        completions = [
+            c[0]
+            for c in Generator(self._model, self.tokenizer).complete(
+                prompts, GenerationConfig(max_new_tokens=n, stop=self.stop_strings)
+            )
+        ]
+        return rows, completions
+
+    def _stream_requests(self, prompts, n) -> dict[str, dict[str, Any]]:
+        rows, completions = self._stream_expected(prompts, n)
+
+        def padded(seqs):
+            width = max(1, max(len(r) for r in seqs))
+            return [list(r) + [-1] * (width - len(r)) for r in seqs], [len(r) for r in seqs]
+
+        ids, lengths = padded(rows)
+        new, new_lengths = padded([c.token_ids for c in completions])
+        return {
+            "prompt_ids": {"prompts": (prompts, "string"), "max_new_tokens": (n, "int32")},
+            "generate_ids": {
+                "token_ids": (ids, "int32"),
+                "lengths": (lengths, "int32"),
+                "max_new_tokens": (n, "int32"),
+                "temperature": (0.0, "float32"),
+                "top_k": (0, "int32"),
+                "top_p": (1.0, "float32"),
+                "seed": (0, "int32"),
+            },
+            "completion_text": {"token_ids": (new, "int32"), "lengths": (new_lengths, "int32")},
+        }
+
+    def _check_streaming(self, prompts, n, results) -> None:
+        rows, completions = self._stream_expected(prompts, n)
+
+        def cut(tokens, lengths):
+            return [list(t[:k]) for t, k in zip(tokens, lengths, strict=True)]
+
+        got = results["prompt_ids"]
+        if cut(got["token_ids"], got["lengths"]) != rows:
+            raise ValueError(f"prompt_ids differs after reloading: export {got}, Python {rows}")
+        got = results["generate_ids"]
+        expected = [list(c.token_ids) for c in completions]
+        if cut(got["tokens"], got["lengths"]) != expected:
+            raise ValueError(
+                f"generate_ids differs after reloading: export {got}, Python {expected}"
+            )
+        texts = results["completion_text"]["completions"]
+        if texts != [c.text for c in completions]:
+            raise ValueError(
+                f"completion_text differs after reloading: export {texts!r}, Python "
+                f"{[c.text for c in completions]!r}"
+            )
 
     def check_validation(self, texts, results) -> str:
         from tfllm.generation.decoder import Generator
@@ -313,9 +413,13 @@ class CausalLMServing(ServingModule):
                 f"serving_default's completions differ after reloading: export {got!r}, "
                 f"Keras {default!r}"
             )
+        if self.streams:
+            self._check_streaming(prompts, n, results)
         return (
             f"greedy completions of {len(expected)} prompts, {n} tokens, and serving_default "
-            f"({self.default_new_tokens} tokens) of {len(default)}: identical"
+            f"({self.default_new_tokens} tokens) of {len(default)}"
+            + (", and the streaming signatures" if self.streams else "")
+            + ": identical"
         )
 
     # ----- pieces ---------------------------------------------------------------------------
@@ -345,7 +449,7 @@ class CausalLMServing(ServingModule):
             ids = tf.concat([ids, fill], axis=1)
         return ids
 
-    def _prompt_ids(self, prompts):
+    def _cropped_ids(self, prompts):
         """`tfllm.generation.prompts.encode_prompt` in the graph: ragged ids `(B, None)`, each
         row cut to its last `context - 1` tokens."""
         ids = self._token_ids(prompts, "prompts", allow_empty=True)
@@ -372,7 +476,24 @@ class CausalLMServing(ServingModule):
         )
         checks = [length_check, *sampling_checks(temperature, top_k, top_p)]
         with tf.control_dependencies(checks):
-            ids = self._prompt_ids(prompts)
+            ids = self._cropped_ids(prompts)
+        new, ended = self._decode(ids, max_new_tokens, temperature, top_k, top_p, seed)
+        completions, cut = self._text(new)
+        b = tf.shape(prompts)[0]
+        outputs = {
+            "completions": completions,
+            "tokens": new.to_tensor(default_value=-1, shape=tf.stack([b, max_new_tokens])),
+            "lengths": tf.cast(new.row_lengths(), tf.int32),
+            "finish_reasons": finish_reasons(ended | cut),
+        }
+        if self.safety is not None:  # flag, redact or block, as `tfllm generate safety=` does
+            outputs["completions"], outputs["flagged"] = self.safety.apply_graph(completions)
+        return outputs
+
+    def _decode(self, ids, max_new_tokens, temperature, top_k, top_p, seed):
+        """The decode loop from ragged ids `(B, None)` (each row within the context). Returns
+        the new ids `(B, None)` and where a row ended before its budget or on a stop token
+        `(B,)`."""
         prompt_lengths = tf.cast(ids.row_lengths(), tf.int32)  # (B,)
         # Rule 4: each row writes what fits, at most max_new_tokens.
         total = tf.minimum(tf.reduce_max(prompt_lengths) + max_new_tokens, self.context)
@@ -391,34 +512,37 @@ class CausalLMServing(ServingModule):
             tf.constant(self.pad_id, tf.int32),
         )
         new_lengths = lengths - prompt_lengths  # (B,)
-        offsets = tf.ragged.range(prompt_lengths, lengths)  # (B, None) new positions
-        new = tf.gather(out, offsets, batch_dims=1)  # (B, None) new tokens
-        text = self.tokenizer.detokenize(new, skip_special_tokens=True)  # (B,)
-        completions = cut_at_stops_graph(text, self.stop_strings)
+        new = tf.gather(out, tf.ragged.range(prompt_lengths, lengths), batch_dims=1)  # (B, None)
         budgets = tf.minimum(max_new_tokens, self.context - prompt_lengths)  # (B,)
         last = tf.gather(out, tf.maximum(lengths - 1, 0), batch_dims=1)  # (B,)
-        stopped = (
-            (new_lengths < budgets)
-            | ((new_lengths > 0) & tf.reduce_any(last[:, None] == stops[None, :], axis=-1))
-            | (completions != text)
+        ended = (new_lengths < budgets) | (
+            (new_lengths > 0) & tf.reduce_any(last[:, None] == stops[None, :], axis=-1)
         )
-        tokens = new.to_tensor(default_value=-1, shape=tf.stack([b, max_new_tokens]))
-        outputs = {
-            "completions": completions,
-            "tokens": tokens,
-            "lengths": new_lengths,
-            "finish_reasons": finish_reasons(stopped),
+        return new, ended
+
+    def _text(self, new):
+        """New ids `(B, None)` to the completion text cut before the export's first stop
+        string `(B,)`, and where one cut it `(B,)`."""
+        text = self.tokenizer.detokenize(new, skip_special_tokens=True)  # (B,)
+        completions = cut_at_stops_graph(text, self.stop_strings)
+        return completions, completions != text
+
+    def _prompt_ids_signature(self, prompts, max_new_tokens):
+        # prompts: (B,) -> token_ids (B, T) -1 padded, lengths (B,), budgets (B,)
+        length_check, max_new_tokens = max_new_tokens_check(
+            max_new_tokens, self.settings.max_new_tokens_limit, self.default_new_tokens
+        )
+        with tf.control_dependencies([length_check]):
+            ids = self._cropped_ids(prompts)
+        lengths = tf.cast(ids.row_lengths(), tf.int32)
+        return {
+            "token_ids": ids.to_tensor(default_value=-1),
+            "lengths": lengths,
+            "budgets": tf.minimum(max_new_tokens, self.context - lengths),
         }
-        if self.safety is not None:  # flag, redact or block, as `tfllm generate safety=` does
-            outputs["completions"], outputs["flagged"] = self.safety.apply_graph(completions)
-        return outputs
 
-    def _score(self, texts):
-        ids = self._token_ids(texts, "texts")  # (B, None)
-        return self._score_ids(ids, "a text")
-
-    def _score_tokens(self, token_ids, lengths):
-        # token_ids: (B, T) right-padded; lengths: (B,) real tokens per row.
+    def _id_rows(self, token_ids, lengths, low: int):
+        """Checked `token_ids` `(B, T)` cut to `lengths` `(B,)`: ragged `(B, None)`."""
         checks = [
             _assert(tf.shape(token_ids)[0] > 0, "token_ids: the batch is empty"),
             _assert(
@@ -426,8 +550,8 @@ class CausalLMServing(ServingModule):
                 "lengths must have one entry per row of token_ids",
             ),
             _assert(
-                tf.reduce_all((lengths >= 0) & (lengths <= tf.shape(token_ids)[1])),
-                "lengths must lie in [0, token_ids.shape[1]]",
+                tf.reduce_all((lengths >= low) & (lengths <= tf.shape(token_ids)[1])),
+                f"lengths must lie in [{low}, token_ids.shape[1]]",
             ),
             _assert(
                 tf.reduce_all(
@@ -440,8 +564,41 @@ class CausalLMServing(ServingModule):
             ),
         ]
         with tf.control_dependencies(checks):
-            ids = tf.RaggedTensor.from_tensor(tf.identity(token_ids), lengths=lengths)
-        return self._score_ids(ids, "a sequence")
+            return tf.RaggedTensor.from_tensor(tf.identity(token_ids), lengths=lengths)
+
+    def _generate_ids(self, token_ids, lengths, max_new_tokens, temperature, top_k, top_p, seed):
+        # token_ids: (B, T) right-padded, lengths: (B,) -> tokens (B, N), lengths, reasons (B,)
+        length_check, max_new_tokens = max_new_tokens_check(
+            max_new_tokens, self.settings.max_new_tokens_limit, self.default_new_tokens
+        )
+        fits = _assert(
+            tf.reduce_max(lengths) <= self.context,
+            f"a row of token_ids is longer than the model's context of {self.context} tokens",
+        )
+        with tf.control_dependencies(
+            [length_check, fits, *sampling_checks(temperature, top_k, top_p)]
+        ):
+            ids = self._id_rows(token_ids, lengths, low=1)
+        new, ended = self._decode(ids, max_new_tokens, temperature, top_k, top_p, seed)
+        b = tf.shape(lengths)[0]
+        return {
+            "tokens": new.to_tensor(default_value=-1, shape=tf.stack([b, max_new_tokens])),
+            "lengths": tf.cast(new.row_lengths(), tf.int32),
+            "finish_reasons": finish_reasons(ended),
+        }
+
+    def _completion_text(self, token_ids, lengths):
+        # token_ids: (B, T) right-padded new ids, lengths: (B,) -> completions, stopped (B,)
+        completions, cut = self._text(self._id_rows(token_ids, lengths, low=0))
+        return {"completions": completions, "stopped": cut}
+
+    def _score(self, texts):
+        ids = self._token_ids(texts, "texts")  # (B, None)
+        return self._score_ids(ids, "a text")
+
+    def _score_tokens(self, token_ids, lengths):
+        # token_ids: (B, T) right-padded; lengths: (B,) real tokens per row.
+        return self._score_ids(self._id_rows(token_ids, lengths, low=0), "a sequence")
 
     def _score_ids(self, ids, what: str):
         lengths = tf.cast(ids.row_lengths(), tf.int32)

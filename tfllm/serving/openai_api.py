@@ -23,9 +23,13 @@ generated for every choice (a request-level stop string cuts the text after deco
 those tokens are counted).
 
 `stream: true` answers with server-sent events in OpenAI's chunk format (`data: {...}` lines, then
-`data: [DONE]`), chunks that reassemble to the non-streamed text. The export decodes a whole
-completion in one signature call, so the chunks are sent when it ends: the first token arrives
-no earlier than without streaming.
+`data: [DONE]`), chunks that reassemble to the non-streamed text. An export with the streaming
+signatures (`prompt_ids`, `generate_ids`, `completion_text`: every causal LM export without a
+safety filter) is decoded in growing pieces and its text sent as it is made (see
+`tfllm.serving.openai_stream`); then a request-level stop string ends decoding where it appears,
+so `usage` counts the tokens decoded up to there. Other exports (a safety filter judges whole
+completions) decode in one call and their chunks go out when it ends. An error after the first
+event arrives as an event holding OpenAI's error JSON.
 """
 
 from __future__ import annotations
@@ -39,12 +43,15 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Iterator
+from itertools import chain
 from typing import Any
 
 import grpc
 import numpy as np
 
 from tfllm.chat_template import render_template
+from tfllm.serving.openai_stream import STREAM_SIGNATURES, IncrementalCompletions, cut_at_stops
 from tfllm.serving.predictor import Predictor
 from tfllm.serving.rest_api import HTTP_STATUS, JsonHandler, PooledHTTPServer
 from tfllm.serving.security import AUTHORIZATION, Security
@@ -197,16 +204,6 @@ def _stops(body: dict) -> tuple[str, ...]:
     return tuple(stops)
 
 
-def cut_at_stops(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
-    """`text` up to the earliest stop string, and whether one was found.
-
-    >>> cut_at_stops("Hello. World.", (".", "World"))
-    ('Hello', True)
-    """
-    cuts = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return (text[: min(cuts)], True) if cuts else (text, False)
-
-
 def text_pieces(text: str) -> list[str]:
     """Streaming chunks of `text`: words with the whitespace before them (they join to `text`).
 
@@ -234,9 +231,11 @@ class ModelInfo:
                 self.special_tokens = dict(json.load(f)["config"].get("special_tokens") or {})
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             self.special_tokens = {}
+        export = cfg.get("export") or {}
         self.template = (cfg.get("chat") or {}).get("template")
         self.context = (cfg.get("model") or {}).get("max_sequence_length")
-        self.token_limit = (cfg.get("export") or {}).get("max_new_tokens_limit")
+        self.token_limit = export.get("max_new_tokens_limit")
+        self.stops = tuple(export.get("stop") or ())
 
 
 class OpenAIHandler(JsonHandler):
@@ -247,18 +246,41 @@ class OpenAIHandler(JsonHandler):
     _infos_lock = threading.Lock()
 
     # ----- plumbing ---------------------------------------------------------------------------
-    def _send_events(self, events: list[dict[str, Any]]) -> None:
-        """Server-sent events, then `[DONE]`; the connection closes after them."""
+    def _send_events(self, events: Iterable[dict[str, Any]]) -> None:
+        """Server-sent events, each flushed as it comes, then `[DONE]`; the connection closes
+        after them. An error while they are made goes out as an event of OpenAI's error JSON."""
         self.close_connection = True
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Connection", "close")
         self.end_headers()
-        for event in events:
+
+        def send(event: dict[str, Any]) -> None:
             self.wfile.write(b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n")
+            self.wfile.flush()
+
+        try:
+            for event in events:
+                send(event)
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the client left: nothing to tell it
+        except Exception as e:
+            send(self._error_body(e)[1])
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
+
+    def _error_body(self, e: Exception) -> tuple[int, dict[str, Any]]:
+        """An exception as an HTTP status and OpenAI's error JSON."""
+        if isinstance(e, OpenAIError):
+            return e.status, e.body()
+        if isinstance(e, ServingError):
+            error = _from_serving(e)
+            return error.status, error.body()
+        if isinstance(e, TimeoutError):
+            return 408, OpenAIError(408, "The request did not arrive in time.").body()
+        log.exception("OpenAI request failed", exc_info=e)
+        return 500, OpenAIError(500, f"{type(e).__name__}: {e}", kind="server_error").body()
 
     def _handle(self, fn) -> None:
         try:
@@ -266,21 +288,15 @@ class OpenAIHandler(JsonHandler):
                 self.close_connection = True
                 raise OpenAIError(401, "Missing or wrong bearer token.", None, "invalid_api_key")
             result = fn()
-            if isinstance(result, list):
-                self._send_events(result)
+            if isinstance(result, Iterator):
+                # The first event is made before the status line, so an error in it (a
+                # refused request) still gets its own status.
+                first = next(result, None)
+                self._send_events(chain([first] if first else [], result))
                 return
             status, body = 200, result
-        except OpenAIError as e:
-            status, body = e.status, e.body()
-        except ServingError as e:
-            error = _from_serving(e)
-            status, body = error.status, error.body()
-        except TimeoutError:
-            status, body = 408, OpenAIError(408, "The request did not arrive in time.").body()
         except Exception as e:  # keep serving
-            log.exception("OpenAI request failed")
-            status = 500
-            body = OpenAIError(500, f"{type(e).__name__}: {e}", kind="server_error").body()
+            status, body = self._error_body(e)
         self._send(status, body)
 
     def _body(self) -> dict[str, Any]:
@@ -415,9 +431,9 @@ class OpenAIHandler(JsonHandler):
             "include_usage": bool((options or {}).get("include_usage", False)),
         }
 
-    def _generate(self, name: str, version: Version, info: ModelInfo, prompts: list[str], s):
-        """Run `generate` for each prompt `n` times; returns (choices, prompt tokens, new
-        tokens) with choices as `(prompt index, text, finish_reason)`."""
+    def _prepare(self, name: str, version: Version, info: ModelInfo, prompts: list[str], s):
+        """The checks both paths make: the model generates, and each prompt leaves room.
+        Returns the settings to use and the prompt tokens (for `usage`)."""
         self._require(name, version, "generate")  # (an embedding export counts other inputs)
         counted = self._run(
             name,
@@ -435,6 +451,11 @@ class OpenAIHandler(JsonHandler):
                 )
         if s["top_p"] == 0.0:  # OpenAI allows 0: the most likely token only
             s = dict(s, temperature=0.0, top_p=1.0)
+        return s, int(np.sum(counted))
+
+    def _generate(self, name: str, version: Version, prompts: list[str], s):
+        """Run `generate` once for all prompts, each `n` times; returns (choices, new tokens)
+        with choices as `(text, finish_reason)`, prompt by prompt."""
         rows = [p for p in prompts for _ in range(s["n"])]
         outputs = self._run(
             name,
@@ -450,13 +471,34 @@ class OpenAIHandler(JsonHandler):
             },
         )
         choices = []
-        for row, (raw, reason) in enumerate(
-            zip(outputs["completions"], outputs["finish_reasons"], strict=True)
-        ):
+        for raw, reason in zip(outputs["completions"], outputs["finish_reasons"], strict=True):
             text, stopped = cut_at_stops(raw.decode("utf-8", errors="replace"), s["stops"])
-            reason = "stop" if stopped else reason.decode()
-            choices.append((row // s["n"], text, reason))
-        return choices, int(np.sum(counted)), int(np.sum(outputs["lengths"]))
+            choices.append((text, "stop" if stopped else reason.decode()))
+        return choices, int(np.sum(outputs["lengths"]))
+
+    def _stream(self, name: str, version: Version, info: ModelInfo, prompts: list[str], s):
+        """`(choice, text piece, finish_reason or None)` as the text is made, and a function
+        giving `usage` once they are all out."""
+        s, prompt_tokens = self._prepare(name, version, info, prompts, s)
+        if all(signature in version.signature_defs for signature in STREAM_SIGNATURES):
+            pieces = IncrementalCompletions(
+                lambda signature, inputs: self._run(name, version, signature, inputs),
+                [p for p in prompts for _ in range(s["n"])],
+                s["max_new_tokens"],
+                s["temperature"],
+                s["top_p"],
+                s["seed"],
+                export_stops=info.stops,
+                stops=s["stops"],
+            )
+            return iter(pieces), lambda: _usage(prompt_tokens, pieces.new_tokens)
+        choices, new_tokens = self._generate(name, version, prompts, s)
+        whole = (
+            item
+            for i, (text, reason) in enumerate(choices)
+            for item in [*((i, piece, None) for piece in text_pieces(text)), (i, "", reason)]
+        )
+        return whole, lambda: _usage(prompt_tokens, new_tokens)
 
     def _chat(self, body: dict) -> Any:
         _unsupported(body, CHAT_PARAMS)
@@ -476,8 +518,6 @@ class OpenAIHandler(JsonHandler):
             prompt = render_template(info.template, messages, info.special_tokens)
         except ValueError as e:
             raise _invalid(str(e), "messages", "invalid_value") from None
-        choices, prompt_tokens, new_tokens = self._generate(name, version, info, [prompt], settings)
-        usage = _usage(prompt_tokens, new_tokens)
         head = {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "created": int(time.time()),
@@ -485,17 +525,24 @@ class OpenAIHandler(JsonHandler):
             "system_fingerprint": f"tfllm-{name}-v{version.number}",
         }
         if settings["stream"]:
-            events = []
-            for i, (_, text, reason) in enumerate(choices):
+            pieces, usage = self._stream(name, version, info, [prompt], settings)
+
+            def events() -> Iterator[dict[str, Any]]:
                 chunk = dict(head, object="chat.completion.chunk")
-                first = {"role": "assistant", "content": ""}
-                events.append(dict(chunk, choices=[_delta(i, first, None)]))
-                for piece in text_pieces(text):
-                    events.append(dict(chunk, choices=[_delta(i, {"content": piece}, None)]))
-                events.append(dict(chunk, choices=[_delta(i, {}, reason)]))
-            if settings["include_usage"]:
-                events.append(dict(head, object="chat.completion.chunk", choices=[], usage=usage))
-            return events
+                for i in range(settings["n"]):
+                    first = {"role": "assistant", "content": ""}
+                    yield dict(chunk, choices=[_delta(i, first, None)])
+                for i, piece, reason in pieces:
+                    if piece:
+                        yield dict(chunk, choices=[_delta(i, {"content": piece}, None)])
+                    if reason:
+                        yield dict(chunk, choices=[_delta(i, {}, reason)])
+                if settings["include_usage"]:
+                    yield dict(chunk, choices=[], usage=usage())
+
+            return events()
+        settings, prompt_tokens = self._prepare(name, version, info, [prompt], settings)
+        choices, new_tokens = self._generate(name, version, [prompt], settings)
         return dict(
             head,
             object="chat.completion",
@@ -506,9 +553,9 @@ class OpenAIHandler(JsonHandler):
                     "finish_reason": reason,
                     "logprobs": None,
                 }
-                for i, (_, text, reason) in enumerate(choices)
+                for i, (text, reason) in enumerate(choices)
             ],
-            usage=usage,
+            usage=_usage(prompt_tokens, new_tokens),
         )
 
     def _completions(self, body: dict) -> Any:
@@ -529,8 +576,6 @@ class OpenAIHandler(JsonHandler):
                 "invalid_value",
             )
         settings = self._sampling(body, info, ("max_tokens",))
-        choices, prompt_tokens, new_tokens = self._generate(name, version, info, prompts, settings)
-        usage = _usage(prompt_tokens, new_tokens)
         head = {
             "id": f"cmpl-{uuid.uuid4().hex}",
             "object": "text_completion",
@@ -543,18 +588,22 @@ class OpenAIHandler(JsonHandler):
             return {"index": i, "text": text, "finish_reason": reason, "logprobs": None}
 
         if settings["stream"]:
-            events = []
-            for i, (_, text, reason) in enumerate(choices):
-                for piece in text_pieces(text):
-                    events.append(dict(head, choices=[choice(i, piece, None)]))
-                events.append(dict(head, choices=[choice(i, "", reason)]))
-            if settings["include_usage"]:
-                events.append(dict(head, choices=[], usage=usage))
-            return events
+            pieces, usage = self._stream(name, version, info, prompts, settings)
+
+            def events() -> Iterator[dict[str, Any]]:
+                for i, piece, reason in pieces:
+                    if piece or reason:
+                        yield dict(head, choices=[choice(i, piece, reason)])
+                if settings["include_usage"]:
+                    yield dict(head, choices=[], usage=usage())
+
+            return events()
+        settings, prompt_tokens = self._prepare(name, version, info, prompts, settings)
+        choices, new_tokens = self._generate(name, version, prompts, settings)
         return dict(
             head,
-            choices=[choice(i, text, reason) for i, (_, text, reason) in enumerate(choices)],
-            usage=usage,
+            choices=[choice(i, text, reason) for i, (text, reason) in enumerate(choices)],
+            usage=_usage(prompt_tokens, new_tokens),
         )
 
     def _embeddings(self, body: dict) -> Any:
