@@ -134,6 +134,26 @@ def train_here(overrides, run_dir):
     Trainer(cfg, str(run_dir)).fit()
 
 
+def export_here(run_dir, base_path, name, validate=True, **settings):
+    """`tfllm export ckpt=RUN` in this process (validated in a fresh one, as the command does):
+    for fixtures that serve a task's export (the command's own path is tested by
+    tests/serving/test_serving.py). Returns the `ExportResult`."""
+    from tfllm.export.exporter import export_model
+    from tfllm.export.serving_module import ExportSettings
+    from tfllm.runs import load_run
+
+    model, tokenizer, cfg = load_run(str(run_dir))
+    return export_model(
+        model,
+        tokenizer,
+        cfg,
+        str(base_path),
+        name,
+        settings=ExportSettings(**settings),
+        validate=validate,
+    )
+
+
 def run_cli(args, cwd=None, timeout=300, check=True, env=None, input_text=None):
     """Run the real `tfllm` console script in a fresh process."""
     full_env = dict(os.environ)

@@ -5,7 +5,7 @@ never saved in runs or exports."""
 import os
 
 import pytest
-from conftest import run_cli
+from conftest import export_here, run_cli
 
 from tfllm.commands.overrides import refused_hydra_override
 from tfllm.runs import load_run_config
@@ -59,7 +59,7 @@ def test_a_refused_callback_runs_nothing_through_the_cli(tmp_path):
     assert not target.exists() and not (tmp_path / "run").exists()
 
 
-def test_environment_values_are_used_but_never_saved(tiny_corpus, tmp_path):
+def test_environment_values_are_used_but_never_saved(tiny_corpus, tmp_path, monkeypatch):
     run = tmp_path / "run"
     proc = run_cli(
         [
@@ -78,16 +78,8 @@ def test_environment_values_are_used_but_never_saved(tiny_corpus, tmp_path):
     assert load_run_config(str(run))["data"]["path"] == "${oc.env:TFLLM_TEST_CORPUS}"
     assert os.path.exists(run / "checkpoints")  # it trained on the corpus the variable named
     # An export of the run carries the interpolation text, not the value, in assets.extra.
-    run_cli(
-        [
-            "export",
-            f"ckpt={run}",
-            f"export.base_path={tmp_path / 'exports'}",
-            "export.name=lm",
-            "export.validate=false",
-        ],
-        env={"TFLLM_TEST_CORPUS": str(tiny_corpus)},
-    )
+    monkeypatch.setenv("TFLLM_TEST_CORPUS", str(tiny_corpus))
+    export_here(run, tmp_path / "exports", "lm", validate=False)
     extra = next((tmp_path / "exports" / "lm").iterdir()) / "assets.extra"
     exported = (extra / "config.yaml").read_text()
     assert str(tiny_corpus) not in exported and "oc.env:TFLLM_TEST_CORPUS" in exported

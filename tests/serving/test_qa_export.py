@@ -9,7 +9,7 @@ import random
 
 import numpy as np
 import pytest
-from conftest import predict_error, run_cli, serve_process, train_here
+from conftest import export_here, predict_error, run_cli, serve_process, train_here
 
 grpc = pytest.importorskip("grpc")
 pytest.importorskip("tensorflow_serving.apis")
@@ -76,16 +76,9 @@ def qa(tmp_path_factory):
         ],
         run,
     )
-    proc = run_cli(
-        [
-            "export",
-            f"ckpt={run}",
-            f"export.base_path={root / 'exports'}",
-            "export.name=qa",
-            "export.qa_max_windows=4",
-        ]
-    )
-    assert "answers to 3 questions (4 windows): identical spans" in proc.stdout, proc.stdout
+    result = export_here(run, root / "exports", "qa", qa_max_windows=4)
+    compared = result.validation["compared"]
+    assert "answers to 3 questions (4 windows): identical spans" in compared, compared
     from tfllm.runs import load_run
     from tfllm.tasks.qa_reading import ReadingRule
 

@@ -12,7 +12,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from conftest import predict_error, run_cli, serve_process, train_here
+from conftest import export_here, predict_error, run_cli, serve_process, train_here
 
 grpc = pytest.importorskip("grpc")
 pytest.importorskip("tensorflow_serving.apis")
@@ -144,10 +144,8 @@ def classifier(tmp_path_factory):
         ],
         run,
     )
-    proc = run_cli(
-        ["export", f"ckpt={run}", f"export.base_path={root / 'exports'}", "export.name=clf"]
-    )
-    assert "class probabilities of 3 texts" in proc.stdout, proc.stdout
+    result = export_here(run, root / "exports", "clf")
+    assert "class probabilities of 3 texts" in result.validation["compared"], result.validation
     from tfllm.runs import load_run
 
     model, tokenizer, cfg = load_run(str(run))
@@ -569,10 +567,8 @@ def tagger(tmp_path_factory):
         ],
         run,
     )
-    proc = run_cli(
-        ["export", f"ckpt={run}", f"export.base_path={root / 'exports'}", "export.name=ner"]
-    )
-    assert "word labels of 3 texts: identical" in proc.stdout, proc.stdout
+    result = export_here(run, root / "exports", "ner")
+    assert "word labels of 3 texts: identical" in result.validation["compared"], result.validation
     from tfllm.runs import load_run
 
     model, tokenizer, _ = load_run(str(run))
