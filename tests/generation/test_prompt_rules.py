@@ -102,6 +102,38 @@ def served(signatures, prompt):
     return out["completions"].numpy()[0].decode("utf-8")
 
 
+def streamed(signatures, prompt):
+    """`serving_default`'s completion of `prompt`, streamed in pieces through the streaming
+    signatures: no piece shows text that a stop string later cuts."""
+    from tfllm.serving.openai_stream import IncrementalCompletions
+
+    def run(signature, inputs):
+        out = signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
+        return {k: v.numpy() for k, v in out.items()}
+
+    shown = ""
+    for _, piece, _ in IncrementalCompletions(run, [prompt], NEW, 0.0, 1.0, 0):
+        shown += piece
+    return shown
+
+
+def assert_held_back(lm, signatures, text, stops):
+    """`completion_text` on every prefix of `text`: cut at the stops, and `held` the characters
+    at its end that begin a stop string (what a streaming client must not show yet)."""
+    tokenizer = lm[1]
+    rows = [tokenizer.encode_one(text[:j]) for j in range(1, len(text) + 1)]
+    width = max(len(r) for r in rows)
+    out = signatures["completion_text"](
+        token_ids=tf.constant([r + [0] * (width - len(r)) for r in rows], tf.int32),
+        lengths=tf.constant([len(r) for r in rows], tf.int32),
+    )
+    answers = zip(out["completions"].numpy(), out["held"].numpy(), strict=True)
+    for j, (got, held) in enumerate(answers, 1):
+        cut = prompts.cut_at_stops(text[:j], stops)
+        begins = [k for s in stops for k in range(1, len(s)) if cut.endswith(s[:k])]
+        assert (got.decode(), int(held)) == (cut, max(begins, default=0)), text[:j]
+
+
 def served_generate(signatures, prompt, max_new_tokens):
     """`(completion, finish reason, new tokens)` of a greedy `generate` request."""
     out = signatures["generate"](
@@ -155,6 +187,8 @@ def test_stop_strings_end_the_text_before_them_everywhere(lm, paths, exported):
         assert chat_answer(paths, prompt, stop) == expected, stop
         if len(stop) == 2:  # one export holds both kinds of stop (each export takes ~20 s)
             assert served(exported(stop), prompt) == expected, stop
+            assert streamed(exported(stop), prompt) == expected, stop
+            assert_held_back(lm, exported(stop), free, stop)
         # Beam search finishes a hypothesis at a one-token stop, which can change which one
         # wins; its text still ends before every stop string.
         beam = beam_answer(lm, prompt, stop)

@@ -266,7 +266,7 @@ def test_an_export_streams_in_growing_pieces_what_generate_answers(exports):
         return texts, [r.decode() for r in out["finish_reasons"]], int(out["lengths"].sum())
 
     def streamed(prompts, max_new, temperature, seed, stops=()):
-        pieces = IncrementalCompletions(run, prompts, max_new, temperature, 1.0, seed, (), stops)
+        pieces = IncrementalCompletions(run, prompts, max_new, temperature, 1.0, seed, stops)
         texts, reasons, first_after = [""] * len(prompts), [None] * len(prompts), None
         for row, piece, reason in pieces:
             if first_after is None:

@@ -200,7 +200,9 @@ class CausalLMServing(ServingModule):
       most `max_new_tokens` new ones: `tokens` (`[B, N]`, -1 padded), `lengths` (new tokens
       per row) and `finish_reasons` (`stop` where a stop token ended the row).
     - `completion_text(token_ids, lengths)`: the text of new ids, `completions` cut before the
-      export's first stop string, and `stopped` where a stop string cut one.
+      export's first stop string, `stopped` where a stop string cut one, and `held`, the
+      characters at the end that may begin one (a streaming client waits for more before it
+      shows them).
 
     Outputs of both generation signatures: `completions` (string `[B]`), `tokens` (int32
     `[B, N]`, the new tokens, padded with -1), `lengths` (int32 `[B]`, new tokens per row),
@@ -588,9 +590,21 @@ class CausalLMServing(ServingModule):
         }
 
     def _completion_text(self, token_ids, lengths):
-        # token_ids: (B, T) right-padded new ids, lengths: (B,) -> completions, stopped (B,)
+        # token_ids: (B, T) right-padded new ids, lengths: (B,) -> completions, stopped, held (B,)
         completions, cut = self._text(self._id_rows(token_ids, lengths, low=0))
-        return {"completions": completions, "stopped": cut}
+        return {"completions": completions, "stopped": cut, "held": self._held(completions)}
+
+    def _held(self, texts):
+        """How many characters at the end of each text `(B,)` may begin one of the export's
+        stop strings (a streaming client holds them back until the next piece shows)."""
+        held = tf.zeros(tf.shape(texts), tf.int32)
+        for stop in self.stop_strings:
+            for k in range(1, len(stop)):
+                # RE2: any text, then the stop's first k characters at the very end.
+                pattern = "(?s).*" + "".join(f"\\x{{{ord(c):x}}}" for c in stop[:k])
+                ends = tf.strings.regex_full_match(texts, pattern)
+                held = tf.where(ends, tf.maximum(held, k), held)
+        return held
 
     def _score(self, texts):
         ids = self._token_ids(texts, "texts")  # (B, None)

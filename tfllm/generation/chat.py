@@ -183,9 +183,7 @@ class ChatSession:
         config = replace(self.config, seed=self.config.seed + 7919 * self.turns)
         self.turns += 1
         if self.remote is not None:
-            text, self.finish_reason = self._remote_reply(self.prompt_text(), config)
-            if on_text is not None:
-                on_text(text)
+            text, self.finish_reason = self._remote_reply(self.prompt_text(), config, on_text)
             self.history.append({"role": "assistant", "content": text})
             self.cited = citations(text, len(self.sources))
             return text
@@ -217,17 +215,23 @@ class ChatSession:
         self.cited = citations(text, len(self.sources))
         return text
 
-    def _remote_reply(self, prompt: str, config: GenerationConfig) -> tuple[str, str]:
+    def _remote_reply(
+        self, prompt: str, config: GenerationConfig, on_text: Callable[[str], None] | None
+    ) -> tuple[str, str]:
         # The server tokenizes the rendered text in its graph (special tokens written in it
-        # become their ids) and cuts its start as every prompt's.
-        (answer,) = self.remote.complete(
-            [prompt],
+        # become their ids) and cuts its start as every prompt's; the reply streams in pieces.
+        text, reason = "", prompts.FINISH_LENGTH
+        for piece, finish in self.remote.stream(
+            prompt,
             max_new_tokens=config.max_new_tokens,
             temperature=config.temperature,
             top_k=config.top_k,
             top_p=config.top_p,
             seed=config.seed,
-        )
-        text = prompts.cut_at_stops(answer.text, config.stop)
-        reason = prompts.FINISH_STOP if text != answer.text else answer.finish_reason
+            stop=config.stop,
+        ):
+            text += piece
+            if piece and on_text is not None:
+                on_text(piece)
+            reason = finish or reason
         return text, reason

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +89,7 @@ class Client:
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._channel = None
         self._stub = None
+        self._signature_names: set[str] | None = None
 
     @staticmethod
     def _read(path: str | None) -> bytes | None:
@@ -211,6 +212,50 @@ class Client:
             batch, max_new_tokens, temperature, top_k, top_p, seed
         )
         return completions(self.predict(inputs, signature=signature))
+
+    def stream(
+        self,
+        prompt: str,
+        max_new_tokens: int = 0,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        stop: Sequence[str] = (),
+    ) -> Iterator[tuple[str, str | None]]:
+        """One completion of `prompt` in pieces as the server decodes them: `(text, None)`
+        items, then `(the last text, finish reason)`; the texts join to what `complete` answers
+        with the same settings, cut before the first of the `stop` strings.
+
+        With the export's streaming signatures (`prompt_ids`, `generate_ids`,
+        `completion_text`) the pieces come as tokens are made (see
+        `tfllm.serving.openai_stream`); an export without them answers in one piece.
+        """
+        from tfllm.serving.openai_stream import (
+            STREAM_SIGNATURES,
+            IncrementalCompletions,
+            cut_at_stops,
+        )
+
+        if self._signature_names is None:
+            self._signature_names = set(self.signatures())
+        if not set(STREAM_SIGNATURES) <= self._signature_names:
+            (whole,) = self.complete([prompt], max_new_tokens, temperature, top_k, top_p, seed)
+            text, cut = cut_at_stops(whole.text, stop)
+            yield text, "stop" if cut else whole.finish_reason
+            return
+        pieces = IncrementalCompletions(
+            lambda signature, inputs: self.predict(inputs, signature=signature),
+            [prompt],
+            max_new_tokens,
+            temperature,
+            top_p,
+            seed,
+            stops=stop,
+            top_k=top_k,
+        )
+        for _, text, reason in pieces:
+            yield text, reason
 
     def generate(
         self,

@@ -235,7 +235,6 @@ class ModelInfo:
         self.template = (cfg.get("chat") or {}).get("template")
         self.context = (cfg.get("model") or {}).get("max_sequence_length")
         self.token_limit = export.get("max_new_tokens_limit")
-        self.stops = tuple(export.get("stop") or ())
 
 
 class OpenAIHandler(JsonHandler):
@@ -488,7 +487,6 @@ class OpenAIHandler(JsonHandler):
                 s["temperature"],
                 s["top_p"],
                 s["seed"],
-                export_stops=info.stops,
                 stops=s["stops"],
             )
             return iter(pieces), lambda: _usage(prompt_tokens, pieces.new_tokens)

@@ -12,7 +12,8 @@ small for an early first token and grow: 1 token, then 4, 16 and 64 at most. A c
 
 Text goes out only when no later token can change it: a trailing partial UTF-8 character
 (`\\ufffd` from a multi-byte character split across tokens) and a tail that could begin a stop
-string wait for the next piece.
+string (the export's, as `completion_text` reports in `held`, or the request's) wait for the
+next piece.
 """
 
 from __future__ import annotations
@@ -41,16 +42,16 @@ def cut_at_stops(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     return (text[: min(cuts)], True) if cuts else (text, False)
 
 
-def settled(text: str, stops: Sequence[str]) -> str:
-    """The part of an unfinished completion no later token can change: `text` without a
-    trailing partial character and without a tail that may begin a stop string.
+def settled(text: str, stops: Sequence[str], held: int = 0) -> str:
+    """The part of an unfinished completion no later token can change: `text` without its last
+    `held` characters, a trailing partial character or a tail that may begin a stop string.
 
     >>> settled("Who goes th", ["there"])
     'Who goes '
     >>> settled("caf\\ufffd", [])
     'caf'
     """
-    text = text.rstrip("\ufffd")
+    text = text[: len(text) - held].rstrip("\ufffd")
     hold = 0
     for stop in stops:
         for k in range(min(len(stop) - 1, len(text)), hold, -1):
@@ -80,10 +81,10 @@ class IncrementalCompletions:
         run: calls one of the export's signatures: `run(signature, inputs) -> outputs`.
         prompts: one prompt per row (repeat a prompt for several choices: rows are sampled as
             `generate` samples a batch, by row index).
-        max_new_tokens, temperature, top_p, seed: as `generate` takes them (0: the export's
-            default length).
-        export_stops, stops: the export's stop strings (`completion_text` cuts at them) and
-            the request's (cut here, after them, as the non-streamed path cuts them).
+        max_new_tokens, temperature, top_p, seed, top_k: as `generate` takes them (0: the
+            export's default length).
+        stops: the request's stop strings, cut here after the export's own (which
+            `completion_text` cuts), as the non-streamed paths cut them.
 
     `prompt_ids` runs when the object is made, so a bad prompt fails before any text is sent.
     """
@@ -96,18 +97,17 @@ class IncrementalCompletions:
         temperature: float,
         top_p: float,
         seed: int,
-        export_stops: Sequence[str] = (),
         stops: Sequence[str] = (),
+        top_k: int = 0,
     ):
         self._run = run
         self._sampling = {
             "temperature": np.asarray(temperature, np.float32),
-            "top_k": np.asarray(0, np.int32),
+            "top_k": np.asarray(top_k, np.int32),
             "top_p": np.asarray(top_p, np.float32),
             "seed": np.asarray(seed, np.int32),
         }
         self._stops = tuple(stops)
-        self._held = tuple(export_stops) + self._stops
         out = run(
             "prompt_ids",
             {
@@ -165,7 +165,8 @@ class IncrementalCompletions:
                 text, cut = cut_at_stops(text, self._stops)
                 if cut:
                     r.reason = "stop"
-                shown = text if r.reason is not None else settled(text, self._held)
+                held = int(texts["held"][i])
+                shown = text if r.reason is not None else settled(text, self._stops, held)
                 piece = shown[len(r.sent) :] if shown.startswith(r.sent) else ""
                 r.sent += piece
                 if piece or r.reason is not None:
