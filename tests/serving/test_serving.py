@@ -647,6 +647,10 @@ def test_client_sampling_settings_keep_the_exports_length(server, in_process):
     config = GenerationConfig(max_new_tokens=MAX_NEW, temperature=0.8, seed=1)
     want = Generator(model, tokenizer).generate(["BERNARDO:"], config)[0][0]
     assert proc.stdout == "BERNARDO:" + want + "\n"
+    # Streamed, in pieces as the server decodes them, over either transport: the same text.
+    assert run_cli([*args, "temperature=0.8", "seed=1", "stream=true"]).stdout == proc.stdout
+    rest = [*args[:-1], f"port={ports[1]}", "transport=rest", "temperature=0.8", "seed=1"]
+    assert run_cli([*rest, "stream=true"]).stdout == proc.stdout
 
 
 @pytest.mark.slow  # the default run serves an embedding export in test_openai_api.py

@@ -85,6 +85,24 @@ def run_call(client, call: str, plain: dict[str, Any]) -> list[str]:
     return [json.dumps([round(float(x), 6) for x in row]) for row in client.embed(texts)]
 
 
+def stream_call(client, plain: dict[str, Any]) -> None:
+    """Print one prompt's completion as the server decodes it (`stream=true`)."""
+    prompts = texts_argument(plain, "prompt", "prompts")
+    if len(prompts) != 1:
+        raise CommandError(f"stream=true takes one prompt, got {len(prompts)}")
+    print(prompts[0], end="", flush=True)
+    for piece, _ in client.stream(
+        prompts[0],
+        max_new_tokens=plain["max_new_tokens"] or 0,
+        temperature=plain["temperature"] or 0.0,
+        top_k=plain["top_k"] or 0,
+        top_p=1.0 if plain["top_p"] is None else plain["top_p"],
+        seed=plain["seed"] or 0,
+    ):
+        print(piece, end="", flush=True)
+    print()
+
+
 def client_job(plain: dict[str, Any]) -> None:
     from tfllm.serving.client import Client, ServingClientError
 
@@ -103,7 +121,13 @@ def client_job(plain: dict[str, Any]) -> None:
             tls_key_file=plain.get("tls_key_file"),
         )
         with client:
-            lines = run_call(client, pick_call(client, plain), plain)
+            call = pick_call(client, plain)
+            if plain.get("stream"):
+                if call != "generate":
+                    raise CommandError(f"stream=true streams generate, not {call}")
+                stream_call(client, plain)
+                return
+            lines = run_call(client, call, plain)
     except (ServingClientError, ValueError) as e:
         raise CommandError(str(e)) from None
     for line in lines:

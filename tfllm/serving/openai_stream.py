@@ -61,6 +61,11 @@ def settled(text: str, stops: Sequence[str], held: int = 0) -> str:
     return text[: len(text) - hold]
 
 
+def _text(value: bytes | str) -> str:
+    """A string output as gRPC (bytes) or REST (text) returns it."""
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
 @dataclass
 class _Row:
     prompt: list[int]
@@ -144,7 +149,7 @@ class IncrementalCompletions:
             if r.reason is not None:
                 continue
             r.new.extend(int(t) for t in tokens[:n])
-            reason = reason.decode() if isinstance(reason, bytes) else str(reason)
+            reason = _text(reason)
             if reason == "stop":
                 r.reason = "stop"
             elif len(r.new) >= r.budget:
@@ -159,7 +164,7 @@ class IncrementalCompletions:
             texts = self._run("completion_text", self._padded([r.new for r in self.rows]))
             for i in live:
                 r = self.rows[i]
-                text = texts["completions"][i].decode("utf-8", errors="replace")
+                text = _text(texts["completions"][i])
                 if bool(texts["stopped"][i]):
                     r.reason = "stop"
                 text, cut = cut_at_stops(text, self._stops)
