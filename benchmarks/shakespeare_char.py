@@ -471,6 +471,12 @@ CONTENDERS = {
     "torch": "transformers GPT2LMHeadModel (torch)",
 }
 STRETCH = ["positional=rope", "ffn=swiglu", "norm=rmsnorm", "model.intermediate_dim=344"]
+SPEEDRUN_LR = [
+    "optimizer=muon",
+    "schedule.peak_learning_rate=2e-3",
+    "schedule.min_learning_rate=2e-4",
+    "optimizer.adam_lr_ratio=0.5",
+]
 
 
 # The ablation: each recipe change of the speedrun alone on the modern block, and together.
@@ -487,11 +493,20 @@ ABLATION = {
         "model.intermediate_dim=512",
     ],
     "modern + logit softcap 15": [*STRETCH, "head.softcap=15"],
+    # Muon's learning rate, AdamW's part kept at the recipe's 1e-3 (adam_lr_ratio).
+    "modern + muon, lr 2e-3 (AdamW's part 1e-3)": [*STRETCH, *SPEEDRUN_LR],
+    "modern + muon, lr 4e-3 (AdamW's part 1e-3)": [
+        *STRETCH,
+        "optimizer=muon",
+        "schedule.peak_learning_rate=4e-3",
+        "schedule.min_learning_rate=4e-4",
+        "optimizer.adam_lr_ratio=0.25",
+    ],
 }
 SPEEDRUN_NOTE = (
-    "`experiment=shakespeare_char_speedrun` is the `modern + muon` row: the changes that lowered "
-    "the loss by more than its seed-to-seed spread (tests/foundation/test_config.py checks that "
-    "the two compose to the same config)."
+    "`experiment=shakespeare_char_speedrun` is the `modern + muon, lr 2e-3` row: the changes that "
+    "lowered the loss by more than its seed-to-seed spread, at the best Muon learning rate tried "
+    "(tests/foundation/test_config.py checks that the two compose to the same config)."
 )
 
 
