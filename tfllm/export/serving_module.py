@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
+from tensorflow.python.trackable.data_structures import NoDependency
 
 from tfllm.export.serving_base import ServingModule
 from tfllm.export.text_graph import cut_at_stops_graph, text_checks, wrap_ids
@@ -156,6 +157,17 @@ def export_sampling(settings: ExportSettings, max_new_tokens: int) -> tuple[tf.T
     )
 
 
+def greedy_inputs(max_new_tokens: int) -> dict[str, tuple[Any, str]]:
+    """The sampling inputs of a greedy validation request, `{input: (value, dtype)}`."""
+    return {
+        "max_new_tokens": (max_new_tokens, "int32"),
+        "temperature": (0.0, "float32"),
+        "top_k": (0, "int32"),
+        "top_p": (1.0, "float32"),
+        "seed": (0, "int32"),
+    }
+
+
 def sampling_checks(temperature, top_k, top_p) -> list:
     """A request's sampling settings, as `GenerationConfig.validate` checks them."""
     return [
@@ -222,6 +234,7 @@ class CausalLMServing(ServingModule):
         self.eos_id = tokenizer.eos_id
         self.stop_ids, _ = stop_tokens(tokenizer, settings.stop, stop_at_eos=True)
         self.stop_strings = tuple(settings.stop)
+        self._stream_reference = None  # (key, answer) of `_stream_expected`
         loop = lambda *args: decode_loop(  # noqa: E731
             model, *args, prefill_prompt_only=not settings.jit_compile
         )
@@ -318,31 +331,28 @@ class CausalLMServing(ServingModule):
         return {
             "serving_default": {"prompts": (list(texts), "string")},
             "count_tokens": {"prompts": (list(texts), "string")},
-            "generate": {
-                "prompts": (prompts, "string"),
-                "max_new_tokens": (n, "int32"),
-                "temperature": (0.0, "float32"),
-                "top_k": (0, "int32"),
-                "top_p": (1.0, "float32"),
-                "seed": (0, "int32"),
-            },
+            "generate": {"prompts": (prompts, "string"), **greedy_inputs(n)},
             **(self._stream_requests(prompts, n) if self.streams else {}),
         }
 
     def _stream_expected(self, prompts, n):
         """What the streaming signatures must answer for `prompts`, `n` greedy tokens: the
-        Python prompt ids, and the completions' token ids and texts."""
+        Python prompt ids, and the completions' token ids and texts. Made once: the requests
+        and the check of one validation read the same answer."""
         from tfllm.generation.decoder import Generator
         from tfllm.generation.prompts import encode_prompt
 
-        rows = [encode_prompt(self.tokenizer, p, self.context) for p in prompts]
-        completions = [
-            c[0]
-            for c in Generator(self._model, self.tokenizer).complete(
-                prompts, GenerationConfig(max_new_tokens=n, stop=self.stop_strings)
-            )
-        ]
-        return rows, completions
+        key = (tuple(prompts), n)
+        if self._stream_reference is None or self._stream_reference[0] != key:
+            rows = [encode_prompt(self.tokenizer, p, self.context) for p in prompts]
+            completions = [
+                c[0]
+                for c in Generator(self._model, self.tokenizer).complete(
+                    prompts, GenerationConfig(max_new_tokens=n, stop=self.stop_strings)
+                )
+            ]
+            self._stream_reference = NoDependency((key, (rows, completions)))  # not saved
+        return self._stream_reference[1]
 
     def _stream_requests(self, prompts, n) -> dict[str, dict[str, Any]]:
         rows, completions = self._stream_expected(prompts, n)
@@ -358,11 +368,7 @@ class CausalLMServing(ServingModule):
             "generate_ids": {
                 "token_ids": (ids, "int32"),
                 "lengths": (lengths, "int32"),
-                "max_new_tokens": (n, "int32"),
-                "temperature": (0.0, "float32"),
-                "top_k": (0, "int32"),
-                "top_p": (1.0, "float32"),
-                "seed": (0, "int32"),
+                **greedy_inputs(n),
             },
             "completion_text": {"token_ids": (new, "int32"), "lengths": (new_lengths, "int32")},
         }
@@ -472,20 +478,33 @@ class CausalLMServing(ServingModule):
     def _serving_default(self, prompts):
         return self._generate(prompts, *export_sampling(self.settings, self.default_new_tokens))
 
-    def _generate(self, prompts, max_new_tokens, temperature, top_k, top_p, seed):
-        length_check, max_new_tokens = max_new_tokens_check(
+    def _requested_length(self, max_new_tokens):
+        """A request's `max_new_tokens` checked against the export's limit, 0 meaning its
+        default: `(check, the value to use)`."""
+        return max_new_tokens_check(
             max_new_tokens, self.settings.max_new_tokens_limit, self.default_new_tokens
         )
+
+    @staticmethod
+    def _new_token_outputs(new, max_new_tokens) -> dict[str, tf.Tensor]:
+        """New ids `(B, None)` as the generation signatures output them: `tokens` `(B, N)`
+        padded with -1, and `lengths` `(B,)`."""
+        b = new.nrows(out_type=tf.int32)
+        return {
+            "tokens": new.to_tensor(default_value=-1, shape=tf.stack([b, max_new_tokens])),
+            "lengths": tf.cast(new.row_lengths(), tf.int32),
+        }
+
+    def _generate(self, prompts, max_new_tokens, temperature, top_k, top_p, seed):
+        length_check, max_new_tokens = self._requested_length(max_new_tokens)
         checks = [length_check, *sampling_checks(temperature, top_k, top_p)]
         with tf.control_dependencies(checks):
             ids = self._cropped_ids(prompts)
         new, ended = self._decode(ids, max_new_tokens, temperature, top_k, top_p, seed)
         completions, cut = self._text(new)
-        b = tf.shape(prompts)[0]
         outputs = {
             "completions": completions,
-            "tokens": new.to_tensor(default_value=-1, shape=tf.stack([b, max_new_tokens])),
-            "lengths": tf.cast(new.row_lengths(), tf.int32),
+            **self._new_token_outputs(new, max_new_tokens),
             "finish_reasons": finish_reasons(ended | cut),
         }
         if self.safety is not None:  # flag, redact or block, as `tfllm generate safety=` does
@@ -531,9 +550,7 @@ class CausalLMServing(ServingModule):
 
     def _prompt_ids_signature(self, prompts, max_new_tokens):
         # prompts: (B,) -> token_ids (B, T) -1 padded, lengths (B,), budgets (B,)
-        length_check, max_new_tokens = max_new_tokens_check(
-            max_new_tokens, self.settings.max_new_tokens_limit, self.default_new_tokens
-        )
+        length_check, max_new_tokens = self._requested_length(max_new_tokens)
         with tf.control_dependencies([length_check]):
             ids = self._cropped_ids(prompts)
         lengths = tf.cast(ids.row_lengths(), tf.int32)
@@ -570,9 +587,7 @@ class CausalLMServing(ServingModule):
 
     def _generate_ids(self, token_ids, lengths, max_new_tokens, temperature, top_k, top_p, seed):
         # token_ids: (B, T) right-padded, lengths: (B,) -> tokens (B, N), lengths, reasons (B,)
-        length_check, max_new_tokens = max_new_tokens_check(
-            max_new_tokens, self.settings.max_new_tokens_limit, self.default_new_tokens
-        )
+        length_check, max_new_tokens = self._requested_length(max_new_tokens)
         fits = _assert(
             tf.reduce_max(lengths) <= self.context,
             f"a row of token_ids is longer than the model's context of {self.context} tokens",
@@ -582,10 +597,8 @@ class CausalLMServing(ServingModule):
         ):
             ids = self._id_rows(token_ids, lengths, low=1)
         new, ended = self._decode(ids, max_new_tokens, temperature, top_k, top_p, seed)
-        b = tf.shape(lengths)[0]
         return {
-            "tokens": new.to_tensor(default_value=-1, shape=tf.stack([b, max_new_tokens])),
-            "lengths": tf.cast(new.row_lengths(), tf.int32),
+            **self._new_token_outputs(new, max_new_tokens),
             "finish_reasons": finish_reasons(ended),
         }
 

@@ -231,10 +231,9 @@ class ModelInfo:
                 self.special_tokens = dict(json.load(f)["config"].get("special_tokens") or {})
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             self.special_tokens = {}
-        export = cfg.get("export") or {}
         self.template = (cfg.get("chat") or {}).get("template")
         self.context = (cfg.get("model") or {}).get("max_sequence_length")
-        self.token_limit = export.get("max_new_tokens_limit")
+        self.token_limit = (cfg.get("export") or {}).get("max_new_tokens_limit")
 
 
 class OpenAIHandler(JsonHandler):
