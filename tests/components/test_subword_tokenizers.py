@@ -288,25 +288,18 @@ EXPORT_CHECK = textwrap.dedent("""
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  (what TF Serving links)
     assert "tfllm" not in sys.modules and "keras_hub" not in sys.modules
-    loaded = tf.saved_model.load(sys.argv[1])
-    out = loaded.signatures["serving_default"](tf.constant(json.loads(sys.argv[2])))
-    print(json.dumps({"ids": out["ids"].numpy().tolist(),
-                      "text": [t.decode() for t in out["text"].numpy()]}))
+    answers, texts = {}, json.loads(sys.argv[2])
+    for path in json.loads(sys.argv[1]):
+        out = tf.saved_model.load(path).signatures["serving_default"](tf.constant(texts))
+        answers[path] = {"ids": out["ids"].numpy().tolist(),
+                         "text": [t.decode() for t in out["text"].numpy()]}
+    print(json.dumps(answers))
 """)
+KINDS = ["bpe", "wordpiece", "sentencepiece", "char", "byte"]
 
 
-@pytest.mark.parametrize("kind", ["bpe", "wordpiece", "sentencepiece", "char", "byte"])
-def test_saved_model_runs_in_a_process_with_only_tensorflow_and_tf_text(
-    kind, tiny_corpus, tmp_path
-):
-    from tfllm import registry
-
-    if kind in ("char", "byte"):
-        tok = registry.get("tokenizer", kind)()
-        if kind == "char":
-            tok.adapt([tiny_corpus.read_text()])
-    else:
-        tok = trained(kind, [tiny_corpus.read_text()])
+def save_tokenizer_model(tok, path):
+    """A SavedModel whose `serving_default` tokenizes strings and detokenizes the ids."""
     module = tf.Module()
     module.tokenizer = tok
 
@@ -315,18 +308,40 @@ def test_saved_model_runs_in_a_process_with_only_tensorflow_and_tf_text(
         ids = tok(strings)
         return {"ids": ids.to_tensor(-1), "text": tok.detokenize(ids)}
 
-    tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"serving_default": serve})
+    tf.saved_model.save(module, path, signatures={"serving_default": serve})
+
+
+def test_saved_models_run_in_a_process_with_only_tensorflow_and_tf_text(tiny_corpus, tmp_path):
+    """Each kind's tokenizer saved in a SavedModel, all loaded in one fresh process (one
+    TensorFlow start) that imports neither tfllm nor keras-hub, answer as in this process."""
+    from tfllm import registry
+
     texts = ["BERNARDO:\nWho's there?", "unseen wørds ☕", "", " [CLS] ΣΑΣ\u2028x [SEP]"]
+    expected = {}
+    for kind in KINDS:
+        if kind in ("char", "byte"):
+            tok = registry.get("tokenizer", kind)()
+            if kind == "char":
+                tok.adapt([tiny_corpus.read_text()])
+        else:
+            tok = trained(kind, [tiny_corpus.read_text()])
+        path = str(tmp_path / kind)
+        save_tokenizer_model(tok, path)
+        ids = tok(tf.constant(texts))
+        expected[path] = {
+            "ids": ids.to_tensor(-1).numpy().tolist(),
+            "text": [t.decode() for t in tok.detokenize(ids).numpy()],
+        }
     proc = subprocess.run(
-        [sys.executable, "-c", EXPORT_CHECK, str(tmp_path / "sm"), json.dumps(texts)],
+        [sys.executable, "-c", EXPORT_CHECK, json.dumps(list(expected)), json.dumps(texts)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert got["ids"] == tok(tf.constant(texts)).to_tensor(-1).numpy().tolist()
-    assert got["text"] == [t.decode() for t in tok.detokenize(tok(tf.constant(texts))).numpy()]
+    for path, answer in expected.items():
+        assert got[path] == answer, path
 
 
 @pytest.mark.slow  # three CLI processes; the trained tokenizers pass the harness by default

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import checkpoint_state, kill_at_checkpoint
+from conftest import checkpoint_state, kill_at_checkpoint, train_here
 
 from tfllm import registry
 from tfllm.data import prepare as prepare_module
@@ -342,16 +342,11 @@ def test_a_mixture_samples_each_dataset_by_weight(prepared, tmp_path):
         )
 
 
-def train_cmd(data, run_dir):
+def train_overrides(data):
     return [
-        sys.executable,
-        "-m",
-        "tfllm.cli",
-        "train",
         "debug=fast",
         "data=prepared",
         f"data.path={data}",
-        f"run_dir={run_dir}",
         "model.dropout=0.1",
         "trainer.max_steps=100",
         "trainer.checkpoint_every=20",
@@ -359,6 +354,17 @@ def train_cmd(data, run_dir):
         "trainer.log_every=20",
         "trainer.callbacks=[]",
         "data.batch_size=8",
+    ]
+
+
+def train_cmd(data, run_dir):
+    return [
+        sys.executable,
+        "-m",
+        "tfllm.cli",
+        "train",
+        *train_overrides(data),
+        f"run_dir={run_dir}",
     ]
 
 
@@ -388,7 +394,7 @@ def test_prepare_then_train_killed_and_resumed_equals_uninterrupted(corpus, tmp_
         and "train with: tfllm train data=prepared" in done.stdout
     )
     full, killed = tmp_path / "full", tmp_path / "killed"
-    subprocess.run(train_cmd(data, full), check=True, capture_output=True, timeout=400)
+    train_here(train_overrides(data), full)  # uninterrupted, in this process
     kill_at_checkpoint(train_cmd(data, killed), killed, 20)
     resumed = subprocess.run(train_cmd(data, killed), capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

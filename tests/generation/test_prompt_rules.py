@@ -239,8 +239,8 @@ def test_an_export_with_default_settings_fits_the_context_and_replays_its_warmup
     import contextlib
 
     from tfllm import progress
-    from tfllm.export.exporter import WARMUP_FILE, build_serving_module, write_warmup
-    from tfllm.export.validate import ExportValidationError, validate_export
+    from tfllm.export.exporter import WARMUP_FILE, write_warmup
+    from tfllm.export.validate import ExportValidationError, run_in_fresh_process
 
     model, tokenizer, run_cfg, _ = lm
     reported = []
@@ -267,9 +267,9 @@ def test_an_export_with_default_settings_fits_the_context_and_replays_its_warmup
         e[0].finish_reason for e in expected
     ]
     assert out["tokens"].shape[1] == CONTEXT // 2
-    # A warmup record TF Serving would fail to replay (an empty batch) fails validation.
+    # A warmup record TF Serving would fail to replay (an empty batch) fails validation's
+    # fresh process (validate_export's first step), before any request runs.
     bad = [{"prompts": ["Hello"]}, {"prompts": []}]
     write_warmup(f"{result.path}/assets.extra/{WARMUP_FILE}", "lm", bad)
-    module = build_serving_module(model, tokenizer, run_cfg, ExportSettings())
     with pytest.raises(ExportValidationError, match=r"warmup record 1 \(serving_default\) fails"):
-        validate_export(result.path, module)
+        run_in_fresh_process(result.path, {"count_tokens": {"prompts": (["Hello"], "string")}})

@@ -284,6 +284,7 @@ def test_dpo_raises_the_chosen_margin(sft_run):
     )
 
 
+@pytest.mark.slow  # 40 PPO steps with rollouts (60 s); the reward model, DPO and SFT run by default
 def test_ppo_raises_the_reward_within_the_kl_bound(tmp_path):
     prompts = [{"prompt": f"Which fruit is {c}?"} for c in sorted(COLORS)]
     train = write_jsonl(tmp_path / "prompts.jsonl", prompts * 4)

@@ -360,6 +360,8 @@ def test_seq2seq_sampling_and_beam_search(reverse_run):
     assert all(len(set(b)) == 3 for b in best)  # an n-best list of distinct outputs
 
 
+@pytest.mark.slow  # the evaluate command on a T5 (21 s); by default test_evaluation runs the
+# command on a decoder and scores BLEU by hand, and the T5 above learns to reverse
 def test_evaluate_reports_bleu_on_the_held_out_split(reverse_run):
     import json
 

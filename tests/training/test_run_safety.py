@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import run_cli
+from conftest import run_cli, train_here
 from test_trainer import train_config
 
 from tfllm.components.tokenizers.base import load_tokenizer
@@ -181,7 +181,7 @@ def test_a_damaged_tokenizer_file_is_one_error_line(tiny_corpus, tmp_path):
     # A run whose tokenizer file was truncated (a full disk before writes were atomic): the
     # error names the file, and the checkpoints are still there.
     run = tmp_path / "c"
-    cli_train(tiny_corpus, run, "trainer.max_steps=10")
+    train_here(["debug=fast", f"data.path={tiny_corpus}", "trainer.max_steps=10"], run)
     (run / "tokenizer" / "tokenizer.json").write_bytes(b"")
     proc = cli_train(tiny_corpus, run)
     assert_one_error_line(proc, "tokenizer.json")
@@ -194,6 +194,8 @@ def _limit_file_size():
     resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, resource.RLIM_INFINITY))
 
 
+@pytest.mark.slow  # two CLI runs (37 s); by default a save killed midway and a damaged state
+# file resume
 def test_a_full_disk_at_checkpoint_time_is_one_error_and_the_run_resumes(tiny_corpus, tmp_path):
     run = tmp_path / "run"
     args = ["train", "debug=fast", f"data.path={tiny_corpus}", f"run_dir={run}"]

@@ -51,11 +51,7 @@ def plain(v):
     return [plain_string(s) for s in v.numpy().tolist()]
 def plain_string(s):
     return [plain_string(x) for x in s] if isinstance(s, list) else s.decode("utf-8")
-for name, inputs in requests.items():
-    fn = loaded.signatures[name]
-    out = fn(**{k: value(*v) for k, v in inputs.items()})
-    results[name] = {k: plain(v) for k, v in out.items()}
-# Replay the warmup records as TF Serving does at load: each must succeed.
+# Replay the warmup records first, as TF Serving does at load: each must succeed.
 warmup, replayed = path + "/assets.extra/tf_serving_warmup_requests", 0
 if tf.io.gfile.exists(warmup):
     from tensorflow_serving.apis import prediction_log_pb2
@@ -70,6 +66,10 @@ if tf.io.gfile.exists(warmup):
         except Exception as e:
             sys.exit(f"warmup record {replayed} ({name}) fails: {str(e).splitlines()[0]}")
         replayed += 1
+for name, inputs in requests.items():
+    fn = loaded.signatures[name]
+    out = fn(**{k: value(*v) for k, v in inputs.items()})
+    results[name] = {k: plain(v) for k, v in out.items()}
 imported = sorted(m for m in ("tfllm", "keras_hub") if m in sys.modules)
 print("@@RESULT@@" + json.dumps({"core": core, "text": text, "other": other,
                                  "results": results, "imported": imported,
@@ -97,10 +97,10 @@ def run_in_fresh_process(path: str, requests: dict[str, dict[str, Any]]) -> dict
 
 
 def validate_export(path: str, module) -> dict[str, Any]:
-    """Reload the export in a fresh process, run the module's validation requests (for a
-    generator, `serving_default` exactly as a client calls it, too), compare the answers with
-    the Keras model (`module.check_validation`), replay its warmup records as TF Serving does
-    at load, and check its ops.
+    """Reload the export in a fresh process, replay its warmup records as TF Serving does at
+    load, run the module's validation requests (for a generator, `serving_default` exactly as a
+    client calls it, too), compare the answers with the Keras model
+    (`module.check_validation`), and check its ops.
 
     Returns:
         A report: op counts by origin and what was compared.

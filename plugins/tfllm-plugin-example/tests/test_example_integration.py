@@ -109,6 +109,8 @@ def _serve_without_plugin(model_dir):
     raise AssertionError(f"server did not start: {''.join(lines)}{proc.stderr.read()}")
 
 
+@pytest.mark.slow  # three processes (86 s); by default each plugin component trains through its
+# override above, and export validation (test_serving) proves exports load without tfllm
 def test_cli_train_then_reload_generate_export_and_serve_without_the_plugin(corpus, tmp_path):
     from tfllm_plugin_example import LinearAttention, ScaleNorm, SoftcapLMHead, XPosEncoding
 
