@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from tfllm.config import config_dir, to_plain
 from tfllm.registry import ConfigError
 from tfllm.runs import load_run, load_run_config
-from tfllm.training.schedules import WarmupCosine
+from tfllm.training.schedules import WarmupCosine, WarmupStableDecay
 from tfllm.training.trainer import Trainer
 
 
@@ -165,6 +165,21 @@ def test_warmup_cosine_matches_nanogpt():
     assert abs(float(s(5000)) - 1e-4) < 1e-9
     with pytest.raises(ValueError, match="decay_steps"):
         WarmupCosine(1e-3, warmup_steps=10, decay_steps=0)
+
+
+def test_warmup_stable_decay_holds_the_peak_then_cools_down_linearly():
+    s = WarmupStableDecay(2e-3, warmup_steps=100, decay_steps=2000, min_learning_rate=2e-4)
+    assert abs(float(s(0)) - 2e-3 / 101) < 1e-9
+    # stable from the end of warmup to the last 40% (step 1200)
+    assert all(abs(float(s(step)) - 2e-3) < 1e-9 for step in (100, 700, 1200))
+    assert abs(float(s(1600)) - (2e-4 + 0.5 * 1.8e-3)) < 1e-9  # halfway down the cooldown
+    assert abs(float(s(2000)) - 2e-4) < 1e-9 and abs(float(s(3000)) - 2e-4) < 1e-9
+    restored = WarmupStableDecay.from_config(s.get_config())
+    assert [float(restored(x)) for x in (50, 1500)] == [float(s(x)) for x in (50, 1500)]
+    with pytest.raises(ValueError, match="cooldown_fraction"):
+        WarmupStableDecay(1e-3, warmup_steps=0, decay_steps=100, cooldown_fraction=0.0)
+    with pytest.raises(ValueError, match="min_learning_rate"):
+        WarmupStableDecay(1e-3, warmup_steps=0, decay_steps=100, min_learning_rate=1.0)
 
 
 def test_a_run_shorter_than_its_warmup_warms_up_for_a_tenth_of_it(caplog):

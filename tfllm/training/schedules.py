@@ -19,6 +19,31 @@ def _warn_once(message: str) -> None:
     log.warning(message)
 
 
+def _decay_warmup(
+    peak_learning_rate: float, warmup_steps: int, decay_steps: int, min_learning_rate: float
+) -> int:
+    """Checks a warmup-then-decay schedule's arguments; returns the warmup length to use."""
+    if peak_learning_rate <= 0:
+        raise ValueError(f"peak_learning_rate must be positive, got {peak_learning_rate}")
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+    if decay_steps <= 0:
+        raise ValueError(f"decay_steps must be positive, got {decay_steps}")
+    if decay_steps <= warmup_steps:
+        shorter = decay_steps // 10
+        _warn_once(
+            f"schedule: warmup_steps={warmup_steps} is not shorter than decay_steps="
+            f"{decay_steps} (the run): warming up for {shorter} steps instead (set "
+            "schedule.warmup_steps to choose)"
+        )
+        warmup_steps = shorter
+    if not 0 <= min_learning_rate <= peak_learning_rate:
+        raise ValueError(
+            f"min_learning_rate must be in [0, peak_learning_rate], got {min_learning_rate}"
+        )
+    return warmup_steps
+
+
 @register("schedule", "cosine")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warmup to `peak_learning_rate`, then cosine decay to `min_learning_rate`.
@@ -49,24 +74,9 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         decay_steps: int,
         min_learning_rate: float = 0.0,
     ):
-        if peak_learning_rate <= 0:
-            raise ValueError(f"peak_learning_rate must be positive, got {peak_learning_rate}")
-        if warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-        if decay_steps <= 0:
-            raise ValueError(f"decay_steps must be positive, got {decay_steps}")
-        if decay_steps <= warmup_steps:
-            shorter = decay_steps // 10
-            _warn_once(
-                f"schedule: warmup_steps={warmup_steps} is not shorter than decay_steps="
-                f"{decay_steps} (the run): warming up for {shorter} steps instead (set "
-                "schedule.warmup_steps to choose)"
-            )
-            warmup_steps = shorter
-        if not 0 <= min_learning_rate <= peak_learning_rate:
-            raise ValueError(
-                f"min_learning_rate must be in [0, peak_learning_rate], got {min_learning_rate}"
-            )
+        warmup_steps = _decay_warmup(
+            peak_learning_rate, warmup_steps, decay_steps, min_learning_rate
+        )
         self.peak_learning_rate = peak_learning_rate
         self.warmup_steps = warmup_steps
         self.decay_steps = decay_steps
@@ -121,3 +131,65 @@ class ConstantWithWarmup(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self):
         return {"peak_learning_rate": self.peak_learning_rate, "warmup_steps": self.warmup_steps}
+
+
+@register("schedule", "wsd")
+class WarmupStableDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup, constant at `peak_learning_rate`, then a linear cooldown to the minimum.
+
+    The trapezoid of modded-nanogpt's speedruns: the rate holds at its peak until the last
+    `cooldown_fraction` of `decay_steps`, then falls linearly to `min_learning_rate` at
+    `decay_steps` and stays there. Warmup is as `cosine`'s (`peak * (s + 1) / (warmup_steps + 1)`,
+    and a tenth of the run, with a warning, when the run is too short for it).
+
+    Args:
+        peak_learning_rate: float. Rate from the end of warmup to the cooldown.
+        warmup_steps: int. Linear warmup length.
+        decay_steps: int. Step at which the cooldown reaches `min_learning_rate` (usually the
+            run's `max_steps`).
+        cooldown_fraction: float in (0, 1]. Share of `decay_steps` spent cooling down.
+        min_learning_rate: float. Final rate.
+
+    Example:
+
+    >>> schedule = WarmupStableDecay(1e-3, warmup_steps=0, decay_steps=100, cooldown_fraction=0.5)
+    >>> [round(float(schedule(s)), 6) for s in (10, 50, 75, 100)]
+    [0.001, 0.001, 0.0005, 0.0]
+    """
+
+    def __init__(
+        self,
+        peak_learning_rate: float,
+        warmup_steps: int,
+        decay_steps: int,
+        cooldown_fraction: float = 0.4,
+        min_learning_rate: float = 0.0,
+    ):
+        warmup_steps = _decay_warmup(
+            peak_learning_rate, warmup_steps, decay_steps, min_learning_rate
+        )
+        if not 0 < cooldown_fraction <= 1:
+            raise ValueError(f"cooldown_fraction must be in (0, 1], got {cooldown_fraction}")
+        self.peak_learning_rate = peak_learning_rate
+        self.warmup_steps = warmup_steps
+        self.decay_steps = decay_steps
+        self.cooldown_fraction = cooldown_fraction
+        self.min_learning_rate = min_learning_rate
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        warm = self.peak_learning_rate * (step + 1.0) / (self.warmup_steps + 1.0)
+        cooldown = self.cooldown_fraction * self.decay_steps
+        # 1 before the cooldown, 0 at decay_steps and after
+        left = ops.clip((self.decay_steps - step) / cooldown, 0.0, 1.0)
+        decayed = self.min_learning_rate + left * (self.peak_learning_rate - self.min_learning_rate)
+        return ops.where(step < self.warmup_steps, warm, decayed)
+
+    def get_config(self):
+        return {
+            "peak_learning_rate": self.peak_learning_rate,
+            "warmup_steps": self.warmup_steps,
+            "decay_steps": self.decay_steps,
+            "cooldown_fraction": self.cooldown_fraction,
+            "min_learning_rate": self.min_learning_rate,
+        }
