@@ -44,6 +44,11 @@ def _decay_warmup(
     return warmup_steps
 
 
+def _warming(peak_learning_rate: float, warmup_steps: int, step):
+    """The linear warmup's rate at `step` (nanoGPT's: `peak * (step + 1) / (warmup + 1)`)."""
+    return peak_learning_rate * (step + 1.0) / (warmup_steps + 1.0)
+
+
 @register("schedule", "cosine")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warmup to `peak_learning_rate`, then cosine decay to `min_learning_rate`.
@@ -84,7 +89,7 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
-        warm = self.peak_learning_rate * (step + 1.0) / (self.warmup_steps + 1.0)
+        warm = _warming(self.peak_learning_rate, self.warmup_steps, step)
         progress = (step - self.warmup_steps) / float(self.decay_steps - self.warmup_steps)
         progress = ops.clip(progress, 0.0, 1.0)
         cosine = 0.5 * (1.0 + ops.cos(math.pi * progress))
@@ -126,7 +131,7 @@ class ConstantWithWarmup(keras.optimizers.schedules.LearningRateSchedule):
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
-        warm = self.peak_learning_rate * (step + 1.0) / (self.warmup_steps + 1.0)
+        warm = _warming(self.peak_learning_rate, self.warmup_steps, step)
         return ops.where(step < self.warmup_steps, warm, self.peak_learning_rate)
 
     def get_config(self):
@@ -178,7 +183,7 @@ class WarmupStableDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
-        warm = self.peak_learning_rate * (step + 1.0) / (self.warmup_steps + 1.0)
+        warm = _warming(self.peak_learning_rate, self.warmup_steps, step)
         cooldown = self.cooldown_fraction * self.decay_steps
         # 1 before the cooldown, 0 at decay_steps and after
         left = ops.clip((self.decay_steps - step) / cooldown, 0.0, 1.0)
