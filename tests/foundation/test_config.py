@@ -111,9 +111,9 @@ def test_shakespeare_char_is_nanogpts_baby_config():
 
 
 def test_the_speedrun_experiment_is_the_measured_recipe():
-    """`experiment=shakespeare_char_speedrun` composes to exactly the ablation's `modern + muon,
-    lr 2e-3` variant (benchmarks/shakespeare_char.py), whose three-seed result its comment
-    cites."""
+    """`experiment=shakespeare_char_speedrun` composes to exactly the ablation's `modern + muon
+    2e-3, wsd cooldown to 0` variant (benchmarks/shakespeare_char.py), whose three-seed result its
+    comment cites."""
     speedrun = composed("experiment=shakespeare_char_speedrun")
     measured = composed(
         "experiment=shakespeare_char",
@@ -125,6 +125,8 @@ def test_the_speedrun_experiment_is_the_measured_recipe():
         "schedule.peak_learning_rate=2e-3",
         "schedule.min_learning_rate=2e-4",
         "optimizer.adam_lr_ratio=0.5",
+        "schedule=wsd",
+        "schedule.min_learning_rate=0",
     )
     assert speedrun == measured
     assert speedrun["optimizer"]["name"] == "muon" and speedrun["trainer"]["max_steps"] == 2000
