@@ -19,31 +19,6 @@ def _warn_once(message: str) -> None:
     log.warning(message)
 
 
-def _decay_warmup(
-    peak_learning_rate: float, warmup_steps: int, decay_steps: int, min_learning_rate: float
-) -> int:
-    """Checks a warmup-then-decay schedule's arguments; returns the warmup length to use."""
-    if peak_learning_rate <= 0:
-        raise ValueError(f"peak_learning_rate must be positive, got {peak_learning_rate}")
-    if warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-    if decay_steps <= 0:
-        raise ValueError(f"decay_steps must be positive, got {decay_steps}")
-    if decay_steps <= warmup_steps:
-        shorter = decay_steps // 10
-        _warn_once(
-            f"schedule: warmup_steps={warmup_steps} is not shorter than decay_steps="
-            f"{decay_steps} (the run): warming up for {shorter} steps instead (set "
-            "schedule.warmup_steps to choose)"
-        )
-        warmup_steps = shorter
-    if not 0 <= min_learning_rate <= peak_learning_rate:
-        raise ValueError(
-            f"min_learning_rate must be in [0, peak_learning_rate], got {min_learning_rate}"
-        )
-    return warmup_steps
-
-
 def _warming(peak_learning_rate: float, warmup_steps: int, step):
     """The linear warmup's rate at `step` (nanoGPT's: `peak * (step + 1) / (warmup + 1)`)."""
     return peak_learning_rate * (step + 1.0) / (warmup_steps + 1.0)
@@ -79,21 +54,38 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         decay_steps: int,
         min_learning_rate: float = 0.0,
     ):
-        warmup_steps = _decay_warmup(
-            peak_learning_rate, warmup_steps, decay_steps, min_learning_rate
-        )
+        if peak_learning_rate <= 0:
+            raise ValueError(f"peak_learning_rate must be positive, got {peak_learning_rate}")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if decay_steps <= 0:
+            raise ValueError(f"decay_steps must be positive, got {decay_steps}")
+        if decay_steps <= warmup_steps:
+            shorter = decay_steps // 10
+            _warn_once(
+                f"schedule: warmup_steps={warmup_steps} is not shorter than decay_steps="
+                f"{decay_steps} (the run): warming up for {shorter} steps instead (set "
+                "schedule.warmup_steps to choose)"
+            )
+            warmup_steps = shorter
+        if not 0 <= min_learning_rate <= peak_learning_rate:
+            raise ValueError(
+                f"min_learning_rate must be in [0, peak_learning_rate], got {min_learning_rate}"
+            )
         self.peak_learning_rate = peak_learning_rate
         self.warmup_steps = warmup_steps
         self.decay_steps = decay_steps
         self.min_learning_rate = min_learning_rate
 
+    def _share(self, step):
+        """How much of `peak - min` is left at `step` after warmup: 1 down to 0."""
+        progress = (step - self.warmup_steps) / float(self.decay_steps - self.warmup_steps)
+        return 0.5 * (1.0 + ops.cos(math.pi * ops.clip(progress, 0.0, 1.0)))
+
     def __call__(self, step):
         step = ops.cast(step, "float32")
         warm = _warming(self.peak_learning_rate, self.warmup_steps, step)
-        progress = (step - self.warmup_steps) / float(self.decay_steps - self.warmup_steps)
-        progress = ops.clip(progress, 0.0, 1.0)
-        cosine = 0.5 * (1.0 + ops.cos(math.pi * progress))
-        decayed = self.min_learning_rate + cosine * (
+        decayed = self.min_learning_rate + self._share(step) * (
             self.peak_learning_rate - self.min_learning_rate
         )
         return ops.where(step < self.warmup_steps, warm, decayed)
@@ -139,7 +131,7 @@ class ConstantWithWarmup(keras.optimizers.schedules.LearningRateSchedule):
 
 
 @register("schedule", "wsd")
-class WarmupStableDecay(keras.optimizers.schedules.LearningRateSchedule):
+class WarmupStableDecay(WarmupCosine):
     """Linear warmup, constant at `peak_learning_rate`, then a linear cooldown to the minimum.
 
     The trapezoid of modded-nanogpt's speedruns: the rate holds at its peak until the last
@@ -170,31 +162,15 @@ class WarmupStableDecay(keras.optimizers.schedules.LearningRateSchedule):
         cooldown_fraction: float = 0.4,
         min_learning_rate: float = 0.0,
     ):
-        warmup_steps = _decay_warmup(
-            peak_learning_rate, warmup_steps, decay_steps, min_learning_rate
-        )
+        super().__init__(peak_learning_rate, warmup_steps, decay_steps, min_learning_rate)
         if not 0 < cooldown_fraction <= 1:
             raise ValueError(f"cooldown_fraction must be in (0, 1], got {cooldown_fraction}")
-        self.peak_learning_rate = peak_learning_rate
-        self.warmup_steps = warmup_steps
-        self.decay_steps = decay_steps
         self.cooldown_fraction = cooldown_fraction
-        self.min_learning_rate = min_learning_rate
 
-    def __call__(self, step):
-        step = ops.cast(step, "float32")
-        warm = _warming(self.peak_learning_rate, self.warmup_steps, step)
-        cooldown = self.cooldown_fraction * self.decay_steps
+    def _share(self, step):
         # 1 before the cooldown, 0 at decay_steps and after
-        left = ops.clip((self.decay_steps - step) / cooldown, 0.0, 1.0)
-        decayed = self.min_learning_rate + left * (self.peak_learning_rate - self.min_learning_rate)
-        return ops.where(step < self.warmup_steps, warm, decayed)
+        cooldown = self.cooldown_fraction * self.decay_steps
+        return ops.clip((self.decay_steps - step) / cooldown, 0.0, 1.0)
 
     def get_config(self):
-        return {
-            "peak_learning_rate": self.peak_learning_rate,
-            "warmup_steps": self.warmup_steps,
-            "decay_steps": self.decay_steps,
-            "cooldown_fraction": self.cooldown_fraction,
-            "min_learning_rate": self.min_learning_rate,
-        }
+        return {**super().get_config(), "cooldown_fraction": self.cooldown_fraction}
