@@ -73,7 +73,7 @@ COMMANDS: dict[str, Command] = {
         "convert_main",
     ),
     "quantize": Command(
-        "int8 weights: tfllm quantize ckpt=DIR out=DIR [activations=none|dynamic]",
+        "int8 or bf16 weights: tfllm quantize ckpt=DIR out=DIR [mode=int8|bf16] [activations=...]",
         "compress",
         "quantize_main",
     ),

@@ -306,6 +306,46 @@ def test_quantized_run_reloads_exactly_and_refuses_a_second_pass(tiny_run):
         quantize_run(str(run), str(root / "bad"), activations="int4")
 
 
+def test_a_bf16_run_holds_half_the_bytes_and_decodes_like_fp32(tiny_run, tmp_path):
+    import keras
+
+    from tfllm.commands.compress import quantize_run
+    from tfllm.compression.quantize import weight_bytes
+    from tfllm.generation.decoder import GenerationConfig, Generator
+    from tfllm.registry import ConfigError
+    from tfllm.runs import load_run
+
+    root, run = tiny_run
+    done = quantize_run(str(run), str(tmp_path / "bf16"), mode="bf16")
+    fp32, tokenizer, _ = load_run(str(run))
+    bf16, _, cfg = load_run(str(tmp_path / "bf16"))
+    assert cfg["quantization"] == {"mode": "bf16"}
+    assert keras.config.dtype_policy().name == "float32"  # the build's policy did not leak
+    assert {w.dtype for w in bf16.weights} == {"bfloat16"}
+    assert done["mode"] == "bf16" and done["weights"] == len(bf16.weights)
+    assert done["bytes_before"] == weight_bytes(fp32) == 2 * weight_bytes(bf16)
+    for a, b in zip(fp32.weights, bf16.weights, strict=True):  # rounded, not retrained
+        np.testing.assert_array_equal(tf.cast(tf.cast(a, "bfloat16"), "float32"), b.numpy())
+    ids = rng.integers(0, fp32.vocabulary_size, (2, 16)).astype("int32")
+    want, got = fp32(ids).numpy(), bf16(ids).numpy()
+    assert got.dtype == np.float32  # logits come out float32 for the loss and for sampling
+    assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
+    np.testing.assert_array_equal(got.argmax(-1)[:, -4:], want.argmax(-1)[:, -4:])
+    # The KV-cached loop, in graph mode (what exports run) and under XLA, on bfloat16 weights.
+    prompt = [tokenizer.encode_one("BERNARDO:\nWho")]
+    config = GenerationConfig(max_new_tokens=8)
+    reference = Generator(fp32, tokenizer).generate_ids(prompt, config)[0]
+    for jit in (False, True):
+        np.testing.assert_array_equal(
+            Generator(bf16, tokenizer, jit_compile=jit).generate_ids(prompt, config)[0],
+            reference,
+        )
+    with pytest.raises(ConfigError, match="quantization.activations"):
+        quantize_run(str(run), str(root / "bad"), activations="dynamic", mode="bf16")
+    with pytest.raises(ConfigError, match="quantization.mode"):
+        quantize_run(str(run), str(root / "bad"), mode="fp8")
+
+
 def test_magnitude_masks_zero_exactly_the_smallest_globally_or_per_layer():
     from tfllm.compression.prune import magnitude_masks
 

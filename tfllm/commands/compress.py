@@ -12,19 +12,23 @@ from tfllm.registry import ConfigError
 
 
 def quantize_run(
-    ckpt: str, out: str, activations: str = "none", overwrite: bool = False
+    ckpt: str, out: str, activations: str = "none", overwrite: bool = False, mode: str = "int8"
 ) -> dict[str, Any]:
-    """A run or converted checkpoint in, an int8 checkpoint directory out.
+    """A run or converted checkpoint in, a reduced-precision checkpoint directory out.
 
-    A LoRA adapter is merged first. The written config records `quantization`, so every
-    loader (generate, chat, evaluate, export, serve) rebuilds the int8 layers before restoring.
-    Returns what was done: layer count and weight bytes before and after.
+    `mode="int8"`: int8 matrices with one scale per output channel (`activations="dynamic"`
+    quantizes activations per token too). `mode="bf16"`: the whole model rebuilt under the
+    bfloat16 dtype policy, every weight rounded to bfloat16. A LoRA adapter is merged first.
+    The written config records `quantization`, so every loader (generate, chat, evaluate,
+    export, serve) rebuilds the model in that precision before restoring.
+    Returns what was done: the mode, the layers quantized (int8) or weights rounded (bf16),
+    and weight bytes before and after.
     """
     from tfllm.adapters.lora import merge_adapter
     from tfllm.compression.quantize import check_quantization, quantize_model, weight_bytes
     from tfllm.runs import load_run, write_run
 
-    spec = check_quantization({"mode": "int8", "activations": activations})
+    spec = check_quantization({"mode": mode, "activations": activations})
     if os.path.exists(out) and os.listdir(out) and not overwrite:
         raise FileExistsError(f"out: {out} exists and is not empty (pass overwrite=true)")
     model, tokenizer, cfg = load_run(ckpt)
@@ -33,9 +37,42 @@ def quantize_run(
     if cfg.get("adapter"):
         model, cfg = merge_adapter(model, cfg, tokenizer)
     before = weight_bytes(model)
-    layers = quantize_model(model, **spec)
-    write_run(model, tokenizer, {**cfg, "quantization": spec}, out, overwrite)
-    return {"layers": len(layers), "bytes_before": before, "bytes_after": weight_bytes(model)}
+    cfg = {**cfg, "quantization": spec}
+    if spec["mode"] == "bf16":
+        model = _rebuilt_in_bfloat16(model, tokenizer, cfg)
+        done = {"weights": sum(1 for w in model.weights if w.dtype == "bfloat16")}
+    else:
+        done = {"layers": len(quantize_model(model, **spec))}
+    write_run(model, tokenizer, cfg, out, overwrite)
+    return {
+        "mode": spec["mode"],
+        **done,
+        "bytes_before": before,
+        "bytes_after": weight_bytes(model),
+    }
+
+
+def _rebuilt_in_bfloat16(model: Any, tokenizer: Any, cfg: dict[str, Any]) -> Any:
+    """`model`'s architecture built again from `cfg` (which asks for bf16), holding `model`'s
+    weights rounded to bfloat16 (integer state, such as dropout's generators, copied)."""
+    import tensorflow as tf
+
+    from tfllm.models.builder import build_model
+    from tfllm.models.variables import model_variables
+
+    rebuilt = build_model(
+        cfg,
+        tokenizer.vocabulary_size,
+        tokenizer.special_token_ids(),
+        tokenizer.sentinel_ids(),
+        tokenizer,
+    )
+    source, target = model_variables(model), model_variables(rebuilt)
+    if source.keys() != target.keys():  # one architecture, built twice: never expected
+        raise ValueError(f"bf16 rebuild changed the weights: {sorted(source ^ target.keys())}")
+    for name, variable in target.items():
+        variable.assign(tf.cast(source[name], variable.dtype))
+    return rebuilt
 
 
 def prune_run(
@@ -95,10 +132,17 @@ def prune_run(
 
 
 def quantize_job(plain: dict[str, Any]) -> None:
-    done = quantize_run(plain["ckpt"], plain["out"], plain["activations"], plain["overwrite"])
+    done = quantize_run(
+        plain["ckpt"], plain["out"], plain["activations"], plain["overwrite"], plain["mode"]
+    )
     ratio = done["bytes_before"] / done["bytes_after"]
+    what = (
+        f"rounded {done['weights']} weights to bf16"
+        if done["mode"] == "bf16"
+        else f"quantized {done['layers']} layers to int8"
+    )
     print(
-        f"quantized {done['layers']} layers to int8: weights {done['bytes_before'] / 1e6:.2f} MB "
+        f"{what}: weights {done['bytes_before'] / 1e6:.2f} MB "
         f"-> {done['bytes_after'] / 1e6:.2f} MB ({ratio:.2f}x) in {plain['out']}"
     )
 

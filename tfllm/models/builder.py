@@ -28,30 +28,34 @@ def build_model(
     `special_tokens` (role -> id, from the tokenizer) and `sentinel_ids` are offered to tasks
     that need them (masked LM's `[MASK]`, span corruption's sentinels); `tokenizer` to tasks that
     read text (PPO's reward functions)."""
+    from tfllm.compression.quantize import build_precision
+
     spec = dict(cfg["model"])
     name = spec.pop("name")
     backbone_spec = {"name": name, **spec}
     for group in ("attention", "positional", "ffn", "norm"):
         backbone_spec[group] = dict(cfg[group])
-    backbone = registry.build(
-        "model", backbone_spec, {"vocabulary_size": vocabulary_size}, key="model"
-    )
     task = dict(cfg["task"])
     task_spec = {"name": task.pop("name"), **task}
-    context = {
-        "backbone": backbone,
-        "head": dict(cfg["head"]),
-        "special_tokens": special_tokens,
-        "sentinel_ids": sentinel_ids,
-        "tokenizer": tokenizer,
-    }
-    model = registry.build("task", task_spec, context, key="task")
+    # A `tfllm quantize mode=bf16` run: every layer is constructed under the bfloat16 policy.
+    with build_precision(cfg.get("quantization")):
+        backbone = registry.build(
+            "model", backbone_spec, {"vocabulary_size": vocabulary_size}, key="model"
+        )
+        context = {
+            "backbone": backbone,
+            "head": dict(cfg["head"]),
+            "special_tokens": special_tokens,
+            "sentinel_ids": sentinel_ids,
+            "tokenizer": tokenizer,
+        }
+        model = registry.build("task", task_spec, context, key="task")
     if cfg.get("adapter"):  # e.g. LoRA: only the adapter's weights train
         try:
             registry.build("adapter", cfg["adapter"], key="adapter").apply(model)
         except ValueError as e:
             raise ConfigError(f"adapter: {e}") from None
-    if cfg.get("quantization"):  # a run written by `tfllm quantize`: int8 weights
+    if cfg.get("quantization"):  # a run written by `tfllm quantize`: int8 weights (bf16: above)
         from tfllm.compression.quantize import check_quantization, quantize_model
 
         quantize_model(model, **check_quantization(cfg["quantization"]))
