@@ -1,17 +1,21 @@
-"""Efficiency, measured in one run: int8 quantization, pruning, mixture-of-experts, and
+"""Efficiency, measured in one run: int8 and bf16 weights, pruning, mixture-of-experts, and
 long-context attention.
 
     pip install -e ".[bench]"
-    python benchmarks/efficiency.py [--quick]
+    python benchmarks/efficiency.py [--sections quant prune moe attention] [--precisions int8 bf16]
+
+A run of some `--sections` replaces those sections of the committed report and JSON and keeps
+the others.
 
 Sections (each contender in its own process with 2 threads, so peak RSS is its own):
 
-1. int8 against fp32 for SmolLM2-135M-Instruct (`tfllm pretrained pull`) and a tiny Llama-style
-   model trained here on WikiText-2: checkpoint bytes on disk, weight bytes, greedy decode
-   tokens/s (batch 1, XLA decode loop, median of 3), peak RSS, and WikiText-2 perplexity
+1. int8 and bf16 against fp32 for SmolLM2-135M-Instruct (`tfllm pretrained pull`) and a tiny
+   Llama-style model trained here on WikiText-2: checkpoint bytes on disk, weight bytes, greedy
+   decode tokens/s (batch 1, XLA decode loop, median of 3), peak RSS, and WikiText-2 perplexity
    (`../shared/data/wikitext-2/valid.txt`: SmolLM2 on its first `--smollm2-chars` characters;
    the tiny model, trained on the first 90% of the file with a byte tokenizer, on the last 10%).
-   int8 is `tfllm quantize` (weight-only: int8 matrices, one scale per output channel).
+   int8 is `tfllm quantize` (weight-only: int8 matrices, one scale per output channel); bf16 is
+   `tfllm quantize mode=bf16` (every weight and op in bfloat16).
 2. Pruning: the tiny model's held-out perplexity against global magnitude sparsity, one-shot
    and after `--finetune-steps` of recovery fine-tuning with the zeros kept.
 3. Mixture-of-experts against dense at equal active parameters on tiny Shakespeare
@@ -27,6 +31,7 @@ Prints Markdown tables and writes them, the JSON and two plots to benchmarks/res
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -290,11 +295,13 @@ def section_quantization(args, work: str) -> tuple[dict, list[str]]:
     del model
     rows = {}
     for name, m in models.items():
-        int8_dir = os.path.join(work, f"int8-{len(rows)}")
-        start = time.perf_counter()
-        quantize_run(m["ckpt"], int8_dir)
-        quantize_seconds = time.perf_counter() - start
-        for precision, ckpt in (("fp32", m["ckpt"]), ("int8", int8_dir)):
+        checkpoints, quantize_seconds = {"fp32": m["ckpt"]}, {}
+        for precision in args.precisions:
+            checkpoints[precision] = os.path.join(work, f"{precision}-{len(rows)}")
+            start = time.perf_counter()
+            quantize_run(m["ckpt"], checkpoints[precision], mode=precision)
+            quantize_seconds[precision] = time.perf_counter() - start
+        for precision, ckpt in checkpoints.items():
             child = {
                 "ckpt": ckpt,
                 "text_path": WIKITEXT,
@@ -303,8 +310,8 @@ def section_quantization(args, work: str) -> tuple[dict, list[str]]:
                 **({"prompt": m["prompt"]} if "prompt" in m else {}),
             }
             result = run_child("quality", child)
-            if precision == "int8":
-                result["quantize_seconds"] = quantize_seconds
+            if precision in quantize_seconds:
+                result["quantize_seconds"] = quantize_seconds[precision]
             rows[f"{name} {precision}"] = result
             print(name, precision, result, flush=True)
     lines = [
@@ -324,11 +331,11 @@ def section_quantization(args, work: str) -> tuple[dict, list[str]]:
             f"{r['tokens_scored']:,} |"
         )
     lines.append("")
-    for name in models:
-        f, q = rows.get(f"{name} fp32", {}), rows.get(f"{name} int8", {})
+    for name, precision in itertools.product(models, args.precisions):
+        f, q = rows.get(f"{name} fp32", {}), rows.get(f"{name} {precision}", {})
         if "perplexity" in f and "perplexity" in q:
             lines.append(
-                f"- {name}: int8/fp32 perplexity {q['perplexity'] / f['perplexity']:.4f} "
+                f"- {name}: {precision}/fp32 perplexity {q['perplexity'] / f['perplexity']:.4f} "
                 f"({100 * (q['perplexity'] / f['perplexity'] - 1):+.2f}%), checkpoint bytes "
                 f"{f['checkpoint_bytes'] / q['checkpoint_bytes']:.2f}x smaller, weight bytes "
                 f"{f['weight_bytes'] / q['weight_bytes']:.2f}x smaller, decode "
@@ -339,7 +346,7 @@ def section_quantization(args, work: str) -> tuple[dict, list[str]]:
     lines.append(
         "- Loading an int8 checkpoint builds the float model, quantizes it and then restores "
         "the int8 values, so its peak RSS includes the float weights once; RSS after load is "
-        "what the loaded model holds."
+        "what the loaded model holds. A bf16 checkpoint is built in bfloat16 directly."
     )
     lines.append(
         f"- WikiText-2 valid.txt ({size:,} bytes): SmolLM2 scores its first "
@@ -554,6 +561,9 @@ def main() -> None:
     parser.add_argument("--child-args")
     parser.add_argument("--out")
     parser.add_argument("--sections", nargs="+", default=["quant", "prune", "moe", "attention"])
+    parser.add_argument(
+        "--precisions", nargs="+", default=["int8", "bf16"], choices=["int8", "bf16"]
+    )
     parser.add_argument("--smollm2-chars", type=int, default=40_000)
     parser.add_argument("--tiny-steps", type=int, default=1500)
     parser.add_argument("--finetune-steps", type=int, default=300)
@@ -572,46 +582,80 @@ def main() -> None:
     os.makedirs(RESULTS, exist_ok=True)
     work = tempfile.mkdtemp(prefix="tfllm-efficiency-")
     started = time.perf_counter()
-    report = [
-        "# Efficiency: int8, pruning, mixture-of-experts, long-context attention",
-        "",
+    command = f"`python benchmarks/efficiency.py {' '.join(sys.argv[1:])}`".replace(" `", "`")
+    machine = (
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}; each contender in its own process with 2 threads.",
-        "",
-    ]
+        f"{platform.python_version()}; each contender in its own process with 2 threads."
+    )
     results: dict = {}
+    sections: dict[str, list[str]] = {}  # "## title" -> its lines
     quant = None
     if "quant" in args.sections or "prune" in args.sections:
         quant, lines = section_quantization(args, work)
         results["quantization"] = quant
-        report += ["## int8 against fp32", "", *lines, ""]
+        sections[QUANT_TITLE] = lines
     if "prune" in args.sections:
         results["pruning"], lines = section_pruning(args, work, quant)
-        report += ["## Magnitude pruning", "", *lines, "", "![](efficiency_pruning.png)", ""]
+        sections["## Magnitude pruning"] = [*lines, "", "![](efficiency_pruning.png)"]
     if "moe" in args.sections:
         results["moe"], lines = section_moe(args, work)
-        report += ["## Mixture-of-experts against dense, equal active parameters", "", *lines, ""]
+        sections["## Mixture-of-experts against dense, equal active parameters"] = lines
     if "attention" in args.sections:
         results["attention"], lines = section_attention(args)
-        report += [
-            "## Attention time and memory against sequence length",
-            "",
+        sections["## Attention time and memory against sequence length"] = [
             *lines,
             "",
             "![](efficiency_attention.png)",
-            "",
         ]
-    report.append(
-        f"Total {time.perf_counter() - started:.0f} s. Command: "
-        f"`python benchmarks/efficiency.py {' '.join(sys.argv[1:])}`".rstrip()
-    )
-    text = "\n".join(report)
+    seconds = time.perf_counter() - started
+    for title in sections:
+        sections[title] += ["", f"{machine} This section: {command}, total {seconds:.0f} s."]
+    report_path = os.path.join(RESULTS, "efficiency.md")
+    json_path = os.path.join(RESULTS, "efficiency.json")
+    # A run of some sections replaces those and keeps the committed others.
+    kept = _sections(report_path) if len(args.sections) < 4 else {}
+    kept.update(sections)
+    parts = [REPORT_TITLE, "\n".join(kept.pop("", []))]
+    parts += ["\n".join([t, "", *lines]) for t, lines in kept.items()]
+    text = "\n\n".join(p for p in parts if p)
     print(text)
-    with open(os.path.join(RESULTS, "efficiency.md"), "w") as f:
-        f.write(text + "\n")
-    with open(os.path.join(RESULTS, "efficiency.json"), "w") as f:
+    with open(report_path, "w") as f:
+        f.write(text.rstrip() + "\n")
+    if len(args.sections) < 4 and os.path.exists(json_path):
+        with open(json_path) as f:
+            results = {**json.load(f), **results}
+    with open(json_path, "w") as f:
         json.dump(results, f, indent=1, default=str)
     shutil.rmtree(work, ignore_errors=True)
+
+
+REPORT_TITLE = "# Efficiency: int8 and bf16, pruning, mixture-of-experts, long-context attention"
+QUANT_TITLE = "## int8 and bf16 against fp32"
+
+
+def _sections(path: str) -> dict[str, list[str]]:
+    """The `## ` sections of a committed report, in order (the int8-only title renamed)."""
+    if not os.path.exists(path):
+        return {}
+    # "" holds the lines between the report's title and its first section.
+    sections: dict[str, list[str]] = {"": []}
+    title = ""
+    with open(path, encoding="utf-8") as f:
+        for line in f.read().splitlines()[1:]:
+            if line.startswith("## "):
+                title = QUANT_TITLE if line == "## int8 against fp32" else line
+                sections[title] = []
+            else:
+                sections[title].append(line)
+    return {t: _strip(lines) for t, lines in sections.items()}
+
+
+def _strip(lines: list[str]) -> list[str]:
+    while lines and not lines[0].strip():
+        lines = lines[1:]
+    while lines and not lines[-1].strip():
+        lines = lines[:-1]
+    return lines
 
 
 if __name__ == "__main__":
