@@ -69,7 +69,8 @@ def _rebuilt_in_bfloat16(model: Any, tokenizer: Any, cfg: dict[str, Any]) -> Any
     )
     source, target = model_variables(model), model_variables(rebuilt)
     if source.keys() != target.keys():  # one architecture, built twice: never expected
-        raise ValueError(f"bf16 rebuild changed the weights: {sorted(source ^ target.keys())}")
+        changed = sorted(source.keys() ^ target.keys())
+        raise ValueError(f"bf16 rebuild changed the weights: {changed}")
     for name, variable in target.items():
         variable.assign(tf.cast(source[name], variable.dtype))
     return rebuilt
