@@ -1075,6 +1075,27 @@ def test_an_export_stores_every_weight_once(exported, in_process):
     assert stored <= weight_bytes(in_process[0]) * 1.01
 
 
+def test_an_export_stores_every_signature_graph_once(exported):
+    """The signatures are traced where `tf.saved_model.save` traces, so saving does not trace
+    them again and write a second copy of every graph."""
+    import collections
+    import re
+
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    _, _, model_dir, _ = exported
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((model_dir / "1" / "saved_model.pb").read_bytes())
+    library = proto.meta_graphs[0].graph_def.library.function
+    traced = collections.Counter(
+        re.sub(r"_\d+$", "", f.signature.name)
+        for f in library
+        if f.signature.name.startswith("__inference_")
+    )
+    for name in ("serving_default", "generate", "score", "count_tokens", "generate_ids"):
+        assert traced[f"__inference__{name}"] == 1, (name, traced)
+
+
 def server_rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         line = next(line for line in f if line.startswith("VmRSS:"))

@@ -165,6 +165,7 @@ def export_model(
             (the version folder never appears).
     """
     import tensorflow as tf
+    from tensorflow.python.saved_model import save_context
 
     from tfllm.runs import save_run_config, tokenizer_dir
 
@@ -183,14 +184,19 @@ def export_model(
     if os.path.exists(final):
         raise FileExistsError(f"export: {final} already exists; choose another export.version")
     steps = 4 if validate else 3  # trace the signatures, save, write assets, validate
+    options = tf.saved_model.SaveOptions()
     with progress.task(f"export {name}/{version}", total=steps, unit="step") as advance:
         module = build_serving_module(model, tokenizer, cfg, settings)
-        signatures = module.signatures()
+        # Traced in the context `tf.saved_model.save` traces in: a tf.function's trace cache is
+        # keyed on it, so signatures traced outside it are all traced again while saving (twice
+        # the time, and both copies written into the SavedModel).
+        with save_context.save_context(options):
+            signatures = module.signatures()
         advance(1)
         staging = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=model_dir)
         try:
             target = os.path.join(staging, "model")
-            tf.saved_model.save(module, target, signatures=signatures)
+            tf.saved_model.save(module, target, signatures=signatures, options=options)
             set_method_names(target, module.method_names())
             advance(1)
             extra = os.path.join(target, ASSETS_EXTRA)
