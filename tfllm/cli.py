@@ -165,7 +165,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     if process:
+        from tfllm.commands import lean_imports
+
         quiet.install(verbose)
+        lean_imports.install()
     logging.basicConfig(level=logging.WARNING, format="tfllm: %(message)s")
     from tfllm.commands import progress_bar
     from tfllm.commands.common import reporting

@@ -1,5 +1,9 @@
 """The `tfllm` console script end to end, in fresh processes."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from conftest import run_cli
@@ -145,3 +149,30 @@ def test_train_without_data_path_uses_the_embedded_corpus(tmp_path):
     vocab = (tmp_path / "tokenizer" / "tokenizer.json").read_text()
     assert "HAMLET" not in vocab and "ROMEO" not in vocab  # a character vocabulary
     assert "config.yaml" in {p.name for p in tmp_path.iterdir()}
+
+
+def test_a_command_skips_keras_optional_imports_that_others_still_get(tmp_path):
+    """matplotlib, IPython and pandas stay out of a command's start (Keras imports them only
+    if installed and only for what commands never use), yet import for anything else that
+    asks: tfllm's plots, the `datasets` library."""
+    script = (
+        "import sys\n"
+        "from tfllm import cli\n"
+        "sys.argv = ['tfllm', 'list', 'attention']\n"
+        "cli.main()\n"
+        "assert 'keras' in sys.modules, 'the uncached listing should have loaded Keras'\n"
+        "skipped = ('matplotlib', 'IPython', 'pandas')\n"
+        "print('LOADED', sorted(m for m in skipped if m in sys.modules))\n"
+        "from tfllm.evaluation.plotting import pyplot\n"
+        "import pandas\n"
+        "pyplot().figure()\n"
+        "print('FRAME', pandas.DataFrame({'a': [1]}).shape)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TFLLM_CACHE": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "LOADED []" in proc.stdout and "FRAME (1, 1)" in proc.stdout
