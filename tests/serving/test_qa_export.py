@@ -76,6 +76,9 @@ def qa(tmp_path_factory):
         ],
         run,
     )
+    # The trainer's span metrics on the validation split (chance is below 1/10).
+    logs = json.loads((run / "metrics.json").read_text())
+    assert logs["val_exact_match"] > 0.9 and logs["val_span_f1"] >= logs["val_exact_match"]
     result = export_here(run, root / "exports", "qa", qa_max_windows=4)
     compared = result.validation["compared"]
     assert "answers to 3 questions (4 windows): identical spans" in compared, compared

@@ -222,6 +222,9 @@ def test_squad_errors_name_the_question(tmp_path):
         read_squad(str(path))
 
 
+# Out of the default run (its time budget): tests/serving/test_qa_export.py trains the same
+# model on the same kind of data and checks these metrics before serving it.
+@pytest.mark.slow
 def test_extractive_qa_learns_to_point_at_the_answer(tmp_path):
     train = write_squad(tmp_path / "train.json", 400, 0)
     val = write_squad(tmp_path / "val.json", 64, 1)

@@ -16,10 +16,13 @@ class ExportValidationError(RuntimeError):
     """The reloaded export disagrees with the Keras model, or uses ops TF Serving lacks."""
 
 
-# Runs in the fresh process. Ops are classified against the op registry before and after
-# importing tensorflow_text: what TF core registers, what tf-text adds, and anything else.
+# Runs in the fresh process, which skips Keras's optional imports as a `tfllm` command does
+# (lean_imports' file is run by path: the process never imports tfllm). Ops are classified
+# against the op registry before and after importing tensorflow_text: what TF core registers,
+# what tf-text adds, and anything else.
 _CHILD = r"""
-import json, sys
+import json, runpy, sys
+runpy.run_path(sys.argv[3])["install"]()
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.framework import op_def_registry
@@ -80,9 +83,11 @@ print("@@RESULT@@" + json.dumps({"core": core, "text": text, "other": other,
 def run_in_fresh_process(path: str, requests: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Load the SavedModel at `path` in a new Python that imports only tensorflow and
     tensorflow_text, run `requests` (`{signature: {input: (value, dtype)}}`) and list ops."""
+    from tfllm.commands import lean_imports
+
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, path, json.dumps(requests)],
+        [sys.executable, "-c", _CHILD, path, json.dumps(requests), lean_imports.__file__],
         capture_output=True,
         text=True,
         env=env,
