@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     if process:
-        from tfllm.commands import lean_imports
+        from tfllm import lean_imports
 
         quiet.install(verbose)
         lean_imports.install()

@@ -17,7 +17,7 @@ class ExportValidationError(RuntimeError):
 
 
 # Runs in the fresh process, which skips Keras's optional imports as a `tfllm` command does
-# (lean_imports' file is run by path: the process never imports tfllm). Ops are classified
+# (lean_imports. file is run by path: the process never imports tfllm). Ops are classified
 # against the op registry before and after importing tensorflow_text: what TF core registers,
 # what tf-text adds, and anything else.
 _CHILD = r"""
@@ -83,7 +83,7 @@ print("@@RESULT@@" + json.dumps({"core": core, "text": text, "other": other,
 def run_in_fresh_process(path: str, requests: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Load the SavedModel at `path` in a new Python that imports only tensorflow and
     tensorflow_text, run `requests` (`{signature: {input: (value, dtype)}}`) and list ops."""
-    from tfllm.commands import lean_imports
+    from tfllm import lean_imports
 
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run(
