@@ -17,7 +17,7 @@ class ExportValidationError(RuntimeError):
 
 
 # Runs in the fresh process, which skips Keras's optional imports as a `tfllm` command does
-# (lean_imports. file is run by path: the process never imports tfllm). Ops are classified
+# (tfllm/lean_imports.py is run by path: the process never imports tfllm). Ops are classified
 # against the op registry before and after importing tensorflow_text: what TF core registers,
 # what tf-text adds, and anything else.
 _CHILD = r"""
