@@ -560,7 +560,7 @@ def main() -> None:
     parser.add_argument("--child", choices=sorted(CHILDREN))
     parser.add_argument("--child-args")
     parser.add_argument("--out")
-    parser.add_argument("--sections", nargs="+", default=["quant", "prune", "moe", "attention"])
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
     parser.add_argument(
         "--precisions", nargs="+", default=["int8", "bf16"], choices=["int8", "bf16"]
     )
@@ -613,7 +613,8 @@ def main() -> None:
     report_path = os.path.join(RESULTS, "efficiency.md")
     json_path = os.path.join(RESULTS, "efficiency.json")
     # A run of some sections replaces those and keeps the committed others.
-    kept = _sections(report_path) if len(args.sections) < 4 else {}
+    partial = set(args.sections) != set(SECTIONS)
+    kept = _sections(report_path) if partial else {}
     kept.update(sections)
     parts = [REPORT_TITLE, "\n".join(kept.pop("", []))]
     parts += ["\n".join([t, "", *lines]) for t, lines in kept.items()]
@@ -621,7 +622,7 @@ def main() -> None:
     print(text)
     with open(report_path, "w") as f:
         f.write(text.rstrip() + "\n")
-    if len(args.sections) < 4 and os.path.exists(json_path):
+    if partial and os.path.exists(json_path):
         with open(json_path) as f:
             results = {**json.load(f), **results}
     with open(json_path, "w") as f:
@@ -629,6 +630,7 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
+SECTIONS = ("quant", "prune", "moe", "attention")
 REPORT_TITLE = "# Efficiency: int8 and bf16, pruning, mixture-of-experts, long-context attention"
 QUANT_TITLE = "## int8 and bf16 against fp32"
 
