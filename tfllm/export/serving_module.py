@@ -13,6 +13,7 @@ from typing import Any
 import tensorflow as tf
 from tensorflow.python.trackable.data_structures import NoDependency
 
+from tfllm.components.rows import row_slices
 from tfllm.export.serving_base import ServingModule
 from tfllm.export.text_graph import cut_at_stops_graph, text_checks, wrap_ids
 from tfllm.export.text_graph import tf_assert as _assert
@@ -235,6 +236,7 @@ class CausalLMServing(ServingModule):
         self.stop_ids, _ = stop_tokens(tokenizer, settings.stop, stop_at_eos=True)
         self.stop_strings = tuple(settings.stop)
         self._stream_reference = None  # (key, answer) of `_stream_expected`
+        self._reference = None  # the Python generator validation compares with, made once
         loop = lambda *args: decode_loop(  # noqa: E731
             model, *args, prefill_prompt_only=not settings.jit_compile
         )
@@ -311,11 +313,19 @@ class CausalLMServing(ServingModule):
         longest = max(lengths[p] for p in prompts)
         return prompts, min(16, self.settings.max_new_tokens_limit, self.context - longest)
 
+    def _python_generator(self):
+        """The Python generation path validation compares the export with: one `Generator`,
+        so its decode loop is traced once for every comparison (each takes its settings as
+        tensors)."""
+        from tfllm.generation.decoder import Generator
+
+        if self._reference is None:
+            self._reference = NoDependency(Generator(self._model, self.tokenizer))  # not saved
+        return self._reference
+
     def _default_completions(self, texts) -> list[str]:
         """What `serving_default` must answer for `texts`: the Keras model's completions with
         the export's settings."""
-        from tfllm.generation.decoder import Generator
-
         config = GenerationConfig(
             max_new_tokens=self.default_new_tokens,
             temperature=self.settings.temperature,
@@ -324,7 +334,7 @@ class CausalLMServing(ServingModule):
             seed=self.settings.seed,
             stop=tuple(self.settings.stop),
         )
-        return [c[0] for c in Generator(self._model, self.tokenizer).generate(list(texts), config)]
+        return [c[0] for c in self._python_generator().generate(list(texts), config)]
 
     def validation_requests(self, texts) -> dict[str, dict[str, Any]]:
         prompts, n = self._validation_setup(texts)
@@ -339,7 +349,6 @@ class CausalLMServing(ServingModule):
         """What the streaming signatures must answer for `prompts`, `n` greedy tokens: the
         Python prompt ids, and the completions' token ids and texts. Made once: the requests
         and the check of one validation read the same answer."""
-        from tfllm.generation.decoder import Generator
         from tfllm.generation.prompts import encode_prompt
 
         key = (tuple(prompts), n)
@@ -347,7 +356,7 @@ class CausalLMServing(ServingModule):
             rows = [encode_prompt(self.tokenizer, p, self.context) for p in prompts]
             completions = [
                 c[0]
-                for c in Generator(self._model, self.tokenizer).complete(
+                for c in self._python_generator().complete(
                     prompts, GenerationConfig(max_new_tokens=n, stop=self.stop_strings)
                 )
             ]
@@ -396,12 +405,8 @@ class CausalLMServing(ServingModule):
             )
 
     def check_validation(self, texts, results) -> str:
-        from tfllm.generation.decoder import Generator
-
         prompts, n = self._validation_setup(texts)
-        generated = Generator(self._model, self.tokenizer).generate(
-            prompts, GenerationConfig(max_new_tokens=n)
-        )
+        generated = self._python_generator().generate(prompts, GenerationConfig(max_new_tokens=n))
         expected = [c[0] for c in generated]
         got = results["generate"]["completions"]
         if got != expected:
@@ -463,10 +468,7 @@ class CausalLMServing(ServingModule):
         ids = self._token_ids(prompts, "prompts", allow_empty=True)
         room = self.context - 1
         lengths = tf.cast(ids.row_lengths(), tf.int32)  # (B,)
-        keep = tf.ragged.range(  # (B, None) the positions each row keeps
-            tf.maximum(lengths - room, 0), lengths, row_splits_dtype=ids.row_splits.dtype
-        )
-        return tf.gather(ids, keep, batch_dims=1)
+        return row_slices(ids, tf.maximum(lengths - room, 0), tf.minimum(lengths, room))
 
     def _count_tokens(self, prompts):
         # prompts: (B,) -> lengths (B,): the ids `generate` reads for each prompt, before the
@@ -533,7 +535,7 @@ class CausalLMServing(ServingModule):
             tf.constant(self.pad_id, tf.int32),
         )
         new_lengths = lengths - prompt_lengths  # (B,)
-        new = tf.gather(out, tf.ragged.range(prompt_lengths, lengths), batch_dims=1)  # (B, None)
+        new = row_slices(out, prompt_lengths, new_lengths)  # (B, None)
         budgets = tf.minimum(max_new_tokens, self.context - prompt_lengths)  # (B,)
         last = tf.gather(out, tf.maximum(lengths - 1, 0), batch_dims=1)  # (B,)
         ended = (new_lengths < budgets) | (

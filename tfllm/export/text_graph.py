@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfllm.components.rows import row_slices
+
 
 def tf_assert(condition, message: str):
     """An assertion whose failure TF Serving (and `tfllm serve`) returns as INVALID_ARGUMENT,
@@ -45,8 +47,7 @@ def checked_token_ids(tokenizer, texts, what: str):
 
 def _keep(ids, lengths):
     """The first `lengths[b]` ids of each row of ragged `ids`."""
-    keep = tf.ragged.range(lengths, row_splits_dtype=ids.row_splits.dtype)  # (B, None)
-    return tf.gather(ids, keep, batch_dims=1)
+    return row_slices(ids, tf.zeros_like(lengths), lengths)
 
 
 def wrap_ids(ids, first: int | None, last: int | None):

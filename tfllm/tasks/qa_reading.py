@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import tensorflow as tf
 
+from tfllm.components.rows import row_slices
 from tfllm.registry import ConfigError
 from tfllm.tasks.tagging import graph_words, index_in_row, spaced_words
 
@@ -154,7 +155,7 @@ def read_windows(tokenizer, questions, contexts, rule: ReadingRule) -> Windows:
     begin = window.flat_values * tf.gather(step, example)  # (R,)
     end = tf.minimum(begin + tf.gather(room, example), tf.gather(size, example))
     index = tf.ragged.range(begin, end)  # (R, None) context token of each window position
-    tokens = tf.gather(tf.gather(context.ids, example), index, batch_dims=1)  # (R, None)
+    tokens = row_slices(tf.gather(context.ids, example), begin, end - begin)  # (R, None)
     asked = tf.gather(question, example)  # (R, Q)
     rows = tf.shape(example, out_type=tf.int64)[0]
 

@@ -238,11 +238,15 @@ class Tokenizer(keras.layers.Layer):
             ids = ids[None] if isinstance(ids, tf.RaggedTensor) else tf.expand_dims(ids, 0)
         if not isinstance(ids, tf.RaggedTensor):
             ids = tf.RaggedTensor.from_tensor(ids)
-        ids = tf.cast(ids, tf.int32)
-        keep = (ids >= 0) & (ids < self.vocabulary_size)
-        ids = tf.ragged.boolean_mask(ids, keep)
+        # On the flat values: ragged masking traces into hundreds of shape ops.
+        flat = tf.cast(ids.flat_values, tf.int32)  # (N,)
+        keep = (flat >= 0) & (flat < self.vocabulary_size)
         if skip_special_tokens:
-            ids = tf.ragged.boolean_mask(ids, ~tf.gather(special, ids))
+            inside = tf.clip_by_value(flat, 0, self.vocabulary_size - 1)
+            keep &= ~tf.gather(special, inside)
+        ids = tf.RaggedTensor.from_value_rowids(  # (B, None) the ids kept
+            tf.boolean_mask(flat, keep), tf.boolean_mask(ids.value_rowids(), keep), ids.nrows()
+        )
         text = self._join_ids(ids)
         text = tf.strings.unicode_transcode(
             text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
