@@ -113,12 +113,19 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child_tfllm(args, jit: bool) -> dict:
+def quiet_two_thread_tensorflow():
+    """TensorFlow for a contender's child process: no log lines, two threads (as every
+    contender gets). Returns the module."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(2)
     tf.config.threading.set_inter_op_parallelism_threads(2)
+    return tf
+
+
+def child_tfllm(args, jit: bool) -> dict:
+    quiet_two_thread_tensorflow()
     from tfllm.generation.decoder import GenerationConfig, Generator
     from tfllm.runs import load_run
 
@@ -152,13 +159,9 @@ def child_tfllm(args, jit: bool) -> dict:
 
 
 def child_export(args) -> dict:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tempfile
 
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(2)
-    tf.config.threading.set_inter_op_parallelism_threads(2)
+    tf = quiet_two_thread_tensorflow()
     from tfllm.export.exporter import export_model
     from tfllm.export.serving_module import ExportSettings
     from tfllm.runs import load_run
@@ -273,11 +276,7 @@ def child_torch(args) -> dict:
 
 def child_bandwidth(args) -> dict:
     """Read bandwidth with 2 threads: `tf.reduce_sum` over a 512 MB variable, best of 10."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(2)
-    tf.config.threading.set_inter_op_parallelism_threads(2)
+    tf = quiet_two_thread_tensorflow()
     big = tf.Variable(tf.ones([128 * 1024 * 1024]))
     read = tf.function(lambda: tf.reduce_sum(big))
     read()
