@@ -297,7 +297,9 @@ class Trainer:
     def _compile_steps(self) -> None:
         saved = [v for v in self.checkpoint_variables() if tf.as_dtype(v.dtype).is_floating]
 
-        @tf.function
+        # Every step function is traced without AutoGraph: it has no Python control flow on
+        # tensors, and converting the model's code cost seconds in every training process.
+        @tf.function(autograph=False)
         def all_finite():
             return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in saved])
 
@@ -330,7 +332,7 @@ class Trainer:
                 loss_sum += tf.cast(ls, tf.float32)
             return grads, loss_sum
 
-        grad_fn = gradients if single else tf.function(gradients, jit_compile=jit)
+        grad_fn = gradients if single else tf.function(gradients, jit_compile=jit, autograph=False)
 
         # The task's contract (tfllm.tasks.base.TaskModel): tasks that make their own training
         # data from each batch (PPO: rollouts) prepare it first, may take several updates per
@@ -363,21 +365,25 @@ class Trainer:
             }
             return loss, norm, statistics
 
-        step_fn = tf.function(replica_step, jit_compile=jit) if single else replica_step
+        step_fn = (
+            tf.function(replica_step, jit_compile=jit, autograph=False) if single else replica_step
+        )
         strategy = self.strategy
 
-        @tf.function
+        @tf.function(autograph=False)
         def run_steps(iterator, n):
-            loss_total = tf.constant(0.0)
-            norm = tf.constant(0.0)
-            totals = {k: tf.constant(0.0) for k in statistic_names}
-            for _ in tf.range(n):
+            def body(i, loss_total, norm, totals):
                 loss, norm, statistics = strategy.run(step_fn, args=(next(iterator),))
                 local = strategy.experimental_local_results
-                loss = local(loss)[0]
-                norm = local(norm)[0]
-                loss_total += loss
                 totals = {k: totals[k] + local(statistics[k])[0] for k in statistic_names}
+                return i + 1, loss_total + local(loss)[0], local(norm)[0], totals
+
+            zero = tf.constant(0.0)
+            _, loss_total, norm, totals = tf.while_loop(
+                lambda i, *_: i < n,
+                body,
+                (tf.constant(0, n.dtype), zero, zero, {k: zero for k in statistic_names}),
+            )
             self.step_var.assign_add(tf.cast(n, tf.int64))
             count = tf.cast(n, tf.float32)
             return loss_total / count, norm, {k: v / count for k, v in totals.items()}
@@ -390,15 +396,17 @@ class Trainer:
             stats = {k: ctx.all_reduce("sum", v) for k, v in stats.items()}
             return ctx.all_reduce("sum", tf.cast(ls, tf.float32)), ctx.all_reduce("sum", w), stats
 
-        eval_fn = tf.function(replica_eval, jit_compile=jit) if single else replica_eval
+        eval_fn = (
+            tf.function(replica_eval, jit_compile=jit, autograph=False) if single else replica_eval
+        )
 
-        @tf.function
+        @tf.function(autograph=False)
         def run_eval(batch):
             ls, w, stats = strategy.run(eval_fn, args=(batch,))
             local = strategy.experimental_local_results
             return local(ls)[0], local(w)[0], {k: local(v)[0] for k, v in stats.items()}
 
-        @tf.function
+        @tf.function(autograph=False)
         def any_flag(flag):
             per_replica = strategy.run(lambda: tf.identity(flag))
             return strategy.reduce("SUM", per_replica, axis=None)
