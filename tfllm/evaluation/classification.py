@@ -175,7 +175,9 @@ class LabelLikelihoodClassifier:
         empty = [label for label, ids in self._label_ids.items() if not ids]
         if empty:
             raise ConfigError(f"verbalizers: {empty} encode to no tokens")
-        self._forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        self._forward = tf.function(
+            lambda x: model(x, training=False), reduce_retracing=True, autograph=False
+        )
 
     def max_context(self) -> int:
         return int(self.model.backbone.max_sequence_length)

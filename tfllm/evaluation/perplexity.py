@@ -90,7 +90,9 @@ def sliding_window_nll(
     """Total NLL (nats) and the number of scored tokens of `token_ids` under a causal LM."""
     ids = np.asarray(token_ids, dtype=np.int32)
     spans = window_spans(len(ids), window, stride)
-    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    forward = tf.function(
+        lambda x: model(x, training=False), reduce_retracing=True, autograph=False
+    )
     total, count = 0.0, 0
     starts = range(0, len(spans), batch_size)
     for i in progress.tracked(starts, "perplexity", unit="batch"):

@@ -157,7 +157,9 @@ class SpanExtractor(TaskModel):
                 if not split_words(text):
                     raise ValueError(f"a {what} has no words: {text!r}")
         rule.check(tokenizer)
-        read = tf.function(lambda q, c: self.read(tokenizer, q, c, rule), reduce_retracing=True)
+        read = tf.function(
+            lambda q, c: self.read(tokenizer, q, c, rule), reduce_retracing=True, autograph=False
+        )
         out: list[Answer] = []
         for i in range(0, len(questions), batch_size):
             got = read(
