@@ -5,6 +5,8 @@ serving room uses it."""
 
 from __future__ import annotations
 
+import functools
+
 
 def render_template(
     template: str,
@@ -20,18 +22,12 @@ def render_template(
     tokenizer, or a dict of special tokens by role.
     """
     from jinja2 import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    def raise_exception(message):
-        raise TemplateError(message)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = raise_exception
     # A tokenizer, or its special tokens by role (a client of a served model has only those).
     found = tokenizer if isinstance(tokenizer, dict) else getattr(tokenizer, "special_tokens", {})
     specials = dict(found or {})
     try:
-        return env.from_string(template).render(
+        return _compiled(template).render(
             messages=messages,
             add_generation_prompt=add_generation_prompt,
             bos_token=specials.get("bos", ""),
@@ -39,3 +35,22 @@ def render_template(
         )
     except TemplateError as e:
         raise ValueError(f"chat template: {e}") from None
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(template: str):
+    """The template compiled once in the sandbox (compiling costs milliseconds; chat data
+    renders each conversation several times).
+
+    Raises:
+        jinja2.TemplateError: the template does not parse.
+    """
+    from jinja2 import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message):
+        raise TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(template)

@@ -102,17 +102,50 @@ def conversation_ids(
     reply generated. A reply not followed by the tokenizer's eos gets one, so the model learns
     to stop.
     """
-    ids: list[int] = []
-    weights: list[float] = []
-    done = ""  # text rendered so far
+    return conversations_ids(tokenizer, template, [messages])[0]
+
+
+def conversations_ids(
+    tokenizer, template: str, conversations: list[list[dict[str, str]]]
+) -> list[tuple[list[int], list[float]]]:
+    """`conversation_ids` of each conversation, the pieces of all of them tokenized together
+    (one tokenizer call per thousand pieces instead of one per piece)."""
+    pieces = [conversation_pieces(template, messages) for messages in conversations]
+    texts = sorted({text for found in pieces for text, _ in found})
+    ids_of: dict[str, list[int]] = {}
+    for i in range(0, len(texts), 1024):
+        chunk = texts[i : i + 1024]
+        ids_of.update(zip(chunk, tokenizer.encode(chunk)["input_ids"], strict=True))
     eos = tokenizer.eos_id
+    out = []
+    for found in pieces:
+        ids: list[int] = []
+        weights: list[float] = []
+        for text, weight in found:
+            if weight == 0.0:
+                ids += ids_of[text]
+                weights += [0.0] * len(ids_of[text])
+                continue
+            reply = ids_of[text] if text else []
+            ids += reply
+            weights += [1.0] * len(reply)
+            if eos is not None and eos not in reply:
+                ids.append(eos)
+                weights.append(1.0)
+        out.append((ids, weights))
+    return out
 
-    def add(text: str, weight: float) -> None:
-        if text:
-            piece = tokenizer.encode_one(text)
-            ids.extend(piece)
-            weights.extend([weight] * len(piece))
 
+def conversation_pieces(template: str, messages: list[dict[str, str]]) -> list[tuple[str, float]]:
+    """The texts `conversation_ids` tokenizes, in order, each with its weight: the text before
+    each reply (0.0, left out when empty) and the reply (1.0, empty when the template adds
+    nothing).
+
+    Raises:
+        ValueError: the template does not render the conversation as growing prefixes.
+    """
+    pieces: list[tuple[str, float]] = []
+    done = ""  # text rendered so far
     for k, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
@@ -123,14 +156,11 @@ def conversation_ids(
                 "the chat template does not render conversations as growing prefixes; "
                 "its assistant turns cannot be located"
             )
-        add(prompt[len(done) :], 0.0)
-        start = len(ids)
-        add(full[len(prompt) :], 1.0)
-        if eos is not None and eos not in ids[start:]:
-            ids.append(eos)
-            weights.append(1.0)
+        if prompt[len(done) :]:
+            pieces.append((prompt[len(done) :], 0.0))
+        pieces.append((full[len(prompt) :], 1.0))
         done = full
-    return ids, weights
+    return pieces
 
 
 @dataclass
@@ -220,8 +250,7 @@ class ChatDataset(RowDataset):
         rows = []
         conversations = read_conversations(path)
         try:
-            for conversation in conversations:
-                ids, weights = conversation_ids(tokenizer, self.template, conversation)
+            for ids, weights in conversations_ids(tokenizer, self.template, conversations):
                 ids, weights = ids[:t], weights[:t]
                 if sum(weights[1:]) > 0:
                     rows.append((ids, weights))

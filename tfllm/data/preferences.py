@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tfllm.data.chat import ChatDataset, conversation_ids, render
+from tfllm.data.chat import ChatDataset, conversations_ids, render
 from tfllm.data.jsonl import records
 from tfllm.registry import ConfigError, register
 
@@ -87,14 +87,15 @@ class PreferenceDataset(ChatDataset):
         t = self.sequence_length + 1
         pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
         pairs = read_preferences(path)
+        conversations = [
+            self._conversation(prompt, reply)
+            for prompt, chosen, rejected in pairs
+            for reply in (chosen, rejected)
+        ]
+        encoded = conversations_ids(tokenizer, self.template, conversations)
         kept = []
-        for prompt, chosen, rejected in pairs:
-            sides = []
-            for reply in (chosen, rejected):
-                ids, weights = conversation_ids(
-                    tokenizer, self.template, self._conversation(prompt, reply)
-                )
-                sides.append((ids[:t], weights[:t]))
+        for i in range(len(pairs)):
+            sides = [(ids[:t], weights[:t]) for ids, weights in encoded[2 * i : 2 * i + 2]]
             if all(sum(w[1:]) > 0 for _, w in sides):
                 kept.append(sides)
         if len(kept) < len(pairs):
