@@ -265,8 +265,8 @@ class Tokenizer(keras.layers.Layer):
 
     def encode_one(self, text: str) -> list[int]:
         """Ids of one string, without special tokens."""
-        ids = self(tf.constant([text]))
-        return ids[0].numpy().tolist()
+        ids = self(tf.constant([text]))  # (1, None)
+        return ids.flat_values.numpy().tolist()
 
     def convert_tokens_to_ids(self, tokens: str | Sequence[str]) -> int | list[int]:
         if isinstance(tokens, str):
@@ -342,19 +342,25 @@ class Tokenizer(keras.layers.Layer):
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         """Text of one id sequence."""
-        out = self.detokenize(tf.constant(list(ids), tf.int32), skip_special_tokens)
-        return out.numpy().decode("utf-8")
+        return self.batch_decode([ids], skip_special_tokens)[0]
 
     def batch_decode(self, batch: Sequence[Sequence[int]], skip_special_tokens: bool = True):
         """Texts of several id sequences (of any lengths)."""
-        ragged = (
-            tf.ragged.constant([list(map(int, b)) for b in batch], dtype=tf.int32, ragged_rank=1)
-            if len(batch)
-            else None
-        )
-        if ragged is None:
+        rows = [[int(i) for i in b] for b in batch]
+        if not rows:
             return []
-        return [t.decode("utf-8") for t in self.detokenize(ragged, skip_special_tokens).numpy()]
+        # Padded with -1, which `detokenize` drops as outside the vocabulary.
+        padded = np.full((len(rows), max(len(r) for r in rows)), -1, np.int32)
+        for i, r in enumerate(rows):
+            padded[i, : len(r)] = r
+        key = ("detokenize", bool(skip_special_tokens))
+        if key not in self._tables:  # one traced graph: eagerly, ~30 ops ran one by one
+            self._tables[key] = tf.function(
+                lambda ids: self.detokenize(ids, key[1]),
+                input_signature=[tf.TensorSpec([None, None], tf.int32)],
+                autograph=False,
+            )
+        return [t.decode("utf-8") for t in self._tables[key](padded).numpy()]
 
     # ----- Keras plumbing ---------------------------------------------------------------------
     def build(self, input_shape=None):

@@ -46,6 +46,9 @@ class ByteTokenizer(Tokenizer):
         return [bytes([i]) for i in range(256)] + [s.encode("utf-8") for s in specials]
 
     def call(self, inputs):
+        return self._in_graph(self._ids, inputs)
+
+    def _ids(self, inputs):
         pieces = tf.strings.bytes_split(inputs)  # (B, None) one-byte strings
         flat = tf.io.decode_raw(pieces.flat_values, tf.uint8, fixed_length=1)  # (N, 1)
         return pieces.with_flat_values(tf.cast(tf.reshape(flat, [-1]), tf.int32))

@@ -98,6 +98,9 @@ class CharTokenizer(Tokenizer):
         return tf.constant(self._tables["codepoints"], dtype=tf.int32)
 
     def call(self, inputs):
+        return self._in_graph(self._ids, inputs)
+
+    def _ids(self, inputs):
         codepoints = self._codepoints()  # (C,) sorted
         chars = tf.strings.unicode_decode(
             inputs, "UTF-8", errors="replace", replacement_char=0xFFFD
