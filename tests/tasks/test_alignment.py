@@ -6,9 +6,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfllm.chat_template import render_template
 from tfllm.components.tokenizers.char import CharTokenizer
 from tfllm.config import compose
-from tfllm.data.chat import DEFAULT_TEMPLATE, ChatDataset, conversation_ids, read_conversations
+from tfllm.data.chat import (
+    DEFAULT_TEMPLATE,
+    ChatDataset,
+    conversation_ids,
+    conversations_ids,
+    read_conversations,
+)
 from tfllm.registry import ConfigError
 from tfllm.testing.synthetic import FRUITS, fruit_chats, other_fruit_pairs, write_jsonl
 from tfllm.training.trainer import Trainer
@@ -46,6 +53,32 @@ def test_only_assistant_tokens_carry_loss():
     # The untaught part is exactly the prompts `tfllm chat` would send.
     prompt = TOKENIZER.decode(ids[: weights.index(1.0)])
     assert prompt.endswith("### User:\nWhich fruit is red?\n\n### Assistant:\n")
+
+
+def test_conversations_tokenized_together_equal_each_piece_tokenized_alone():
+    """A dataset tokenizes every conversation's pieces in one batch; each conversation gets
+    exactly the ids of its pieces tokenized one by one (as at inference), eos after replies."""
+    chats = [
+        [{"role": "user", "content": f"Which fruit is {c}?"}, {"role": "assistant", "content": a}]
+        for c, a in (("red", "apple"), ("green", "lime"), ("red", "apple"), ("odd", ""))
+    ]
+    chats.append([*chats[0], {"role": "user", "content": "More?"}, *chats[1][1:]])
+    eos = TOKENIZER.eos_id
+    for messages, (ids, weights) in zip(
+        chats, conversations_ids(TOKENIZER, DEFAULT_TEMPLATE, chats), strict=True
+    ):
+        expected, expected_weights, done = [], [], ""
+        for k in [i for i, m in enumerate(messages) if m["role"] == "assistant"]:
+            prompt = render_template(DEFAULT_TEMPLATE, messages[:k], None, True)
+            full = render_template(DEFAULT_TEMPLATE, messages[: k + 1], None, False)
+            head = TOKENIZER.encode_one(prompt[len(done) :]) if prompt[len(done) :] else []
+            reply = TOKENIZER.encode_one(full[len(prompt) :]) if full[len(prompt) :] else []
+            reply += [eos] if eos not in reply else []
+            expected += head + reply
+            expected_weights += [0.0] * len(head) + [1.0] * len(reply)
+            done = full
+        assert (ids, weights) == (expected, expected_weights)
+        assert (ids, weights) == conversation_ids(TOKENIZER, DEFAULT_TEMPLATE, messages)
 
 
 def test_chat_batches_shift_labels_and_mask_prompts(tmp_path):
