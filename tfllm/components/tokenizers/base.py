@@ -88,8 +88,9 @@ class Tokenizer(keras.layers.Layer):
                 tracker.lock()
         self._tables = _Cache()
 
-    def _in_graph(self, fn, inputs):
-        """Run `fn(strings (B,))` as one traced graph when called eagerly.
+    def _in_graph(self, fn, inputs, eager_calls: int = 0):
+        """Run `fn(strings (B,))` as one traced graph when called eagerly (after
+        `eager_calls` calls run eagerly).
 
         keras-hub's ops call small `tf.function`s per merge step; eagerly they retrace for
         every new shape. One traced graph per tokenizer is faster and is exactly the graph a
@@ -97,15 +98,25 @@ class Tokenizer(keras.layers.Layer):
         """
         if not tf.executing_eagerly():
             return fn(inputs)
-        key = ("graph_fn", fn.__name__)
-        if key not in self._tables:
-            self._tables[key] = tf.function(
-                fn, input_signature=[tf.TensorSpec([None], tf.string)], autograph=False
-            )
+        run = self._traced(fn, tf.TensorSpec([None], tf.string), eager_calls)
         inputs = tf.convert_to_tensor(inputs, tf.string)
         if inputs.shape.rank == 0:
-            return self._tables[key](inputs[None])[0]
-        return self._tables[key](inputs)
+            return run(inputs[None])[0]
+        return run(inputs)
+
+    def _traced(self, fn, spec, eager_calls: int = 0):
+        """`fn` of one input of `spec` as one traced graph, made once per vocabulary; for the
+        first `eager_calls` calls `fn` itself (tracing costs more than a few eager calls, and
+        a tokenizer made for one string never pays it)."""
+        key = ("traced", fn.__name__)
+        if key in self._tables:
+            return self._tables[key]
+        calls = self._tables[("calls", key)] if ("calls", key) in self._tables else 0
+        if calls < eager_calls:
+            self._tables[("calls", key)] = calls + 1
+            return fn
+        self._tables[key] = tf.function(fn, input_signature=[spec], autograph=False)
+        return self._tables[key]
 
     # ----- vocabulary -------------------------------------------------------------------------
     def is_trained(self) -> bool:
@@ -211,8 +222,8 @@ class Tokenizer(keras.layers.Layer):
     def _graph_tables(self):
         """Token bytes and a special-token mask as constants of the current graph.
 
-        The numpy arrays are cached, never tensors: a tensor made while tracing one graph
-        cannot be used from another.
+        The numpy arrays are cached, and eager tensors, never graph tensors: a tensor made
+        while tracing one graph cannot be used from another.
         """
         if "graph" not in self._tables:
             strings = np.asarray(self._token_bytes(), dtype=object)
@@ -221,7 +232,11 @@ class Tokenizer(keras.layers.Layer):
                 special[tid] = True
             self._tables["graph"] = (strings, special)
         strings, special = self._tables["graph"]
-        return tf.constant(strings, dtype=tf.string), tf.constant(special)
+        if not tf.executing_eagerly():
+            return tf.constant(strings, dtype=tf.string), tf.constant(special)
+        if "eager" not in self._tables:  # eager tensors belong to no graph: made once
+            self._tables["eager"] = (tf.constant(strings, dtype=tf.string), tf.constant(special))
+        return self._tables["eager"]
 
     def detokenize(self, token_ids, skip_special_tokens: bool = True):
         """Map ids `(B, T)` (dense or ragged) or `(T,)` to strings `(B,)` or a scalar string.
@@ -236,16 +251,20 @@ class Tokenizer(keras.layers.Layer):
         scalar = ids.shape.rank == 1
         if scalar:
             ids = ids[None] if isinstance(ids, tf.RaggedTensor) else tf.expand_dims(ids, 0)
-        if not isinstance(ids, tf.RaggedTensor):
-            ids = tf.RaggedTensor.from_tensor(ids)
-        # On the flat values: ragged masking traces into hundreds of shape ops.
-        flat = tf.cast(ids.flat_values, tf.int32)  # (N,)
+        # On flat values and their row ids (ragged masking runs hundreds of shape ops).
+        if isinstance(ids, tf.RaggedTensor):
+            flat, rows, nrows = ids.flat_values, ids.value_rowids(), ids.nrows()  # (N,) (N,) ()
+        else:  # (B, T)
+            nrows, width = tf.shape(ids, out_type=tf.int64)[0], tf.shape(ids, out_type=tf.int64)[1]
+            flat = tf.reshape(ids, [-1])
+            rows = tf.repeat(tf.range(nrows), width)
+        flat = tf.cast(flat, tf.int32)
         keep = (flat >= 0) & (flat < self.vocabulary_size)
         if skip_special_tokens:
             inside = tf.clip_by_value(flat, 0, self.vocabulary_size - 1)
             keep &= ~tf.gather(special, inside)
-        ids = tf.RaggedTensor.from_value_rowids(  # (B, None) the ids kept
-            tf.boolean_mask(flat, keep), tf.boolean_mask(ids.value_rowids(), keep), ids.nrows()
+        ids = tf.RaggedTensor.from_value_rowids(  # (B, None) the ids kept, in order
+            tf.boolean_mask(flat, keep), tf.boolean_mask(rows, keep), nrows, validate=False
         )
         text = self._join_ids(ids)
         text = tf.strings.unicode_transcode(
@@ -353,14 +372,15 @@ class Tokenizer(keras.layers.Layer):
         padded = np.full((len(rows), max(len(r) for r in rows)), -1, np.int32)
         for i, r in enumerate(rows):
             padded[i, : len(r)] = r
-        key = ("detokenize", bool(skip_special_tokens))
-        if key not in self._tables:  # one traced graph: eagerly, ~30 ops ran one by one
-            self._tables[key] = tf.function(
-                lambda ids: self.detokenize(ids, key[1]),
-                input_signature=[tf.TensorSpec([None, None], tf.int32)],
-                autograph=False,
-            )
-        return [t.decode("utf-8") for t in self._tables[key](padded).numpy()]
+        detokenize = self._detokenize_kept if skip_special_tokens else self._detokenize_all
+        run = self._traced(detokenize, tf.TensorSpec([None, None], tf.int32), eager_calls=2)
+        return [t.decode("utf-8") for t in run(tf.constant(padded)).numpy()]
+
+    def _detokenize_kept(self, ids):
+        return self.detokenize(ids, skip_special_tokens=True)
+
+    def _detokenize_all(self, ids):
+        return self.detokenize(ids, skip_special_tokens=False)
 
     # ----- Keras plumbing ---------------------------------------------------------------------
     def build(self, input_shape=None):

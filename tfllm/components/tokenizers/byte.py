@@ -46,7 +46,7 @@ class ByteTokenizer(Tokenizer):
         return [bytes([i]) for i in range(256)] + [s.encode("utf-8") for s in specials]
 
     def call(self, inputs):
-        return self._in_graph(self._ids, inputs)
+        return self._in_graph(self._ids, inputs, eager_calls=2)
 
     def _ids(self, inputs):
         pieces = tf.strings.bytes_split(inputs)  # (B, None) one-byte strings

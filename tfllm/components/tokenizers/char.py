@@ -98,7 +98,7 @@ class CharTokenizer(Tokenizer):
         return tf.constant(self._tables["codepoints"], dtype=tf.int32)
 
     def call(self, inputs):
-        return self._in_graph(self._ids, inputs)
+        return self._in_graph(self._ids, inputs, eager_calls=2)
 
     def _ids(self, inputs):
         codepoints = self._codepoints()  # (C,) sorted
