@@ -122,16 +122,11 @@ def conversations_ids(
         ids: list[int] = []
         weights: list[float] = []
         for text, weight in found:
-            if weight == 0.0:
-                ids += ids_of[text]
-                weights += [0.0] * len(ids_of[text])
-                continue
-            reply = ids_of[text] if text else []
-            ids += reply
-            weights += [1.0] * len(reply)
-            if eos is not None and eos not in reply:
-                ids.append(eos)
-                weights.append(1.0)
+            piece = ids_of[text]
+            if weight and eos is not None and eos not in piece:  # a reply ends with eos
+                piece = [*piece, eos]
+            ids += piece
+            weights += [weight] * len(piece)
         out.append((ids, weights))
     return out
 

@@ -255,7 +255,7 @@ class Tokenizer(keras.layers.Layer):
         if isinstance(ids, tf.RaggedTensor):
             flat, rows, nrows = ids.flat_values, ids.value_rowids(), ids.nrows()  # (N,) (N,) ()
         else:  # (B, T)
-            nrows, width = tf.shape(ids, out_type=tf.int64)[0], tf.shape(ids, out_type=tf.int64)[1]
+            nrows, width = tf.unstack(tf.shape(ids, out_type=tf.int64))
             flat = tf.reshape(ids, [-1])
             rows = tf.repeat(tf.range(nrows), width)
         flat = tf.cast(flat, tf.int32)
