@@ -38,7 +38,11 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
+# This folder goes last on the path: benchmarks/tokenizers.py must not shadow the `tokenizers`
+# package keras-hub imports, and machine.py is imported from here.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE] + [HERE]
+from machine import cpu_name  # noqa: E402
+
 RESULTS = os.path.join(HERE, "results")
 FILE_MB = 20.0  # --file-mb
 
@@ -75,17 +79,6 @@ def generate(folder: str, total_mb: float, seed: int = 0) -> list[str]:
             f.write(b".\n")
         os.replace(path + ".tmp", path)
     return files
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -272,7 +265,7 @@ def main() -> None:
     lines = [
         "# Prepared data at scale",
         "",
-        f"Machine: {cpu_model()}, {os.cpu_count()} cores, Python "
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}; `python benchmarks/data_scale.py --gb {args.gb} --steps "
         f"{args.steps} --rounds {args.rounds} --train-rounds {args.train_rounds}"
         + (" --hf-full" if args.hf_full else "")

@@ -24,7 +24,6 @@ import collections
 import glob
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -33,8 +32,11 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
-# benchmarks/tokenizers.py would shadow the `tokenizers` package keras-hub imports.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
+# This folder goes last on the path: benchmarks/tokenizers.py must not shadow the `tokenizers`
+# package keras-hub imports, and machine.py is imported from here.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE] + [HERE]
+from machine import cpu_name  # noqa: E402
+
 PROMPT = "The capital of France is"
 # SmolLM2-135M's weight matmuls: (input, output) of each layer's projections.
 SHAPES = {
@@ -43,17 +45,6 @@ SHAPES = {
     "gate and up (fused)": (576, 3072),
     "down": (1536, 576),
 }
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def numpy_blas() -> str:
