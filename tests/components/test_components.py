@@ -112,6 +112,31 @@ CASES = {
         IDS,
         (2, 6, 16),
     ),
+    "model/decoder:zero-residual-moe": (
+        {
+            "vocabulary_size": 40,
+            "num_layers": 2,
+            "hidden_dim": 16,
+            "num_heads": 4,
+            "max_sequence_length": 12,
+            "ffn": {"name": "moe", "num_experts": 2, "top_k": 1},
+            "zero_residual_init": True,
+        },
+        IDS,
+        (2, 6, 16),
+    ),
+    "model/decoder:unet": (
+        {
+            "vocabulary_size": 40,
+            "num_layers": 3,
+            "hidden_dim": 16,
+            "num_heads": 4,
+            "max_sequence_length": 12,
+            "unet_skips": True,
+        },
+        IDS,
+        (2, 6, 16),
+    ),
     "model/decoder:post-norm": (
         {
             "vocabulary_size": 40,
@@ -135,6 +160,7 @@ CASES = {
             "type_vocabulary_size": 2,
             "embedding_norm": True,
             "ffn": {"name": "mlp", "activation": "gelu"},
+            "unet_skips": True,
         },
         IDS,
         (2, 6, 16),
@@ -277,6 +303,33 @@ def test_every_registered_layer_has_a_harness_case():
         if e.kind in LAYER_KINDS and e.package == "tfllm" and f"{e.kind}/{e.name}" not in covered
     ]
     assert not missing, f"components outside the shared harness: {missing}"
+
+
+@pytest.mark.parametrize("ffn", ["mlp", "swiglu", "moe"])
+def test_zero_residual_init_starts_every_block_as_the_identity(ffn):
+    import keras
+    import tensorflow as tf
+
+    from tfllm.models.decoder import DecoderBackbone
+
+    args = dict(vocabulary_size=40, num_layers=2, hidden_dim=16, num_heads=4)
+    model = DecoderBackbone(**args, ffn={"name": ffn}, zero_residual_init=True)
+    names = ("out_proj", "down", "expert_out")
+    outputs = [w for w in model.weights if any(n in w.path for n in names)]
+    assert len(outputs) >= 4 and all(not np.any(w.numpy()) for w in outputs), outputs
+    embedded = model.embed_tokens(IDS, np.arange(6, dtype="int32"))
+    np.testing.assert_allclose(model(IDS), model.final_norm(embedded), rtol=1e-6, atol=1e-6)
+    # The zeros learn: every output projection gets a gradient that is not zero.
+    with tf.GradientTape() as tape:
+        loss = keras.ops.sum(model(IDS) * X)
+    grads = tape.gradient(loss, [w.value for w in outputs])
+    assert all(np.any(g.numpy()) for g in grads if g is not None)
+    assert sum(g is not None for g in grads) == len(outputs)
+    scaled = DecoderBackbone(**args, scaled_residual_init=True)
+    kernels = [w for w in scaled.weights if "kernel" in w.path and any(n in w.path for n in names)]
+    assert len(kernels) == 4 and all(np.any(w.numpy()) for w in kernels)
+    with pytest.raises(ValueError, match="scaled_residual_init and zero_residual_init"):
+        DecoderBackbone(**args, scaled_residual_init=True, zero_residual_init=True)
 
 
 def test_tied_head_uses_the_embedding():

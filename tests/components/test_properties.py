@@ -30,11 +30,11 @@ COMBOS = [
 VOCAB, T = 37, 12
 
 
-def make_lm(attention, positional, seed=0, **kwargs):
+def make_lm(attention, positional, seed=0, num_layers=2, **kwargs):
     keras.utils.set_random_seed(seed)
     backbone = DecoderBackbone(
         vocabulary_size=VOCAB,
-        num_layers=2,
+        num_layers=num_layers,
         hidden_dim=16,
         num_heads=4,
         max_sequence_length=24,
@@ -71,6 +71,42 @@ def test_cached_decoding_equals_full_recomputation(attention, positional):
         steps.append(logits.numpy())
     cached = np.concatenate(steps, axis=1)
     assert np.abs(cached - full).max() <= 1e-4
+
+
+@pytest.mark.parametrize("num_layers", [3, 4])
+def test_unet_skips_add_the_mirrored_outputs_and_decode_with_the_cache(num_layers):
+    lm = make_lm("gqa", "rope", num_layers=num_layers, unet_skips=True)
+    backbone = lm.backbone
+    half = num_layers // 2
+    assert backbone.skip_weights.shape == (half,)
+    backbone.skip_weights.assign(np.arange(1, half + 1, dtype="float32") / 2)
+    ids = np.random.default_rng(4).integers(0, VOCAB, (2, T)).astype("int32")
+    positions = tf.range(T)
+    # By hand: block i of the last half takes the output of block num_layers - 1 - i.
+    x, outs = backbone.embed_tokens(ids, positions), []
+    for i, block in enumerate(backbone.blocks):
+        mirror = num_layers - 1 - i
+        if i >= num_layers - half:
+            x = x + backbone.skip_weights[i - (num_layers - half)] * outs[mirror]
+        x = block(x, positions=positions, positional=backbone.positional)
+        outs.append(x)
+    np.testing.assert_allclose(backbone(ids), backbone.final_norm(x), rtol=1e-5, atol=1e-5)
+    # Cached decoding sees the same skips.
+    full = lm(ids).numpy()
+    cache = lm.init_cache(2, 20)
+    logits, cache = lm.call_with_cache(ids[:, :5], cache, 0)
+    steps = [logits.numpy()]
+    for i in range(5, T):
+        logits, cache = lm.call_with_cache(ids[:, i : i + 1], cache, i)
+        steps.append(logits.numpy())
+    assert np.abs(np.concatenate(steps, axis=1) - full).max() <= 1e-4
+    # Weights at zero give the plain stack; the scalars are trained (AdamW, not decayed).
+    plain = make_lm("gqa", "rope", num_layers=num_layers)
+    plain.set_weights([v.numpy() for v in lm.weights if "skip_weights" not in v.path])
+    backbone.skip_weights.assign(np.zeros(half, "float32"))
+    np.testing.assert_allclose(lm(ids), plain(ids), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="unet_skips"):
+        make_lm("gqa", "rope", unet_skips="yes")
 
 
 def test_bidirectional_attention_sees_the_future():

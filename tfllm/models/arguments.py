@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def check_backbone_arguments(dropout: float, **sizes: int) -> None:
     """Raise `ValueError` naming the first of `sizes` that is not a positive integer, or a
@@ -40,3 +42,34 @@ def derived_sizes(
     (64, 344)
     """
     return head_dim or hidden_dim // num_heads, intermediate_dim or 4 * hidden_dim
+
+
+def residual_output_range(
+    initializer_range: float, num_layers: int, scaled: bool = False, zero: bool = False
+) -> float | None:
+    """Standard deviation for the projections that write into the residual stream (attention
+    `out_proj`, the FFN's down projection), offered to the blocks as `output_initializer_range`:
+    None (the blocks use `initializer_range`), `initializer_range / sqrt(2 * num_layers)`
+    (`scaled`: GPT-2, nanoGPT) or 0 (`zero`: modded-nanogpt; every block starts as the
+    identity and its output projections learn from the first step).
+
+    Example:
+
+    >>> residual_output_range(0.02, 8) is None
+    True
+    >>> residual_output_range(0.02, 8, scaled=True)
+    0.005
+    >>> residual_output_range(0.02, 8, zero=True)
+    0.0
+    >>> residual_output_range(0.02, 8, scaled=True, zero=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: scaled_residual_init and zero_residual_init are both true; set at most one
+    """
+    if scaled and zero:
+        raise ValueError(
+            "scaled_residual_init and zero_residual_init are both true; set at most one"
+        )
+    if zero:
+        return 0.0
+    return initializer_range / math.sqrt(2 * num_layers) if scaled else None

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras
 import tensorflow as tf
 
 from tfllm import registry
-from tfllm.models.arguments import check_backbone_arguments, derived_sizes
+from tfllm.models.arguments import (
+    check_backbone_arguments,
+    derived_sizes,
+    residual_output_range,
+)
 from tfllm.models.block import TransformerBlock
 
 
@@ -37,6 +40,11 @@ class DecoderBackbone(keras.Model):
         initializer_range: float. Standard deviation of the normal initializers.
         scaled_residual_init: bool. Initialize the projections that write into the residual
             stream with `initializer_range / sqrt(2 * num_layers)` (GPT-2, nanoGPT).
+        zero_residual_init: bool. Initialize those projections at zero instead
+            (modded-nanogpt): each block starts as the identity. At most one of the two.
+        unet_skips: bool. U-net skip connections (modded-nanogpt): each block of the last
+            `num_layers // 2` adds a learned multiple (one scalar each, starting at 1) of the
+            output of its mirror in the first half to its input.
 
     Call arguments:
         token_ids: `(B, T)` int32.
@@ -74,6 +82,8 @@ class DecoderBackbone(keras.Model):
         norm: dict[str, Any] | None = None,
         initializer_range: float = 0.02,
         scaled_residual_init: bool = False,
+        zero_residual_init: bool = False,
+        unet_skips: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -101,8 +111,12 @@ class DecoderBackbone(keras.Model):
         self.norm_spec = dict(norm or {"name": "layernorm"})
         self.initializer_range = initializer_range
         self.scaled_residual_init = scaled_residual_init
-        output_range = (
-            initializer_range / math.sqrt(2 * num_layers) if scaled_residual_init else None
+        self.zero_residual_init = zero_residual_init
+        if not isinstance(unet_skips, bool):
+            raise ValueError(f"unet_skips must be true or false, got {unet_skips!r}")
+        self.unet_skips = unet_skips
+        output_range = residual_output_range(
+            initializer_range, num_layers, scaled_residual_init, zero_residual_init
         )
         dtype = self.dtype_policy
         context = dict(
@@ -170,7 +184,26 @@ class DecoderBackbone(keras.Model):
             block.build(hidden_shape)
         if self.final_norm is not None:
             self.final_norm.build(hidden_shape)
+        if self.unet_skips and not hasattr(self, "skip_weights"):
+            self.skip_weights = self.add_weight(
+                name="skip_weights", shape=(self.num_layers // 2,), initializer="ones"
+            )
         self.built = True
+
+    def _skip_in(self, i: int, x, skips: list):
+        """With `unet_skips`: keep the output `x` of block `i - 1` when that block is in the
+        first half, and return block `i`'s input (`x`, plus its mirror's output in the second
+        half)."""
+        if not self.unet_skips:
+            return x
+        half = self.num_layers // 2
+        if 0 < i <= half:
+            skips.append(x)
+        first_mirrored = self.num_layers - half
+        if i >= first_mirrored:
+            w = keras.ops.cast(self.skip_weights[i - first_mirrored], x.dtype)
+            x = x + w * skips.pop()  # (B, T, D)
+        return x
 
     def init_cache(self, batch_size, max_length) -> list[Any]:
         """Empty decoding caches, one per layer, each made by that layer's attention
@@ -196,8 +229,9 @@ class DecoderBackbone(keras.Model):
         positions = start + tf.range(t)  # (T,)
         x = self.embed_tokens(token_ids, positions)  # (B, T, D)
         x = self.embedding_dropout(x, training=training)
-        new_cache = []
+        new_cache, skips = [], []
         for i, block in enumerate(self.blocks):
+            x = self._skip_in(i, x, skips)  # (B, T, D)
             out = block(
                 x,
                 positions=positions,
@@ -245,6 +279,8 @@ class DecoderBackbone(keras.Model):
             "norm": self.norm_spec,
             "initializer_range": self.initializer_range,
             "scaled_residual_init": self.scaled_residual_init,
+            "zero_residual_init": self.zero_residual_init,
+            "unet_skips": self.unet_skips,
         }
 
     @classmethod

@@ -22,8 +22,8 @@ class EncoderBackbone(DecoderBackbone):
     Args:
         vocabulary_size, num_layers, hidden_dim, num_heads, intermediate_dim,
             max_sequence_length, dropout, norm_placement, attention, positional, ffn, norm,
-            initializer_range, scaled_residual_init: as in `DecoderBackbone` (but post-norm
-            by default, as in BERT).
+            initializer_range, scaled_residual_init, zero_residual_init, unet_skips: as in
+            `DecoderBackbone` (but post-norm by default, as in BERT).
         type_vocabulary_size: int. Number of segment ids (2 in BERT; 0 for none).
         embedding_norm: bool. Normalize the summed embeddings (with the `norm` spec) before
             the first block, as BERT does.
@@ -66,6 +66,8 @@ class EncoderBackbone(DecoderBackbone):
         norm: dict[str, Any] | None = None,
         initializer_range: float = 0.02,
         scaled_residual_init: bool = False,
+        zero_residual_init: bool = False,
+        unet_skips: bool = False,
         type_vocabulary_size: int = 0,
         embedding_norm: bool = False,
         **kwargs: Any,
@@ -92,6 +94,8 @@ class EncoderBackbone(DecoderBackbone):
             norm=norm,
             initializer_range=initializer_range,
             scaled_residual_init=scaled_residual_init,
+            zero_residual_init=zero_residual_init,
+            unet_skips=unet_skips,
             **kwargs,
         )
 
@@ -133,7 +137,9 @@ class EncoderBackbone(DecoderBackbone):
         positions = tf.range(tf.shape(token_ids)[1])  # (T,)
         x = self.embed_tokens(token_ids, positions, segment_ids)  # (B, T, D)
         x = self.embedding_dropout(x, training=training)
-        for block in self.blocks:
+        skips: list = []
+        for i, block in enumerate(self.blocks):
+            x = self._skip_in(i, x, skips)  # (B, T, D)
             x = block(
                 x,
                 positions=positions,

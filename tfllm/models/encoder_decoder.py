@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras
 import tensorflow as tf
 
 from tfllm import registry
-from tfllm.models.arguments import check_backbone_arguments, derived_sizes
+from tfllm.models.arguments import (
+    check_backbone_arguments,
+    derived_sizes,
+    residual_output_range,
+)
 from tfllm.models.block import TransformerBlock
 
 
@@ -43,6 +46,7 @@ class EncoderDecoderBackbone(keras.Model):
         initializer_range: float. Standard deviation of the normal initializers.
         scaled_residual_init: bool. Residual-branch projections start at
             `initializer_range / sqrt(2 * layers)`.
+        zero_residual_init: bool. They start at zero instead (at most one of the two).
 
     Call arguments:
         encoder_ids: `(B, S)` int32 source tokens.
@@ -85,6 +89,7 @@ class EncoderDecoderBackbone(keras.Model):
         norm: dict[str, Any] | None = None,
         initializer_range: float = 0.02,
         scaled_residual_init: bool = False,
+        zero_residual_init: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -119,9 +124,12 @@ class EncoderDecoderBackbone(keras.Model):
         self.norm_spec = dict(norm or {"name": "rmsnorm"})
         self.initializer_range = initializer_range
         self.scaled_residual_init = scaled_residual_init
-        total_layers = num_layers + num_decoder_layers
-        output_range = (
-            initializer_range / math.sqrt(2 * total_layers) if scaled_residual_init else None
+        self.zero_residual_init = zero_residual_init
+        output_range = residual_output_range(
+            initializer_range,
+            num_layers + num_decoder_layers,
+            scaled_residual_init,
+            zero_residual_init,
         )
         dtype = self.dtype_policy
         context = dict(
@@ -308,6 +316,7 @@ class EncoderDecoderBackbone(keras.Model):
             "norm": self.norm_spec,
             "initializer_range": self.initializer_range,
             "scaled_residual_init": self.scaled_residual_init,
+            "zero_residual_init": self.zero_residual_init,
         }
 
     @classmethod

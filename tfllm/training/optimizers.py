@@ -10,7 +10,7 @@ import keras
 
 from tfllm.registry import register
 
-DEFAULT_NO_DECAY = ("bias", "norm", "embedding")
+DEFAULT_NO_DECAY = ("bias", "norm", "embedding", "skip_weights")
 
 
 def no_decay_variables(variables: Sequence[Any], patterns: Sequence[str]) -> list[Any]:

@@ -34,6 +34,7 @@ class ModelSchema:
     norm_placement: str = "pre"
     initializer_range: float = 0.02
     scaled_residual_init: bool = False
+    zero_residual_init: bool = False
 
 
 @dataclass

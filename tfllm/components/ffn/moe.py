@@ -122,7 +122,11 @@ class MixtureOfExperts(keras.layers.Layer):
     def build(self, input_shape):
         e, d, i = self.num_experts, self.hidden_dim, self.intermediate_dim
         init = keras.initializers.RandomNormal(stddev=self.initializer_range)
-        out_std = self.output_initializer_range or self.initializer_range
+        out_std = (
+            self.initializer_range
+            if self.output_initializer_range is None
+            else self.output_initializer_range
+        )
         inner = 2 * i if self.expert == "swiglu" else i
         # The router stays float32 under mixed precision: its softmax decides the routing.
         self.router = self.add_weight(
