@@ -121,6 +121,7 @@ CASES = {
             "max_sequence_length": 12,
             "ffn": {"name": "moe", "num_experts": 2, "top_k": 1},
             "zero_residual_init": True,
+            "value_embeddings": 1,
         },
         IDS,
         (2, 6, 16),

@@ -109,6 +109,51 @@ def test_unet_skips_add_the_mirrored_outputs_and_decode_with_the_cache(num_layer
         make_lm("gqa", "rope", unet_skips="yes")
 
 
+@pytest.mark.parametrize("attention,num_layers,tables", [("gqa", 3, 1), ("block_sparse", 4, 2)])
+def test_value_embeddings_reach_their_blocks_values_and_decode_with_the_cache(
+    attention, num_layers, tables
+):
+    lm = make_lm(attention, "rope", num_layers=num_layers, value_embeddings=tables)
+    backbone = lm.backbone
+    kv_width = backbone.num_kv_heads * backbone.head_dim
+    assert [t.embeddings.shape for t in backbone.value_tables] == [(VOCAB, kv_width)] * tables
+    ids = np.random.default_rng(5).integers(0, VOCAB, (2, T)).astype("int32")
+    positions = tf.range(T)
+    # By hand: table k is added to the values of block k and of block num_layers - 1 - k.
+    fed = {k: k for k in range(tables)} | {num_layers - 1 - k: k for k in range(tables)}
+    x = backbone.embed_tokens(ids, positions)
+    for i, block in enumerate(backbone.blocks):
+        extra = {"value_embedding": backbone.value_tables[fed[i]](ids)} if i in fed else {}
+        x = block(x, positions=positions, positional=backbone.positional, **extra)
+    np.testing.assert_allclose(backbone(ids), backbone.final_norm(x), rtol=1e-5, atol=1e-5)
+    full = lm(ids).numpy()
+    cache = lm.init_cache(2, 20)
+    logits, cache = lm.call_with_cache(ids[:, :5], cache, 0)
+    steps = [logits.numpy()]
+    for i in range(5, T):
+        logits, cache = lm.call_with_cache(ids[:, i : i + 1], cache, i)
+        steps.append(logits.numpy())
+    assert np.abs(np.concatenate(steps, axis=1) - full).max() <= 1e-4
+    # Tables at zero give the plain stack; tables that are not zero change it.
+    plain = make_lm(attention, "rope", num_layers=num_layers)
+    plain.set_weights([v.numpy() for v in lm.weights if "value_embedding" not in v.path])
+    assert np.abs(lm(ids).numpy() - plain(ids).numpy()).max() > 1e-4
+    for table in backbone.value_tables:
+        table.embeddings.assign(np.zeros(table.embeddings.shape, "float32"))
+    np.testing.assert_allclose(lm(ids), plain(ids), rtol=1e-5, atol=1e-5)
+
+
+def test_value_embeddings_name_their_limits(monkeypatch):
+    from tfllm.components.attention.mha import MultiHeadAttention
+    from tfllm.registry import ConfigError
+
+    with pytest.raises(ValueError, match=r"value_embeddings must be .* num_layers // 2 = 1, got 2"):
+        make_lm("mha", "rope", value_embeddings=2)
+    monkeypatch.setattr(MultiHeadAttention, "supports_value_embeddings", False)
+    with pytest.raises(ConfigError, match="model.value_embeddings: attention 'mha' does not"):
+        make_lm("mha", "rope", value_embeddings=1)
+
+
 def test_bidirectional_attention_sees_the_future():
     attn = registry.get("attention", "mha")(hidden_dim=16, num_heads=4, causal=False)
     x = np.random.default_rng(0).normal(size=(1, 6, 16)).astype("float32")

@@ -46,6 +46,8 @@ class TransformerBlock(keras.layers.Layer):
         positions, padding_mask, cache, cache_index, positional, training: as in attention.
         context, context_kv, context_mask: the encoder's states (or their projection) and
             padding mask, for the cross-attention sub-layer.
+        value_embedding: optional `(B, T, num_kv_heads * head_dim)`, passed to an attention
+            that `supports_value_embeddings`.
 
     Example:
 
@@ -149,9 +151,11 @@ class TransformerBlock(keras.layers.Layer):
         context_kv=None,
         context_mask=None,
         training=None,
+        value_embedding=None,
     ):
         pre = self.norm_placement == "pre"
         h = self.attention_norm(x) if pre else x  # (B, T, D)
+        extra = {} if value_embedding is None else {"value_embedding": value_embedding}
         attn = self.attention(
             h,
             positions=positions,
@@ -160,6 +164,7 @@ class TransformerBlock(keras.layers.Layer):
             cache_index=cache_index,
             positional=positional,
             training=training,
+            **extra,
         )
         if cache is not None:
             attn, cache = attn

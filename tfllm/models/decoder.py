@@ -14,6 +14,7 @@ from tfllm.models.arguments import (
     residual_output_range,
 )
 from tfllm.models.block import TransformerBlock
+from tfllm.registry import ConfigError
 
 
 @registry.register("model", "decoder")
@@ -45,6 +46,10 @@ class DecoderBackbone(keras.Model):
         unet_skips: bool. U-net skip connections (modded-nanogpt): each block of the last
             `num_layers // 2` adds a learned multiple (one scalar each, starting at 1) of the
             output of its mirror in the first half to its input.
+        value_embeddings: int. Token-indexed tables added to the attention values
+            (modded-nanogpt): table `k` feeds block `k` and its mirror `num_layers - 1 - k`;
+            at most `num_layers // 2`, 0 for none. The attention must declare
+            `supports_value_embeddings`.
 
     Call arguments:
         token_ids: `(B, T)` int32.
@@ -84,6 +89,7 @@ class DecoderBackbone(keras.Model):
         scaled_residual_init: bool = False,
         zero_residual_init: bool = False,
         unet_skips: bool = False,
+        value_embeddings: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -115,6 +121,16 @@ class DecoderBackbone(keras.Model):
         if not isinstance(unet_skips, bool):
             raise ValueError(f"unet_skips must be true or false, got {unet_skips!r}")
         self.unet_skips = unet_skips
+        if (
+            not isinstance(value_embeddings, int)
+            or isinstance(value_embeddings, bool)
+            or not 0 <= value_embeddings <= num_layers // 2
+        ):
+            raise ValueError(
+                f"value_embeddings must be a whole number from 0 to num_layers // 2 = "
+                f"{num_layers // 2}, got {value_embeddings!r}"
+            )
+        self.value_embeddings = value_embeddings
         output_range = residual_output_range(
             initializer_range, num_layers, scaled_residual_init, zero_residual_init
         )
@@ -166,6 +182,7 @@ class DecoderBackbone(keras.Model):
             if norm_placement == "pre"
             else None
         )
+        self.value_tables = self._make_value_tables()
         self.build((None, None))
 
     @property
@@ -184,11 +201,44 @@ class DecoderBackbone(keras.Model):
             block.build(hidden_shape)
         if self.final_norm is not None:
             self.final_norm.build(hidden_shape)
+        for table in self.value_tables:
+            table.build(input_shape)
         if self.unet_skips and not hasattr(self, "skip_weights"):
             self.skip_weights = self.add_weight(
                 name="skip_weights", shape=(self.num_layers // 2,), initializer="ones"
             )
         self.built = True
+
+    def _make_value_tables(self) -> list[keras.layers.Embedding]:
+        if not self.value_embeddings:
+            return []
+        attention = self.blocks[0].attention
+        if not getattr(attention, "supports_value_embeddings", False):
+            raise ConfigError(
+                f"model.value_embeddings: attention '{self.attention_spec['name']}' does not "
+                "take value embeddings (it does not declare supports_value_embeddings); use mha "
+                "or set model.value_embeddings=0"
+            )
+        return [
+            keras.layers.Embedding(
+                self.vocabulary_size,
+                attention.num_kv_heads * attention.head_dim,
+                embeddings_initializer=keras.initializers.RandomNormal(
+                    stddev=self.initializer_range
+                ),
+                dtype=self.dtype_policy,
+                name=f"value_embedding_{k}",
+            )
+            for k in range(self.value_embeddings)
+        ]
+
+    def _values_in(self, token_ids) -> list[Any]:
+        """Each block's value embedding `(B, T, Hkv * Dh)`, or None for blocks without one."""
+        looked_up = [table(token_ids) for table in self.value_tables]
+        per_block: list[Any] = [None] * self.num_layers
+        for k, values in enumerate(looked_up):
+            per_block[k] = per_block[self.num_layers - 1 - k] = values
+        return per_block
 
     def _skip_in(self, i: int, x, skips: list):
         """With `unet_skips`: keep the output `x` of block `i - 1` when that block is in the
@@ -230,6 +280,7 @@ class DecoderBackbone(keras.Model):
         x = self.embed_tokens(token_ids, positions)  # (B, T, D)
         x = self.embedding_dropout(x, training=training)
         new_cache, skips = [], []
+        values = self._values_in(token_ids)
         for i, block in enumerate(self.blocks):
             x = self._skip_in(i, x, skips)  # (B, T, D)
             out = block(
@@ -240,6 +291,7 @@ class DecoderBackbone(keras.Model):
                 cache_index=cache_index,
                 positional=self.positional,
                 training=training,
+                value_embedding=values[i],
             )
             if cache is None:
                 x = out
@@ -281,6 +333,7 @@ class DecoderBackbone(keras.Model):
             "scaled_residual_init": self.scaled_residual_init,
             "zero_residual_init": self.zero_residual_init,
             "unet_skips": self.unet_skips,
+            "value_embeddings": self.value_embeddings,
         }
 
     @classmethod

@@ -22,8 +22,8 @@ class EncoderBackbone(DecoderBackbone):
     Args:
         vocabulary_size, num_layers, hidden_dim, num_heads, intermediate_dim,
             max_sequence_length, dropout, norm_placement, attention, positional, ffn, norm,
-            initializer_range, scaled_residual_init, zero_residual_init, unet_skips: as in
-            `DecoderBackbone` (but post-norm by default, as in BERT).
+            initializer_range, scaled_residual_init, zero_residual_init, unet_skips,
+            value_embeddings: as in `DecoderBackbone` (but post-norm by default, as in BERT).
         type_vocabulary_size: int. Number of segment ids (2 in BERT; 0 for none).
         embedding_norm: bool. Normalize the summed embeddings (with the `norm` spec) before
             the first block, as BERT does.
@@ -68,6 +68,7 @@ class EncoderBackbone(DecoderBackbone):
         scaled_residual_init: bool = False,
         zero_residual_init: bool = False,
         unet_skips: bool = False,
+        value_embeddings: int = 0,
         type_vocabulary_size: int = 0,
         embedding_norm: bool = False,
         **kwargs: Any,
@@ -96,6 +97,7 @@ class EncoderBackbone(DecoderBackbone):
             scaled_residual_init=scaled_residual_init,
             zero_residual_init=zero_residual_init,
             unet_skips=unet_skips,
+            value_embeddings=value_embeddings,
             **kwargs,
         )
 
@@ -138,6 +140,7 @@ class EncoderBackbone(DecoderBackbone):
         x = self.embed_tokens(token_ids, positions, segment_ids)  # (B, T, D)
         x = self.embedding_dropout(x, training=training)
         skips: list = []
+        values = self._values_in(token_ids)
         for i, block in enumerate(self.blocks):
             x = self._skip_in(i, x, skips)  # (B, T, D)
             x = block(
@@ -146,6 +149,7 @@ class EncoderBackbone(DecoderBackbone):
                 padding_mask=padding_mask,
                 positional=self.positional,
                 training=training,
+                value_embedding=values[i],
             )  # (B, T, D)
         if self.final_norm is not None:
             x = self.final_norm(x)

@@ -60,6 +60,9 @@ class Attention(keras.layers.Layer):
     - **Cross-attention.** Classes with `supports_cross = True` take `cross=True` and attend
       to `context` (or `context_kv = project_context(context)`, computed once per input) under
       `context_mask`.
+    - **Value embeddings.** Classes with `supports_value_embeddings = True` also take
+      `value_embedding` `(B, T, num_kv_heads * head_dim)` (a backbone's `value_embeddings`
+      option: a token-indexed table) and add it to the values of `x` before they are cached.
 
     Args:
         **kwargs: Passed to `keras.layers.Layer`.
@@ -67,6 +70,8 @@ class Attention(keras.layers.Layer):
 
     # Whether the constructor takes `cross=True` (an encoder-decoder's cross-attention).
     supports_cross: bool = False
+    # Whether `call` takes `value_embedding=` (added to the values; see above).
+    supports_value_embeddings: bool = False
     hidden_dim: int
 
     def call(

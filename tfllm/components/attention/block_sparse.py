@@ -106,6 +106,7 @@ class BlockSparseAttention(MultiHeadAttention):
         context_kv=None,
         context_mask=None,
         training=None,
+        value_embedding=None,
     ):
         if cache is not None or self.capture_attention:
             return super().call(
@@ -118,12 +119,13 @@ class BlockSparseAttention(MultiHeadAttention):
                 context=context,
                 context_kv=context_kv,
                 training=training,
+                value_embedding=value_embedding,
             )
         if context is not None or context_kv is not None:
             raise ValueError("block_sparse attention cannot take a context")
-        return self._blocked(x, positions, padding_mask, positional, training)
+        return self._blocked(x, positions, padding_mask, positional, training, value_embedding)
 
-    def _blocked(self, x, positions, padding_mask, positional, training):
+    def _blocked(self, x, positions, padding_mask, positional, training, value_embedding=None):
         h, kvh, dh = self.num_heads, self.num_kv_heads, self.head_dim
         g = h // kvh
         bs, lb, gb = self.block_size, self.local_blocks, self.global_blocks
@@ -136,7 +138,7 @@ class BlockSparseAttention(MultiHeadAttention):
         if positions is None:
             positions = tf.range(t)
 
-        unpadded = self.project(x, positions, positional)  # (B, T, heads, Dh)
+        unpadded = self.project(x, positions, positional, value_embedding)  # (B, T, heads, Dh)
         pad = [[0, 0], [0, tp - t], [0, 0], [0, 0]]
         q, k, v = (tf.pad(a, pad) for a in unpadded)  # (B, Tp, heads, Dh)
         q = tf.reshape(q, [b, n, bs, kvh, g, dh])

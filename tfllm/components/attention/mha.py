@@ -66,6 +66,8 @@ class MultiHeadAttention(Attention):
         context_kv: cross only: `project_context(context)`, instead of `context`.
         context_mask: cross only: optional `(B, S)`, true for real encoder tokens.
         training: bool, for dropout.
+        value_embedding: self-attention only: optional `(B, T, num_kv_heads * head_dim)` added
+            to the values of `x` (a backbone's `value_embeddings`).
 
     Returns:
         `(B, T, hidden_dim)`, or `(output, (k, v))` when a cache was given.
@@ -82,6 +84,7 @@ class MultiHeadAttention(Attention):
     """
 
     supports_cross = True
+    supports_value_embeddings = True
 
     def __init__(
         self,
@@ -213,6 +216,7 @@ class MultiHeadAttention(Attention):
         context_kv=None,
         context_mask=None,
         training=None,
+        value_embedding=None,
     ):
         if self.cross:
             if context_kv is None:
@@ -227,7 +231,7 @@ class MultiHeadAttention(Attention):
         if positions is None:
             positions = start + tf.range(t)  # (T,)
 
-        q, k, v = self.project(x, positions, positional)  # (B, T, heads, Dh)
+        q, k, v = self.project(x, positions, positional, value_embedding)  # (B, T, heads, Dh)
         q = tf.transpose(q, [0, 2, 1, 3])  # (B, H, T, Dh)
         k = tf.transpose(k, [0, 2, 1, 3])  # (B, Hkv, T, Dh)
         v = tf.transpose(v, [0, 2, 1, 3])
@@ -259,15 +263,18 @@ class MultiHeadAttention(Attention):
             return out, (k, v)
         return out
 
-    def project(self, x, positions, positional=None):
+    def project(self, x, positions, positional=None, value_embedding=None):
         """Queries `(B, T, H, Dh)`, keys and values `(B, T, Hkv, Dh)` of `x` `(B, T, D)`, with
-        the positional rotation applied at `positions` `(T,)`."""
+        the positional rotation applied at `positions` `(T,)` and `value_embedding`
+        `(B, T, Hkv * Dh)`, when given, added to the values."""
         h, kvh, dh = self.num_heads, self.num_kv_heads, self.head_dim
         b, t = tf.shape(x)[0], tf.shape(x)[1]
         qkv = self.qkv_proj(flatten_tokens(x))  # (B*T, (H + 2 Hkv) * Dh): one 2-D matmul
         q, k, v = tf.split(qkv, [h * dh, kvh * dh, kvh * dh], axis=-1)
         q = tf.reshape(q, [b, t, h, dh])  # (B, T, H, Dh)
         k = tf.reshape(k, [b, t, kvh, dh])  # (B, T, Hkv, Dh)
+        if value_embedding is not None:
+            v = v + tf.cast(flatten_tokens(value_embedding), v.dtype)  # (B*T, Hkv * Dh)
         v = tf.reshape(v, [b, t, kvh, dh])
         if self.qk_norm:  # each head's query and key to unit RMS, before the rotation
             q, k = _rms(q), _rms(k)
