@@ -11,6 +11,7 @@ from tfllm import registry
 from tfllm.generation.decoder import GenerationConfig, Generator, decode_loop
 from tfllm.models.decoder import DecoderBackbone
 from tfllm.tasks.causal_lm import CausalLM
+from tfllm.testing.properties import cached_logits
 
 ATTENTIONS = {
     "mha": {"name": "mha"},
@@ -62,15 +63,8 @@ def test_future_tokens_never_change_past_logits(attention, positional):
 def test_cached_decoding_equals_full_recomputation(attention, positional):
     lm = make_lm(attention, positional)
     ids = np.random.default_rng(2).integers(0, VOCAB, (3, T)).astype("int32")
-    full = lm(ids).numpy()
-    cache = lm.init_cache(3, 20)
-    logits, cache = lm.call_with_cache(ids[:, :5], cache, 0)  # prefill 5 tokens
-    steps = [logits.numpy()]
-    for i in range(5, T):  # then one token at a time
-        logits, cache = lm.call_with_cache(ids[:, i : i + 1], cache, i)
-        steps.append(logits.numpy())
-    cached = np.concatenate(steps, axis=1)
-    assert np.abs(cached - full).max() <= 1e-4
+    # Prefill 5 tokens, then one token at a time.
+    assert np.abs(cached_logits(lm, ids, prefill=5) - lm(ids).numpy()).max() <= 1e-4
 
 
 @pytest.mark.parametrize("num_layers", [3, 4])
@@ -92,14 +86,7 @@ def test_unet_skips_add_the_mirrored_outputs_and_decode_with_the_cache(num_layer
         outs.append(x)
     np.testing.assert_allclose(backbone(ids), backbone.final_norm(x), rtol=1e-5, atol=1e-5)
     # Cached decoding sees the same skips.
-    full = lm(ids).numpy()
-    cache = lm.init_cache(2, 20)
-    logits, cache = lm.call_with_cache(ids[:, :5], cache, 0)
-    steps = [logits.numpy()]
-    for i in range(5, T):
-        logits, cache = lm.call_with_cache(ids[:, i : i + 1], cache, i)
-        steps.append(logits.numpy())
-    assert np.abs(np.concatenate(steps, axis=1) - full).max() <= 1e-4
+    assert np.abs(cached_logits(lm, ids) - lm(ids).numpy()).max() <= 1e-4
     # Weights at zero give the plain stack; the scalars are trained (AdamW, not decayed).
     plain = make_lm("gqa", "rope", num_layers=num_layers)
     plain.set_weights([v.numpy() for v in lm.weights if "skip_weights" not in v.path])
@@ -126,14 +113,7 @@ def test_value_embeddings_reach_their_blocks_values_and_decode_with_the_cache(
         extra = {"value_embedding": backbone.value_tables[fed[i]](ids)} if i in fed else {}
         x = block(x, positions=positions, positional=backbone.positional, **extra)
     np.testing.assert_allclose(backbone(ids), backbone.final_norm(x), rtol=1e-5, atol=1e-5)
-    full = lm(ids).numpy()
-    cache = lm.init_cache(2, 20)
-    logits, cache = lm.call_with_cache(ids[:, :5], cache, 0)
-    steps = [logits.numpy()]
-    for i in range(5, T):
-        logits, cache = lm.call_with_cache(ids[:, i : i + 1], cache, i)
-        steps.append(logits.numpy())
-    assert np.abs(np.concatenate(steps, axis=1) - full).max() <= 1e-4
+    assert np.abs(cached_logits(lm, ids) - lm(ids).numpy()).max() <= 1e-4
     # Tables at zero give the plain stack; tables that are not zero change it.
     plain = make_lm(attention, "rope", num_layers=num_layers)
     plain.set_weights([v.numpy() for v in lm.weights if "value_embedding" not in v.path])

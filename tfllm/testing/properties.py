@@ -33,6 +33,19 @@ def _lm(specs: Mapping[str, Any], vocabulary_size: int, seed: int):
     return CausalLM(backbone, head=dict(specs.get("head") or {"name": "lm"}))
 
 
+def cached_logits(lm, ids, prefill: int = 5, cache_length: int = 20) -> np.ndarray:
+    """Logits `(B, T, V)` of `ids` `(B, T)` decoded through `lm`'s KV cache: the first
+    `prefill` tokens in one call, then one token a call; equal to `lm(ids)` when caching is
+    right."""
+    cache = lm.init_cache(ids.shape[0], cache_length)
+    logits, cache = lm.call_with_cache(ids[:, :prefill], cache, 0)
+    steps = [logits.numpy()]
+    for i in range(prefill, ids.shape[1]):
+        logits, cache = lm.call_with_cache(ids[:, i : i + 1], cache, i)
+        steps.append(logits.numpy())
+    return np.concatenate(steps, axis=1)
+
+
 def check_decoder_properties(
     attention: Mapping[str, Any] | None = None,
     positional: Mapping[str, Any] | None = None,
@@ -82,13 +95,7 @@ def check_decoder_properties(
         if not np.abs(out[:, cut + 1 :] - base[:, cut + 1 :]).max() > 0:
             raise AssertionError(f"{specs}: a changed token had no effect on later logits")
 
-    cache = lm.init_cache(2, 20)
-    logits, cache = lm.call_with_cache(ids[:, :5], cache, 0)
-    steps = [logits.numpy()]
-    for i in range(5, t):
-        logits, cache = lm.call_with_cache(ids[:, i : i + 1], cache, i)
-        steps.append(logits.numpy())
-    diff = float(np.abs(np.concatenate(steps, axis=1) - base).max())
+    diff = float(np.abs(cached_logits(lm, ids) - base).max())
     if diff > atol:
         raise AssertionError(f"{specs}: cached decoding differs from recomputation by {diff}")
 
