@@ -48,6 +48,7 @@ import os
 import platform
 import re
 import resource
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -577,7 +578,7 @@ def run_ablation(args) -> None:
     table = "\n".join(lines)
     print(table)
     os.makedirs(RESULTS, exist_ok=True)
-    command = "python benchmarks/shakespeare_char.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/shakespeare_char.py " + shlex.join(sys.argv[1:])
     with open(os.path.join(RESULTS, "shakespeare_char_ablation.md"), "w") as f:
         f.write(table + f"\n\nCommand: `{command}`\n")
     with open(os.path.join(RESULTS, "shakespeare_char_ablation.json"), "w") as f:
@@ -826,7 +827,7 @@ def main() -> None:
         f.write(
             table
             + "\n\nCommand: `python benchmarks/shakespeare_char.py "
-            + " ".join(sys.argv[1:])
+            + shlex.join(sys.argv[1:])
             + "`\n"
         )
     with open(os.path.join(RESULTS, f"{args.results_name}.json"), "w") as f:
