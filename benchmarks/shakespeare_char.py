@@ -204,6 +204,7 @@ def run_tfllm(args, seed: int, extra: list[str], experiment: str = "shakespeare_
     shutil.rmtree(run_dir, ignore_errors=True)
     return {
         "val_loss": m["val_loss"],
+        "steps": args.steps,
         "nanogpt_estimates": estimates,
         "wall_s": wall,
         "tokens_per_sec": m["mean_tokens_per_sec"],
@@ -593,16 +594,16 @@ def run_contender(key: str, args, seed: int) -> dict:
     if key == "stretch":
         return run_tfllm(args, seed, STRETCH)
     if key == "speedrun":
-        steps = args.speedrun_steps or args.steps
-        own = argparse.Namespace(**{**vars(args), "steps": steps})
-        return {**run_tfllm(own, seed, [], experiment="shakespeare_char_speedrun"), "steps": steps}
+        own = argparse.Namespace(**{**vars(args), "steps": args.speedrun_steps or args.steps})
+        return run_tfllm(own, seed, [], experiment="shakespeare_char_speedrun")
     if key == "nanogpt":
         return run_nanogpt(args, seed)
     return run_child(key, args, seed)
 
 
 def steps_of(rs: list[dict], args) -> int:
-    """The steps a contender trained (the speedrun's may differ from `--steps`)."""
+    """The steps a contender trained (the speedrun's may differ from `--steps`; only tfllm's
+    runs record theirs, the peers always train `--steps`)."""
     return rs[0].get("steps", args.steps)
 
 

@@ -112,7 +112,7 @@ CASES = {
         IDS,
         (2, 6, 16),
     ),
-    "model/decoder:zero-residual-moe": (
+    "model/decoder:zero-residual-moe-value-embeddings": (
         {
             "vocabulary_size": 40,
             "num_layers": 2,
