@@ -151,6 +151,10 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest_and_the_loss_falls(
     assert all(len(v.shape) == 2 for v in on_muon)
     assert not any(k in v.path for v in on_muon for k in ("embedding", "norm", "bias", "head"))
     assert any(v.path.endswith("head/kernel") for v in variables)  # untied: on AdamW
+    # q, k and v of each fused projection are orthogonalized apart (optimizer.split_fused)
+    qkv = [v for v in on_muon if "qkv_proj/kernel" in v.path]
+    d = cfg["model"]["hidden_dim"]
+    assert all(trainer.optimizer.fused_matrices[v.path].columns == (d, d, d) for v in qkv)
     decayed = {v.path for v in variables if trainer.optimizer._use_weight_decay(v)}
     assert not any(("bias" in p or "norm" in p or "embedding" in p) for p in decayed)
     first = trainer.evaluate()["val_loss"]

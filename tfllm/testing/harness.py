@@ -1,5 +1,6 @@
-"""One harness for every component: config round trip, eager, graph and symbolic calls, a
-training step, `.keras` save/load, and (for tokenizers) SavedModel export and reload."""
+"""One harness for every component: config round trip, eager, graph and symbolic calls, its
+fused-matrix declarations, a training step, `.keras` save/load, and (for tokenizers)
+SavedModel export and reload."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+
+from tfllm.components.matrices import fused_matrices_of
 
 
 def _assert_close(a, b, atol: float, what: str) -> None:
@@ -76,6 +79,18 @@ def run_layer_test(
         )
     if np.issubdtype(out_np.dtype, np.floating) and not np.all(np.isfinite(out_np)):
         raise AssertionError(f"{layer_cls.__name__}: non-finite output")
+
+    # 2b. Declared fused matrices (what Muon orthogonalizes apart) split the layer's weights.
+    try:
+        declared = fused_matrices_of(layer)
+    except ValueError as e:
+        raise AssertionError(f"{layer_cls.__name__}: fused_matrices(): {e}") from e
+    own = {w.path for w in layer.weights}
+    if set(declared) - own:
+        raise AssertionError(
+            f"{layer_cls.__name__}: fused_matrices() names weights it does not hold: "
+            f"{sorted(set(declared) - own)}"
+        )
 
     # 3. Graph call (traced, as in a SavedModel) gives the same values.
     graph_out = tf.function(lambda x: invoke(layer, x), autograph=False)(

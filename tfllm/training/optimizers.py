@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
 
+from tfllm.components.matrices import FusedMatrices
 from tfllm.registry import register
+from tfllm.training.muon import Muon
 
 DEFAULT_NO_DECAY = ("bias", "norm", "embedding", "skip_weights")
 
@@ -97,13 +99,18 @@ def muon(
     adam_lr_ratio: float = 1.0,
     adamw_for: Sequence[str] = DEFAULT_ADAMW_FOR,
     exclude_from_weight_decay: Sequence[str] = DEFAULT_NO_DECAY,
+    split_fused: bool = True,
     variables: Sequence[Any] = (),
+    fused_matrices: Mapping[str, FusedMatrices] | None = None,
 ) -> keras.optimizers.Optimizer:
     """Muon for the hidden weight matrices, AdamW for the rest (`keras.optimizers.Muon`).
 
     Muon orthogonalizes each 2-D weight's momentum update with a few Newton–Schulz iterations;
     embeddings, norms, biases, the output head and any other variable that is not a matrix
-    (or whose path matches `adamw_for`) take the AdamW update instead.
+    (or whose path matches `adamw_for`) take the AdamW update instead. With `split_fused`, a
+    fused projection's parts (q, k, v; gate, up) and a mixture of experts' per-expert matrices
+    are each orthogonalized on their own (`tfllm.training.muon.Muon`); without it a fused
+    kernel is one matrix and 3-D expert weights go to AdamW, as in Keras's Muon.
 
     Args:
         learning_rate: float or schedule (set by the trainer from the `schedule` group).
@@ -119,7 +126,10 @@ def muon(
         adam_lr_ratio: float. AdamW's learning rate as a share of Muon's.
         adamw_for: regular expressions on variable paths that take AdamW even when 2-D.
         exclude_from_weight_decay: regular expressions on variable paths not decayed.
+        split_fused: bool. Orthogonalize each matrix of a fused or stacked weight on its own.
         variables: the model's trainable variables (set by the trainer).
+        fused_matrices: `{variable path: FusedMatrices}` (set by the trainer from the layers'
+            `fused_matrices()`).
 
     Example:
 
@@ -135,7 +145,8 @@ def muon(
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
     if ns_steps < 1:
         raise ValueError(f"ns_steps must be at least 1, got {ns_steps}")
-    opt = keras.optimizers.Muon(
+    opt = Muon(
+        fused_matrices=fused_matrices if split_fused else None,
         learning_rate=learning_rate,
         adam_beta_1=beta_1,
         adam_beta_2=beta_2,

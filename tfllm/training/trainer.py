@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm import registry
+from tfllm.components.matrices import fused_matrices_of
 from tfllm.compression.prune import prunable_weights, prune_model, sparsity_of
 from tfllm.models.builder import build_model
 from tfllm.models.variables import model_variables
@@ -166,7 +167,11 @@ class Trainer:
         self.optimizer = registry.build(
             "optimizer",
             self.cfg["optimizer"],
-            {"learning_rate": self.schedule, "variables": self.model.trainable_variables},
+            {
+                "learning_rate": self.schedule,
+                "variables": self.model.trainable_variables,
+                "fused_matrices": fused_matrices_of(self.model),
+            },
             key="optimizer",
         )
         if self.cfg["trainer"]["mixed_precision"] == "mixed_float16":

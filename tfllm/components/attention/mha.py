@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from tfllm.components.attention.base import Attention, write_cache
+from tfllm.components.matrices import FusedMatrices
 from tfllm.components.tokens import flatten_tokens, unflatten_tokens
 from tfllm.registry import register
 
@@ -194,6 +195,13 @@ class MultiHeadAttention(Attention):
         kv = tf.reshape(kv, [shape[0], shape[1], 2, kvh, dh])
         kv = tf.transpose(kv, [2, 0, 3, 1, 4])  # (2, B, Hkv, S, Dh)
         return kv[0], kv[1]
+
+    def fused_matrices(self):
+        """The q, k and v blocks of the fused projection (k and v for cross-attention)."""
+        q, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        if self.cross:
+            return [(self.kv_proj.kernel, FusedMatrices(columns=(kv, kv)))]
+        return [(self.qkv_proj.kernel, FusedMatrices(columns=(q, kv, kv)))]
 
     def build(self, input_shape):
         if self.cross:

@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from tfllm.components.ffn.mlp import ACTIVATIONS, activate
+from tfllm.components.matrices import FusedMatrices
 from tfllm.registry import register
 
 _EXPERTS = ("swiglu", "mlp")
@@ -146,6 +147,16 @@ class MixtureOfExperts(keras.layers.Layer):
                 name="expert_out_bias", shape=(e, d), initializer="zeros"
             )
         self.built = True
+
+    def fused_matrices(self):
+        """One matrix per expert in `expert_in` (gate and up blocks for swiglu experts) and
+        in `expert_out`."""
+        i, d = self.intermediate_dim, self.hidden_dim
+        inner = (i, i) if self.expert == "swiglu" else (i,)
+        return [
+            (self.expert_in, FusedMatrices(columns=inner, stacked=True)),
+            (self.expert_out, FusedMatrices(columns=(d,), stacked=True)),
+        ]
 
     def _capacity(self, num_tokens, factor: float | None):
         """Slots per expert: `ceil(factor * tokens * top_k / experts)`, or every token when

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from tfllm.components.ffn.mlp import ACTIVATIONS, activate
+from tfllm.components.matrices import FusedMatrices
 from tfllm.components.tokens import flatten_tokens, unflatten_tokens
 from tfllm.registry import register
 
@@ -87,6 +88,11 @@ class SwiGLU(keras.layers.Layer):
         self.gate_up.build(input_shape)
         self.down.build(tuple(input_shape[:-1]) + (self.intermediate_dim,))
         self.built = True
+
+    def fused_matrices(self):
+        """The gate and up blocks of `gate_up`."""
+        i = self.intermediate_dim
+        return [(self.gate_up.kernel, FusedMatrices(columns=(i, i)))]
 
     def call(self, x):
         h = flatten_tokens(x)  # (B*T, D): one 2-D matmul per projection

@@ -1,0 +1,102 @@
+"""Muon over fused and stacked weights: each matrix orthogonalized on its own."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from tfllm.components.attention.mha import MultiHeadAttention
+from tfllm.components.ffn.moe import MixtureOfExperts
+from tfllm.components.ffn.swiglu import SwiGLU
+from tfllm.components.matrices import FusedMatrices, fused_matrices_of
+from tfllm.testing import run_layer_test
+from tfllm.training.muon import Muon
+from tfllm.training.optimizers import muon
+
+RNG = np.random.default_rng(0)
+GRADS = [RNG.normal(size=(8, 12)).astype("float32") for _ in range(3)]
+
+
+def _steps(opt, variables, grads_per_step):
+    for grads in grads_per_step:
+        opt.apply(grads, variables)
+    return [v.numpy() for v in variables]
+
+
+def test_a_fused_weight_moves_as_its_parts_would_each_on_keras_muon():
+    w0 = RNG.normal(size=(8, 12)).astype("float32")
+    fused = keras.Variable(w0, name="qkv")
+    opt = Muon(learning_rate=0.05, fused_matrices={fused.path: FusedMatrices((6, 3, 3))})
+    (got,) = _steps(opt, [fused], [[g] for g in GRADS])
+
+    parts = [keras.Variable(p) for p in np.split(w0, [6, 9], axis=1)]
+    reference = keras.optimizers.Muon(learning_rate=0.05)
+    want = _steps(reference, parts, [np.split(g, [6, 9], axis=1) for g in GRADS])
+    np.testing.assert_allclose(got, np.concatenate(want, axis=1), atol=1e-5)
+
+    whole = keras.Variable(w0)
+    (unsplit,) = _steps(keras.optimizers.Muon(learning_rate=0.05), [whole], [[g] for g in GRADS])
+    assert np.abs(unsplit - got).max() > 1e-2  # splitting is not a no-op
+
+
+def test_undeclared_weights_move_exactly_as_on_keras_muon():
+    w0 = RNG.normal(size=(8, 12)).astype("float32")
+    ours, theirs = keras.Variable(w0), keras.Variable(w0)
+    (a,) = _steps(Muon(learning_rate=0.05), [ours], [[g] for g in GRADS])
+    (b,) = _steps(keras.optimizers.Muon(learning_rate=0.05), [theirs], [[g] for g in GRADS])
+    np.testing.assert_array_equal(a, b)
+
+
+def test_a_stacked_weight_is_on_muon_one_matrix_per_expert():
+    w0 = RNG.normal(size=(3, 8, 4)).astype("float32")
+    grads = [RNG.normal(size=w0.shape).astype("float32") for _ in range(2)]
+    stacked = keras.Variable(w0, name="expert_in")
+    opt = Muon(learning_rate=0.05, fused_matrices={stacked.path: FusedMatrices((4,), True)})
+    (got,) = _steps(opt, [stacked], [[g] for g in grads])
+    assert opt.adam_velocities == [None]  # Keras's Muon would put a 3-D weight on AdamW
+    for e in range(3):
+        alone = keras.Variable(w0[e])
+        (want,) = _steps(
+            keras.optimizers.Muon(learning_rate=0.05), [alone], [[g[e]] for g in grads]
+        )
+        np.testing.assert_allclose(got[e], want, atol=1e-5)
+
+    excluded = keras.Variable(w0, name="expert_in")
+    opt = Muon(exclude_layers=["expert"], fused_matrices={excluded.path: FusedMatrices((4,), True)})
+    assert opt._should_use_adamw(excluded)  # adamw_for still wins
+
+
+def test_layers_declare_their_fused_matrices_and_the_harness_checks_them():
+    x = np.zeros((2, 5, 16), "float32")
+    gqa = MultiHeadAttention(hidden_dim=16, num_heads=4, num_kv_heads=2)
+    gqa(x)
+    assert fused_matrices_of(gqa) == {gqa.qkv_proj.kernel.path: FusedMatrices((16, 8, 8))}
+    cross = MultiHeadAttention(hidden_dim=16, num_heads=4, cross=True)
+    cross(x, context=x)
+    assert fused_matrices_of(cross) == {cross.kv_proj.kernel.path: FusedMatrices((16, 16))}
+    ffn = SwiGLU(hidden_dim=16, intermediate_dim=24)
+    ffn(x)
+    assert fused_matrices_of(ffn) == {ffn.gate_up.kernel.path: FusedMatrices((24, 24))}
+    moe = MixtureOfExperts(hidden_dim=16, intermediate_dim=24, num_experts=4, top_k=2)
+    moe(x)
+    assert fused_matrices_of(moe) == {
+        moe.expert_in.path: FusedMatrices((24, 24), stacked=True),
+        moe.expert_out.path: FusedMatrices((16,), stacked=True),
+    }
+
+    @keras.saving.register_keras_serializable(package="test_muon")
+    class Misdeclared(SwiGLU):
+        def fused_matrices(self):
+            return [(self.gate_up.kernel, FusedMatrices((24, 23)))]
+
+    with pytest.raises(AssertionError, match=r"gate_up/kernel: column blocks \(24, 23\)"):
+        run_layer_test(Misdeclared, {"hidden_dim": 16, "intermediate_dim": 24}, x)
+    with pytest.raises(ValueError, match="must be 3-D"):
+        FusedMatrices((48,), stacked=True).check((16, 48), "w")
+
+
+def test_split_fused_false_is_keras_muon_over_whole_kernels():
+    layouts = {"block/qkv_proj/kernel": FusedMatrices((4, 4, 4))}
+    assert muon(1e-3, fused_matrices=layouts).fused_matrices == layouts
+    assert muon(1e-3, split_fused=False, fused_matrices=layouts).fused_matrices == {}
