@@ -65,13 +65,16 @@ def test_train_then_generate_prints_text(tiny_corpus, tmp_path):
     assert "ended at the model's context of 32 tokens, before max_new_tokens=100" in longer.stderr
 
 
-@pytest.mark.slow  # 45 s; the multi-worker tests cover distribution in the default run
-def test_mirrored_on_two_logical_cpus_matches_one_device(tiny_corpus, tmp_path):
+@pytest.mark.slow  # 45 s each; the multi-worker tests cover distribution in the default run
+@pytest.mark.parametrize("optimizer", [[], ["optimizer=muon", "ffn=swiglu"]], ids=["adamw", "muon"])
+def test_mirrored_on_two_logical_cpus_matches_one_device(tiny_corpus, tmp_path, optimizer):
+    # Muon with swiglu: its fused kernels (qkv, gate_up) are orthogonalized by parts
     common = [
         "debug=fast",
         f"data.path={tiny_corpus}",
         "trainer.max_steps=10",
         "trainer.callbacks=[]",
+        *optimizer,
     ]
     run_cli(["train", *common, f"run_dir={tmp_path / 'one'}"])
     run_cli(

@@ -94,6 +94,8 @@ def test_unet_skips_add_the_mirrored_outputs_and_decode_with_the_cache(num_layer
     np.testing.assert_allclose(lm(ids), plain(ids), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="unet_skips"):
         make_lm("gqa", "rope", unet_skips="yes")
+    with pytest.raises(ValueError, match="zero_residual_init must be true or false, got 'no'"):
+        make_lm("gqa", "rope", zero_residual_init="no")
 
 
 @pytest.mark.parametrize("attention,num_layers,tables", [("gqa", 3, 1), ("block_sparse", 4, 2)])

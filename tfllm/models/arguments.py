@@ -66,6 +66,9 @@ def residual_output_range(
     ...
     ValueError: scaled_residual_init and zero_residual_init are both true; set at most one
     """
+    for name, value in (("scaled_residual_init", scaled), ("zero_residual_init", zero)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
     if scaled and zero:
         raise ValueError(
             "scaled_residual_init and zero_residual_init are both true; set at most one"

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from tfllm import plugins, registry
+from tfllm.components.matrices import FusedMatrices, fused_matrices_of
 from tfllm.testing import check_decoder_properties, run_layer_test
 
 rng = np.random.default_rng(0)
@@ -79,6 +80,9 @@ def test_linear_attention_equals_the_masked_quadratic_form():
     # Chunking does not change the result.
     layer.chunk_size = 64
     np.testing.assert_allclose(layer(x).numpy(), out, rtol=1e-5, atol=1e-6)
+    # q, k and v are declared as separate matrices for Muon (tfllm.components.matrices).
+    declared = fused_matrices_of(layer)
+    assert declared == {layer.qkv_proj.kernel.path: FusedMatrices(columns=(16, 16, 16))}
 
 
 def test_linear_attention_refuses_an_attention_bias():

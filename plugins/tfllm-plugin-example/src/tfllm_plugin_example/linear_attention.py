@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from tfllm.components.attention.base import Attention, write_cache
+from tfllm.components.matrices import FusedMatrices
 from tfllm.registry import register
 
 
@@ -137,6 +138,11 @@ class LinearAttention(Attention):
         self.qkv_proj.build(input_shape)
         self.out_proj.build((None, None, self.num_heads * self.head_dim))
         self.built = True
+
+    def fused_matrices(self):
+        """The q, k and v blocks of `qkv_proj` (Muon orthogonalizes each on its own)."""
+        width = self.num_heads * self.head_dim
+        return [(self.qkv_proj.kernel, FusedMatrices(columns=(width, width, width)))]
 
     def call(
         self,
