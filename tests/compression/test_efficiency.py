@@ -382,3 +382,10 @@ def test_pruned_fine_tuning_keeps_the_zeros_and_recovers(tiny_run):
     assert total == pytest.approx(0.7, abs=1e-3)  # Adam and weight decay never revived a zero
     assert all(abs(s - 0.7) < 0.01 for s in per_layer.values())
     assert tuned["val_loss"] < before["val_loss"] - 0.05  # fine-tuning recovers
+
+    # Muon's orthogonalized update is dense, masked gradient or not: the zeros still stay.
+    overrides = {"optimizer": {"name": "muon"}}
+    prune_run(str(run), str(root / "p70muon"), 0.7, "layer", None, 5, 1e-3, overrides=overrides)
+    model, _, cfg = load_run(str(root / "p70muon"))
+    assert cfg["optimizer"]["name"] == "muon"
+    assert sparsity_of(model)[0] == pytest.approx(0.7, abs=1e-3)

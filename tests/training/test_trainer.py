@@ -161,6 +161,26 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest_and_the_loss_falls(
     assert trainer.fit()["val_loss"] < first - 0.5
 
 
+def test_muon_puts_each_expert_matrix_of_a_mixture_of_experts_on_muon(tiny_corpus, tmp_path):
+    cfg = train_config(
+        tiny_corpus,
+        "optimizer=muon",
+        "ffn=moe",
+        "trainer.max_steps=30",
+        "trainer.eval_every=30",
+        "schedule.peak_learning_rate=3e-3",
+        "trainer.callbacks=[]",
+    )
+    trainer = Trainer(cfg, str(tmp_path))
+    experts = [v for v in trainer.model.trainable_variables if "expert_" in v.path]
+    assert experts and all(len(v.shape) == 3 for v in experts)
+    # Keras's Muon would leave 3-D weights to AdamW; declared stacked, they take Muon.
+    assert not any(trainer.optimizer._should_use_adamw(v) for v in experts)
+    assert all(trainer.optimizer.fused_matrices[v.path].stacked for v in experts)
+    first = trainer.evaluate()["val_loss"]
+    assert trainer.fit()["val_loss"] < first - 0.5
+
+
 def test_warmup_cosine_matches_nanogpt():
     s = WarmupCosine(1e-3, warmup_steps=100, decay_steps=2000, min_learning_rate=1e-4)
     assert abs(float(s(0)) - 1e-3 * 1 / 101) < 1e-9

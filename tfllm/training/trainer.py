@@ -374,11 +374,16 @@ class Trainer:
             tf.function(replica_step, jit_compile=jit, autograph=False) if single else replica_step
         )
         strategy = self.strategy
+        pruned = [(v, m) for v, m in zip(variables, masks, strict=True) if m is not None]
 
         @tf.function(autograph=False)
         def run_steps(iterator, n):
             def body(i, loss_total, norm, totals):
                 loss, norm, statistics = strategy.run(step_fn, args=(next(iterator),))
+                # Masked gradients keep pruned zeros through Adam and weight decay, but not
+                # through Muon, whose orthogonalized update is dense: mask the weights too.
+                for v, m in pruned:
+                    v.assign(v * tf.cast(m, v.dtype))
                 local = strategy.experimental_local_results
                 totals = {k: totals[k] + local(statistics[k])[0] for k in statistic_names}
                 return i + 1, loss_total + local(loss)[0], local(norm)[0], totals
