@@ -154,7 +154,7 @@ class Trainer:
 
     def _build_pruning_masks(self) -> None:
         """Keep-masks on the gradients of the pruned weights (set in `fit`, once the weights
-        are final), so zeros stay zero through Adam and weight decay."""
+        are final); the step masks the weights after each update too, so zeros stay zero."""
         self.pruning = self.cfg.get("pruning") or None
         targets = prunable_weights(self.model, self.pruning["targets"]) if self.pruning else []
         self.prune_masks = {
