@@ -100,3 +100,5 @@ def test_split_fused_false_is_keras_muon_over_whole_kernels():
     layouts = {"block/qkv_proj/kernel": FusedMatrices((4, 4, 4))}
     assert muon(1e-3, fused_matrices=layouts).fused_matrices == layouts
     assert muon(1e-3, split_fused=False, fused_matrices=layouts).fused_matrices == {}
+    with pytest.raises(ValueError, match="split_fused must be true or false"):
+        muon(1e-3, split_fused="yes")

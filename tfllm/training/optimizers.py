@@ -145,6 +145,8 @@ def muon(
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
     if ns_steps < 1:
         raise ValueError(f"ns_steps must be at least 1, got {ns_steps}")
+    if not isinstance(split_fused, bool):
+        raise ValueError(f"split_fused must be true or false, got {split_fused!r}")
     opt = Muon(
         fused_matrices=fused_matrices if split_fused else None,
         learning_rate=learning_rate,
