@@ -24,15 +24,25 @@ def _steps(opt, variables, grads_per_step):
     return [v.numpy() for v in variables]
 
 
-def test_a_fused_weight_moves_as_its_parts_would_each_on_keras_muon():
+@pytest.mark.parametrize(
+    "layout,per_head",
+    [
+        (FusedMatrices((6, 3, 3)), False),  # unequal blocks (GQA): split and concatenated
+        (FusedMatrices((4, 4, 4)), False),  # equal blocks (multi-head attention)
+        (FusedMatrices((6, 3, 3), head_width=3), True),  # each head of q, k, v alone
+    ],
+    ids=["parts", "equal-parts", "per-head"],
+)
+def test_a_fused_weight_moves_as_its_blocks_would_each_on_keras_muon(layout, per_head):
     w0 = RNG.normal(size=(8, 12)).astype("float32")
     fused = keras.Variable(w0, name="qkv")
-    opt = Muon(learning_rate=0.05, fused_matrices={fused.path: FusedMatrices((6, 3, 3))})
+    opt = Muon(learning_rate=0.05, fused_matrices={fused.path: layout}, per_head=per_head)
     (got,) = _steps(opt, [fused], [[g] for g in GRADS])
 
-    parts = [keras.Variable(p) for p in np.split(w0, [6, 9], axis=1)]
+    cuts = list(np.cumsum(layout.blocks(per_head))[:-1])
+    parts = [keras.Variable(p) for p in np.split(w0, cuts, axis=1)]
     reference = keras.optimizers.Muon(learning_rate=0.05)
-    want = _steps(reference, parts, [np.split(g, [6, 9], axis=1) for g in GRADS])
+    want = _steps(reference, parts, [np.split(g, cuts, axis=1) for g in GRADS])
     np.testing.assert_allclose(got, np.concatenate(want, axis=1), atol=1e-5)
 
     whole = keras.Variable(w0)
@@ -52,18 +62,18 @@ def test_a_stacked_weight_is_on_muon_one_matrix_per_expert():
     w0 = RNG.normal(size=(3, 8, 4)).astype("float32")
     grads = [RNG.normal(size=w0.shape).astype("float32") for _ in range(2)]
     stacked = keras.Variable(w0, name="expert_in")
-    opt = Muon(learning_rate=0.05, fused_matrices={stacked.path: FusedMatrices((4,), True)})
+    layout = FusedMatrices((2, 2), stacked=True)  # each expert: gate and up
+    opt = Muon(learning_rate=0.05, fused_matrices={stacked.path: layout})
     (got,) = _steps(opt, [stacked], [[g] for g in grads])
     assert opt.adam_velocities == [None]  # Keras's Muon would put a 3-D weight on AdamW
     for e in range(3):
-        alone = keras.Variable(w0[e])
-        (want,) = _steps(
-            keras.optimizers.Muon(learning_rate=0.05), [alone], [[g[e]] for g in grads]
-        )
-        np.testing.assert_allclose(got[e], want, atol=1e-5)
+        alone = [keras.Variable(p) for p in np.split(w0[e], 2, axis=1)]
+        reference = keras.optimizers.Muon(learning_rate=0.05)
+        want = _steps(reference, alone, [np.split(g[e], 2, axis=1) for g in grads])
+        np.testing.assert_allclose(got[e], np.concatenate(want, axis=1), atol=1e-5)
 
     excluded = keras.Variable(w0, name="expert_in")
-    opt = Muon(exclude_layers=["expert"], fused_matrices={excluded.path: FusedMatrices((4,), True)})
+    opt = Muon(exclude_layers=["expert"], fused_matrices={excluded.path: layout})
     assert opt._should_use_adamw(excluded)  # adamw_for still wins
 
 
@@ -71,10 +81,14 @@ def test_layers_declare_their_fused_matrices_and_the_harness_checks_them():
     x = np.zeros((2, 5, 16), "float32")
     gqa = MultiHeadAttention(hidden_dim=16, num_heads=4, num_kv_heads=2)
     gqa(x)
-    assert fused_matrices_of(gqa) == {gqa.qkv_proj.kernel.path: FusedMatrices((16, 8, 8))}
+    assert fused_matrices_of(gqa) == {
+        gqa.qkv_proj.kernel.path: FusedMatrices((16, 8, 8), head_width=4)
+    }
     cross = MultiHeadAttention(hidden_dim=16, num_heads=4, cross=True)
     cross(x, context=x)
-    assert fused_matrices_of(cross) == {cross.kv_proj.kernel.path: FusedMatrices((16, 16))}
+    assert fused_matrices_of(cross) == {
+        cross.kv_proj.kernel.path: FusedMatrices((16, 16), head_width=4)
+    }
     ffn = SwiGLU(hidden_dim=16, intermediate_dim=24)
     ffn(x)
     assert fused_matrices_of(ffn) == {ffn.gate_up.kernel.path: FusedMatrices((24, 24))}
@@ -94,6 +108,8 @@ def test_layers_declare_their_fused_matrices_and_the_harness_checks_them():
         run_layer_test(Misdeclared, {"hidden_dim": 16, "intermediate_dim": 24}, x)
     with pytest.raises(ValueError, match="must be 3-D"):
         FusedMatrices((48,), stacked=True).check((16, 48), "w")
+    with pytest.raises(ValueError, match="not whole heads of 5"):
+        FusedMatrices((8, 8), head_width=5).check((16, 16), "w")
 
 
 def test_split_fused_false_is_keras_muon_over_whole_kernels():
@@ -102,3 +118,6 @@ def test_split_fused_false_is_keras_muon_over_whole_kernels():
     assert muon(1e-3, split_fused=False, fused_matrices=layouts).fused_matrices == {}
     with pytest.raises(ValueError, match="split_fused must be true or false"):
         muon(1e-3, split_fused="yes")
+    with pytest.raises(ValueError, match="needs split_fused=true"):
+        muon(1e-3, split_fused=False, per_head=True)
+    assert muon(1e-3, per_head=True).per_head

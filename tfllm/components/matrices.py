@@ -22,15 +22,26 @@ class FusedMatrices:
         columns: the widths of the column blocks fused along the last axis, in order (they
             sum to the last axis's size).
         stacked: the weight is 3-D, one `(rows, columns)` matrix per index of its first axis.
+        head_width: each column block is itself attention heads of this width (an optimizer
+            may treat each head as its own matrix); None when the blocks have no heads.
 
     Example:
 
     >>> FusedMatrices(columns=(128, 32, 32)).columns
     (128, 32, 32)
+    >>> FusedMatrices(columns=(64, 32, 32), head_width=32).blocks(per_head=True)
+    (32, 32, 32, 32)
     """
 
     columns: tuple[int, ...]
     stacked: bool = False
+    head_width: int | None = None
+
+    def blocks(self, per_head: bool = False) -> tuple[int, ...]:
+        """The column widths of the matrices, each head its own with `per_head`."""
+        if not per_head or self.head_width is None:
+            return self.columns
+        return tuple(self.head_width for c in self.columns for _ in range(c // self.head_width))
 
     def check(self, shape: tuple[int, ...], path: str) -> None:
         """Raise ValueError unless a weight of `shape` splits this way."""
@@ -42,6 +53,10 @@ class FusedMatrices:
         if sum(self.columns) != shape[-1] or min(self.columns) < 1:
             raise ValueError(
                 f"{path}: column blocks {self.columns} do not split its last axis of {shape[-1]}"
+            )
+        if self.head_width is not None and any(c % self.head_width for c in self.columns):
+            raise ValueError(
+                f"{path}: column blocks {self.columns} are not whole heads of {self.head_width}"
             )
 
 

@@ -100,6 +100,7 @@ def muon(
     adamw_for: Sequence[str] = DEFAULT_ADAMW_FOR,
     exclude_from_weight_decay: Sequence[str] = DEFAULT_NO_DECAY,
     split_fused: bool = True,
+    per_head: bool = False,
     variables: Sequence[Any] = (),
     fused_matrices: Mapping[str, FusedMatrices] | None = None,
 ) -> keras.optimizers.Optimizer:
@@ -127,6 +128,8 @@ def muon(
         adamw_for: regular expressions on variable paths that take AdamW even when 2-D.
         exclude_from_weight_decay: regular expressions on variable paths not decayed.
         split_fused: bool. Orthogonalize each matrix of a fused or stacked weight on its own.
+        per_head: bool. With `split_fused`, orthogonalize each attention head of a fused
+            q, k, v projection on its own instead of each of q, k and v.
         variables: the model's trainable variables (set by the trainer).
         fused_matrices: `{variable path: FusedMatrices}` (set by the trainer from the layers'
             `fused_matrices()`).
@@ -145,10 +148,14 @@ def muon(
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
     if ns_steps < 1:
         raise ValueError(f"ns_steps must be at least 1, got {ns_steps}")
-    if not isinstance(split_fused, bool):
-        raise ValueError(f"split_fused must be true or false, got {split_fused!r}")
+    for name, value in (("split_fused", split_fused), ("per_head", per_head)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+    if per_head and not split_fused:
+        raise ValueError("per_head splits fused projections further: it needs split_fused=true")
     opt = Muon(
         fused_matrices=fused_matrices if split_fused else None,
+        per_head=per_head,
         learning_rate=learning_rate,
         adam_beta_1=beta_1,
         adam_beta_2=beta_2,

@@ -82,7 +82,7 @@ def test_linear_attention_equals_the_masked_quadratic_form():
     np.testing.assert_allclose(layer(x).numpy(), out, rtol=1e-5, atol=1e-6)
     # q, k and v are declared as separate matrices for Muon (tfllm.components.matrices).
     declared = fused_matrices_of(layer)
-    assert declared == {layer.qkv_proj.kernel.path: FusedMatrices(columns=(16, 16, 16))}
+    assert declared == {layer.qkv_proj.kernel.path: FusedMatrices((16, 16, 16), head_width=4)}
 
 
 def test_linear_attention_refuses_an_attention_bias():

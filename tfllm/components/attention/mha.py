@@ -197,11 +197,13 @@ class MultiHeadAttention(Attention):
         return kv[0], kv[1]
 
     def fused_matrices(self):
-        """The q, k and v blocks of the fused projection (k and v for cross-attention)."""
-        q, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        """The q, k and v blocks of the fused projection (k and v for cross-attention), each
+        made of heads."""
+        dh = self.head_dim
+        q, kv = self.num_heads * dh, self.num_kv_heads * dh
         if self.cross:
-            return [(self.kv_proj.kernel, FusedMatrices(columns=(kv, kv)))]
-        return [(self.qkv_proj.kernel, FusedMatrices(columns=(q, kv, kv)))]
+            return [(self.kv_proj.kernel, FusedMatrices(columns=(kv, kv), head_width=dh))]
+        return [(self.qkv_proj.kernel, FusedMatrices(columns=(q, kv, kv), head_width=dh))]
 
     def build(self, input_shape):
         if self.cross:

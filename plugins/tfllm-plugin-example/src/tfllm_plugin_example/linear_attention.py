@@ -142,7 +142,8 @@ class LinearAttention(Attention):
     def fused_matrices(self):
         """The q, k and v blocks of `qkv_proj` (Muon orthogonalizes each on its own)."""
         width = self.num_heads * self.head_dim
-        return [(self.qkv_proj.kernel, FusedMatrices(columns=(width, width, width)))]
+        layout = FusedMatrices(columns=(width, width, width), head_width=self.head_dim)
+        return [(self.qkv_proj.kernel, layout)]
 
     def call(
         self,
