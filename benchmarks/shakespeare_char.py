@@ -590,8 +590,14 @@ def run_ablation(args) -> None:
     print(table)
     os.makedirs(RESULTS, exist_ok=True)
     command = "python benchmarks/shakespeare_char.py " + shlex.join(sys.argv[1:])
+    which = (
+        " (the rows this run added; each row is `--ablation --repeats 3` with its overrides, "
+        "those not in `ABLATION` passed as `--ablate-extra 'NAME=OVERRIDES'`)"
+        if args.append
+        else ""
+    )
     with open(os.path.join(RESULTS, "shakespeare_char_ablation.md"), "w") as f:
-        f.write(table + f"\n\nCommand: `{command}`\n")
+        f.write(table + f"\n\nCommand{which}: `{command}`\n")
     with open(os.path.join(RESULTS, "shakespeare_char_ablation.json"), "w") as f:
         json.dump(
             {"steps": args.steps, "seeds": seeds, "variants": variants, "runs": runs}, f, indent=1
