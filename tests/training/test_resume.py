@@ -9,7 +9,7 @@ import tensorflow as tf
 from conftest import checkpoint_state, kill_at_checkpoint
 
 
-def train_cmd(corpus, run_dir):
+def train_cmd(corpus, run_dir, *extra):
     return [
         sys.executable,
         "-m",
@@ -25,22 +25,26 @@ def train_cmd(corpus, run_dir):
         "trainer.log_every=20",
         "trainer.callbacks=[]",
         "data.batch_size=8",
+        *extra,
     ]
 
 
 # The default run kills and resumes a run on prepared data (tests/data/test_prepared.py): the
 # trainer's resume is the same code; this one, on data=text, runs with -m slow.
 @pytest.mark.slow
-def test_sigkill_then_resume_equals_uninterrupted(tiny_corpus, tmp_path):
+@pytest.mark.parametrize("extra", [(), ("optimizer=muon", "ffn=swiglu")], ids=["adamw", "muon"])
+def test_sigkill_then_resume_equals_uninterrupted(tiny_corpus, tmp_path, extra):
     full, killed = tmp_path / "full", tmp_path / "killed"
-    subprocess.run(train_cmd(tiny_corpus, full), check=True, capture_output=True, timeout=400)
+    subprocess.run(
+        train_cmd(tiny_corpus, full, *extra), check=True, capture_output=True, timeout=400
+    )
 
-    kill_at_checkpoint(train_cmd(tiny_corpus, killed), killed, 40)
+    kill_at_checkpoint(train_cmd(tiny_corpus, killed, *extra), killed, 40)
     latest = tf.train.latest_checkpoint(str(killed / "checkpoints"))
     assert latest is not None and not latest.endswith("ckpt-100")
 
     resumed = subprocess.run(
-        train_cmd(tiny_corpus, killed), capture_output=True, text=True, timeout=400
+        train_cmd(tiny_corpus, killed, *extra), capture_output=True, text=True, timeout=400
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = checkpoint_state(full), checkpoint_state(killed)
