@@ -99,6 +99,10 @@ def test_layers_declare_their_fused_matrices_and_the_harness_checks_them():
         moe.expert_out.path: FusedMatrices((16,), stacked=True),
     }
 
+    # A LoRA-adapted kernel is computed, not a variable: nothing of it is Muon's to split.
+    ffn.gate_up.enable_lora(2)
+    assert fused_matrices_of(ffn) == {}
+
     @keras.saving.register_keras_serializable(package="test_muon")
     class Misdeclared(SwiGLU):
         def fused_matrices(self):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import keras
+
 
 @dataclasses.dataclass(frozen=True)
 class FusedMatrices:
@@ -64,7 +66,9 @@ def fused_matrices_of(model: Any) -> dict[str, FusedMatrices]:
     """`{variable path: FusedMatrices}` over every layer of `model` that declares some.
 
     A layer declares by defining `fused_matrices() -> list[tuple[variable, FusedMatrices]]`;
-    each declaration is checked against the variable's shape.
+    each declaration is checked against the variable's shape. A declared kernel that is not a
+    variable (a LoRA-adapted `Dense` computes its kernel from frozen weights and the adapter's)
+    is skipped: only variables are optimized.
     """
     found: dict[str, FusedMatrices] = {}
     for layer in model._flatten_layers(include_self=True, recursive=True):
@@ -72,6 +76,8 @@ def fused_matrices_of(model: Any) -> dict[str, FusedMatrices]:
         if declare is None or not layer.built:
             continue
         for variable, layout in declare():
+            if not isinstance(variable, keras.Variable):
+                continue
             layout.check(tuple(variable.shape), variable.path)
             found[variable.path] = layout
     return found
