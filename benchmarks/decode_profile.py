@@ -192,17 +192,8 @@ def main() -> None:
             kernels = kernel_time_by_op(trace_dir)
         finally:
             shutil.rmtree(trace_dir, ignore_errors=True)
-        buffer = tf.constant([prompt + [0] * long] * batch, tf.int32)
-        concrete = generator._fn.get_concrete_function(
-            buffer,
-            tf.constant([len(prompt)] * batch),
-            tf.constant(long, tf.int32),
-            tf.constant(0.0),
-            tf.constant(0),
-            tf.constant(1.0),
-            tf.constant(0),
-            tf.constant([-1]),
-            tf.constant(0),
+        concrete = generator.decode_graph(
+            prompts, GenerationConfig(max_new_tokens=long, temperature=0.0)
         )
         body = loop_body_ops(concrete)
         total_kernel = sum(ms for _, ms in kernels.values())

@@ -273,3 +273,14 @@ def test_an_export_with_default_settings_fits_the_context_and_replays_its_warmup
     write_warmup(f"{result.path}/assets.extra/{WARMUP_FILE}", "lm", bad)
     with pytest.raises(ExportValidationError, match=r"warmup record 1 \(serving_default\) fails"):
         run_in_fresh_process(result.path, {"count_tokens": {"prompts": (["Hello"], "string")}})
+
+
+def test_the_decode_graph_is_the_loop_generate_ids_runs(paths):
+    generator, _ = paths
+    config = GenerationConfig(max_new_tokens=5, temperature=0.0)
+    concrete = generator.decode_graph([[3, 4, 5], [6]], config)
+    ops = {op.type for op in concrete.graph.get_operations()}
+    assert ops & {"While", "StatelessWhile"}  # one graph with the decode loop inside
+    buffer, lengths, out = generator.generate_ids([[3, 4, 5], [6]], config)
+    assert buffer.shape == tuple(concrete.structured_outputs[0].shape) == (2, 8)
+    assert lengths.tolist() == [3, 1] and out.tolist() == [8, 6]

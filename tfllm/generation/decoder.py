@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -139,6 +140,26 @@ class Generator:
         """Generate from id prompts (each cut to the context by rule 3 of
         `tfllm.generation.prompts`; each row writes what fits, rule 4). Returns
         `(buffer (B, L), prompt_lengths, lengths)`."""
+        arguments, lengths = self._loop_arguments(prompts, config, stop_ids)
+        ids, out_lengths = self._fn(*arguments)
+        return ids.numpy(), lengths, out_lengths.numpy()
+
+    def decode_graph(
+        self,
+        prompts: Sequence[Sequence[int]],
+        config: GenerationConfig,
+        stop_ids: Sequence[int] = (),
+    ) -> Any:
+        """The traced decode loop (a `ConcreteFunction`) that `generate_ids` runs for these
+        prompts and settings: its graph is what a profile of the loop reads."""
+        arguments, _ = self._loop_arguments(prompts, config, stop_ids)
+        return self._fn.get_concrete_function(*arguments)
+
+    def _loop_arguments(
+        self, prompts: Sequence[Sequence[int]], config: GenerationConfig, stop_ids: Sequence[int]
+    ) -> tuple[list[tf.Tensor], np.ndarray]:
+        """The decode loop's tensors for `prompts` (cropped, padded into one buffer) and the
+        prompt lengths."""
         config.validate()
         context = self.model.max_sequence_length
         rows = [crop_prompt(p, context) for p in prompts]
@@ -149,7 +170,7 @@ class Generator:
         for i, r in enumerate(rows):
             buf[i, : len(r)] = r
         stops = np.asarray(list(stop_ids) or [-1], np.int32)
-        ids, out_lengths = self._fn(
+        arguments = [
             tf.constant(buf),
             tf.constant(lengths),
             tf.constant(config.max_new_tokens, tf.int32),
@@ -159,8 +180,8 @@ class Generator:
             tf.constant(config.seed, tf.int32),
             tf.constant(stops),
             tf.constant(pad, tf.int32),
-        )
-        return ids.numpy(), lengths, out_lengths.numpy()
+        ]
+        return arguments, lengths
 
     def complete(
         self, prompts: str | Sequence[str], config: GenerationConfig | None = None
