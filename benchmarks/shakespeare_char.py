@@ -591,8 +591,8 @@ def run_ablation(args) -> None:
     os.makedirs(RESULTS, exist_ok=True)
     command = "python benchmarks/shakespeare_char.py " + shlex.join(sys.argv[1:])
     which = (
-        " (the rows this run added; each row is `--ablation --repeats 3` with its overrides, "
-        "those not in `ABLATION` passed as `--ablate-extra 'NAME=OVERRIDES'`)"
+        f" (the rows this run added; each row is `--ablation --repeats {args.repeats}` with its "
+        "overrides, those not in `ABLATION` passed as `--ablate-extra 'NAME=OVERRIDES'`)"
         if args.append
         else ""
     )
