@@ -21,7 +21,6 @@ Writes benchmarks/results/alignment.md, .json and alignment.png.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -30,8 +29,8 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
-RESULTS = os.path.join(HERE, "results")
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE] + [HERE]
+from results_file import RESULTS, save_results  # noqa: E402
 
 from tfllm.testing.synthetic import (  # noqa: E402
     FRUITS,
@@ -252,12 +251,7 @@ def main() -> None:
         "",
         f"Command: `python benchmarks/alignment.py --steps {args.steps}`",
     ]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    with open(os.path.join(RESULTS, "alignment.md"), "w", encoding="utf-8") as f:
-        f.write(table)
-    with open(os.path.join(RESULTS, "alignment.json"), "w", encoding="utf-8") as f:
-        json.dump({"machine": machine, **record}, f, indent=1, default=float)
+    save_results("alignment", "\n".join(lines), {"machine": machine, **record}, default=float)
 
 
 if __name__ == "__main__":

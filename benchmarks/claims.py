@@ -39,8 +39,9 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
-RESULTS = os.path.join(HERE, "results")
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE] + [HERE]
+from results_file import save_results  # noqa: E402
+
 WIKI = os.path.join(HERE, "..", "..", "shared", "data", "wikitext-2", "valid.txt")
 YEAR = re.compile(r"\b(1[0-9]{3}|20[0-2][0-9])\b")
 FIRST = ["Amelia", "Tomas", "Ines", "Barnaby", "Odile", "Casimir", "Wren", "Lucan"]
@@ -244,13 +245,7 @@ def main() -> None:
         f"Seconds: knowledge base {build_seconds:.0f}, claims {claim_seconds:.0f}, "
         f"questions {qa_seconds:.0f}.",
     ]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "claims.md"), "w", encoding="utf-8") as f:
-        f.write(table)
-    with open(os.path.join(RESULTS, "claims.json"), "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=1)
+    save_results("claims", "\n".join(lines), result)
 
 
 if __name__ == "__main__":

@@ -42,8 +42,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # package keras-hub imports, and machine.py is imported from here.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE] + [HERE]
 from machine import cpu_name  # noqa: E402
+from results_file import save_results  # noqa: E402
 
-RESULTS = os.path.join(HERE, "results")
 FILE_MB = 20.0  # --file-mb
 
 
@@ -313,25 +313,19 @@ def main() -> None:
         f"Peak RSS across the prepared sizes: {min(rss):,.0f}–{max(rss):,.0f} MB "
         f"(spread {100 * (max(rss) - min(rss)) / min(rss):.1f}%).",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "data_scale.md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(RESULTS, "data_scale.json"), "w") as f:
-        json.dump(
-            {
-                "preparation": rows,
-                "datasets": hf_parts,
-                "full": full,
-                "first": first,
-                "training": training,
-                "datasets_full": hf_full,
-                "args": vars(args),
-            },
-            f,
-            indent=1,
-        )
+    save_results(
+        "data_scale",
+        "\n".join(lines),
+        {
+            "preparation": rows,
+            "datasets": hf_parts,
+            "full": full,
+            "first": first,
+            "training": training,
+            "datasets_full": hf_full,
+            "args": vars(args),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -24,18 +24,17 @@ adds attention, norms, the cache write and sampling on top. Prints a Markdown ta
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(HERE, "results")
 # This folder goes last on the path: benchmarks/tokenizers.py must not shadow the `tokenizers`
 # package keras-hub imports, and machine.py is imported from here.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE] + [HERE]
 from machine import cpu_flags, cpu_name  # noqa: E402
+from results_file import save_results  # noqa: E402
 
 # SmolLM2-135M: hidden 576, 9 query and 3 key/value heads of 64, FFN 1536, 30 layers, tied head.
 HIDDEN, QKV, FFN, LAYERS, VOCAB = 576, 576 + 2 * 192, 1536, 30, 49152
@@ -167,23 +166,17 @@ def main() -> None:
             f"{r['median_ms']:.1f} | {r['best_ms']:.1f} | "
             f"{r['tokens_per_sec_ceiling']:.1f} | {r['median_ms'] / fp32_median[r['batch']]:.2f} |"
         )
-    table = "\n".join(lines) + "\n"
-    print(table)
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "decode_floor.md"), "w") as f:
-        f.write(table)
-    with open(os.path.join(RESULTS, "decode_floor.json"), "w") as f:
-        json.dump(
-            {
-                "args": vars(args),
-                "bandwidth_gb_s": bandwidth,
-                "cpu": cpu_name(),
-                "flags": cpu_flags(),
-                "rows": rows,
-            },
-            f,
-            indent=1,
-        )
+    save_results(
+        "decode_floor",
+        "\n".join(lines),
+        {
+            "args": vars(args),
+            "bandwidth_gb_s": bandwidth,
+            "cpu": cpu_name(),
+            "flags": cpu_flags(),
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -31,11 +31,11 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(HERE, "results")
 # This folder goes last on the path: benchmarks/tokenizers.py must not shadow the `tokenizers`
 # package keras-hub imports, and machine.py is imported from here.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE] + [HERE]
 from machine import cpu_name  # noqa: E402
+from results_file import save_results  # noqa: E402
 
 PROMPT = "The capital of France is"
 # SmolLM2-135M's weight matmuls: (input, output) of each layer's projections.
@@ -271,17 +271,11 @@ def main() -> None:
             f"{p['tf_ms']:.3f} | {p['mb'] / p['tf_ms']:.1f} | {p['numpy_ms']:.3f} | "
             f"{p['mb'] / p['numpy_ms']:.1f} |"
         )
-    table = "\n".join(lines) + "\n"
-    print(table)
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "decode_profile.md"), "w") as f:
-        f.write(table)
-    with open(os.path.join(RESULTS, "decode_profile.json"), "w") as f:
-        json.dump(
-            {"args": vars(args), "cpu": cpu_name(), "rows": results, "projections": projections},
-            f,
-            indent=1,
-        )
+    save_results(
+        "decode_profile",
+        "\n".join(lines),
+        {"args": vars(args), "cpu": cpu_name(), "rows": results, "projections": projections},
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Prints a Markdown table and writes it (and JSON) to benchmarks/results/.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -24,8 +23,9 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
-RESULTS = os.path.join(HERE, "results")
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE] + [HERE]
+from results_file import save_results  # noqa: E402
+
 SST2 = os.path.join(HERE, "..", "..", "shared", "data", "sst2")
 
 
@@ -91,13 +91,7 @@ def main() -> None:
         "(the same as `tfllm evaluate ckpt=<smollm2> eval=fewshot data.path=.../dev.tsv "
         "eval.demonstrations=.../train.tsv data.limit=N`).",
     ]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "fewshot_sst2.md"), "w", encoding="utf-8") as f:
-        f.write(table)
-    with open(os.path.join(RESULTS, "fewshot_sst2.json"), "w", encoding="utf-8") as f:
-        json.dump({"seconds": seconds, **result}, f, indent=1)
+    save_results("fewshot_sst2", "\n".join(lines), {"seconds": seconds, **result})
 
 
 if __name__ == "__main__":

@@ -52,8 +52,9 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
-RESULTS = os.path.join(HERE, "results")
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE] + [HERE]
+from results_file import RESULTS, save_results  # noqa: E402
+
 # A chat turn in SmolLM2's template, so the reply (a story) runs past --new-tokens before the
 # end-of-sequence token, which the export stops at.
 PROMPT = (
@@ -473,18 +474,13 @@ def main() -> None:
             f"- {name} ({precision}): {where}, {same} of {len(reference)} positions equal: "
             f"{res[first]['text']!r}"
         )
-    table = "\n".join(lines) + "\n"
-    print(table)
-    with open(os.path.join(RESULTS, "pretrained_generate.md"), "w") as f:
-        f.write(table)
-    with open(os.path.join(RESULTS, "pretrained_generate.json"), "w") as f:
-        payload = {
-            "args": vars(args),
-            "bandwidth_gb_per_sec": bandwidth,
-            "results": {f"{n} ({p})": r for (n, p), r in results.items()},
-            "llama_cpp": llama,
-        }
-        json.dump(payload, f, indent=1)
+    payload = {
+        "args": vars(args),
+        "bandwidth_gb_per_sec": bandwidth,
+        "results": {f"{n} ({p})": r for (n, p), r in results.items()},
+        "llama_cpp": llama,
+    }
+    save_results("pretrained_generate", "\n".join(lines), payload)
 
 
 if __name__ == "__main__":

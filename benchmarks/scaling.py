@@ -32,8 +32,8 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
-RESULTS = os.path.join(HERE, "results")
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE] + [HERE]
+from results_file import save_results  # noqa: E402
 
 
 def config(steps: int) -> list[str]:
@@ -137,13 +137,9 @@ def main() -> None:
         "",
         f"Command: `python benchmarks/scaling.py --steps {args.steps} --repeats {args.repeats}`",
     ]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "scaling.md"), "w", encoding="utf-8") as f:
-        f.write(table)
-    with open(os.path.join(RESULTS, "scaling.json"), "w", encoding="utf-8") as f:
-        json.dump({"machine": machine, "peak_flops": peak.flops, "rows": rows}, f, indent=1)
+    save_results(
+        "scaling", "\n".join(lines), {"machine": machine, "peak_flops": peak.flops, "rows": rows}
+    )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,9 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
-RESULTS = os.path.join(HERE, "results")
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE] + [HERE]
+from results_file import RESULTS, save_results  # noqa: E402
+
 CORPUS = os.path.abspath(os.path.join(HERE, "..", "..", "shared", "data", "tinyshakespeare.txt"))
 
 
@@ -103,10 +104,7 @@ def main() -> None:
         f"Command: `python benchmarks/scaling_law.py --steps {args.steps} --widths "
         f"{' '.join(map(str, args.widths))}`",
     ]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    with open(os.path.join(RESULTS, "scaling_law.md"), "w", encoding="utf-8") as f:
-        f.write(table)
+    save_results("scaling_law", "\n".join(lines))
 
 
 if __name__ == "__main__":

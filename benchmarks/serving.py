@@ -30,7 +30,6 @@ Prints a Markdown table and writes it (and JSON) to benchmarks/results/.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -44,8 +43,9 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
-RESULTS = os.path.join(HERE, "results")
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE] + [HERE]
+from results_file import save_results  # noqa: E402
+
 NEW_TOKENS = 32
 PROMPTS = ["ROMEO:", "JULIET:\nO Romeo", "HAMLET:\nTo be, or", "KING LEAR:\nBlow, winds"]
 
@@ -464,13 +464,7 @@ def main() -> None:
     ]
     results["tasks"] = task_rows(root, args.task_requests)
     lines += task_table(results["tasks"])
-    table = "\n".join(lines) + "\n"
-    print(table)
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "serving.md"), "w") as f:
-        f.write(table)
-    with open(os.path.join(RESULTS, "serving.json"), "w") as f:
-        json.dump({"args": vars(args), "results": results}, f, indent=1)
+    save_results("serving", "\n".join(lines), {"args": vars(args), "results": results})
 
 
 if __name__ == "__main__":

@@ -40,8 +40,9 @@ import urllib.error
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
-RESULTS = os.path.join(HERE, "results")
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE] + [HERE]
+from results_file import save_results  # noqa: E402
+
 TFLLM = [sys.executable, "-m", "tfllm.cli"]
 CORPUS = (
     "BERNARDO:\nWho's there?\n\nFRANCISCO:\nNay, answer me: stand, and unfold yourself.\n\n"
@@ -586,13 +587,7 @@ def main() -> None:
         lines.append(
             f"  - wrong: {m['transport']} {m['case']}: expected {m['expected']}, got {m['got']}"
         )
-    text = "\n".join(lines)
-    print(text)
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "serving_faults.md"), "w", encoding="utf-8") as f:
-        f.write(text + "\n")
-    with open(os.path.join(RESULTS, "serving_faults.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=1, default=str)
+    save_results("serving_faults", "\n".join(lines), summary, default=str)
     shutil.rmtree(work, ignore_errors=True)
 
 

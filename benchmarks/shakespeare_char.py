@@ -59,9 +59,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Running `python benchmarks/X.py` puts this folder first on sys.path, where this project's
 # `tokenizers.py` would shadow Hugging Face `tokenizers` (which keras-hub imports).
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE] + [HERE]
+from results_file import RESULTS, save_results  # noqa: E402
+
 REPO = os.path.dirname(HERE)
-RESULTS = os.path.join(HERE, "results")
 SHAPE = dict(layers=4, heads=4, width=128, block=64, batch=12)
 LR, MIN_LR, WARMUP, WD, BETA2, CLIP = 1e-3, 1e-4, 100, 0.1, 0.99, 1.0
 
@@ -586,9 +587,6 @@ def run_ablation(args) -> None:
             f"{', '.join(f'{x:.4f}' for x in losses)} | {delta} |"
         )
     lines += ["", SPEEDRUN_NOTE]
-    table = "\n".join(lines)
-    print(table)
-    os.makedirs(RESULTS, exist_ok=True)
     command = "python benchmarks/shakespeare_char.py " + shlex.join(sys.argv[1:])
     which = (
         f" (the rows this run added; each row is `--ablation --repeats {args.repeats}` with its "
@@ -596,12 +594,11 @@ def run_ablation(args) -> None:
         if args.append
         else ""
     )
-    with open(os.path.join(RESULTS, "shakespeare_char_ablation.md"), "w") as f:
-        f.write(table + f"\n\nCommand{which}: `{command}`\n")
-    with open(os.path.join(RESULTS, "shakespeare_char_ablation.json"), "w") as f:
-        json.dump(
-            {"steps": args.steps, "seeds": seeds, "variants": variants, "runs": runs}, f, indent=1
-        )
+    save_results(
+        "shakespeare_char_ablation",
+        "\n".join(lines) + f"\n\nCommand{which}: `{command}`",
+        {"steps": args.steps, "seeds": seeds, "variants": variants, "runs": runs},
+    )
 
 
 def run_contender(key: str, args, seed: int) -> dict:
@@ -838,28 +835,19 @@ def main() -> None:
                 flush=True,
             )
     table, summary = report(args, peak, runs, seeds)
-    print(table)
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, f"{args.results_name}.md"), "w") as f:
-        f.write(
-            table
-            + "\n\nCommand: `python benchmarks/shakespeare_char.py "
-            + shlex.join(sys.argv[1:])
-            + "`\n"
-        )
-    with open(os.path.join(RESULTS, f"{args.results_name}.json"), "w") as f:
-        json.dump(
-            {
-                "peak": peak,
-                "steps": args.steps,
-                "speedrun_steps": args.speedrun_steps or args.steps,
-                "seeds": seeds,
-                "runs": runs,
-                "summary": summary,
-            },
-            f,
-            indent=1,
-        )
+    command = "python benchmarks/shakespeare_char.py " + shlex.join(sys.argv[1:])
+    save_results(
+        args.results_name,
+        table + f"\n\nCommand: `{command}`",
+        {
+            "peak": peak,
+            "steps": args.steps,
+            "speedrun_steps": args.speedrun_steps or args.steps,
+            "seeds": seeds,
+            "runs": runs,
+            "summary": summary,
+        },
+    )
 
 
 if __name__ == "__main__":

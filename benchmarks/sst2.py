@@ -29,8 +29,9 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
-RESULTS = os.path.join(HERE, "results")
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE] + [HERE]
+from results_file import save_results  # noqa: E402
+
 DATA = os.path.abspath(os.path.join(HERE, "..", "..", "shared", "data"))
 
 
@@ -151,18 +152,12 @@ def main() -> None:
             f"{metrics['val_accuracy']:.4f} | {metrics['val_macro_f1']:.4f} |"
         )
     lines += ["", f"Command: `python benchmarks/sst2.py --minutes {args.minutes:g}`"]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    os.makedirs(RESULTS, exist_ok=True)
     suffix = "_gpt" if args.skip_minilm else "_minilm" if args.skip_gpt else ""
-    with open(os.path.join(RESULTS, f"sst2{suffix}.md"), "w", encoding="utf-8") as f:
-        f.write(table)
-    with open(os.path.join(RESULTS, f"sst2{suffix}.json"), "w", encoding="utf-8") as f:
-        json.dump(
-            {"machine": machine, "rows": [{"model": n, "parameters": p, **m} for n, p, m in rows]},
-            f,
-            indent=1,
-        )
+    save_results(
+        f"sst2{suffix}",
+        "\n".join(lines),
+        {"machine": machine, "rows": [{"model": n, "parameters": p, **m} for n, p, m in rows]},
+    )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,9 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
-RESULTS = os.path.join(HERE, "results")
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE] + [HERE]
+from results_file import save_results  # noqa: E402
+
 TFLLM = [sys.executable, "-m", "tfllm.cli"]
 CORPUS = (
     "BERNARDO:\nWho's there?\n\nFRANCISCO:\nNay, answer me: stand, and unfold yourself.\n\n"
@@ -238,13 +239,7 @@ def main() -> None:
         "|---|---|---|",
         *[f"| {name} | {value:.3f} | {target} |" for name, value, target in rows],
     ]
-    table = "\n".join(lines)
-    print(table)
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "startup.md"), "w", encoding="utf-8") as f:
-        f.write(table + "\n")
-    with open(os.path.join(RESULTS, "startup.json"), "w", encoding="utf-8") as f:
-        json.dump({"machine": machine, "rows": rows}, f, indent=1)
+    save_results("startup", "\n".join(lines), {"machine": machine, "rows": rows})
 
 
 if __name__ == "__main__":

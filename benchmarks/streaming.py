@@ -20,7 +20,6 @@ Prints a Markdown table and writes it (and JSON) to benchmarks/results/streaming
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -31,8 +30,9 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
-RESULTS = os.path.join(HERE, "results")
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE] + [HERE]
+from results_file import save_results  # noqa: E402
+
 QUESTIONS = [
     "What is the capital of France?",
     "Name three colours of the rainbow.",
@@ -151,13 +151,7 @@ def main() -> None:
         f"takes {streamed / whole - 1:+.0%}. Streamed text equals the non-streamed reply in every "
         f"request: {'yes' if same else 'NO'}. Export (no validation) took {exported:.0f} s.",
     ]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "streaming.md"), "w", encoding="utf-8") as f:
-        f.write(table)
-    with open(os.path.join(RESULTS, "streaming.json"), "w", encoding="utf-8") as f:
-        json.dump({"args": vars(args), "rows": rows}, f, indent=1)
+    save_results("streaming", "\n".join(lines), {"args": vars(args), "rows": rows})
     if not same:
         sys.exit("streamed text differs from the non-streamed reply")
 

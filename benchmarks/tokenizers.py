@@ -22,7 +22,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Running `python benchmarks/X.py` puts this folder first on sys.path, where this project's
 # `tokenizers.py` would shadow Hugging Face `tokenizers` (which keras-hub imports).
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE] + [HERE]
+from results_file import save_results  # noqa: E402
+
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 
@@ -95,16 +97,8 @@ def main() -> None:
         out.append(
             f"| {name} | {mb / tb:.2f} | {single_mb / ts:.3f} | {(mb / tb) / hf_batched:.2f}x |"
         )
-    table = "\n".join(out)
-    print(table)
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "tokenizers.md"), "w") as f:
-        f.write(
-            table
-            + "\n\nCommand: `python benchmarks/tokenizers.py "
-            + " ".join(sys.argv[1:])
-            + "`\n"
-        )
+    command = "python benchmarks/tokenizers.py " + " ".join(sys.argv[1:])
+    save_results("tokenizers", "\n".join(out) + f"\n\nCommand: `{command}`")
 
 
 if __name__ == "__main__":

@@ -35,8 +35,9 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
-RESULTS = os.path.join(HERE, "results")
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE] + [HERE]
+from results_file import save_results  # noqa: E402
+
 TFLLM = [sys.executable, "-m", "tfllm.cli"]
 CORPUS = (
     "BERNARDO:\nWho's there?\n\nFRANCISCO:\nNay, answer me: stand, and unfold yourself.\n\n"
@@ -213,13 +214,11 @@ def main() -> None:
         "|---|---|---|",
     ]
     lines += [f"| {r['case']} | {'yes' if r['ok'] else 'NO'} | {r['detail']} |" for r in rows]
-    text = "\n".join(lines)
-    print(text)
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "training_soak.md"), "w", encoding="utf-8") as f:
-        f.write(text + "\n")
-    with open(os.path.join(RESULTS, "training_soak.json"), "w", encoding="utf-8") as f:
-        json.dump({"machine": machine, "reference": reference, "rows": rows}, f, indent=1)
+    save_results(
+        "training_soak",
+        "\n".join(lines),
+        {"machine": machine, "reference": reference, "rows": rows},
+    )
     shutil.rmtree(work, ignore_errors=True)
 
 
