@@ -206,6 +206,25 @@ def test_warmup_stable_decay_holds_the_peak_then_cools_down_linearly():
         WarmupStableDecay(1e-3, warmup_steps=0, decay_steps=100, min_learning_rate=1.0)
 
 
+def test_warmup_stable_decay_sqrt_cooldown_follows_one_minus_sqrt_of_progress():
+    linear = WarmupStableDecay(2e-3, warmup_steps=100, decay_steps=2000, min_learning_rate=2e-4)
+    sqrt = WarmupStableDecay(
+        2e-3, warmup_steps=100, decay_steps=2000, min_learning_rate=2e-4, cooldown_shape="sqrt"
+    )
+    # warmup and the stable part are the linear cooldown's
+    assert [float(sqrt(x)) for x in (0, 50, 1200)] == [float(linear(x)) for x in (0, 50, 1200)]
+    for step in (1300, 1600, 1900):
+        progress = (step - 1200) / 800
+        expected = 2e-4 + (1 - progress**0.5) * 1.8e-3
+        assert abs(float(sqrt(step)) - expected) < 1e-8
+        assert float(sqrt(step)) < float(linear(step))  # leaves the peak faster
+    assert abs(float(sqrt(2000)) - 2e-4) < 1e-9 and abs(float(sqrt(2500)) - 2e-4) < 1e-9
+    restored = WarmupStableDecay.from_config(sqrt.get_config())
+    assert float(restored(1600)) == float(sqrt(1600))
+    with pytest.raises(ValueError, match="cooldown_shape must be one of"):
+        WarmupStableDecay(1e-3, warmup_steps=0, decay_steps=100, cooldown_shape="cosine")
+
+
 def test_a_run_shorter_than_its_warmup_warms_up_for_a_tenth_of_it(caplog):
     with caplog.at_level("WARNING"):
         s = WarmupCosine(1e-3, warmup_steps=100, decay_steps=30, min_learning_rate=1e-4)

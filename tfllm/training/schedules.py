@@ -137,7 +137,10 @@ class WarmupStableDecay(WarmupCosine):
     The trapezoid of modded-nanogpt's speedruns: the rate holds at its peak until the last
     `cooldown_fraction` of `decay_steps`, then falls linearly to `min_learning_rate` at
     `decay_steps` and stays there. Warmup is as `cosine`'s (`peak * (s + 1) / (warmup_steps + 1)`,
-    and a tenth of the run, with a warning, when the run is too short for it).
+    and a tenth of the run, with a warning, when the run is too short for it). With
+    `cooldown_shape="sqrt"` the cooldown follows `1 - sqrt(progress)` instead of `1 - progress`
+    (Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed Training
+    Durations"): it leaves the peak faster and spends longer at low rates.
 
     Args:
         peak_learning_rate: float. Rate from the end of warmup to the cooldown.
@@ -146,13 +149,19 @@ class WarmupStableDecay(WarmupCosine):
             run's `max_steps`).
         cooldown_fraction: float in (0, 1]. Share of `decay_steps` spent cooling down.
         min_learning_rate: float. Final rate.
+        cooldown_shape: `"linear"` or `"sqrt"`. How the rate falls over the cooldown.
 
     Example:
 
     >>> schedule = WarmupStableDecay(1e-3, warmup_steps=0, decay_steps=100, cooldown_fraction=0.5)
     >>> [round(float(schedule(s)), 6) for s in (10, 50, 75, 100)]
     [0.001, 0.001, 0.0005, 0.0]
+    >>> sqrt = WarmupStableDecay(1e-3, 0, 100, cooldown_fraction=0.5, cooldown_shape="sqrt")
+    >>> [round(float(sqrt(s)), 6) for s in (50, 75, 100)]
+    [0.001, 0.000293, 0.0]
     """
+
+    COOLDOWN_SHAPES = ("linear", "sqrt")
 
     def __init__(
         self,
@@ -161,16 +170,30 @@ class WarmupStableDecay(WarmupCosine):
         decay_steps: int,
         cooldown_fraction: float = 0.4,
         min_learning_rate: float = 0.0,
+        cooldown_shape: str = "linear",
     ):
         super().__init__(peak_learning_rate, warmup_steps, decay_steps, min_learning_rate)
         if not 0 < cooldown_fraction <= 1:
             raise ValueError(f"cooldown_fraction must be in (0, 1], got {cooldown_fraction}")
+        if cooldown_shape not in self.COOLDOWN_SHAPES:
+            raise ValueError(
+                f"cooldown_shape must be one of {list(self.COOLDOWN_SHAPES)}, "
+                f"got {cooldown_shape!r}"
+            )
         self.cooldown_fraction = cooldown_fraction
+        self.cooldown_shape = cooldown_shape
 
     def _share(self, step):
         # 1 before the cooldown, 0 at decay_steps and after
         cooldown = self.cooldown_fraction * self.decay_steps
-        return ops.clip((self.decay_steps - step) / cooldown, 0.0, 1.0)
+        left = ops.clip((self.decay_steps - step) / cooldown, 0.0, 1.0)
+        if self.cooldown_shape == "sqrt":
+            return 1.0 - ops.sqrt(1.0 - left)
+        return left
 
     def get_config(self):
-        return {**super().get_config(), "cooldown_fraction": self.cooldown_fraction}
+        return {
+            **super().get_config(),
+            "cooldown_fraction": self.cooldown_fraction,
+            "cooldown_shape": self.cooldown_shape,
+        }
