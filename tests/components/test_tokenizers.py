@@ -32,6 +32,18 @@ def test_char_ids_follow_code_point_order_and_unknowns_map_to_unk():
     assert tok.vocabulary_size == 4 + 3
 
 
+def test_decoding_with_and_without_specials_keeps_one_traced_graph_each():
+    # The first calls run eagerly, later ones a traced graph per setting: interleaved, each
+    # setting keeps its own answer once both are traced.
+    tok = CharTokenizer(vocabulary="cab\n")
+    ids = [[1, 2, tok.unk_id], [3, tok.unk_id]]
+    for _ in range(4):
+        assert tok.batch_decode(ids) == ["ab", "c"]
+        assert tok.batch_decode(ids, skip_special_tokens=False) == ["ab<unk>", "c<unk>"]
+    for skip in (True, False):
+        assert ("traced", f"detokenize(skip_special_tokens={skip})") in tok._tables
+
+
 def test_char_tokenizer_needs_a_vocabulary():
     with pytest.raises(ValueError, match="adapt"):
         CharTokenizer().vocabulary_size  # noqa: B018

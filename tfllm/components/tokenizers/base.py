@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Sequence
@@ -98,17 +99,17 @@ class Tokenizer(keras.layers.Layer):
         """
         if not tf.executing_eagerly():
             return fn(inputs)
-        run = self._traced(fn, tf.TensorSpec([None], tf.string), eager_calls)
+        run = self._traced(fn.__name__, fn, tf.TensorSpec([None], tf.string), eager_calls)
         inputs = tf.convert_to_tensor(inputs, tf.string)
         if inputs.shape.rank == 0:
             return run(inputs[None])[0]
         return run(inputs)
 
-    def _traced(self, fn, spec, eager_calls: int = 0):
-        """`fn` of one input of `spec` as one traced graph, made once per vocabulary; for the
-        first `eager_calls` calls `fn` itself (tracing costs more than a few eager calls, and
-        a tokenizer made for one string never pays it)."""
-        key = ("traced", fn.__name__)
+    def _traced(self, name: str, fn, spec, eager_calls: int = 0):
+        """`fn` of one input of `spec` as one traced graph, made once per vocabulary and kept
+        under `name`; for the first `eager_calls` calls `fn` itself (tracing costs more than a
+        few eager calls, and a tokenizer made for one string never pays it)."""
+        key = ("traced", name)
         if key in self._tables:
             return self._tables[key]
         calls = self._tables[("calls", key)] if ("calls", key) in self._tables else 0
@@ -372,15 +373,14 @@ class Tokenizer(keras.layers.Layer):
         padded = np.full((len(rows), max(len(r) for r in rows)), -1, np.int32)
         for i, r in enumerate(rows):
             padded[i, : len(r)] = r
-        detokenize = self._detokenize_kept if skip_special_tokens else self._detokenize_all
-        run = self._traced(detokenize, tf.TensorSpec([None, None], tf.int32), eager_calls=2)
+        skip = bool(skip_special_tokens)
+        run = self._traced(
+            f"detokenize(skip_special_tokens={skip})",
+            functools.partial(self.detokenize, skip_special_tokens=skip),
+            tf.TensorSpec([None, None], tf.int32),
+            eager_calls=2,
+        )
         return [t.decode("utf-8") for t in run(tf.constant(padded)).numpy()]
-
-    def _detokenize_kept(self, ids):
-        return self.detokenize(ids, skip_special_tokens=True)
-
-    def _detokenize_all(self, ids):
-        return self.detokenize(ids, skip_special_tokens=False)
 
     # ----- Keras plumbing ---------------------------------------------------------------------
     def build(self, input_shape=None):
