@@ -2,7 +2,7 @@
 
     pip install -e ".[bench]"
     python benchmarks/pretrained_generate.py [--new-tokens 128] [--batches 1 8] [--repeats 3]
-        [--precisions fp32 bf16 int8] [--llama-bench PATH]
+        [--rounds 3] [--precisions fp32 bf16 int8] [--llama-bench PATH]
 
 Every contender loads the same weights: the GGUF file that `tfllm pretrained pull
 smollm2-135m-instruct` fetches (Q4_1), dequantized to float32 (tfllm's converter, transformers'
@@ -11,6 +11,9 @@ decodes greedily from the same chat-turn prompt, exactly `--new-tokens` tokens p
 early stop; the export stops at the end-of-sequence token), at each batch size, in its own
 process with 2 threads. Tokens/s counts new tokens over wall time including the prefill; the
 median of `--repeats` timed runs after one warm-up run (which traces or compiles) is reported.
+With `--rounds N` every contender (llama.cpp included) runs N times, the order rotated each
+round, and the table gives the median over the rounds beside their min–max: this host's speed
+drifts by ±10% between hours, which contenders run one after another take as their own.
 
 Prefill: a 64-token prompt (the start of WikiText-2's validation text when `../shared` is
 beside the repository, else the chat prompt repeated) decoded for one token at batch 1; its
@@ -338,6 +341,45 @@ CHILDREN = {
 }
 TFLLM = {"graph": "tfllm graph", "xla": "tfllm XLA", "export": "tfllm export (SavedModel, graph)"}
 PEER = "transformers (torch fp32)"
+LLAMA = "llama.cpp"
+
+
+def median_of_rounds(rounds: list[dict], batches: list[int]) -> dict:
+    """One contender's child results from several rounds as one: each time the median over
+    the rounds (tokens/s as the median of the rounds' tokens/s, with every round's kept),
+    the continuation from the first round (greedy decoding writes the same in each)."""
+    out = dict(rounds[0])
+    for key in ("prefill_seconds", "first_token_seconds"):
+        out[key] = statistics.median(r[key] for r in rounds)
+    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in rounds)
+    for batch in map(str, batches):
+        rows = [r[batch] for r in rounds]
+        out[batch] = {
+            **rows[0],
+            **{
+                key: statistics.median(row[key] for row in rows)
+                for key in ("seconds", "tokens_per_sec", "first_call_seconds")
+            },
+            "rounds_tokens_per_sec": [row["tokens_per_sec"] for row in rows],
+        }
+    return out
+
+
+def llama_median_of_rounds(rounds: list[dict]) -> dict:
+    """llama-bench's speeds per file type as medians over the rounds (every round's kept)."""
+    out = dict(rounds[0])
+    for kind in LLAMA_TYPES:
+        row = dict(rounds[0][kind])
+        for key in ("tokens_per_sec", "prefill_tokens_per_sec"):
+            row[key] = statistics.median(r[kind][key] for r in rounds)
+            row[f"rounds_{key}"] = [r[kind][key] for r in rounds]
+        out[kind] = row
+    return out
+
+
+def spread(values: list[float]) -> str:
+    """The rounds' min–max, for a table cell (empty for one round)."""
+    return f"{min(values):.1f}–{max(values):.1f}" if len(values) > 1 else ""
 
 
 def main() -> None:
@@ -346,12 +388,24 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every contender this many times, in a rotated order each round, and report "
+        "the medians over the rounds (interleaved: a host whose speed drifts affects all alike)",
+    )
+    parser.add_argument(
         "--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16", "int8"]
     )
     parser.add_argument(
         "--reduced-contenders", nargs="+", default=["export"], choices=sorted(TFLLM)
     )
     parser.add_argument("--llama-bench", default=shutil.which("llama-bench"))
+    parser.add_argument(
+        "--results-name",
+        default="pretrained_generate",
+        help="write results/NAME.md and .json (another name keeps the committed table)",
+    )
     parser.add_argument("--child", choices=sorted(CHILDREN))
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--out")
@@ -376,13 +430,24 @@ def main() -> None:
     os.makedirs(RESULTS, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     bandwidth = child("bandwidth")["gb_per_sec"]
-    results: dict[tuple[str, str], dict] = {}
-    for precision in args.precisions:
-        kinds = list(TFLLM) if precision == "fp32" else args.reduced_contenders
-        for kind in kinds:
-            results[TFLLM[kind], precision] = child(TFLLM[kind], precision)
-    results[PEER, "fp32"] = child(PEER)
-    llama = run_llama_cpp(args, args.llama_bench) if args.llama_bench else None
+    contenders = [
+        (TFLLM[kind], precision)
+        for precision in args.precisions
+        for kind in (list(TFLLM) if precision == "fp32" else args.reduced_contenders)
+    ]
+    contenders.append((PEER, "fp32"))
+    if args.llama_bench:
+        contenders.append((LLAMA, "all"))
+    runs: dict[tuple[str, str], list[dict]] = {c: [] for c in contenders}
+    for round_ in range(args.rounds):
+        shift = round_ % len(contenders)
+        for name, precision in contenders[shift:] + contenders[:shift]:
+            if name == LLAMA:
+                runs[name, precision].append(run_llama_cpp(args, args.llama_bench))
+            else:
+                runs[name, precision].append(child(name, precision))
+    llama = llama_median_of_rounds(runs.pop((LLAMA, "all"))) if args.llama_bench else None
+    results = {c: median_of_rounds(r, args.batches) for c, r in runs.items()}
 
     peer = results[PEER, "fp32"]
     f32 = llama["F32"] if llama else None
@@ -391,13 +456,19 @@ def main() -> None:
         f"# SmolLM2-135M-Instruct greedy decode, {args.new_tokens} new tokens per row",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, 2 threads per contender, "
-        f"read bandwidth {bandwidth:.1f} GB/s (2 threads). Started {started}. Median of "
-        f"{args.repeats} runs after a warm-up; contenders run one after another. "
-        f"Command: `python benchmarks/pretrained_generate.py {command}`".rstrip(),
+        f"read bandwidth {bandwidth:.1f} GB/s (2 threads). Started {started}. Each contender "
+        f"in its own process: median of {args.repeats} runs after a warm-up; "
+        + (
+            f"{args.rounds} rounds with the contenders interleaved (the order rotated each "
+            "round), the median over the rounds reported with the rounds' min–max. "
+            if args.rounds > 1
+            else "contenders run one after another. "
+        )
+        + f"Command: `python benchmarks/pretrained_generate.py {command}`".rstrip(),
         "",
-        "| contender | weights | batch | new tokens/s | × transformers | × llama.cpp F32 | "
-        "× bandwidth bound | s | first call s | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| contender | weights | batch | new tokens/s | rounds | × transformers | "
+        "× llama.cpp F32 | × bandwidth bound | s | first call s | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (name, precision), res in results.items():
         for batch in args.batches:
@@ -408,7 +479,8 @@ def main() -> None:
             bound = bandwidth * 1e3 / STEP_MB[precision]
             share = f"{tps / bound:.0%}" if batch == 1 else ""
             lines.append(
-                f"| {name} | {precision} | {batch} | {tps:.1f} | {ratio:.2f}× | {vs_llama} | "
+                f"| {name} | {precision} | {batch} | {tps:.1f} | "
+                f"{spread(r['rounds_tokens_per_sec'])} | {ratio:.2f}× | {vs_llama} | "
                 f"{share} | {r['seconds']:.2f} | {r['first_call_seconds']:.1f} | "
                 f"{res['peak_rss_mb']:.0f} |"
             )
@@ -419,7 +491,8 @@ def main() -> None:
             ratio = tps / peer["1"]["tokens_per_sec"]
             lines.append(
                 f"| llama.cpp (llama-bench tg{args.new_tokens}) | {kind} | 1 | {tps:.1f} | "
-                f"{ratio:.2f}× | {tps / f32['tokens_per_sec']:.2f}× | | | | |"
+                f"{spread(r['rounds_tokens_per_sec'])} | {ratio:.2f}× | "
+                f"{tps / f32['tokens_per_sec']:.2f}× | | | | |"
             )
     for (name, precision), res in results.items():
         for batch in args.batches:
@@ -480,7 +553,7 @@ def main() -> None:
         "results": {f"{n} ({p})": r for (n, p), r in results.items()},
         "llama_cpp": llama,
     }
-    save_results("pretrained_generate", "\n".join(lines), payload)
+    save_results(args.results_name, "\n".join(lines), payload)
 
 
 if __name__ == "__main__":
