@@ -1,6 +1,6 @@
 """Where a graph-mode decode step of SmolLM2-135M spends its time, op type by op type.
 
-    python benchmarks/decode_profile.py [--batches 1 8] [--steps 32]
+    python benchmarks/decode_profile.py [--batches 1 8] [--steps 120]
 
 Issue 26 asks to profile the decode step that exports and TF Serving run (graph mode, no XLA)
 and remove what is not weight reading. This runs `tfllm.generation.decoder.Generator` (the
@@ -154,7 +154,12 @@ def projection_speeds(tf, repeats: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--steps", type=int, default=32, help="new tokens of the profiled call")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=120,
+        help="the profiled call decodes 8 + steps new tokens (128: pretrained_generate's calls)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--top", type=int, default=14, help="op types shown per batch")
     args = parser.parse_args()

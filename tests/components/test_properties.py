@@ -67,6 +67,27 @@ def test_cached_decoding_equals_full_recomputation(attention, positional):
     assert np.abs(cached_logits(lm, ids, prefill=5) - lm(ids).numpy()).max() <= 1e-4
 
 
+@pytest.mark.parametrize("num_kv_heads", [4, 2, 1])
+def test_a_one_token_cached_step_equals_the_full_pass_eager_graph_and_xla(num_kv_heads):
+    # One query position takes attention's one-row products; more take the grouped ones.
+    keras.utils.set_random_seed(0)
+    layer = registry.build(
+        "attention",
+        {"name": "mha", "num_kv_heads": num_kv_heads},
+        {"hidden_dim": 16, "num_heads": 4},
+    )
+    x = np.random.default_rng(3).normal(size=(2, 5, 16)).astype("float32")
+    full = layer(x).numpy()[:, 4]  # (2, 16): position 4 attending over 0..4
+    cache = layer(x[:, :4], cache=layer.init_cache(2, 12), cache_index=0)[1]
+
+    def step(x, cache):
+        out, _ = layer(x, cache=cache, cache_index=4)
+        return out
+
+    for fn in (step, tf.function(step), tf.function(step, jit_compile=True)):
+        np.testing.assert_allclose(fn(x[:, 4:], cache).numpy()[:, 0], full, atol=1e-5)
+
+
 @pytest.mark.parametrize("num_layers", [3, 4])
 def test_unet_skips_add_the_mirrored_outputs_and_decode_with_the_cache(num_layers):
     lm = make_lm("gqa", "rope", num_layers=num_layers, unet_skips=True)

@@ -306,11 +306,22 @@ class MultiHeadAttention(Attention):
 
     def _scores(self, q, k):
         """Scaled logits `(B, H, T, S)` (float32) of queries `(B, H, T, Dh)` against keys
-        `(B, Hkv, S, Dh)`; query heads are grouped per kv head: head = kv_head * groups + g."""
+        `(B, Hkv, S, Dh)`; query heads are grouped per kv head: head = kv_head * groups + g.
+
+        A decode step (one query position) multiplies one query row per product, the key
+        block broadcast over the group: TensorFlow's CPU `BatchMatMul` runs products of more
+        than 128×128 rows×depth×columns one at a time across threads, which at a decode step's
+        shapes (3 rows, 64 deep, over 85 keys) made attention 3–4× slower than these one-row
+        products, which it shares out whole (benchmarks/decode_profile.md).
+        """
         h, kvh, dh = self.num_heads, self.num_kv_heads, self.head_dim
         b, t, s = tf.shape(q)[0], tf.shape(q)[2], tf.shape(k)[2]
-        qg = tf.reshape(q, [b, kvh, (h // kvh) * t, dh])  # (B, Hkv, G*T, Dh)
-        scores = tf.matmul(qg, k, transpose_b=True)  # (B, Hkv, G*T, S)
+        if q.shape[2] == 1:  # a decode step: one query row per product
+            qg = tf.reshape(q, [b, kvh, h // kvh, 1, dh])  # (B, Hkv, G, 1, Dh)
+            scores = tf.matmul(qg, k[:, :, None], transpose_b=True)  # (B, Hkv, G, 1, S)
+        else:
+            qg = tf.reshape(q, [b, kvh, (h // kvh) * t, dh])  # (B, Hkv, G*T, Dh)
+            scores = tf.matmul(qg, k, transpose_b=True)  # (B, Hkv, G*T, S)
         scores = tf.reshape(scores, [b, h, t, s])  # (B, H, T, S)
         return tf.cast(scores, "float32") * (dh**-0.5)
 
@@ -330,8 +341,13 @@ class MultiHeadAttention(Attention):
         if self.capture_attention:  # eager inspection only (`tfllm attention`)
             self.last_attention = probs
         probs = self.attention_dropout(tf.cast(probs, self.compute_dtype), training=training)
-        probs = tf.reshape(probs, [b, kvh, (h // kvh) * t, s])  # (B, Hkv, G*T, S)
-        out = tf.matmul(probs, tf.cast(v, probs.dtype))  # (B, Hkv, G*T, Dh)
+        v = tf.cast(v, probs.dtype)
+        if scores.shape[2] == 1:  # a decode step: one query row per product, as in _scores
+            probs = tf.reshape(probs, [b, kvh, h // kvh, 1, s])  # (B, Hkv, G, 1, S)
+            out = tf.matmul(probs, v[:, :, None])  # (B, Hkv, G, 1, Dh)
+        else:
+            probs = tf.reshape(probs, [b, kvh, (h // kvh) * t, s])  # (B, Hkv, G*T, S)
+            out = tf.matmul(probs, v)  # (B, Hkv, G*T, Dh)
         out = tf.reshape(out, [b, h, t, dh])  # (B, H, T, Dh)
         return tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [b, t, h * dh])  # (B, T, H*Dh)
 
