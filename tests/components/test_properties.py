@@ -64,7 +64,12 @@ def test_cached_decoding_equals_full_recomputation(attention, positional):
     lm = make_lm(attention, positional)
     ids = np.random.default_rng(2).integers(0, VOCAB, (3, T)).astype("int32")
     # Prefill 5 tokens, then one token at a time.
-    assert np.abs(cached_logits(lm, ids, prefill=5) - lm(ids).numpy()).max() <= 1e-4
+    full = lm(ids).numpy()
+    assert np.abs(cached_logits(lm, ids, prefill=5) - full).max() <= 1e-4
+    for at in (0, 4):  # a prefill that needs one position's logits runs the head on it alone
+        last, _ = lm.call_with_cache(ids[:, :5], lm.init_cache(3, 20), 0, logits_at=at)
+        assert last.shape == (3, 1, VOCAB)
+        np.testing.assert_allclose(last.numpy()[:, 0], full[:, at], atol=1e-4)
 
 
 @pytest.mark.parametrize("num_kv_heads", [4, 2, 1])

@@ -149,6 +149,9 @@ def test_cached_decoding_equals_recomputation(positional, attention):
         logits, cache = bound.call_with_cache(dec[:, i : i + 1], cache, i)
         steps.append(logits.numpy())
     assert np.abs(np.concatenate(steps, axis=1) - full).max() <= 1e-4
+    last, _ = bound.call_with_cache(dec[:, :4], bound.init_cache(2, 12), 0, logits_at=2)
+    assert last.shape == (2, 1, VOCAB)  # the head ran on position 2 alone
+    np.testing.assert_allclose(last.numpy()[:, 0], full[:, 2], atol=1e-4)
 
 
 def test_a_self_attention_only_layer_cannot_cross_attend():

@@ -83,9 +83,12 @@ def beam_search(
     total = len(prompt_ids) + max_new_tokens
     cache = model.init_cache(1, total)
     logits, cache = model.call_with_cache(
-        tf.constant([list(prompt_ids)], tf.int32), cache, tf.constant(0, tf.int32)
-    )
-    log_probs = tf.nn.log_softmax(tf.cast(logits[:, -1], tf.float32)).numpy()  # (1, V)
+        tf.constant([list(prompt_ids)], tf.int32),
+        cache,
+        tf.constant(0, tf.int32),
+        tf.constant(len(prompt_ids) - 1, tf.int32),
+    )  # (1, 1, V): the last prompt position's
+    log_probs = tf.nn.log_softmax(tf.cast(logits[:, 0], tf.float32)).numpy()  # (1, V)
     beams: list[tuple[tuple[int, ...], float]] = [((), 0.0)]
     finished: list[Hypothesis] = []
     position = len(prompt_ids)

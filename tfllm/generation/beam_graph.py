@@ -58,9 +58,9 @@ def beam_search_graph(
     rows = b * k
     cache = model.init_cache(rows, p + n)
     logits, cache = model.call_with_cache(
-        tf.repeat(prompt_ids, k, axis=0), cache, tf.constant(0, tf.int32)
-    )  # (B*K, P, V)
-    log_probs = tf.nn.log_softmax(tf.cast(logits[:, -1], tf.float32))  # (B*K, V)
+        tf.repeat(prompt_ids, k, axis=0), cache, tf.constant(0, tf.int32), p - 1
+    )  # (B*K, 1, V): the last prompt position's
+    log_probs = tf.nn.log_softmax(tf.cast(logits[:, 0], tf.float32))  # (B*K, V)
     v = tf.shape(log_probs)[-1]
     first = tf.one_hot(tf.zeros([b], tf.int32), k, on_value=0.0, off_value=NEG_INF)  # (B, K)
     empty = tf.fill(tf.stack([b, k, n]), -1)

@@ -39,7 +39,7 @@ def decode_loop(
     """The decode loop, written with explicit `tf.while_loop` and static shapes.
 
     Args:
-        model: a causal LM with `call_with_cache` and `init_cache`.
+        model: a causal LM with `init_cache` and `call_with_cache` (taking `logits_at`).
         token_ids: `(B, L)` int32 right-padded prompts; `L` is the buffer length.
         prompt_lengths: `(B,)` int32, each >= 1.
         max_new_tokens: int32 scalar.
@@ -62,14 +62,12 @@ def decode_loop(
     cache = model.init_cache(b, total)
     # Prefill on the whole buffer: static shapes; positions past a row's prompt hold padding
     # whose cache entries are overwritten before any later position can attend to them.
+    zero = tf.constant(0, tf.int32)
     if prefill_prompt_only:
-        logits, cache = model.call_with_cache(
-            token_ids[:, :start], cache, tf.constant(0, tf.int32)
-        )  # (B, start, V)
-        next_logits = logits[:, -1]  # (B, V)
+        logits, cache = model.call_with_cache(token_ids[:, :start], cache, zero, start - 1)
     else:
-        logits, cache = model.call_with_cache(token_ids, cache, tf.constant(0, tf.int32))
-        next_logits = tf.gather(logits, start - 1, axis=1)  # (B, V)
+        logits, cache = model.call_with_cache(token_ids, cache, zero, start - 1)
+    next_logits = logits[:, 0]  # (B, V): the last position every row has a prompt for
     done = limits <= start
     lengths = tf.where(done, limits, total)
 

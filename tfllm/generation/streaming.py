@@ -54,9 +54,10 @@ class TokenStreamer:
     def _advance_fn(self, token_ids, cache, index, temperature, top_k, top_p, seed):
         """Run `token_ids` `(1, T)` at positions `[index, index + T)` and sample the token for
         position `index + T` (seeded by that position, as the decode loop seeds it)."""
-        logits, cache = self.model.call_with_cache(token_ids, cache, index)  # (1, T, V)
-        position = index + tf.shape(token_ids)[1]
-        token = sample_next(logits[:, -1], temperature, top_k, top_p, tf.stack([seed, position]))
+        t = tf.shape(token_ids)[1]
+        logits, cache = self.model.call_with_cache(token_ids, cache, index, t - 1)  # (1, 1, V)
+        position = index + t
+        token = sample_next(logits[:, 0], temperature, top_k, top_p, tf.stack([seed, position]))
         return token, cache  # (1,)
 
     def stream(

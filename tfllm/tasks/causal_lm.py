@@ -49,9 +49,14 @@ class CausalLM(TaskModel):
         hidden = self.backbone(token_ids, padding_mask=padding_mask, training=training)
         return self.head(hidden, token_embedding=self.backbone.token_embedding)  # (B, T, V)
 
-    def call_with_cache(self, token_ids, cache, cache_index):
-        """Logits for `token_ids` placed at `cache_index`, and the updated cache."""
+    def call_with_cache(self, token_ids, cache, cache_index, logits_at=None):
+        """Logits `(B, T, V)` for `token_ids` `(B, T)` placed at `cache_index`, and the
+        updated cache. With `logits_at` (an int32 scalar index into `T`) only that position's
+        logits `(B, 1, V)`: a prefill needs the last prompt token's, and the head over every
+        prompt position would cost as much as a quarter of a 64-token prefill."""
         hidden, cache = self.backbone(token_ids, cache=cache, cache_index=cache_index)
+        if logits_at is not None:
+            hidden = tf.gather(hidden, [logits_at], axis=1)  # (B, 1, D)
         logits = self.head(hidden, token_embedding=self.backbone.token_embedding)
         return logits, cache
 

@@ -42,9 +42,12 @@ class BoundDecoder:
         del batch_size  # always the encoder's batch
         return self.model.backbone.init_cache(self.encoder_output, self.encoder_mask, max_length)
 
-    def call_with_cache(self, token_ids, cache, cache_index):
+    def call_with_cache(self, token_ids, cache, cache_index, logits_at=None):
+        """As `CausalLM.call_with_cache`: logits `(B, T, V)`, or `(B, 1, V)` at `logits_at`."""
         hidden, cache = self.model.backbone.decode(token_ids, cache=cache, cache_index=cache_index)
-        return self.model.logits(hidden), cache  # (B, T, V)
+        if logits_at is not None:
+            hidden = tf.gather(hidden, [logits_at], axis=1)  # (B, 1, D)
+        return self.model.logits(hidden), cache  # (B, T or 1, V)
 
 
 @registry.register("task", "seq2seq")
