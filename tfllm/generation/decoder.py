@@ -71,26 +71,37 @@ def decode_loop(
     done = limits <= start
     lengths = tf.where(done, limits, total)
 
-    def cond(i, ids, next_logits, done, lengths, cache):
-        return (i < total) & ~tf.reduce_all(done)
-
-    def body(i, ids, next_logits, done, lengths, cache):
+    def choose(i, ids, next_logits, done, lengths):
+        """Write position `i`'s token: the prompt's where a row still has one, else sampled
+        from `next_logits` `(B, V)` (seeded by `i`), pad once a row is done."""
+        at = tf.minimum(i, total - 1)  # i == total only when every row is done already
         step_seed = tf.stack([tf.cast(seed, tf.int32), i])
         sampled = sample_next(next_logits, temperature, top_k, top_p, step_seed)  # (B,)
         forced = i < prompt_lengths
-        column = tf.gather(ids, i, axis=1)  # (B,)
+        column = tf.gather(ids, at, axis=1)  # (B,)
         token = tf.where(forced, column, sampled)
         token = tf.where(done, tf.cast(pad_id, tf.int32), token)
-        indices = tf.stack([tf.range(b), tf.fill([b], i)], axis=-1)  # (B, 2)
+        token = tf.where(i < total, token, column)  # past the buffer: nothing to write
+        indices = tf.stack([tf.range(b), tf.fill([b], at)], axis=-1)  # (B, 2)
         ids = tf.tensor_scatter_nd_update(ids, indices, token)
         is_stop = tf.reduce_any(token[:, None] == stop_ids[None, :], axis=-1)
         finished = ~done & ((~forced & is_stop) | (i + 1 >= limits))
         lengths = tf.where(finished, i + 1, lengths)
-        done = done | finished
-        logits, cache = model.call_with_cache(token[:, None], cache, i)
-        return i + 1, ids, logits[:, 0], done, lengths, cache
+        return ids, token, done | finished, lengths
 
-    state = (start, token_ids, next_logits, done, lengths, cache)
+    # The prefill's logits choose the first token; each step then runs the model on the last
+    # token written and chooses the next, so no step computes logits nobody reads.
+    ids, token, done, lengths = choose(start, token_ids, next_logits, done, lengths)
+
+    def cond(i, ids, token, done, lengths, cache):  # i: the position `token` was written at
+        return (i + 1 < total) & ~tf.reduce_all(done)
+
+    def body(i, ids, token, done, lengths, cache):
+        logits, cache = model.call_with_cache(token[:, None], cache, i)  # (B, 1, V)
+        ids, token, done, lengths = choose(i + 1, ids, logits[:, 0], done, lengths)
+        return i + 1, ids, token, done, lengths, cache
+
+    state = (start, ids, token, done, lengths, cache)
     state = tf.while_loop(cond, body, state, maximum_iterations=total)
     return state[1], state[4]
 
