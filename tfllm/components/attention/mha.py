@@ -312,7 +312,7 @@ class MultiHeadAttention(Attention):
         block broadcast over the group: TensorFlow's CPU `BatchMatMul` runs products of more
         than 128×128 rows×depth×columns one at a time across threads, which at a decode step's
         shapes (3 rows, 64 deep, over 85 keys) made attention 3–4× slower than these one-row
-        products, which it shares out whole (benchmarks/decode_profile.md).
+        products, which it shares out whole among the threads (docs/efficiency.md).
         """
         h, kvh, dh = self.num_heads, self.num_kv_heads, self.head_dim
         b, t, s = tf.shape(q)[0], tf.shape(q)[2], tf.shape(k)[2]
