@@ -125,3 +125,44 @@ def test_split_fused_false_is_keras_muon_over_whole_kernels():
     with pytest.raises(ValueError, match="needs split_fused=true"):
         muon(1e-3, split_fused=False, per_head=True)
     assert muon(1e-3, per_head=True).per_head
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["plain", "fused"])
+def test_momentum_warmup_ramps_linearly_then_holds_in_eager_and_graph(fused):
+    import tensorflow as tf
+
+    w0 = RNG.normal(size=(8, 12)).astype("float32")
+    grads = GRADS + GRADS[:1]
+    layout = FusedMatrices((4, 4, 4))
+    cuts = [4, 8] if fused else []
+
+    def reference():  # Keras's Muon, its momentum set by hand before each step: 0.5, 0.7, 0.9, 0.9
+        parts = [keras.Variable(p) for p in np.split(w0, cuts, axis=1)]
+        opt = keras.optimizers.Muon(learning_rate=0.05, momentum=0.5)
+        for mu, g in zip([0.5, 0.7, 0.9, 0.9], grads, strict=True):
+            opt.momentum = mu
+            opt.apply(np.split(g, cuts, axis=1), parts)
+        return np.concatenate([p.numpy() for p in parts], axis=1)
+
+    want = reference()
+
+    def run(graph, **warmup):
+        w = keras.Variable(w0, name="qkv")
+        layouts = {w.path: layout} if fused else None
+        opt = Muon(learning_rate=0.05, momentum=0.9, fused_matrices=layouts, **warmup)
+        opt.build([w])
+        step = (lambda g: opt.apply([g], [w])) if not graph else None
+        step = step or tf.function(lambda g: opt.apply([g], [w]))
+        for g in grads:
+            step(tf.constant(g))
+        return w.numpy()
+
+    for graph in (False, True):
+        got = run(graph, momentum_warmup_steps=2, initial_momentum=0.5)
+        np.testing.assert_allclose(got, want, atol=1e-5, err_msg=f"graph={graph}")
+    held = run(graph=False)
+    assert np.abs(held - want).max() > 1e-3  # the warmup changes the trajectory
+    with pytest.raises(ValueError, match="initial_momentum must be in"):
+        muon(1e-3, initial_momentum=1.0)
+    with pytest.raises(ValueError, match="momentum_warmup_steps must be >= 0"):
+        muon(1e-3, momentum_warmup_steps=-1)

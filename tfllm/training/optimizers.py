@@ -89,6 +89,8 @@ DEFAULT_ADAMW_FOR = ("embedding", "norm", "bias", "head/")
 def muon(
     learning_rate: Any,
     momentum: float = 0.95,
+    momentum_warmup_steps: int = 0,
+    initial_momentum: float = 0.85,
     nesterov: bool = True,
     ns_steps: int = 5,
     rms_rate: float = 0.2,
@@ -116,6 +118,9 @@ def muon(
     Args:
         learning_rate: float or schedule (set by the trainer from the `schedule` group).
         momentum: float. Muon's momentum.
+        momentum_warmup_steps: int. Steps over which Muon's momentum rises linearly from
+            `initial_momentum` to `momentum` (modded-nanogpt: 300 steps from 0.85); 0 keeps it.
+        initial_momentum: float. Muon's momentum at the first step of that warmup.
         nesterov: bool. Nesterov momentum for Muon.
         ns_steps: int. Newton–Schulz iterations per update.
         rms_rate: float. Muon's update is scaled to this RMS (Keras's matching of AdamW's
@@ -146,6 +151,10 @@ def muon(
     _check_adam_arguments(weight_decay, beta_1, beta_2)
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    if not 0.0 <= initial_momentum < 1.0:
+        raise ValueError(f"initial_momentum must be in [0, 1), got {initial_momentum}")
+    if momentum_warmup_steps < 0:
+        raise ValueError(f"momentum_warmup_steps must be >= 0, got {momentum_warmup_steps}")
     if ns_steps < 1:
         raise ValueError(f"ns_steps must be at least 1, got {ns_steps}")
     for name, value in (("split_fused", split_fused), ("per_head", per_head)):
@@ -156,6 +165,8 @@ def muon(
     opt = Muon(
         fused_matrices=fused_matrices if split_fused else None,
         per_head=per_head,
+        momentum_warmup_steps=momentum_warmup_steps,
+        initial_momentum=initial_momentum,
         learning_rate=learning_rate,
         adam_beta_1=beta_1,
         adam_beta_2=beta_2,
