@@ -488,6 +488,7 @@ SPEEDRUN_LR = [
 # `optimizer.split_fused=false`, which reproduces them exactly.
 MODERN = "modern block (rope, swiglu, rmsnorm)"
 WHOLE = "optimizer.split_fused=false"
+TIED = "head.tie_embeddings=true"
 ABLATION = {
     "nanoGPT recipe (learned, gelu mlp, layernorm)": [],
     MODERN: STRETCH,
@@ -517,17 +518,23 @@ ABLATION = {
         "schedule.min_learning_rate=0",
         WHOLE,
     ],
-    # The same with q, k, v and gate, up orthogonalized apart: the speedrun experiment.
-    "speedrun, Muon per fused part": ["experiment=shakespeare_char_speedrun"],
+    # The same with q, k, v and gate, up orthogonalized apart (the experiment before its head
+    # was untied; `head.tie_embeddings=true` reproduces it), then with the untied head: the
+    # speedrun experiment.
+    "speedrun, Muon per fused part": ["experiment=shakespeare_char_speedrun", TIED],
+    "speedrun, untied head": ["experiment=shakespeare_char_speedrun"],
 }
 SPEEDRUN_NOTE = (
-    "`experiment=shakespeare_char_speedrun` is the `speedrun, Muon per fused part` row: the "
+    "`experiment=shakespeare_char_speedrun` is the `speedrun, untied head` row: the "
     "`modern + muon 2e-3, wsd cooldown to 0` row (the changes that lowered the loss on every "
     "seed, Muon at the best learning rate tried and the trapezoid schedule) with Muon "
     "orthogonalizing q, k, v and gate, up each on its own (`optimizer.split_fused`, the "
-    "default; tests/foundation/test_config.py checks the two compose to the same config but "
-    "for it). Rows with `optimizer.split_fused=false` were measured before that setting "
-    "existed, when Muon orthogonalized each fused kernel whole: it reproduces them exactly."
+    "default; the `speedrun, Muon per fused part` row) and an output head of its own "
+    "(`head.tie_embeddings=false`); tests/foundation/test_config.py checks they compose to "
+    "the same config. Rows with `optimizer.split_fused=false` were measured before that "
+    "setting existed, when Muon orthogonalized each fused kernel whole, and rows with "
+    "`head.tie_embeddings=true` when the experiment tied its head: those overrides reproduce "
+    "them exactly."
 )
 
 
