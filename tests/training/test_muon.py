@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tfllm.components.attention.mha import MultiHeadAttention
 from tfllm.components.ffn.moe import MixtureOfExperts
@@ -129,8 +130,6 @@ def test_split_fused_false_is_keras_muon_over_whole_kernels():
 
 @pytest.mark.parametrize("fused", [False, True], ids=["plain", "fused"])
 def test_momentum_warmup_ramps_linearly_then_holds_in_eager_and_graph(fused):
-    import tensorflow as tf
-
     w0 = RNG.normal(size=(8, 12)).astype("float32")
     grads = GRADS + GRADS[:1]
     layout = FusedMatrices((4, 4, 4))
@@ -151,8 +150,11 @@ def test_momentum_warmup_ramps_linearly_then_holds_in_eager_and_graph(fused):
         layouts = {w.path: layout} if fused else None
         opt = Muon(learning_rate=0.05, momentum=0.9, fused_matrices=layouts, **warmup)
         opt.build([w])
-        step = (lambda g: opt.apply([g], [w])) if not graph else None
-        step = step or tf.function(lambda g: opt.apply([g], [w]))
+
+        def apply(g):
+            opt.apply([g], [w])
+
+        step = tf.function(apply) if graph else apply
         for g in grads:
             step(tf.constant(g))
         return w.numpy()
