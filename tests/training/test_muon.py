@@ -168,3 +168,31 @@ def test_momentum_warmup_ramps_linearly_then_holds_in_eager_and_graph(fused):
         muon(1e-3, initial_momentum=1.0)
     with pytest.raises(ValueError, match="momentum_warmup_steps must be >= 0"):
         muon(1e-3, momentum_warmup_steps=-1)
+
+
+def test_the_config_round_trips_through_json_and_the_copy_moves_the_same():
+    import json
+
+    w0 = RNG.normal(size=(8, 12)).astype("float32")
+    layout = FusedMatrices((6, 3, 3), head_width=3)
+    opt = Muon(
+        learning_rate=0.05,
+        fused_matrices={"qkv": layout},
+        per_head=True,
+        momentum_warmup_steps=2,
+        initial_momentum=0.6,
+    )
+    config = json.loads(json.dumps(keras.optimizers.serialize(opt)))
+    copy = keras.optimizers.deserialize(config)
+    assert type(copy) is Muon
+    assert copy.fused_matrices == {"qkv": layout}
+    assert (copy.per_head, copy.momentum_warmup_steps, copy.initial_momentum) == (True, 2, 0.6)
+    moved = []
+    for o in (opt, copy):
+        w = keras.Variable(w0, name="qkv")
+        o.fused_matrices = {w.path: o.fused_matrices["qkv"]}
+        moved.append(_steps(o, [w], [[g] for g in GRADS])[0])
+    np.testing.assert_array_equal(moved[0], moved[1])
+    keras_muon = keras.optimizers.Muon(learning_rate=0.05)
+    (whole,) = _steps(keras_muon, [keras.Variable(w0)], [[g] for g in GRADS])
+    assert np.abs(whole - moved[0]).max() > 1e-2  # the layout and the warmup took effect

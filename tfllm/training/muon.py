@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from collections.abc import Mapping
@@ -13,6 +14,7 @@ from keras import ops
 from tfllm.components.matrices import FusedMatrices
 
 
+@keras.saving.register_keras_serializable(package="tfllm")
 class Muon(keras.optimizers.Muon):
     """`keras.optimizers.Muon` that knows which weights hold several matrices.
 
@@ -57,6 +59,30 @@ class Muon(keras.optimizers.Muon):
         self.momentum_warmup_steps = momentum_warmup_steps
         self.initial_momentum = initial_momentum
         self._blocks: list[tuple[int, ...] | None] = []
+
+    def get_config(self) -> dict[str, Any]:
+        """Keras's Muon's config plus this class's arguments (`fused_matrices` as plain values)."""
+        return {
+            **super().get_config(),
+            "fused_matrices": {
+                path: dataclasses.asdict(layout) for path, layout in self.fused_matrices.items()
+            },
+            "per_head": self.per_head,
+            "momentum_warmup_steps": self.momentum_warmup_steps,
+            "initial_momentum": self.initial_momentum,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> Muon:
+        config = dict(config)
+        fused = config.pop("fused_matrices", None) or {}
+        layouts = {
+            path: FusedMatrices(
+                columns=tuple(f["columns"]), stacked=f["stacked"], head_width=f["head_width"]
+            )
+            for path, f in fused.items()
+        }
+        return super().from_config({**config, "fused_matrices": layouts}, custom_objects)
 
     def _should_use_adamw(self, variable: Any) -> bool:
         layout = self.fused_matrices.get(variable.path)
