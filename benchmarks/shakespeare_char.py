@@ -489,6 +489,7 @@ SPEEDRUN_LR = [
 MODERN = "modern block (rope, swiglu, rmsnorm)"
 WHOLE = "optimizer.split_fused=false"
 TIED = "head.tie_embeddings=true"
+RANDOM = "data.sampling=random"
 ABLATION = {
     "nanoGPT recipe (learned, gelu mlp, layernorm)": [],
     MODERN: STRETCH,
@@ -521,20 +522,27 @@ ABLATION = {
     # The same with q, k, v and gate, up orthogonalized apart (the experiment before its head
     # was untied; `head.tie_embeddings=true` reproduces it), then with the untied head: the
     # speedrun experiment.
-    "speedrun, Muon per fused part": ["experiment=shakespeare_char_speedrun", TIED],
-    "speedrun, untied head": ["experiment=shakespeare_char_speedrun"],
+    "speedrun, Muon per fused part": ["experiment=shakespeare_char_speedrun", TIED, RANDOM],
+    # (it sampled windows at random positions, as nanoGPT does; `data.sampling=random`
+    # reproduces it), then reading the text in shuffled epochs of windows: the experiment.
+    "speedrun, untied head": ["experiment=shakespeare_char_speedrun", RANDOM],
+    "speedrun, epochs of windows": ["experiment=shakespeare_char_speedrun"],
 }
 SPEEDRUN_NOTE = (
-    "`experiment=shakespeare_char_speedrun` is the `speedrun, untied head` row: the "
+    "`experiment=shakespeare_char_speedrun` is the `speedrun, epochs of windows` row: the "
     "`modern + muon 2e-3, wsd cooldown to 0` row (the changes that lowered the loss on every "
     "seed, Muon at the best learning rate tried and the trapezoid schedule) with Muon "
     "orthogonalizing q, k, v and gate, up each on its own (`optimizer.split_fused`, the "
-    "default; the `speedrun, Muon per fused part` row) and an output head of its own "
-    "(`head.tie_embeddings=false`); tests/foundation/test_config.py checks they compose to "
+    "default; the `speedrun, Muon per fused part` row), an output head of its own "
+    "(`head.tie_embeddings=false`, the `speedrun, untied head` row) and training windows read "
+    "in shuffled epochs, each window of the text once per epoch, instead of at random "
+    "positions (`data.sampling=epochs`); tests/foundation/test_config.py checks they compose to "
     "the same config. Rows with `optimizer.split_fused=false` were measured before that "
     "setting existed, when Muon orthogonalized each fused kernel whole, and rows with "
-    "`head.tie_embeddings=true` when the experiment tied its head: those overrides reproduce "
-    "them exactly."
+    "`head.tie_embeddings=true` when the experiment tied its head, and rows with "
+    "`data.sampling=random` when it sampled windows at random positions (the nanoGPT recipe's "
+    "sampling, which the rows without the experiment keep): those overrides reproduce them "
+    "exactly."
 )
 
 
