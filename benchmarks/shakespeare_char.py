@@ -490,6 +490,7 @@ MODERN = "modern block (rope, swiglu, rmsnorm)"
 WHOLE = "optimizer.split_fused=false"
 TIED = "head.tie_embeddings=true"
 RANDOM = "data.sampling=random"
+COOLDOWN_04 = "schedule.cooldown_fraction=0.4"
 ABLATION = {
     "nanoGPT recipe (learned, gelu mlp, layernorm)": [],
     MODERN: STRETCH,
@@ -522,27 +523,37 @@ ABLATION = {
     # The same with q, k, v and gate, up orthogonalized apart (the experiment before its head
     # was untied; `head.tie_embeddings=true` reproduces it), then with the untied head: the
     # speedrun experiment.
-    "speedrun, Muon per fused part": ["experiment=shakespeare_char_speedrun", TIED, RANDOM],
+    "speedrun, Muon per fused part": [
+        "experiment=shakespeare_char_speedrun",
+        TIED,
+        RANDOM,
+        COOLDOWN_04,
+    ],
     # (it sampled windows at random positions, as nanoGPT does; `data.sampling=random`
     # reproduces it), then reading the text in shuffled epochs of windows: the experiment.
-    "speedrun, untied head": ["experiment=shakespeare_char_speedrun", RANDOM],
-    "speedrun, epochs of windows": ["experiment=shakespeare_char_speedrun"],
+    "speedrun, untied head": ["experiment=shakespeare_char_speedrun", RANDOM, COOLDOWN_04],
+    "speedrun, epochs of windows": ["experiment=shakespeare_char_speedrun", COOLDOWN_04],
+    # The cooldown over the last half of the steps instead of 40%: the experiment.
+    "speedrun, cooldown over half": ["experiment=shakespeare_char_speedrun"],
 }
 SPEEDRUN_NOTE = (
-    "`experiment=shakespeare_char_speedrun` is the `speedrun, epochs of windows` row: the "
+    "`experiment=shakespeare_char_speedrun` is the `speedrun, cooldown over half` row: the "
     "`modern + muon 2e-3, wsd cooldown to 0` row (the changes that lowered the loss on every "
     "seed, Muon at the best learning rate tried and the trapezoid schedule) with Muon "
     "orthogonalizing q, k, v and gate, up each on its own (`optimizer.split_fused`, the "
     "default; the `speedrun, Muon per fused part` row), an output head of its own "
     "(`head.tie_embeddings=false`, the `speedrun, untied head` row) and training windows read "
     "in shuffled epochs, each window of the text once per epoch, instead of at random "
-    "positions (`data.sampling=epochs`); tests/foundation/test_config.py checks they compose to "
+    "positions (`data.sampling=epochs`, the `speedrun, epochs of windows` row), cooling down "
+    "over the last half of the steps (`schedule.cooldown_fraction=0.5`); "
+    "tests/foundation/test_config.py checks they compose to "
     "the same config. Rows with `optimizer.split_fused=false` were measured before that "
     "setting existed, when Muon orthogonalized each fused kernel whole, and rows with "
-    "`head.tie_embeddings=true` when the experiment tied its head, and rows with "
+    "`head.tie_embeddings=true` when the experiment tied its head, rows with "
     "`data.sampling=random` when it sampled windows at random positions (the nanoGPT recipe's "
-    "sampling, which the rows without the experiment keep): those overrides reproduce them "
-    "exactly."
+    "sampling, which the rows without the experiment keep), and rows with "
+    "`schedule.cooldown_fraction=0.4` when it cooled down over the last 40%: those overrides "
+    "reproduce them exactly."
 )
 
 
