@@ -530,7 +530,8 @@ ABLATION = {
         COOLDOWN_04,
     ],
     # (it sampled windows at random positions, as nanoGPT does; `data.sampling=random`
-    # reproduces it), then reading the text in shuffled epochs of windows: the experiment.
+    # reproduces it), then reading the text in shuffled epochs of windows (it cooled down over
+    # the last 40%; `schedule.cooldown_fraction=0.4` reproduces it).
     "speedrun, untied head": ["experiment=shakespeare_char_speedrun", RANDOM, COOLDOWN_04],
     "speedrun, epochs of windows": ["experiment=shakespeare_char_speedrun", COOLDOWN_04],
     # The cooldown over the last half of the steps instead of 40%: the experiment.
