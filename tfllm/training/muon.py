@@ -76,10 +76,9 @@ class Muon(keras.optimizers.Muon):
     def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> Muon:
         config = dict(config)
         fused = config.pop("fused_matrices", None) or {}
+        # `get_config`'s `dataclasses.asdict`, back (JSON turns the columns tuple into a list).
         layouts = {
-            path: FusedMatrices(
-                columns=tuple(f["columns"]), stacked=f["stacked"], head_width=f["head_width"]
-            )
+            path: FusedMatrices(**{**f, "columns": tuple(f["columns"])})
             for path, f in fused.items()
         }
         return super().from_config({**config, "fused_matrices": layouts}, custom_objects)
