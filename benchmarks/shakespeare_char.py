@@ -484,9 +484,9 @@ SPEEDRUN_LR = [
 
 # The ablation: each recipe change of the speedrun alone on the modern block, and together.
 # Every variant keeps the parameter count (±5% of the recipe's, the bound) and the
-# tokens per step. The Muon rows before
-# the last were measured when Muon orthogonalized each fused kernel whole; they say so with
-# `optimizer.split_fused=false`, which reproduces them exactly.
+# tokens per step. The Muon rows before the last were measured when Muon orthogonalized each
+# fused kernel whole; they say so with `optimizer.split_fused=false`, which reproduces them
+# exactly.
 MODERN = "modern block (rope, swiglu, rmsnorm)"
 WHOLE = "optimizer.split_fused=false"
 TIED = "head.tie_embeddings=true"
