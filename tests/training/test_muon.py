@@ -196,3 +196,84 @@ def test_the_config_round_trips_through_json_and_the_copy_moves_the_same():
     keras_muon = keras.optimizers.Muon(learning_rate=0.05)
     (whole,) = _steps(keras_muon, [keras.Variable(w0)], [[g] for g in GRADS])
     assert np.abs(whole - moved[0]).max() > 1e-2  # the layout and the warmup took effect
+
+
+def _normuon_by_hand(w0, grads, blocks, lr=0.05, mu=0.95, beta=0.95, rms=0.2, eps=1e-8):
+    """NorMuon written out with numpy around Keras's Newton–Schulz: Nesterov momentum, each
+    block orthogonalized, each column divided by the root of its running mean square, each
+    block back at its orthogonalized Frobenius norm, then Keras's RMS matching."""
+    ns = keras.optimizers.Muon().zeropower_via_newtonschulz5
+    cuts = list(np.cumsum(blocks)[:-1])
+    w, m, v = w0.copy(), np.zeros_like(w0), np.zeros((1, w0.shape[1]), "float32")
+    for g in grads:
+        m = mu * m + g
+        ortho = [np.asarray(ns(p, 5)) for p in np.split(g + mu * m, cuts, axis=1)]
+        o = np.concatenate(ortho, axis=1)
+        v = beta * v + (1 - beta) * np.mean(o**2, axis=0, keepdims=True)
+        scaled = np.split(o / (np.sqrt(v) + eps), cuts, axis=1)
+        update = [
+            s * np.linalg.norm(p) / np.linalg.norm(s) * np.sqrt(max(p.shape)) * rms
+            for p, s in zip(ortho, scaled, strict=True)
+        ]
+        w = w - lr * np.concatenate(update, axis=1)
+    return w
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["plain", "fused"])
+def test_neuron_norm_is_normuon_in_eager_and_graph(fused):
+    w0 = RNG.normal(size=(8, 12)).astype("float32")
+    # columns of very different scales: NorMuon evens out what each neuron moves
+    grads = [g * np.linspace(0.1, 3.0, 12, dtype="float32") for g in GRADS]
+    blocks = (4, 4, 4) if fused else (12,)
+    want = _normuon_by_hand(w0, grads, blocks)
+
+    def run(graph, neuron_norm=True):
+        w = keras.Variable(w0, name="qkv")
+        layouts = {w.path: FusedMatrices(blocks)} if fused else None
+        opt = Muon(
+            learning_rate=0.05, weight_decay=0.0, fused_matrices=layouts, neuron_norm=neuron_norm
+        )
+        opt.build([w])
+        (moment,) = [x for x in opt.variables if "neuron_moment" in x.path]
+        assert tuple(moment.shape) == (1, 12)
+
+        def apply(g):
+            opt.apply([g], [w])
+
+        step = tf.function(apply) if graph else apply
+        for g in grads:
+            step(tf.constant(g))
+        return w.numpy(), moment.numpy()
+
+    for graph in (False, True):
+        got, moment = run(graph)
+        np.testing.assert_allclose(got, want, atol=2e-5, err_msg=f"graph={graph}")
+        assert (moment > 0).all()
+    # One step: every column moves by the same RMS within a block, whatever its gradient's scale.
+    w = keras.Variable(w0, name="qkv")
+    Muon(learning_rate=0.05, weight_decay=0.0, neuron_norm=True).apply([grads[0]], [w])
+    column_rms = np.sqrt(np.mean((w.numpy() - w0) ** 2, axis=0))
+    np.testing.assert_allclose(column_rms, column_rms.mean(), rtol=1e-4)
+    plain = keras.Variable(w0, name="qkv")
+    Muon(learning_rate=0.05, weight_decay=0.0).apply([grads[0]], [plain])
+    plain_rms = np.sqrt(np.mean((plain.numpy() - w0) ** 2, axis=0))
+    assert plain_rms.max() / plain_rms.min() > 1.5  # Muon alone leaves them unequal
+    # ... and the whole update keeps plain Muon's size (the RMS matching is untouched)
+    np.testing.assert_allclose(
+        np.linalg.norm(w.numpy() - w0), np.linalg.norm(plain.numpy() - w0), rtol=1e-4
+    )
+
+
+def test_neuron_norm_settings_are_checked_and_kept_in_the_config():
+    with pytest.raises(ValueError, match="neuron_norm must be true or false"):
+        muon(1e-3, neuron_norm="on")
+    with pytest.raises(ValueError, match="neuron_beta_2 must be in"):
+        muon(1e-3, neuron_norm=True, neuron_beta_2=1.0)
+    opt = muon(1e-3, neuron_norm=True, neuron_beta_2=0.9)
+    copy = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
+    assert (copy.neuron_norm, copy.neuron_beta_2) == (True, 0.9)
+    # only Muon's matrices get a running mean square per neuron; AdamW's variables none
+    variables = [keras.Variable(np.ones((4, 6), "float32")), keras.Variable(np.ones(6, "float32"))]
+    opt.build(variables)
+    moments = [x for x in opt.variables if "neuron_moment" in x.path]
+    assert [tuple(x.shape) for x in moments] == [(1, 6)]

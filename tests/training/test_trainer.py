@@ -161,6 +161,39 @@ def test_muon_takes_the_hidden_matrices_and_adamw_the_rest_and_the_loss_falls(
     assert trainer.fit()["val_loss"] < first - 0.5
 
 
+def test_normuon_keeps_one_moment_per_neuron_of_each_muon_matrix_in_the_checkpoint(
+    tiny_corpus, tmp_path
+):
+    import tensorflow as tf
+
+    cfg = train_config(
+        tiny_corpus,
+        "optimizer=muon",
+        "optimizer.neuron_norm=true",
+        "ffn=swiglu",
+        "trainer.max_steps=30",
+        "trainer.eval_every=30",
+        "schedule.peak_learning_rate=3e-3",
+        "trainer.callbacks=[]",
+    )
+    trainer = Trainer(cfg, str(tmp_path))
+    opt = trainer.optimizer
+    on_muon = [v for v in trainer.model.trainable_variables if not opt._should_use_adamw(v)]
+    moments = [x for x in opt.variables if "neuron_moment" in x.path]
+    assert sorted(tuple(x.shape) for x in moments) == sorted((1, v.shape[-1]) for v in on_muon)
+    first = trainer.evaluate()["val_loss"]
+    assert trainer.fit()["val_loss"] < first - 0.5
+    assert all(float(np.min(x.numpy())) > 0 for x in moments)
+    saved = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
+    reader = tf.train.load_checkpoint(saved)
+    stored = sorted(
+        tuple(shape)
+        for name, shape in reader.get_variable_to_shape_map().items()
+        if "optimizer" in name and len(shape) == 2 and shape[0] == 1
+    )
+    assert stored == sorted(tuple(x.shape) for x in moments)
+
+
 def test_muon_puts_each_expert_matrix_of_a_mixture_of_experts_on_muon(tiny_corpus, tmp_path):
     cfg = train_config(
         tiny_corpus,

@@ -33,6 +33,11 @@ class Muon(keras.optimizers.Muon):
         momentum_warmup_steps: over this many steps the momentum rises linearly from
             `initial_momentum` to `momentum` (modded-nanogpt's 0.85 to 0.95); 0 keeps it fixed.
         initial_momentum: the momentum at step 0 of the warmup.
+        neuron_norm: NorMuon's neuron-wise normalization: after orthogonalization each output
+            neuron's (kernel column's) update is divided by the root of its running mean
+            square, then each matrix is rescaled to its orthogonalized Frobenius norm (so the
+            RMS matching applies unchanged). Off: Keras's Muon update.
+        neuron_beta_2: decay of that running mean square.
         **kwargs: `keras.optimizers.Muon`'s arguments.
 
     Example:
@@ -51,6 +56,8 @@ class Muon(keras.optimizers.Muon):
         per_head: bool = False,
         momentum_warmup_steps: int = 0,
         initial_momentum: float = 0.85,
+        neuron_norm: bool = False,
+        neuron_beta_2: float = 0.95,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -58,7 +65,10 @@ class Muon(keras.optimizers.Muon):
         self.per_head = per_head
         self.momentum_warmup_steps = momentum_warmup_steps
         self.initial_momentum = initial_momentum
+        self.neuron_norm = neuron_norm
+        self.neuron_beta_2 = neuron_beta_2
         self._blocks: list[tuple[int, ...] | None] = []
+        self._neuron_moments: list[Any] = []
 
     def get_config(self) -> dict[str, Any]:
         """Keras's Muon's config plus this class's arguments (`fused_matrices` as plain values)."""
@@ -70,6 +80,8 @@ class Muon(keras.optimizers.Muon):
             "per_head": self.per_head,
             "momentum_warmup_steps": self.momentum_warmup_steps,
             "initial_momentum": self.initial_momentum,
+            "neuron_norm": self.neuron_norm,
+            "neuron_beta_2": self.neuron_beta_2,
         }
 
     @classmethod
@@ -95,6 +107,17 @@ class Muon(keras.optimizers.Muon):
         super().build(var_list)
         layouts = [self.fused_matrices.get(v.path) for v in var_list]
         self._blocks = [None if f is None else f.blocks(self.per_head) for f in layouts]
+        self._neuron_moments = [None] * len(var_list)
+        if not self.neuron_norm:
+            return
+        for var in var_list:
+            i = self._get_variable_index(var)
+            if self.momentums[i] is None or self.adam_velocities[i] is not None:
+                continue  # not on Muon
+            shape = (*var.shape[:-2], 1, var.shape[-1])  # (..., 1, columns): one per neuron
+            self._neuron_moments[i] = self.add_variable(
+                shape, initializer="zeros", dtype=var.dtype, name="neuron_moment"
+            )
 
     def _momentum_now(self) -> Any:
         """`momentum`, or during the warmup its linear ramp from `initial_momentum`."""
@@ -108,15 +131,17 @@ class Muon(keras.optimizers.Muon):
         mu = self._momentum_now()
         self.assign_add(m, ops.add(gradient, m * (mu - 1)))
         g = ops.add(gradient, mu * m) if self.nesterov else m
-        blocks = self._blocks[self._get_variable_index(variable)]
-        if blocks is None:
+        index = self._get_variable_index(variable)
+        blocks, moment = self._blocks[index], self._neuron_moments[index]
+        if blocks is None and moment is None:
             update = self.lr_adjust(lr * self.zeropower_via_newtonschulz5(g, self.ns_steps))
         else:
-            update = lr * self._orthogonalized(g, blocks)
+            update = lr * self._orthogonalized(g, blocks or (int(g.shape[-1]),), moment)
         self.assign_sub(variable, update)
 
-    def _orthogonalized(self, g: Any, blocks: tuple[int, ...]) -> Any:
-        """Each column block of `g` `(..., rows, sum(blocks))` orthogonalized and RMS-scaled.
+    def _orthogonalized(self, g: Any, blocks: tuple[int, ...], moment: Any = None) -> Any:
+        """Each column block of `g` `(..., rows, sum(blocks))` orthogonalized, neuron-normalized
+        when `moment` (the running mean square per column) is given, and RMS-scaled.
 
         (One batched Newton–Schulz over equal blocks, reshaped, measured slower under XLA on
         CPU than these separate ones: the transposes cost more than the launches they save.)
@@ -124,11 +149,31 @@ class Muon(keras.optimizers.Muon):
         ns = self.ns_steps
         cuts = list(itertools.accumulate(blocks[:-1]))
         parts = ops.split(g, cuts, axis=-1) if cuts else [g]  # (..., rows, block_i) each
-        updates = [self._rms_scaled(self.zeropower_via_newtonschulz5(p, ns)) for p in parts]
+        ortho = [self.zeropower_via_newtonschulz5(p, ns) for p in parts]
+        if moment is not None:
+            ortho = self._neuron_normalized(ortho, cuts, moment)
+        updates = [self._rms_scaled(o) for o in ortho]
         return updates[0] if len(updates) == 1 else ops.concatenate(updates, axis=-1)
+
+    def _neuron_normalized(self, parts: list[Any], cuts: list[int], moment: Any) -> list[Any]:
+        """NorMuon's step: the orthogonalized blocks `(..., rows, block_i)` with each column
+        divided by the root of its running mean square `moment` `(..., 1, columns)` (updated
+        here), each block then rescaled to its Frobenius norm before the division."""
+        o = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
+        square = ops.mean(ops.square(o), axis=-2, keepdims=True)  # (..., 1, columns)
+        self.assign_add(moment, (1.0 - self.neuron_beta_2) * (square - moment))
+        scaled = o / (ops.sqrt(moment) + self.epsilon)
+        pieces = ops.split(scaled, cuts, axis=-1) if cuts else [scaled]
+        pairs = zip(parts, pieces, strict=True)
+        return [q * (_frobenius(p) / (_frobenius(q) + 1e-12)) for p, q in pairs]
 
     def _rms_scaled(self, x: Any) -> Any:
         """Keras's `lr_adjust` (Moonlight's RMS matching) on the last two axes of `x`."""
         if self.rms_rate is None:
             return x
         return x * (max(x.shape[-2], x.shape[-1]) ** 0.5 * self.rms_rate)
+
+
+def _frobenius(x: Any) -> Any:
+    """The Frobenius norm of each matrix (last two axes) of `x`, kept as `(..., 1, 1)`."""
+    return ops.sqrt(ops.sum(ops.square(x), axis=(-2, -1), keepdims=True))

@@ -103,6 +103,8 @@ def muon(
     exclude_from_weight_decay: Sequence[str] = DEFAULT_NO_DECAY,
     split_fused: bool = True,
     per_head: bool = False,
+    neuron_norm: bool = False,
+    neuron_beta_2: float = 0.95,
     variables: Sequence[Any] = (),
     fused_matrices: Mapping[str, FusedMatrices] | None = None,
 ) -> keras.optimizers.Optimizer:
@@ -135,6 +137,9 @@ def muon(
         split_fused: bool. Orthogonalize each matrix of a fused or stacked weight on its own.
         per_head: bool. With `split_fused`, orthogonalize each attention head of a fused
             q, k, v projection on its own instead of each of q, k and v.
+        neuron_norm: bool. NorMuon: each output neuron's orthogonalized update divided by the
+            root of its running mean square, each matrix then back at its orthogonalized norm.
+        neuron_beta_2: float. Decay of that running mean square.
         variables: the model's trainable variables (set by the trainer).
         fused_matrices: `{variable path: FusedMatrices}` (set by the trainer from the layers'
             `fused_matrices()`).
@@ -146,7 +151,8 @@ def muon(
     'Muon'
 
     Reference: Jordan et al. 2024, "Muon: An optimizer for hidden layers in neural networks";
-    Liu et al. 2025, "Muon is Scalable for LLM Training" (the RMS matching).
+    Liu et al. 2025, "Muon is Scalable for LLM Training" (the RMS matching); Li et al. 2025,
+    "NorMuon: Making Muon more efficient and scalable" (`neuron_norm`).
     """
     _check_adam_arguments(weight_decay, beta_1, beta_2)
     if not 0.0 <= momentum < 1.0:
@@ -157,7 +163,10 @@ def muon(
         raise ValueError(f"momentum_warmup_steps must be >= 0, got {momentum_warmup_steps}")
     if ns_steps < 1:
         raise ValueError(f"ns_steps must be at least 1, got {ns_steps}")
-    for name, value in (("split_fused", split_fused), ("per_head", per_head)):
+    if not 0.0 <= neuron_beta_2 < 1.0:
+        raise ValueError(f"neuron_beta_2 must be in [0, 1), got {neuron_beta_2}")
+    flags = (("split_fused", split_fused), ("per_head", per_head), ("neuron_norm", neuron_norm))
+    for name, value in flags:
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be true or false, got {value!r}")
     if per_head and not split_fused:
@@ -167,6 +176,8 @@ def muon(
         per_head=per_head,
         momentum_warmup_steps=momentum_warmup_steps,
         initial_momentum=initial_momentum,
+        neuron_norm=neuron_norm,
+        neuron_beta_2=neuron_beta_2,
         learning_rate=learning_rate,
         adam_beta_1=beta_1,
         adam_beta_2=beta_2,
