@@ -102,9 +102,10 @@ def test_shakespeare_char_is_nanogpts_baby_config():
 def test_the_speedrun_experiment_is_the_measured_recipe():
     """`experiment=shakespeare_char_speedrun` composes to exactly the ablation's `modern + muon
     2e-3, wsd cooldown to 0` variant (benchmarks/shakespeare_char.py) with an untied head,
-    windows read in shuffled epochs, a cooldown over the last half and SwiGLU 366 wide, whose
-    three-seed results its comment cites, but for Muon orthogonalizing fused kernels by parts
-    (`speedrun, Muon per fused part`): that row was measured with them whole."""
+    windows read in shuffled epochs, a cooldown over the last half, SwiGLU 366 wide and
+    NorMuon's neuron-wise normalization, whose three-seed results its comment cites, but for
+    Muon orthogonalizing fused kernels by parts (`speedrun, Muon per fused part`): that row was
+    measured with them whole."""
     speedrun = composed("experiment=shakespeare_char_speedrun")
     recipe = [
         "experiment=shakespeare_char",
@@ -122,6 +123,7 @@ def test_the_speedrun_experiment_is_the_measured_recipe():
         "data.sampling=epochs",
         "schedule.cooldown_fraction=0.5",
         "model.intermediate_dim=366",
+        "optimizer.neuron_norm=true",
     ]
     assert speedrun == composed(*recipe)
     whole = composed(*recipe, "optimizer.split_fused=false")

@@ -34,9 +34,14 @@ def train_cmd(corpus, run_dir, *extra):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "extra",
-    # Muon's momentum still warming up when the run is killed (it follows the restored step).
-    [(), ("optimizer=muon", "ffn=swiglu", "optimizer.momentum_warmup_steps=80")],
-    ids=["adamw", "muon"],
+    # Muon's momentum still warming up when the run is killed (it follows the restored step);
+    # NorMuon's running mean square per neuron is optimizer state a resume must restore too.
+    [
+        (),
+        ("optimizer=muon", "ffn=swiglu", "optimizer.momentum_warmup_steps=80"),
+        ("optimizer=muon", "ffn=swiglu", "optimizer.neuron_norm=true"),
+    ],
+    ids=["adamw", "muon", "normuon"],
 )
 def test_sigkill_then_resume_equals_uninterrupted(tiny_corpus, tmp_path, extra):
     full, killed = tmp_path / "full", tmp_path / "killed"
