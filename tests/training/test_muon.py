@@ -277,3 +277,19 @@ def test_neuron_norm_settings_are_checked_and_kept_in_the_config():
     opt.build(variables)
     moments = [x for x in opt.variables if "neuron_moment" in x.path]
     assert [tuple(x.shape) for x in moments] == [(1, 6)]
+
+
+@pytest.mark.parametrize("neuron_norm", [False, True], ids=["muon", "normuon"])
+def test_rms_rate_zero_keeps_the_raw_orthogonalized_update(neuron_norm):
+    w0 = RNG.normal(size=(8, 12)).astype("float32")
+    raw = keras.optimizers.Muon(learning_rate=0.05, weight_decay=0.0, rms_rate=None)
+    (want,) = _steps(raw, [keras.Variable(w0)], [[GRADS[0]]])
+    opt = muon(0.05, rms_rate=0.0, weight_decay=0.0, neuron_norm=neuron_norm)
+    (got,) = _steps(opt, [keras.Variable(w0, name="qkv")], [[GRADS[0]]])
+    assert np.abs(got - w0).max() > 1e-3  # the matrix moved
+    if not neuron_norm:
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    else:  # the same size of step, spread evenly over the neurons
+        np.testing.assert_allclose(np.linalg.norm(got - w0), np.linalg.norm(want - w0), rtol=1e-4)
+    with pytest.raises(ValueError, match="rms_rate must be >= 0"):
+        muon(1e-3, rms_rate=-0.2)

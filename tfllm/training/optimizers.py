@@ -161,6 +161,8 @@ def muon(
         raise ValueError(f"initial_momentum must be in [0, 1), got {initial_momentum}")
     if momentum_warmup_steps < 0:
         raise ValueError(f"momentum_warmup_steps must be >= 0, got {momentum_warmup_steps}")
+    if rms_rate < 0:
+        raise ValueError(f"rms_rate must be >= 0 (0: the raw update), got {rms_rate}")
     if ns_steps < 1:
         raise ValueError(f"ns_steps must be at least 1, got {ns_steps}")
     if not 0.0 <= neuron_beta_2 < 1.0:
@@ -190,6 +192,6 @@ def muon(
         momentum=momentum,
         ns_steps=ns_steps,
         nesterov=nesterov,
-        rms_rate=rms_rate,
+        rms_rate=rms_rate or None,  # Keras's "no matching" is None; 0 would zero the update
     )
     return _without_decay(opt, variables, exclude_from_weight_decay)
