@@ -494,6 +494,7 @@ RANDOM = "data.sampling=random"
 COOLDOWN_04 = "schedule.cooldown_fraction=0.4"
 FFN_344 = "model.intermediate_dim=344"
 MUON = "optimizer.neuron_norm=false"
+PER_PART = "optimizer.per_head=false"
 ABLATION = {
     "nanoGPT recipe (learned, gelu mlp, layernorm)": [],
     MODERN: STRETCH,
@@ -526,8 +527,8 @@ ABLATION = {
     # The speedrun experiment as it grew, each row one change on the row before: q, k, v and
     # gate, up orthogonalized apart; the untied head; training windows read in shuffled epochs
     # instead of at random positions; the cooldown over the last half of the steps instead of
-    # 40%; SwiGLU 366 wide instead of 344; NorMuon's neuron-wise normalization (the experiment
-    # now). The overrides give back what each row measured.
+    # 40%; SwiGLU 366 wide instead of 344; NorMuon's neuron-wise normalization; each attention
+    # head on its own (the experiment now). The overrides give back what each row measured.
     "speedrun, Muon per fused part": [
         "experiment=shakespeare_char_speedrun",
         TIED,
@@ -535,6 +536,7 @@ ABLATION = {
         COOLDOWN_04,
         FFN_344,
         MUON,
+        PER_PART,
     ],
     "speedrun, untied head": [
         "experiment=shakespeare_char_speedrun",
@@ -542,19 +544,27 @@ ABLATION = {
         COOLDOWN_04,
         FFN_344,
         MUON,
+        PER_PART,
     ],
     "speedrun, epochs of windows": [
         "experiment=shakespeare_char_speedrun",
         COOLDOWN_04,
         FFN_344,
         MUON,
+        PER_PART,
     ],
-    "speedrun, cooldown over half": ["experiment=shakespeare_char_speedrun", FFN_344, MUON],
-    "speedrun, FFN 366 wide": ["experiment=shakespeare_char_speedrun", MUON],
-    "speedrun, NorMuon": ["experiment=shakespeare_char_speedrun"],
+    "speedrun, cooldown over half": [
+        "experiment=shakespeare_char_speedrun",
+        FFN_344,
+        MUON,
+        PER_PART,
+    ],
+    "speedrun, FFN 366 wide": ["experiment=shakespeare_char_speedrun", MUON, PER_PART],
+    "speedrun, NorMuon": ["experiment=shakespeare_char_speedrun", PER_PART],
+    "speedrun, NorMuon per head": ["experiment=shakespeare_char_speedrun"],
 }
 SPEEDRUN_NOTE = (
-    "`experiment=shakespeare_char_speedrun` is the `speedrun, NorMuon` row: the "
+    "`experiment=shakespeare_char_speedrun` is the `speedrun, NorMuon per head` row: the "
     "`modern + muon 2e-3, wsd cooldown to 0` row (the changes that lowered the loss on every "
     "seed, Muon at the best learning rate tried and the trapezoid schedule) with Muon "
     "orthogonalizing q, k, v and gate, up each on its own (`optimizer.split_fused`, the "
@@ -565,16 +575,19 @@ SPEEDRUN_NOTE = (
     "over the last half of the steps (`schedule.cooldown_fraction=0.5`, the `speedrun, "
     "cooldown over half` row), SwiGLU 366 wide instead of 344 (`model.intermediate_dim=366`: "
     "842,880 parameters, 4.8% more than the nanoGPT recipe's 804,480, inside the issue's 5%; "
-    "the `speedrun, FFN 366 wide` row) and NorMuon's neuron-wise normalization of Muon's "
-    "update (`optimizer.neuron_norm=true`); tests/foundation/test_config.py checks they "
+    "the `speedrun, FFN 366 wide` row), NorMuon's neuron-wise normalization of Muon's "
+    "update (`optimizer.neuron_norm=true`, the `speedrun, NorMuon` row) and each attention "
+    "head of q, k and v orthogonalized on its own (`optimizer.per_head=true`); "
+    "tests/foundation/test_config.py checks they "
     "compose to the same config. Rows with `optimizer.split_fused=false` were measured before "
     "that setting existed, when Muon orthogonalized each fused kernel whole, and rows with "
     "`head.tie_embeddings=true` when the experiment tied its head, rows with "
     "`data.sampling=random` when it sampled windows at random positions (the nanoGPT recipe's "
     "sampling, which the rows without the experiment keep), and rows with "
     "`schedule.cooldown_fraction=0.4` when it cooled down over the last 40%, rows with "
-    "`model.intermediate_dim=344` when its SwiGLU was 344 wide, and rows with "
-    "`optimizer.neuron_norm=false` when its Muon did not normalize per neuron: those overrides "
+    "`model.intermediate_dim=344` when its SwiGLU was 344 wide, rows with "
+    "`optimizer.neuron_norm=false` when its Muon did not normalize per neuron, and rows with "
+    "`optimizer.per_head=false` when it orthogonalized q, k and v whole: those overrides "
     "reproduce them exactly."
 )
 

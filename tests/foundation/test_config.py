@@ -103,9 +103,9 @@ def test_the_speedrun_experiment_is_the_measured_recipe():
     """`experiment=shakespeare_char_speedrun` composes to exactly the ablation's `modern + muon
     2e-3, wsd cooldown to 0` variant (benchmarks/shakespeare_char.py) with an untied head,
     windows read in shuffled epochs, a cooldown over the last half, SwiGLU 366 wide and
-    NorMuon's neuron-wise normalization, whose three-seed results its comment cites, but for
-    Muon orthogonalizing fused kernels by parts (`speedrun, Muon per fused part`): that row was
-    measured with them whole."""
+    NorMuon's neuron-wise normalization with each attention head orthogonalized on its own,
+    whose three-seed results its comment cites, but for Muon orthogonalizing fused kernels by
+    parts (`speedrun, Muon per fused part`): that row was measured with them whole."""
     speedrun = composed("experiment=shakespeare_char_speedrun")
     recipe = [
         "experiment=shakespeare_char",
@@ -124,6 +124,7 @@ def test_the_speedrun_experiment_is_the_measured_recipe():
         "schedule.cooldown_fraction=0.5",
         "model.intermediate_dim=366",
         "optimizer.neuron_norm=true",
+        "optimizer.per_head=true",
     ]
     assert speedrun == composed(*recipe)
     whole = composed(*recipe, "optimizer.split_fused=false")
