@@ -301,10 +301,6 @@ def run_worker(kind: str, arg: str, data: str) -> dict[str, Any]:
 
 
 # ----- report ----------------------------------------------------------------------------------
-def median_of(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 def report(args, results: dict[str, list[dict[str, Any]]]) -> None:
     tokens = SHAPE["batch"] * SHAPE["block"]
     table = gemms(SHAPE)
@@ -313,25 +309,27 @@ def report(args, results: dict[str, list[dict[str, Any]]]) -> None:
     peaks = {}
     for backend in [b for b in ("xla", "graph", "torch") if f"floor:{b}" in results]:
         runs = results[f"floor:{backend}"]
-        floors[backend] = {g["name"]: median_of([r["ms"][g["name"]] for r in runs]) for g in table}
-        peaks[backend] = median_of([r["peak_gflops"] for r in runs])
+        floors[backend] = {
+            g["name"]: statistics.median([r["ms"][g["name"]] for r in runs]) for g in table
+        }
+        peaks[backend] = statistics.median([r["peak_gflops"] for r in runs])
     floor_ms = {b: sum(f[g["name"]] * g["count"] for g in table) for b, f in floors.items()}
     peak = max(peaks.values())
 
     def parts(key: str) -> dict[str, float]:
         runs = results[key]
-        return {p: median_of([r["ms"][p] for r in runs]) for p in runs[0]["ms"]}
+        return {p: statistics.median([r["ms"][p] for r in runs]) for p in runs[0]["ms"]}
 
     contenders = []  # (name, parts ms, floor backend, tokens/s of the product run or None)
     for e in args.experiments:
         trained = results.get(f"train:{e}")
-        tps = median_of([r["tokens_per_sec"] for r in trained]) if trained else None
+        tps = statistics.median([r["tokens_per_sec"] for r in trained]) if trained else None
         contenders.append((f"tfllm `experiment={e}` (XLA)", parts(f"tfllm:{e}"), "xla", tps, e))
+    nano = None
     if "nanogpt:" in results:
-        contenders.append(
-            ("nanoGPT (its model.py, eager torch)", parts("nanogpt:"), "torch", None, "")
-        )
-    nano = parts("nanogpt:")["step"] if "nanogpt:" in results else None
+        nanogpt = parts("nanogpt:")
+        contenders.append(("nanoGPT (its model.py, eager torch)", nanogpt, "torch", None, ""))
+        nano = nanogpt["step"]
 
     lines = [
         "# A training step of nanoGPT's CPU shakespeare_char shape, part by part",
