@@ -219,17 +219,20 @@ def _normuon_by_hand(w0, grads, blocks, lr=0.05, mu=0.95, beta=0.95, rms=0.2, ep
     return w
 
 
-@pytest.mark.parametrize("fused", [False, True], ids=["plain", "fused"])
-def test_neuron_norm_is_normuon_in_eager_and_graph(fused):
+@pytest.mark.parametrize(
+    "blocks",
+    [(12,), (4, 4, 4), (6, 3, 3)],
+    ids=["plain", "equal-blocks-batched", "unequal-blocks-one-by-one"],
+)
+def test_neuron_norm_is_normuon_in_eager_and_graph(blocks):
     w0 = RNG.normal(size=(8, 12)).astype("float32")
     # columns of very different scales: NorMuon evens out what each neuron moves
     grads = [g * np.linspace(0.1, 3.0, 12, dtype="float32") for g in GRADS]
-    blocks = (4, 4, 4) if fused else (12,)
     want = _normuon_by_hand(w0, grads, blocks)
 
     def run(graph, neuron_norm=True):
         w = keras.Variable(w0, name="qkv")
-        layouts = {w.path: FusedMatrices(blocks)} if fused else None
+        layouts = {w.path: FusedMatrices(blocks)} if len(blocks) > 1 else None
         opt = Muon(
             learning_rate=0.05, weight_decay=0.0, fused_matrices=layouts, neuron_norm=neuron_norm
         )
