@@ -170,30 +170,36 @@ class Muon(keras.optimizers.Muon):
 
         o = self.zeropower_via_newtonschulz5(as_batch(g), self.ns_steps)  # each block alone
         if moment is not None:
-            flat = as_columns(o)
-            square = ops.mean(ops.square(flat), axis=-2, keepdims=True)  # (..., 1, columns)
-            self.assign_add(moment, (1.0 - self.neuron_beta_2) * (square - moment))
-            scaled = as_batch(flat / (ops.sqrt(moment) + self.epsilon))
-            o = scaled * (_frobenius(o) / (_frobenius(scaled) + 1e-12))
+            o = _with_norm_of(as_batch(self._neuron_divided(as_columns(o), moment)), o)
         return as_columns(self._rms_scaled(o))
 
     def _neuron_normalized(self, parts: list[Any], cuts: list[int], moment: Any) -> list[Any]:
-        """NorMuon's step: the orthogonalized blocks `(..., rows, block_i)` with each column
-        divided by the root of its running mean square `moment` `(..., 1, columns)` (updated
-        here), each block then rescaled to its Frobenius norm before the division."""
+        """NorMuon's step on the orthogonalized blocks `(..., rows, block_i)`: each column
+        divided by the root of its running mean square, each block then rescaled to its
+        Frobenius norm before the division."""
         o = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
+        scaled = self._neuron_divided(o, moment)
+        pieces = ops.split(scaled, cuts, axis=-1) if cuts else [scaled]
+        return [_with_norm_of(q, p) for p, q in zip(parts, pieces, strict=True)]
+
+    def _neuron_divided(self, o: Any, moment: Any) -> Any:
+        """Each column of `o` `(..., rows, columns)` divided by the root of its running mean
+        square `moment` `(..., 1, columns)`, which this step updates first."""
         square = ops.mean(ops.square(o), axis=-2, keepdims=True)  # (..., 1, columns)
         self.assign_add(moment, (1.0 - self.neuron_beta_2) * (square - moment))
-        scaled = o / (ops.sqrt(moment) + self.epsilon)
-        pieces = ops.split(scaled, cuts, axis=-1) if cuts else [scaled]
-        pairs = zip(parts, pieces, strict=True)
-        return [q * (_frobenius(p) / (_frobenius(q) + 1e-12)) for p, q in pairs]
+        return o / (ops.sqrt(moment) + self.epsilon)
 
     def _rms_scaled(self, x: Any) -> Any:
         """Keras's `lr_adjust` (Moonlight's RMS matching) on the last two axes of `x`."""
         if self.rms_rate is None:
             return x
         return x * (max(x.shape[-2], x.shape[-1]) ** 0.5 * self.rms_rate)
+
+
+def _with_norm_of(x: Any, reference: Any) -> Any:
+    """Each matrix of `x` (last two axes) rescaled to the Frobenius norm of its counterpart
+    in `reference`."""
+    return x * (_frobenius(reference) / (_frobenius(x) + 1e-12))
 
 
 def _frobenius(x: Any) -> Any:
