@@ -110,6 +110,9 @@ def main() -> None:
         ),
     }
 
+    def row_scale(x):  # activations quantized per row, symmetric abs-max
+        return tf.reduce_max(tf.abs(x), axis=-1, keepdims=True) / 127.0 + 1e-12
+
     def project(kind, x, w, transpose_head=False):
         if kind == "fp32":
             return tf.matmul(x, w, transpose_b=transpose_head)
@@ -118,7 +121,7 @@ def main() -> None:
             return tf.cast(y, tf.float32)
         if kind == ONEDNN:
             q, scale, shift = w
-            x_scale = tf.reduce_max(tf.abs(x), axis=-1, keepdims=True) / 127.0 + 1e-12
+            x_scale = row_scale(x)
             xu = tf.cast(tf.round(x / x_scale) + 128.0, tf.uint8)
             y = tf.raw_ops.QuantizedMatMulWithBiasAndDequantize(
                 a=tf.bitcast(xu, tf.quint8),
@@ -137,7 +140,7 @@ def main() -> None:
         q, scale = w
         if kind.startswith("int8, cast"):
             return tf.matmul(x, tf.cast(q, tf.float32)) * scale
-        x_scale = tf.reduce_max(tf.abs(x), axis=-1, keepdims=True) / 127.0 + 1e-12
+        x_scale = row_scale(x)
         xq = tf.cast(tf.round(x / x_scale), tf.int8)
         y = tf.matmul(xq, q, output_type=tf.int32)
         return tf.cast(y, tf.float32) * x_scale * scale
