@@ -114,7 +114,7 @@ def test_moe_in_an_encoder_ignores_padding_neighbours():
 
 
 def test_the_trainer_adds_the_load_balancing_loss(tiny_corpus, tmp_path):
-    from test_trainer import train_config
+    from train_configs import train_config
 
     from tfllm.training.trainer import Trainer
 
@@ -239,7 +239,7 @@ def test_a_block_sparse_model_never_builds_a_t_by_t_score_matrix():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A small trained run (Llama-style: rope, rmsnorm, swiglu, tied head)."""
-    from test_trainer import train_config
+    from train_configs import train_config
 
     from tfllm.training.trainer import Trainer
 

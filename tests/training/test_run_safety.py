@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import run_cli, train_here
-from test_trainer import train_config
+from train_configs import train_config
 
 from tfllm.components.tokenizers.base import load_tokenizer
 from tfllm.files import atomic_write

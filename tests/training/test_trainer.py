@@ -6,22 +6,13 @@ import os
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from train_configs import train_config
 
 from tfllm.config import config_dir, to_plain
 from tfllm.registry import ConfigError
 from tfllm.runs import load_run, load_run_config
 from tfllm.training.schedules import WarmupCosine, WarmupStableDecay
 from tfllm.training.trainer import Trainer
-
-
-def train_config(corpus, *overrides):
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(
-            "config", overrides=["debug=fast", f"data.path={corpus}", "run_dir=unused", *overrides]
-        )
-    plain = to_plain(cfg)
-    plain.pop("run_dir")
-    return plain
 
 
 def test_loss_falls_and_the_run_directory_is_complete(tiny_corpus, tmp_path):
