@@ -232,7 +232,8 @@ def main() -> None:
         f"Step time: median over {args.repeats} pairs of calls of {short} and {long} new tokens, "
         f"the difference per token. Kernel time: a `tf.profiler` trace of one {long}-token call, "
         "summed per op type over the executor's threads, per decoded token (prefill included, "
-        "spread over the tokens). Command: `python benchmarks/decode_profile.py`",
+        "spread over the tokens). Command: "
+        f"`{' '.join(['python', 'benchmarks/decode_profile.py', *sys.argv[1:]])}`",
         "",
         "| batch | step ms | tokens/s | kernel ms per step | MatMul ms per step | "
         "MatMul share of the step | kernels run per step | ops in the traced loop body |",
