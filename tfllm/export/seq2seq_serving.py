@@ -70,7 +70,8 @@ class Seq2SeqServing(ServingModule):
 
         def loop(encoder_ids, encoder_mask, *args):
             decoder = model.bind(encoder_ids, encoder_mask)
-            return decode_loop(decoder, *args, prefill_prompt_only=not settings.jit_compile)
+            graph = not settings.jit_compile
+            return decode_loop(decoder, *args, prefill_prompt_only=graph, split_one_row=graph)
 
         self._loop = tf.function(loop, autograph=False, jit_compile=settings.jit_compile)
         generate_spec = generate_input_signature()
