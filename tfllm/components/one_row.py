@@ -48,8 +48,10 @@ def project(layer: keras.layers.Dense, x: tf.Tensor) -> tf.Tensor:
     True
     """
     parts = getattr(_state, "parts", 1)
+    if parts == 1:
+        return layer(x)
     x = tf.convert_to_tensor(x)
-    if parts == 1 or not _splittable(layer, x, parts):
+    if not _splittable(layer, x, parts):
         return layer(x)
     rows = x.shape[0]
     if rows is not None:  # known when traced: choose now
