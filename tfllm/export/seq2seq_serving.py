@@ -70,8 +70,7 @@ class Seq2SeqServing(ServingModule):
 
         def loop(encoder_ids, encoder_mask, *args):
             decoder = model.bind(encoder_ids, encoder_mask)
-            graph = not settings.jit_compile
-            return decode_loop(decoder, *args, prefill_prompt_only=graph, split_one_row=graph)
+            return decode_loop(decoder, *args, prefill_prompt_only=not settings.jit_compile)
 
         self._loop = tf.function(loop, autograph=False, jit_compile=settings.jit_compile)
         generate_spec = generate_input_signature()

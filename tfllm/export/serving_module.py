@@ -237,9 +237,8 @@ class CausalLMServing(ServingModule):
         self.stop_strings = tuple(settings.stop)
         self._stream_reference = None  # (key, answer) of `_stream_expected`
         self._reference = None  # the Python generator validation compares with, made once
-        graph = not settings.jit_compile
         loop = lambda *args: decode_loop(  # noqa: E731
-            model, *args, prefill_prompt_only=graph, split_one_row=graph
+            model, *args, prefill_prompt_only=not settings.jit_compile
         )
         self._loop = tf.function(loop, autograph=False, jit_compile=settings.jit_compile)
         generate_spec = generate_input_signature()

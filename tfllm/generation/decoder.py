@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tfllm.components.one_row import split_one_row_products
 from tfllm.generation.prompts import (
     Completion,
     crop_prompt,
@@ -36,7 +35,6 @@ def decode_loop(
     stop_ids,
     pad_id,
     prefill_prompt_only=False,
-    split_one_row=False,
 ):
     """The decode loop, written with explicit `tf.while_loop` and static shapes.
 
@@ -52,10 +50,6 @@ def decode_loop(
         prefill_prompt_only: prefill only the positions every row has a prompt for (a
             data-dependent shape: graph mode only). Otherwise the prefill runs over the whole
             buffer, whose shape is static, as XLA needs.
-        split_one_row: trace the decode steps inside
-            `tfllm.components.one_row.split_one_row_products`, so that a step of one row
-            multiplies its projections in parts (faster with TensorFlow's graph-mode CPU
-            kernels; XLA has its own).
 
     Returns:
         `(token_ids (B, L), lengths (B,))`: the filled buffer and each row's total length.
@@ -103,8 +97,7 @@ def decode_loop(
         return (i + 1 < total) & ~tf.reduce_all(done)
 
     def body(i, ids, token, done, lengths, cache):
-        with split_one_row_products(2 if split_one_row else 1):
-            logits, cache = model.call_with_cache(token[:, None], cache, i)  # (B, 1, V)
+        logits, cache = model.call_with_cache(token[:, None], cache, i)  # (B, 1, V)
         ids, token, done, lengths = choose(i + 1, ids, logits[:, 0], done, lengths)
         return i + 1, ids, token, done, lengths, cache
 
@@ -136,9 +129,7 @@ class Generator:
         self.jit_compile = jit_compile
         # Every argument is a tensor, so one trace serves all sampling settings.
         self._fn = tf.function(
-            lambda *args: decode_loop(
-                model, *args, prefill_prompt_only=not jit_compile, split_one_row=not jit_compile
-            ),
+            lambda *args: decode_loop(model, *args, prefill_prompt_only=not jit_compile),
             jit_compile=jit_compile,
             autograph=False,
             reduce_retracing=True,

@@ -54,10 +54,7 @@ class Seq2SeqGenerator:
 
         def run(encoder_ids, encoder_mask, *args):
             return decode_loop(
-                model.bind(encoder_ids, encoder_mask),
-                *args,
-                prefill_prompt_only=not jit_compile,
-                split_one_row=not jit_compile,
+                model.bind(encoder_ids, encoder_mask), *args, prefill_prompt_only=not jit_compile
             )
 
         self._fn = tf.function(run, jit_compile=jit_compile, autograph=False, reduce_retracing=True)

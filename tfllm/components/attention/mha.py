@@ -7,7 +7,6 @@ import tensorflow as tf
 
 from tfllm.components.attention.base import Attention, write_cache
 from tfllm.components.matrices import FusedMatrices
-from tfllm.components.one_row import project
 from tfllm.components.tokens import flatten_tokens, unflatten_tokens
 from tfllm.registry import register
 
@@ -280,7 +279,7 @@ class MultiHeadAttention(Attention):
         `(B, T, Hkv * Dh)`, when given, added to the values."""
         h, kvh, dh = self.num_heads, self.num_kv_heads, self.head_dim
         b, t = tf.shape(x)[0], tf.shape(x)[1]
-        qkv = project(self.qkv_proj, flatten_tokens(x))  # (B*T, (H + 2 Hkv) * Dh): one matmul
+        qkv = self.qkv_proj(flatten_tokens(x))  # (B*T, (H + 2 Hkv) * Dh): one 2-D matmul
         q, k, v = tf.split(qkv, [h * dh, kvh * dh, kvh * dh], axis=-1)
         q = tf.reshape(q, [b, t, h, dh])  # (B, T, H, Dh)
         k = tf.reshape(k, [b, t, kvh, dh])  # (B, T, Hkv, Dh)
@@ -330,8 +329,7 @@ class MultiHeadAttention(Attention):
         """Softmax of masked `scores` `(B, H, T, S)` over values `(B, Hkv, S, Dh)`, projected
         back to `(B, T, hidden_dim)`."""
         attended = self._attend_values(scores, v, training)  # (B, T, H*Dh)
-        out = project(self.out_proj, flatten_tokens(attended))  # (B*T, D)
-        return unflatten_tokens(out, attended)  # (B, T, D)
+        return unflatten_tokens(self.out_proj(flatten_tokens(attended)), attended)  # (B, T, D)
 
     def _attend_values(self, scores, v, training):
         """Softmax of masked `scores` `(B, H, T, S)` over values `(B, Hkv, S, Dh)`: the heads'

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import keras
 
-from tfllm.components.one_row import project
 from tfllm.components.tokens import flatten_tokens, unflatten_tokens
 from tfllm.registry import register
 
@@ -98,8 +97,8 @@ class MLP(keras.layers.Layer):
         self.built = True
 
     def call(self, x):
-        h = activate(project(self.up, flatten_tokens(x)), self.activation)  # (B*T, I)
-        return unflatten_tokens(project(self.down, h), x)  # (B, T, D)
+        h = activate(self.up(flatten_tokens(x)), self.activation)  # (B*T, I)
+        return unflatten_tokens(self.down(h), x)  # (B, T, D)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -7,7 +7,6 @@ from keras import ops
 
 from tfllm.components.ffn.mlp import ACTIVATIONS, activate
 from tfllm.components.matrices import FusedMatrices
-from tfllm.components.one_row import project
 from tfllm.components.tokens import flatten_tokens, unflatten_tokens
 from tfllm.registry import register
 
@@ -97,9 +96,8 @@ class SwiGLU(keras.layers.Layer):
 
     def call(self, x):
         h = flatten_tokens(x)  # (B*T, D): one 2-D matmul per projection
-        gate, up = ops.split(project(self.gate_up, h), 2, axis=-1)  # (B*T, I) each
-        out = project(self.down, activate(gate, self.activation) * up)  # (B*T, D)
-        return unflatten_tokens(out, x)  # (B, T, D)
+        gate, up = ops.split(self.gate_up(h), 2, axis=-1)  # (B*T, I) each
+        return unflatten_tokens(self.down(activate(gate, self.activation) * up), x)  # (B, T, D)
 
     def compute_output_shape(self, input_shape):
         return input_shape
