@@ -22,6 +22,20 @@ from tfllm.generation.settings import GenerationConfig
 
 __all__ = ["GenerationConfig", "Generator", "decode_loop"]  # GenerationConfig: settings.py
 
+# `decode_loop`'s tensors after the model: buffer, prompt lengths, max_new_tokens,
+# temperature, top_k, top_p, seed, stop ids, pad id.
+_LOOP_SIGNATURE = (
+    tf.TensorSpec([None, None], tf.int32),
+    tf.TensorSpec([None], tf.int32),
+    tf.TensorSpec([], tf.int32),
+    tf.TensorSpec([], tf.float32),
+    tf.TensorSpec([], tf.int32),
+    tf.TensorSpec([], tf.float32),
+    tf.TensorSpec([], tf.int32),
+    tf.TensorSpec([None], tf.int32),
+    tf.TensorSpec([], tf.int32),
+)
+
 
 def decode_loop(
     model,
@@ -127,12 +141,13 @@ class Generator:
         self.model = model
         self.tokenizer = tokenizer
         self.jit_compile = jit_compile
-        # Every argument is a tensor, so one trace serves all sampling settings.
+        # Every argument is a tensor of any batch and length, so one trace serves all prompts
+        # and sampling settings (the export's loop is traced with the same unknown sizes).
         self._fn = tf.function(
             lambda *args: decode_loop(model, *args, prefill_prompt_only=not jit_compile),
+            input_signature=_LOOP_SIGNATURE,
             jit_compile=jit_compile,
             autograph=False,
-            reduce_retracing=True,
         )
 
     def start_ids(self, text: str) -> list[int]:
