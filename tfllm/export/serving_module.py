@@ -17,7 +17,7 @@ from tfllm.components.rows import row_slices
 from tfllm.export.serving_base import ServingModule
 from tfllm.export.text_graph import cut_at_stops_graph, text_checks, wrap_ids
 from tfllm.export.text_graph import tf_assert as _assert
-from tfllm.generation.decoder import GenerationConfig, decode_loop
+from tfllm.generation.decoder import LOOP_SIGNATURE, GenerationConfig, decode_loop
 from tfllm.generation.prompts import FINISH_LENGTH, FINISH_STOP, prompt_ids, stop_tokens
 
 
@@ -240,7 +240,14 @@ class CausalLMServing(ServingModule):
         loop = lambda *args: decode_loop(  # noqa: E731
             model, *args, prefill_prompt_only=not settings.jit_compile
         )
-        self._loop = tf.function(loop, autograph=False, jit_compile=settings.jit_compile)
+        # One trace of the loop, which every generating signature calls (one copy in the
+        # SavedModel).
+        self._loop = tf.function(
+            loop,
+            input_signature=LOOP_SIGNATURE,
+            autograph=False,
+            jit_compile=settings.jit_compile,
+        )
         generate_spec = generate_input_signature()
         self.serving_default = tf.function(
             self._serving_default, input_signature=generate_spec[:1], autograph=False

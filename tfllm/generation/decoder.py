@@ -20,11 +20,12 @@ from tfllm.generation.prompts import (
 from tfllm.generation.sampling import sample_next
 from tfllm.generation.settings import GenerationConfig
 
-__all__ = ["GenerationConfig", "Generator", "decode_loop"]  # GenerationConfig: settings.py
+# GenerationConfig lives in settings.py.
+__all__ = ["LOOP_SIGNATURE", "GenerationConfig", "Generator", "decode_loop"]
 
 # `decode_loop`'s tensors after the model: buffer, prompt lengths, max_new_tokens,
 # temperature, top_k, top_p, seed, stop ids, pad id.
-_LOOP_SIGNATURE = (
+LOOP_SIGNATURE = (
     tf.TensorSpec([None, None], tf.int32),
     tf.TensorSpec([None], tf.int32),
     tf.TensorSpec([], tf.int32),
@@ -145,7 +146,7 @@ class Generator:
         # and sampling settings (the export's loop is traced with the same unknown sizes).
         self._fn = tf.function(
             lambda *args: decode_loop(model, *args, prefill_prompt_only=not jit_compile),
-            input_signature=_LOOP_SIGNATURE,
+            input_signature=LOOP_SIGNATURE,
             jit_compile=jit_compile,
             autograph=False,
         )
