@@ -22,6 +22,7 @@ from tfllm.export.text_graph import cut_at_stops_graph, text_checks, tf_assert
 from tfllm.generation.beam_graph import beam_search_graph
 from tfllm.generation.decoder import GenerationConfig, decode_loop
 from tfllm.generation.prompts import stop_tokens
+from tfllm.generation.seq2seq import SEQ2SEQ_LOOP_SIGNATURE
 
 BEAMS = 4  # the beam width export validation checks
 
@@ -72,7 +73,12 @@ class Seq2SeqServing(ServingModule):
             decoder = model.bind(encoder_ids, encoder_mask)
             return decode_loop(decoder, *args, prefill_prompt_only=not settings.jit_compile)
 
-        self._loop = tf.function(loop, autograph=False, jit_compile=settings.jit_compile)
+        self._loop = tf.function(  # one trace, which every generating signature calls
+            loop,
+            input_signature=SEQ2SEQ_LOOP_SIGNATURE,
+            autograph=False,
+            jit_compile=settings.jit_compile,
+        )
         generate_spec = generate_input_signature()
         prompts = generate_spec[0]
         sources = tf.TensorSpec([None], tf.string, name="sources")

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tfllm.generation.decoder import GenerationConfig, Generator, decode_loop
+from tfllm.generation.decoder import LOOP_SIGNATURE, GenerationConfig, Generator, decode_loop
 from tfllm.generation.prompts import (
     Completion,
     cut_at_stops,
@@ -25,6 +25,14 @@ log = logging.getLogger(__name__)
 def is_seq2seq(model: Any) -> bool:
     """Whether `model` is an encoder-decoder task (it has `bind`)."""
     return hasattr(model, "bind")
+
+
+# The encoder's ids and mask `(B, S)`, then `decode_loop`'s tensors after the model.
+SEQ2SEQ_LOOP_SIGNATURE = (
+    tf.TensorSpec([None, None], tf.int32),
+    tf.TensorSpec([None, None], tf.int32),
+    *LOOP_SIGNATURE,
+)
 
 
 class Seq2SeqGenerator:
@@ -57,7 +65,10 @@ class Seq2SeqGenerator:
                 model.bind(encoder_ids, encoder_mask), *args, prefill_prompt_only=not jit_compile
             )
 
-        self._fn = tf.function(run, jit_compile=jit_compile, autograph=False, reduce_retracing=True)
+        # One trace for any batch, source and output length (as the export's loop).
+        self._fn = tf.function(
+            run, input_signature=SEQ2SEQ_LOOP_SIGNATURE, jit_compile=jit_compile, autograph=False
+        )
 
     def encode_sources(self, sources: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Padded source ids `(B, S)` (each ended with eos, cut to the model's length) and
