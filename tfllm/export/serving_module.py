@@ -321,13 +321,14 @@ class CausalLMServing(ServingModule):
         return prompts, min(16, self.settings.max_new_tokens_limit, self.context - longest)
 
     def _python_generator(self):
-        """The Python generation path validation compares the export with: one `Generator`,
-        so its decode loop is traced once for every comparison (each takes its settings as
-        tensors)."""
+        """The Python generation path validation compares the export with: one `Generator`
+        traced for any shape, so its decode loop is traced once for every comparison (each
+        takes its settings as tensors)."""
         from tfllm.generation.decoder import Generator
 
         if self._reference is None:
-            self._reference = NoDependency(Generator(self._model, self.tokenizer))  # not saved
+            generator = Generator(self._model, self.tokenizer, any_shape=True)
+            self._reference = NoDependency(generator)  # not saved
         return self._reference
 
     def _default_completions(self, texts) -> list[str]:

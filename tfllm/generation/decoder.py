@@ -131,6 +131,9 @@ class Generator:
         model: a causal LM (e.g. `tfllm.tasks.causal_lm.CausalLM`).
         tokenizer: a `tfllm` tokenizer.
         jit_compile: compile the decode loop with XLA.
+        any_shape: trace the loop once for every batch size and buffer length (for a caller
+            that generates for a few different shapes once each, like an export's
+            validation), not once per batch size.
 
     Example:
 
@@ -138,15 +141,20 @@ class Generator:
     >>> gen.generate(["ROMEO:"], GenerationConfig(max_new_tokens=20))  # doctest: +SKIP
     """
 
-    def __init__(self, model, tokenizer, jit_compile: bool = False):
+    def __init__(
+        self, model, tokenizer, jit_compile: bool = False, any_shape: bool = False
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.jit_compile = jit_compile
-        # Every argument is a tensor of any batch and length, so one trace serves all prompts
-        # and sampling settings (the export's loop is traced with the same unknown sizes).
+        # Every argument is a tensor, so one trace serves all sampling settings. By default
+        # the loop is traced for each batch size (the sizes it knows while tracing save a few
+        # percent of a graph-mode step; a buffer length seen twice becomes unknown);
+        # `any_shape` traces it once for any batch and length, as the export's loop is.
         self._fn = tf.function(
             lambda *args: decode_loop(model, *args, prefill_prompt_only=not jit_compile),
-            input_signature=LOOP_SIGNATURE,
+            input_signature=LOOP_SIGNATURE if any_shape else None,
+            reduce_retracing=not any_shape,
             jit_compile=jit_compile,
             autograph=False,
         )

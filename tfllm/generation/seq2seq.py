@@ -27,7 +27,8 @@ def is_seq2seq(model: Any) -> bool:
     return hasattr(model, "bind")
 
 
-# The encoder's ids and mask `(B, S)`, then `decode_loop`'s tensors after the model.
+# The encoder's ids and mask `(B, S)`, then `decode_loop`'s tensors after the model: the
+# export's loop, traced once for every generating signature.
 SEQ2SEQ_LOOP_SIGNATURE = (
     tf.TensorSpec([None, None], tf.int32),
     tf.TensorSpec([None, None], tf.int32),
@@ -65,10 +66,7 @@ class Seq2SeqGenerator:
                 model.bind(encoder_ids, encoder_mask), *args, prefill_prompt_only=not jit_compile
             )
 
-        # One trace for any batch, source and output length (as the export's loop).
-        self._fn = tf.function(
-            run, input_signature=SEQ2SEQ_LOOP_SIGNATURE, jit_compile=jit_compile, autograph=False
-        )
+        self._fn = tf.function(run, jit_compile=jit_compile, autograph=False, reduce_retracing=True)
 
     def encode_sources(self, sources: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Padded source ids `(B, S)` (each ended with eos, cut to the model's length) and
