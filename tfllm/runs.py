@@ -199,6 +199,18 @@ def remove_stale_temporaries(directory: str) -> list[str]:
     return removed
 
 
+def check_run_dir(run_dir: str) -> dict[str, Any]:
+    """The resolved config of the run at `run_dir`, read without TensorFlow: the checks
+    `load_run` makes first, for commands to refuse a wrong `ckpt=` before their slow imports.
+
+    Raises:
+        ConfigError: no such directory, or no run config in it.
+    """
+    if not os.path.isdir(run_dir):
+        raise ConfigError(f"ckpt: no such directory: {run_dir}")
+    return load_run_config(run_dir)
+
+
 def load_run(run_dir: str, checkpoint: str | None = None) -> tuple[Any, Tokenizer, dict]:
     """Rebuild a run's model from its saved config and restore its latest checkpoint.
 
@@ -209,9 +221,7 @@ def load_run(run_dir: str, checkpoint: str | None = None) -> tuple[Any, Tokenize
     Returns:
         `(model, tokenizer, config)`.
     """
-    if not os.path.isdir(run_dir):
-        raise ConfigError(f"ckpt: no such directory: {run_dir}")
-    cfg = load_run_config(run_dir)
+    cfg = check_run_dir(run_dir)
     import tensorflow as tf
 
     from tfllm.components.tokenizers.base import load_tokenizer

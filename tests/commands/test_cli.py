@@ -131,8 +131,22 @@ def test_bad_config_exits_with_a_clear_error_and_trains_nothing(tiny_corpus, tmp
     assert proc.returncode != 0 and "mha" in proc.stderr  # Hydra lists the options
     proc = run_cli(["train", "trainer.max_stepz=3"], check=False, cwd=tmp_path)
     assert proc.returncode != 0 and "max_stepz" in proc.stderr
-    proc = run_cli(["generate", f"ckpt={tmp_path}/nowhere"], check=False)
-    assert proc.returncode == 2 and "no such directory" in proc.stderr
+    # A wrong ckpt= is refused before TensorFlow loads: these run with a `tensorflow` that
+    # fails to import.
+    blocked = tmp_path / "no_tensorflow" / "tensorflow"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text("raise ImportError('tensorflow was imported')\n")
+    (tmp_path / "not_a_run").mkdir()
+    env = {"PYTHONPATH": str(blocked.parent)}
+    for command in (["generate"], ["export"], ["quantize", f"out={tmp_path}/q"]):
+        proc = run_cli([*command, f"ckpt={tmp_path}/nowhere"], check=False, env=env)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip() == f"tfllm: error: ckpt: no such directory: {tmp_path}/nowhere"
+    proc = run_cli(
+        ["prune", f"ckpt={tmp_path}/not_a_run", "out=x", "sparsity=0.5"], check=False, env=env
+    )
+    assert proc.returncode == 2 and "is not a tfllm run directory" in proc.stderr, proc.stderr
+    assert not (tmp_path / "q").exists()
     proc = run_cli(["trian"], check=False)
     assert proc.returncode == 2 and "Did you mean 'train'" in proc.stderr
 

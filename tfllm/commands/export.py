@@ -13,6 +13,9 @@ from tfllm.commands.common import CommandError, run_hydra, settings
 
 
 def export_job(plain: dict[str, Any]) -> None:
+    from tfllm.runs import check_run_dir
+
+    check_run_dir(plain["ckpt"])  # a wrong ckpt= is refused before TensorFlow loads
     from tfllm.export.exporter import export_model
     from tfllm.export.serving_module import ExportSettings
     from tfllm.export.validate import ExportValidationError

@@ -21,6 +21,9 @@ def safety_filter(spec: Any) -> Any:
 
 
 def generate_job(plain: dict[str, Any]) -> None:
+    from tfllm.runs import check_run_dir
+
+    check_run_dir(plain["ckpt"])  # a wrong ckpt= is refused before TensorFlow loads
     from tfllm.generation.decoder import GenerationConfig
     from tfllm.generation.seq2seq import is_seq2seq, make_generator
     from tfllm.runs import load_run
