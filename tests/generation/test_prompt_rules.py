@@ -275,6 +275,19 @@ def test_an_export_with_default_settings_fits_the_context_and_replays_its_warmup
         run_in_fresh_process(result.path, {"count_tokens": {"prompts": (["Hello"], "string")}})
 
 
+def test_any_shape_traces_the_loop_once_and_answers_as_per_batch_traces(lm, paths):
+    """`Generator(any_shape=True)` (an export's validation) traces one loop for every batch
+    and length; the default traces again for shapes it has not seen. Both answer alike."""
+    model, tokenizer, _, _ = lm
+    once = Generator(model, tokenizer, any_shape=True)
+    by_shape = Generator(model, tokenizer)
+    config = GenerationConfig(max_new_tokens=4, temperature=0.0)
+    for batch in (["ROMEO:"], ["JULIET: O"], ["ROMEO:", "JULIET: O"], ["A", "BB", "CCC"]):
+        assert once.generate(batch, config) == by_shape.generate(batch, config)
+    assert once._fn.experimental_get_tracing_count() == 1
+    assert by_shape._fn.experimental_get_tracing_count() > 1
+
+
 def test_the_decode_graph_is_the_loop_generate_ids_runs(paths):
     generator, _ = paths
     config = GenerationConfig(max_new_tokens=5, temperature=0.0)

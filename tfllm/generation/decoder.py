@@ -124,8 +124,9 @@ def decode_loop(
 class Generator:
     """Generates text from a causal LM and its tokenizer.
 
-    The decode loop is traced once per batch shape; `jit_compile=True` compiles it with XLA
-    (much faster on CPU, recompiles per batch size and buffer length).
+    The decode loop is traced for the shapes it is called with (see `any_shape`);
+    `jit_compile=True` compiles it with XLA (much faster on CPU, recompiles per batch size and
+    buffer length).
 
     Args:
         model: a causal LM (e.g. `tfllm.tasks.causal_lm.CausalLM`).
@@ -133,7 +134,7 @@ class Generator:
         jit_compile: compile the decode loop with XLA.
         any_shape: trace the loop once for every batch size and buffer length (for a caller
             that generates for a few different shapes once each, like an export's
-            validation), not once per batch size.
+            validation), not again when a size changes.
 
     Example:
 
@@ -148,9 +149,10 @@ class Generator:
         self.tokenizer = tokenizer
         self.jit_compile = jit_compile
         # Every argument is a tensor, so one trace serves all sampling settings. By default
-        # the loop is traced for each batch size (the sizes it knows while tracing save a few
-        # percent of a graph-mode step; a buffer length seen twice becomes unknown);
-        # `any_shape` traces it once for any batch and length, as the export's loop is.
+        # the loop is traced for the shapes of its first call, and a size that changes is
+        # traced again as unknown (so a batch size that never changes stays known, which saves
+        # a few percent of a graph-mode step); `any_shape` traces it once for any batch and
+        # length, as the export's loop is.
         self._fn = tf.function(
             lambda *args: decode_loop(model, *args, prefill_prompt_only=not jit_compile),
             input_signature=LOOP_SIGNATURE if any_shape else None,
