@@ -275,7 +275,7 @@ def test_an_export_with_default_settings_fits_the_context_and_replays_its_warmup
         run_in_fresh_process(result.path, {"count_tokens": {"prompts": (["Hello"], "string")}})
 
 
-def test_any_shape_traces_the_loop_once_and_answers_as_per_batch_traces(lm, paths):
+def test_any_shape_traces_the_loop_once_and_answers_as_the_default_generator(lm):
     """`Generator(any_shape=True)` (an export's validation) traces one loop for every batch
     and length; the default traces again for shapes it has not seen. Both answer alike."""
     model, tokenizer, _, _ = lm

@@ -24,12 +24,11 @@ def quantize_run(
     Returns what was done: the mode, the layers quantized (int8) or weights rounded (bf16),
     and weight bytes before and after.
     """
-    from tfllm.runs import check_run_dir
+    from tfllm.runs import check_run_dir, load_run, write_run
 
     check_run_dir(ckpt)  # a wrong ckpt= is refused before TensorFlow loads
     from tfllm.adapters.lora import merge_adapter
     from tfllm.compression.quantize import check_quantization, quantize_model, weight_bytes
-    from tfllm.runs import load_run, write_run
 
     spec = check_quantization({"mode": mode, "activations": activations})
     if os.path.exists(out) and os.listdir(out) and not overwrite:
@@ -99,11 +98,10 @@ def prune_run(
     for a converted checkpoint that carries no data config. Running the same command again
     resumes an interrupted fine-tune.
     """
-    from tfllm.runs import check_run_dir
+    from tfllm.runs import RUN_CONFIG, check_run_dir, load_run, load_run_config, write_run
 
     check_run_dir(ckpt)  # a wrong ckpt= is refused before TensorFlow loads
     from tfllm.compression.prune import check_pruning, prune_model, sparsity_of
-    from tfllm.runs import RUN_CONFIG, load_run, load_run_config, write_run
 
     spec = check_pruning({"sparsity": sparsity, "scope": scope, "targets": targets})
     if finetune_steps < 0:

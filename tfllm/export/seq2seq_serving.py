@@ -20,11 +20,18 @@ from tfllm.export.serving_module import (
 )
 from tfllm.export.text_graph import cut_at_stops_graph, text_checks, tf_assert
 from tfllm.generation.beam_graph import beam_search_graph
-from tfllm.generation.decoder import GenerationConfig, decode_loop
+from tfllm.generation.decoder import LOOP_SIGNATURE, GenerationConfig, decode_loop
 from tfllm.generation.prompts import stop_tokens
-from tfllm.generation.seq2seq import SEQ2SEQ_LOOP_SIGNATURE
 
 BEAMS = 4  # the beam width export validation checks
+
+# The encoder's ids and mask `(B, S)`, then `decode_loop`'s tensors after the model: the
+# loop's one trace, which every generating signature calls.
+SEQ2SEQ_LOOP_SIGNATURE = (
+    tf.TensorSpec([None, None], tf.int32),
+    tf.TensorSpec([None, None], tf.int32),
+    *LOOP_SIGNATURE,
+)
 
 
 class Seq2SeqServing(ServingModule):

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tfllm.generation.decoder import LOOP_SIGNATURE, GenerationConfig, Generator, decode_loop
+from tfllm.generation.decoder import GenerationConfig, Generator, decode_loop
 from tfllm.generation.prompts import (
     Completion,
     cut_at_stops,
@@ -25,15 +25,6 @@ log = logging.getLogger(__name__)
 def is_seq2seq(model: Any) -> bool:
     """Whether `model` is an encoder-decoder task (it has `bind`)."""
     return hasattr(model, "bind")
-
-
-# The encoder's ids and mask `(B, S)`, then `decode_loop`'s tensors after the model: the
-# export's loop, traced once for every generating signature.
-SEQ2SEQ_LOOP_SIGNATURE = (
-    tf.TensorSpec([None, None], tf.int32),
-    tf.TensorSpec([None, None], tf.int32),
-    *LOOP_SIGNATURE,
-)
 
 
 class Seq2SeqGenerator:
