@@ -199,6 +199,17 @@ def _all_entries() -> list[Entry]:
     return [e for entries in _ENTRIES.values() for e in entries.values()]
 
 
+def unknown_name(kind: str, name: str, names: list[str], notes: str = "") -> RegistryError:
+    """The error for a `kind/name` that is not among `names`: it lists them, suggests the closest
+    and points at `tfllm list` (`notes` says which plugins failed to load, if any)."""
+    names = sorted(names)
+    return RegistryError(
+        f"Unknown {kind} '{name}'.{_suggest(str(name), names)} "
+        f"Available {kind} names: {', '.join(names) or '(none)'}. "
+        f"Run `tfllm list {kind}` to see each with its package.{notes}"
+    )
+
+
 def get_entry(kind: str, name: str) -> Entry:
     """Return the registry entry for `kind/name`, or raise an error listing what exists."""
     ensure_loaded()
@@ -206,13 +217,8 @@ def get_entry(kind: str, name: str) -> Entry:
     try:
         return _ENTRIES[kind][name]
     except KeyError:
-        names = sorted(_ENTRIES[kind])
-        broken = _load_notes() if _load_notes is not None else ""
-        raise RegistryError(
-            f"Unknown {kind} '{name}'.{_suggest(str(name), names)} "
-            f"Available {kind} names: {', '.join(names) or '(none)'}. "
-            f"Run `tfllm list {kind}` to see each with its package.{broken}"
-        ) from None
+        notes = _load_notes() if _load_notes is not None else ""
+        raise unknown_name(kind, name, list(_ENTRIES[kind]), notes) from None
 
 
 def get(kind: str, name: str) -> Any:
@@ -240,6 +246,57 @@ def parameters(obj: Any) -> dict[str, inspect.Parameter]:
     }
 
 
+def required_by_parameter(obj: Any) -> dict[str, bool]:
+    """`{parameter: True if it has no default}` for the constructor of `obj`: what `check_args`
+    needs, in a form that can be cached as JSON."""
+    return {n: p.default is inspect.Parameter.empty for n, p in parameters(obj).items()}
+
+
+def spec_name(kind: str, spec: Mapping[str, Any], key: str | None = None) -> str:
+    """The component name a config spec (`{"name": ..., **args}`) asks for.
+
+    Raises:
+        ConfigError: the spec names none.
+    """
+    if "name" not in spec or spec["name"] in (None, ""):
+        raise ConfigError(f"{key or kind}.name is missing: say which {kind} to build.")
+    return str(spec["name"])
+
+
+def check_args(
+    kind: str,
+    name: str,
+    accepted: Mapping[str, bool],
+    spec: Mapping[str, Any],
+    context: Mapping[str, Any] | None = None,
+    key: str | None = None,
+) -> dict[str, Any]:
+    """The keyword arguments that build `kind/name` from a config spec, given the constructor's
+    parameters (`accepted`: name -> required, as `required_by_parameter` returns them).
+
+    Raises:
+        ConfigError: the spec has an argument the component does not take, or lacks one it
+            needs.
+    """
+    key = key or kind
+    args = {k: v for k, v in spec.items() if k != "name"}
+    unknown = [k for k in args if k not in accepted]
+    if unknown:
+        valid = sorted(accepted)
+        bad = unknown[0]
+        raise ConfigError(
+            f"{key}.{bad}: {kind} '{name}' takes no argument '{bad}'.{_suggest(bad, valid)} "
+            f"Valid arguments: {', '.join(valid)}."
+        )
+    merged = {k: v for k, v in (context or {}).items() if k in accepted}
+    merged.update(args)
+    missing = [n for n, required in accepted.items() if required and n not in merged]
+    missing = [n for n in missing if n != "name"]
+    if missing:
+        raise ConfigError(f"{key}: {kind} '{name}' needs '{missing[0]}', which is not set.")
+    return merged
+
+
 def resolve_args(
     kind: str,
     spec: Mapping[str, Any],
@@ -258,33 +315,13 @@ def resolve_args(
         ConfigError: the spec has no name, or an argument the component does not take.
     """
     key = key or kind
-    if "name" not in spec or spec["name"] in (None, ""):
-        raise ConfigError(f"{key}.name is missing: say which {kind} to build.")
-    name = str(spec["name"])
+    name = spec_name(kind, spec, key)
     try:
         entry = get_entry(kind, name)
     except RegistryError as e:
         raise ConfigError(f"{key}.name: {e}") from None
-    accepted = parameters(entry.obj)
-    args = {k: v for k, v in spec.items() if k != "name"}
-    unknown = [k for k in args if k not in accepted]
-    if unknown:
-        valid = sorted(accepted)
-        bad = unknown[0]
-        raise ConfigError(
-            f"{key}.{bad}: {kind} '{name}' takes no argument '{bad}'.{_suggest(bad, valid)} "
-            f"Valid arguments: {', '.join(valid)}."
-        )
-    merged = {k: v for k, v in (context or {}).items() if k in accepted}
-    merged.update(args)
-    missing = [
-        n
-        for n, p in accepted.items()
-        if p.default is inspect.Parameter.empty and n not in merged and n not in ("name",)
-    ]
-    if missing:
-        raise ConfigError(f"{key}: {kind} '{name}' needs '{missing[0]}', which is not set.")
-    return entry, merged
+    accepted = required_by_parameter(entry.obj)
+    return entry, check_args(kind, name, accepted, spec, context, key)
 
 
 def build(

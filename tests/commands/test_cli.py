@@ -147,6 +147,23 @@ def test_bad_config_exits_with_a_clear_error_and_trains_nothing(tiny_corpus, tmp
     )
     assert proc.returncode == 2 and "is not a tfllm run directory" in proc.stderr, proc.stderr
     assert not (tmp_path / "q").exists()
+    # So is a wrong name or value in a training config, once `tfllm list`'s catalog is cached
+    # (this `tfllm list` reads the registry with TensorFlow and caches it).
+    env["TFLLM_CACHE"] = str(tmp_path / "cache")
+    run_cli(["list"], env={"TFLLM_CACHE": env["TFLLM_CACHE"]})
+    for override, message in (
+        ("attention.name=flash", "attention.name: Unknown attention 'flash'. Available"),
+        ("+attention.heads=3", "attention.heads: attention 'mha' takes no argument 'heads'"),
+        ("trainer.max_steps=-1", "trainer.max_steps must be positive, got -1"),
+        ("schedule.name=cosin", "schedule.name: Unknown schedule 'cosin'. Did you mean 'cosine'?"),
+    ):
+        args = ["train", "debug=fast", override, f"run_dir={tmp_path}/b"]
+        proc = run_cli(args, check=False, env=env)
+        assert proc.returncode == 2 and f"tfllm: error: {message}" in proc.stderr, proc.stderr
+    assert not (tmp_path / "b").exists()
+    # A valid config passes that check and goes on to load TensorFlow.
+    proc = run_cli(["train", "debug=fast", f"run_dir={tmp_path}/ok"], check=False, env=env)
+    assert proc.returncode != 0 and "tensorflow was imported" in proc.stderr, proc.stderr
     proc = run_cli(["trian"], check=False)
     assert proc.returncode == 2 and "Did you mean 'train'" in proc.stderr
 

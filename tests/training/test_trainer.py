@@ -1,5 +1,6 @@
 """The trainer in-process: learning, accumulation, schedules, the saved run directory."""
 
+import copy
 import json
 import os
 
@@ -8,9 +9,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from train_configs import train_config
 
+from tfllm.commands.catalog import CatalogComponents, read_catalog
 from tfllm.config import config_dir, to_plain
 from tfllm.registry import ConfigError
 from tfllm.runs import load_run, load_run_config
+from tfllm.training.run_config import prepare_config
 from tfllm.training.schedules import WarmupCosine, WarmupStableDecay
 from tfllm.training.trainer import Trainer
 
@@ -272,12 +275,20 @@ def test_a_run_shorter_than_its_warmup_warms_up_for_a_tenth_of_it(caplog):
         ("optimizer.name=adam", "Did you mean 'adamw'"),
     ],
 )
-def test_bad_config_fails_before_training_naming_the_key(tiny_corpus, tmp_path, override, match):
+def test_bad_config_fails_before_training_naming_the_key(
+    tiny_corpus, tmp_path, monkeypatch, override, match
+):
     cfg = train_config(tiny_corpus, override)
     if override == "data.sequence_length=64":
         cfg["model"]["max_sequence_length"] = 32
-    with pytest.raises(ConfigError, match=match):
+    # `tfllm train` checks first against the cached catalog, before TensorFlow loads: the same
+    # error as the Trainer's check against the loaded registry.
+    monkeypatch.setenv("TFLLM_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ConfigError, match=match) as early:
+        prepare_config(copy.deepcopy(cfg), CatalogComponents(read_catalog()))
+    with pytest.raises(ConfigError, match=match) as late:
         Trainer(cfg, str(tmp_path))
+    assert str(early.value) == str(late.value)
     assert not (tmp_path / "checkpoints").exists()
 
 
@@ -289,7 +300,7 @@ def test_invalid_component_value_names_the_group(tiny_corpus, tmp_path):
 
 def test_fine_tuning_fits_data_lengths_to_the_source_models_context(tmp_path, caplog):
     from tfllm.runs import save_run_config
-    from tfllm.training.preparation import inherit_architecture
+    from tfllm.training.run_config import inherit_architecture
 
     def compose_config(*overrides):
         with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):

@@ -32,15 +32,37 @@ def discard_unused_run(run_dir: str) -> None:
             return
 
 
+def check_before_tensorflow(plain: dict[str, Any]) -> None:
+    """Check the config as the Trainer will, against `tfllm list`'s cached catalog, so that a
+    wrong name or value fails in a second, before TensorFlow loads. Without a catalog for the
+    installed state this reads the registry (and caches the catalog for the next command):
+    TensorFlow loads here instead of in the Trainer, which checks again with the registry."""
+    from tfllm import plugins
+    from tfllm.commands.catalog import CatalogComponents, read_catalog
+    from tfllm.training.run_config import prepare_config
+    from tfllm.training.validation import RegistryComponents
+
+    catalog = read_catalog()
+    # A plugin that failed to load here (never cached) is named by the registry's own errors.
+    components = RegistryComponents() if plugins.failed() else CatalogComponents(catalog)
+    prepare_config(dict(plain), components)
+
+
 def train_job(plain: dict[str, Any]) -> float | None:
     """Train one composed config; the multirun sweeper reads the returned validation loss."""
-    from tfllm.training.trainer import PREEMPTED_EXIT_CODE, Trainer, TrainingDivergedError
-
     plain = dict(plain)
     run_dir = plain.pop("run_dir")
     if not run_dir:
         raise CommandError("run_dir is empty")
-    # The Trainer validates the whole config before it builds or trains anything.
+    # The config is checked whole before anything is built or trained: from the catalog
+    # first, then by the Trainer with the loaded registry.
+    try:
+        check_before_tensorflow(plain)
+    except USER_ERRORS:
+        discard_unused_run(run_dir)
+        raise
+    from tfllm.training.trainer import PREEMPTED_EXIT_CODE, Trainer, TrainingDivergedError
+
     try:
         logs = Trainer(plain, run_dir).fit()
     except TrainingDivergedError as e:

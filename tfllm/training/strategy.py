@@ -9,17 +9,9 @@ import os
 import tensorflow as tf
 
 from tfllm.registry import ConfigError
+from tfllm.training.strategy_names import check_strategy_name
 
 log = logging.getLogger(__name__)
-
-STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu", "auto")
-
-
-def check_strategy_name(name: str) -> None:
-    if name not in STRATEGIES:
-        raise ConfigError(
-            f"trainer.strategy: unknown strategy '{name}'. Valid: {', '.join(STRATEGIES)}."
-        )
 
 
 def configure_logical_cpus(count: int) -> None:

@@ -45,7 +45,8 @@ from tfllm.runs import (
 )
 from tfllm.tasks.base import TaskModel
 from tfllm.tasks.classifier import confusion_metrics
-from tfllm.training.preparation import build_dataset, prepare_config, prepare_tokenizer
+from tfllm.training.preparation import build_dataset, prepare_tokenizer
+from tfllm.training.run_config import prepare_config
 from tfllm.training.strategy import build_strategy, is_chief, num_workers
 
 log = logging.getLogger(__name__)

@@ -2,13 +2,15 @@
 
 The dataclasses add types to the `model` and `trainer` groups (so `trainer.max_steps=abc`
 fails with the key named), and `validate_train_config` resolves every registry name and
-argument, so a bad value fails before a model is built.
+argument, so a bad value fails before a model is built. Nothing here imports TensorFlow: the
+names and arguments are checked through a `Components`, either the registry (which loads the
+components) or `tfllm list`'s cached catalog (`tfllm.commands.catalog.CatalogComponents`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -17,7 +19,7 @@ from tfllm import registry
 from tfllm.compression.prune import check_pruning
 from tfllm.models.arguments import derived_sizes
 from tfllm.registry import ConfigError
-from tfllm.training.strategy import check_strategy_name
+from tfllm.training.strategy_names import check_strategy_name
 
 COMPONENT_GROUPS = ("tokenizer", "positional", "attention", "ffn", "norm", "head")
 
@@ -61,6 +63,38 @@ class TrainerSchema:
     callbacks: list[Any] = field(default_factory=list)
 
 
+class Components(Protocol):
+    """Where component names and constructor arguments are checked."""
+
+    def check_name(self, kind: str, name: str, key: str) -> None:
+        """Raise a `ConfigError` for `key` unless `kind/name` exists."""
+
+    def check_spec(
+        self, kind: str, spec: dict[str, Any], context: dict[str, Any], key: str
+    ) -> None:
+        """Raise a `ConfigError` for `key` unless `spec` builds its component (`context`: what
+        the surrounding model passes, as `registry.resolve_args` takes it)."""
+
+
+class RegistryComponents:
+    """The registry's check: it loads the components (and TensorFlow), and builds schedules
+    (pure Python), so values only their constructor checks fail here too."""
+
+    def check_name(self, kind: str, name: str, key: str) -> None:
+        try:
+            registry.get_entry(kind, name)
+        except registry.RegistryError as e:
+            raise ConfigError(f"{key}.name: {e}") from None
+
+    def check_spec(
+        self, kind: str, spec: dict[str, Any], context: dict[str, Any], key: str
+    ) -> None:
+        if kind == "schedule":
+            registry.build(kind, spec, context, key=key)
+        else:
+            registry.resolve_args(kind, spec, context, key=key)
+
+
 SCHEMAS: dict[str, Any] = {"model": ModelSchema, "trainer": TrainerSchema}
 MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
 RESUME = ("auto", "never", "must")
@@ -85,8 +119,12 @@ def _positive(key: str, value: Any, allow_zero: bool = False) -> None:
         raise ConfigError(f"{key} must be {'>= 0' if allow_zero else 'positive'}, got {value}")
 
 
-def validate_train_config(cfg: dict[str, Any]) -> dict[str, Any]:
+def validate_train_config(
+    cfg: dict[str, Any], components: Components | None = None
+) -> dict[str, Any]:
     """Check a resolved training config; return it with typed `model` and `trainer` sections.
+
+    `components` checks the component names and arguments (default: `RegistryComponents`).
 
     Raises:
         ConfigError: naming the key, the value and what would be valid.
@@ -156,25 +194,19 @@ def validate_train_config(cfg: dict[str, Any]) -> dict[str, Any]:
         num_classes=max(2, len(cfg["task"].get("labels") or ())),
         causal=True,
     )
+    check = components if components is not None else RegistryComponents()
     for group in COMPONENT_GROUPS:
-        registry.resolve_args(group, cfg[group], context, key=group)
-    _known("model", m["name"])
-    registry.resolve_args("dataset", data, {"sequence_length": 1, "batch_size": 1}, key="data")
-    registry.resolve_args("optimizer", cfg["optimizer"], {"learning_rate": 1.0}, key="optimizer")
-    registry.build("schedule", cfg["schedule"], {}, key="schedule")  # pure Python: cheap
-    registry.resolve_args("task", {"name": cfg["task"]["name"]}, {"backbone": None}, key="task")
+        check.check_spec(group, cfg[group], context, group)
+    check.check_name("model", m["name"], "model")
+    check.check_spec("dataset", data, {"sequence_length": 1, "batch_size": 1}, "data")
+    check.check_spec("optimizer", cfg["optimizer"], {"learning_rate": 1.0}, "optimizer")
+    check.check_spec("schedule", cfg["schedule"], {}, "schedule")
+    check.check_spec("task", {"name": cfg["task"]["name"]}, {"backbone": None}, "task")
     if cfg.get("adapter"):
-        registry.resolve_args("adapter", cfg["adapter"], {}, key="adapter")
+        check.check_spec("adapter", cfg["adapter"], {}, "adapter")
     if cfg.get("pruning"):
         cfg["pruning"] = check_pruning(cfg["pruning"])
     for i, cb in enumerate(tr["callbacks"]):
         spec = {"name": cb} if isinstance(cb, str) else cb
-        registry.resolve_args("callback", spec, {}, key=f"trainer.callbacks[{i}]")
+        check.check_spec("callback", spec, {}, f"trainer.callbacks[{i}]")
     return cfg
-
-
-def _known(kind: str, name: str) -> None:
-    try:
-        registry.get_entry(kind, name)
-    except registry.RegistryError as e:
-        raise ConfigError(f"{kind}.name: {e}") from None
