@@ -138,7 +138,7 @@ def test_bad_config_exits_with_a_clear_error_and_trains_nothing(tiny_corpus, tmp
     (blocked / "__init__.py").write_text("raise ImportError('tensorflow was imported')\n")
     (tmp_path / "not_a_run").mkdir()
     env = {"PYTHONPATH": str(blocked.parent)}
-    for command in (["generate"], ["export"], ["quantize", f"out={tmp_path}/q"]):
+    for command in (["generate"], ["export", "export.name=lm"], ["quantize", f"out={tmp_path}/q"]):
         proc = run_cli([*command, f"ckpt={tmp_path}/nowhere"], check=False, env=env)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.strip() == f"tfllm: error: ckpt: no such directory: {tmp_path}/nowhere"
@@ -147,6 +147,22 @@ def test_bad_config_exits_with_a_clear_error_and_trains_nothing(tiny_corpus, tmp
     )
     assert proc.returncode == 2 and "is not a tfllm run directory" in proc.stderr, proc.stderr
     assert not (tmp_path / "q").exists()
+    # So is a value the command needs and was not given (`???` in its YAML): nothing is
+    # written under a folder named `???`.
+    for command, missing in (
+        (["export", "ckpt=run"], "export.name"),
+        (["tokenizer", "train"], "out"),
+        (["client", "prompt=hi"], "model"),
+        (["train", "data=chat"], "data.train, data.val"),
+    ):
+        proc = run_cli(command, check=False, env=env, cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith(f"tfllm: error: {missing}: required, not set (pass "), (
+            proc.stderr
+        )
+    assert not list(tmp_path.rglob("???"))
+    proc = run_cli(["serve"], check=False, env=env)
+    assert proc.returncode == 2 and "pass model_base_path= and model_name=" in proc.stderr
     # So is a wrong name or value in a training config, once `tfllm list`'s catalog is cached
     # (this `tfllm list` reads the registry with TensorFlow and caches it).
     env["TFLLM_CACHE"] = str(tmp_path / "cache")

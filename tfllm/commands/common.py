@@ -81,6 +81,25 @@ def config_dir() -> str:
         raise CommandError(str(e)) from None
 
 
+def check_required(cfg: Any) -> None:
+    """Refuse a composed config whose mandatory values (`???` in its YAML: `ckpt`,
+    `export.name`, a dataset's `train` file) were not given, naming each.
+
+    >>> from omegaconf import OmegaConf
+    >>> try:
+    ...     check_required(OmegaConf.create({"ckpt": "???", "export": {"name": "???"}}))
+    ... except CommandError as e:
+    ...     print(e)
+    ckpt, export.name: required, not set (pass ckpt=... export.name=...)
+    """
+    from omegaconf import OmegaConf
+
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        needed = " ".join(f"{key}=..." for key in missing)
+        raise CommandError(f"{', '.join(missing)}: required, not set (pass {needed})")
+
+
 def run_hydra(
     name: str,
     config_name: str,
@@ -110,6 +129,7 @@ def run_hydra(
 
     @reported
     def app(cfg: Any) -> Any:
+        check_required(cfg)
         return job(to_plain(cfg))
 
     app.__name__ = job.__name__

@@ -89,11 +89,11 @@ def limits_and_security(plain: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def serve_job(plain: dict[str, Any]) -> None:
-    from tfllm.serving.server import Server
-
-    models = model_configs(plain)
+    models = model_configs(plain)  # the settings are checked before TensorFlow loads
     batching = batching_config(plain)
     limits, security = limits_and_security(plain)
+    from tfllm.serving.server import Server
+
     rest_port = plain["rest_port"]
     if rest_port is not None and rest_port < 0:
         rest_port = None
