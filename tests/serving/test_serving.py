@@ -635,6 +635,33 @@ def test_client_command_over_grpc(server, in_process):
     assert bad.returncode == 2 and "NOT_FOUND" in bad.stderr
 
 
+def test_no_server_at_the_address_is_unavailable_on_both_transports():
+    """A closed port is `UNAVAILABLE` over gRPC and REST alike (no urllib traceback), and
+    `tfllm client` says to start a server; the ports default to TF Serving's."""
+    import socket
+
+    from tfllm.serving.client import Client, ServingClientError
+
+    assert Client().port == 8500 and Client(transport="rest").port == 8501
+    with socket.socket() as probe:  # a port that nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for transport in ("grpc", "rest"):
+        with Client(port=port, model="lm", transport=transport, timeout=10) as client:
+            with pytest.raises(ServingClientError) as info:
+                client.complete("hi")
+        assert info.value.code == "UNAVAILABLE", info.value
+        proc = run_cli(
+            ["client", "model=lm", "prompt=hi", f"port={port}", f"transport={transport}"],
+            check=False,
+        )
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.startswith("tfllm: error: UNAVAILABLE: "), proc.stderr
+        assert f"no server answers at 127.0.0.1:{port}: start one with `tfllm serve`" in (
+            proc.stderr
+        )
+
+
 def test_client_sampling_settings_keep_the_exports_length(server, in_process):
     """`tfllm client temperature=0.8` calls `generate` with max_new_tokens=0: the export's own
     length, not one the client guessed."""

@@ -128,7 +128,15 @@ def client_job(plain: dict[str, Any]) -> None:
                 stream_call(client, plain)
                 return
             lines = run_call(client, call, plain)
-    except (ServingClientError, ValueError) as e:
+    except ServingClientError as e:
+        hint = ""
+        if e.code == "UNAVAILABLE":
+            hint = (
+                f" (no server answers at {client.host}:{client.port}: start one with "
+                "`tfllm serve`, or pass host= and port=)"
+            )
+        raise CommandError(f"{e}{hint}") from None
+    except ValueError as e:
         raise CommandError(str(e)) from None
     for line in lines:
         print(line)

@@ -26,7 +26,9 @@ class Completion:
 
 
 class ServingClientError(RuntimeError):
-    """The server answered with an error status (`code` holds it: a gRPC code name)."""
+    """The server answered with an error status, or none answered (`code` holds it: a gRPC
+    code name, `UNAVAILABLE` when nothing answers at the address, or `HTTP <status>` over
+    REST)."""
 
     def __init__(self, code: str, message: str):
         super().__init__(f"{code}: {message}")
@@ -34,12 +36,17 @@ class ServingClientError(RuntimeError):
         self.message = message
 
 
+# TF Serving's default ports (`tensorflow_model_server --port=8500 --rest_api_port=8501`).
+DEFAULT_PORTS = {"grpc": 8500, "rest": 8501}
+
+
 class Client:
     """Talks to a model served by TF Serving's APIs.
 
     Args:
         host: server address.
-        port: gRPC port (transport `grpc`) or REST port (transport `rest`).
+        port: gRPC port (transport `grpc`) or REST port (transport `rest`); None: TF
+            Serving's defaults, 8500 for gRPC and 8501 for REST (`tfllm serve`'s too).
         model: the served model name.
         transport: `grpc` (tensorflow-serving-api's `PredictionServiceStub`) or `rest`.
         version: a specific version (default: the newest available).
@@ -61,7 +68,7 @@ class Client:
     def __init__(
         self,
         host: str = "127.0.0.1",
-        port: int = 8500,
+        port: int | None = None,
         model: str = "default",
         transport: str = "grpc",
         version: int | None = None,
@@ -76,6 +83,8 @@ class Client:
             raise ValueError(f"transport must be 'grpc' or 'rest', got {transport!r}")
         if bool(tls_cert_file) != bool(tls_key_file):
             raise ValueError("tls_cert_file and tls_key_file: give both, or neither")
+        if port is None:
+            port = DEFAULT_PORTS[transport]
         self.host, self.port, self.model = host, port, model
         self.transport, self.version, self.timeout = transport, version, timeout
         self.token = token
@@ -165,6 +174,12 @@ class Client:
             except (ValueError, AttributeError):
                 message = str(e)
             raise ServingClientError(f"HTTP {e.code}", message) from None
+        except urllib.error.URLError as e:  # no HTTP answer at all: as gRPC reports it
+            raise ServingClientError("UNAVAILABLE", f"{self._url(suffix)}: {e.reason}") from None
+        except TimeoutError:
+            raise ServingClientError(
+                "DEADLINE_EXCEEDED", f"{self._url(suffix)}: no answer in {self.timeout} s"
+            ) from None
 
     def predict(
         self, inputs: dict[str, Any], signature: str = "serving_default"
