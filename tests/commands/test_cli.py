@@ -163,6 +163,17 @@ def test_bad_config_exits_with_a_clear_error_and_trains_nothing(tiny_corpus, tmp
     assert not list(tmp_path.rglob("???"))
     proc = run_cli(["serve"], check=False, env=env)
     assert proc.returncode == 2 and "pass model_base_path= and model_name=" in proc.stderr
+    # So are bad decoding settings and evaluations (a run folder is all these read first).
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("{}\n")
+    for command, message in (
+        (["generate", "prompt=hi", "temperature=abc"], "temperature: 'abc' is not a number"),
+        (["generate", "prompt=hi", "stop=[1]"], "stop: [1] is not a list of strings"),
+        (["chat", "top_k=many"], "top_k: 'many' is not a whole number"),
+        (["evaluate"], "data.path: eval=perplexity needs data.path=..."),
+    ):
+        proc = run_cli([*command, f"ckpt={tmp_path}/run"], check=False, env=env)
+        assert proc.returncode == 2 and proc.stderr == f"tfllm: error: {message}\n", proc.stderr
     # So is a wrong name or value in a training config, once `tfllm list`'s catalog is cached
     # (this `tfllm list` reads the registry with TensorFlow and caches it).
     env["TFLLM_CACHE"] = str(tmp_path / "cache")

@@ -8,6 +8,8 @@ import dataclasses
 import functools
 import os
 import sys
+import types
+import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
@@ -204,18 +206,69 @@ def key_values(command: str, argv: Sequence[str], allowed: dict[str, str | None]
     return values
 
 
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a config value fits a dataclass field's type (int, float, bool, str, None,
+    their unions, tuples and lists of them, dicts; other types are not checked)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (tuple, list):
+        item = args[0] if args else Any
+        return isinstance(value, (tuple, list)) and all(_fits(v, item) for v in value)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    names = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        parts = [_type_name(a) for a in typing.get_args(hint) if a is not type(None)]
+        return " or ".join(parts) + (" (or null)" if type(None) in typing.get_args(hint) else "")
+    if typing.get_origin(hint) in (tuple, list):
+        items = {int: "whole numbers", float: "numbers", bool: "booleans", str: "strings"}
+        args = typing.get_args(hint)
+        return f"a list of {items[args[0]]}" if args and args[0] in items else "a list"
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
 def settings(cls: type[T], values: Mapping[str, Any], prefix: str = "") -> T:
     """An instance of the dataclass `cls` from the keys of `values` it has fields for (lists
-    become tuples where the field holds a tuple), checked with its `validate()` if it has
-    one; a bad value is a `CommandError` naming `prefix` + the key."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    become tuples where the field holds a tuple, and so does one string), each value checked
+    against its field's type and the whole with `validate()` if it has one; a bad value is a
+    `CommandError` naming `prefix` + the key.
+
+    >>> from tfllm.generation.settings import GenerationConfig
+    >>> try:
+    ...     settings(GenerationConfig, {"temperature": "abc"})
+    ... except CommandError as e:
+    ...     print(e)
+    temperature: 'abc' is not a number
+    """
+    hints = typing.get_type_hints(cls)
     args: dict[str, Any] = {}
-    for name, f in fields.items():
-        if name in values:
-            value = values[name]
-            if isinstance(value, list) and "tuple" in str(f.type):
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in values:
+            value, hint = values[f.name], hints.get(f.name, Any)
+            if isinstance(value, str) and typing.get_origin(hint) is tuple:
+                value = (value,)  # one stop string: `stop=END` as well as `'stop=[a,b]'`
+            if not _fits(value, hint):
+                raise CommandError(f"{prefix}{f.name}: {value!r} is not {_type_name(hint)}")
+            if isinstance(value, list) and typing.get_origin(hint) is tuple:
                 value = tuple(value)
-            args[name] = value
+            args[f.name] = value
     instance = cls(**args)
     validate = getattr(instance, "validate", None)
     if validate is not None:

@@ -10,7 +10,12 @@ from tfllm.commands.common import run_hydra
 
 
 def evaluate_job(plain: dict[str, Any]) -> None:
-    from tfllm.evaluation.runner import evaluate, table
+    from tfllm.evaluation.runner import check_evaluation, evaluate, table
+    from tfllm.runs import check_run_dir
+
+    # A wrong ckpt= or evaluation is refused before TensorFlow loads.
+    check_run_dir(plain["ckpt"])
+    check_evaluation(plain)
     from tfllm.runs import load_run
 
     model, tokenizer, run_cfg = load_run(plain["ckpt"])

@@ -21,16 +21,17 @@ def safety_filter(spec: Any) -> Any:
 
 
 def generate_job(plain: dict[str, Any]) -> None:
+    from tfllm.generation.settings import GenerationConfig
     from tfllm.runs import check_run_dir
 
-    check_run_dir(plain["ckpt"])  # a wrong ckpt= is refused before TensorFlow loads
-    from tfllm.generation.decoder import GenerationConfig
-    from tfllm.generation.seq2seq import is_seq2seq, make_generator
-    from tfllm.runs import load_run
-
+    # A wrong ckpt=, prompt or setting is refused before TensorFlow loads.
+    check_run_dir(plain["ckpt"])
     prompts = texts_argument(plain, "prompt", "prompts")
     config = settings(GenerationConfig, plain)
     safety = safety_filter(plain.get("safety"))
+    from tfllm.generation.seq2seq import is_seq2seq, make_generator
+    from tfllm.runs import load_run
+
     model, tokenizer, _ = load_run(plain["ckpt"])
     with user_error():
         if plain.get("num_beams", 1) > 1:

@@ -18,6 +18,26 @@ def _data_path(cfg: dict[str, Any]) -> Any:
     return path
 
 
+# The evaluations that read `data.path` (bias brings its own prompts).
+READS_DATA = ("perplexity", "bleu", "accuracy", "claims")
+
+
+def check_evaluation(cfg: dict[str, Any]) -> None:
+    """What `evaluate` would refuse before it reads anything, checked without the model (and
+    without TensorFlow): an unknown evaluation, or one that reads data without `data.path`.
+
+    >>> check_evaluation({"eval": {"name": "bleu"}, "data": {}})
+    Traceback (most recent call last):
+    ...
+    tfllm.registry.ConfigError: data.path: eval=bleu needs data.path=...
+    """
+    name = cfg["eval"].get("name")
+    if name not in EVALS:
+        raise ConfigError(f"eval.name: unknown evaluation '{name}'; one of {', '.join(EVALS)}")
+    if name in READS_DATA:
+        _data_path(cfg)
+
+
 def _read_text(paths: str | Sequence[str], max_chars: int | None) -> str:
     from tfllm.data.text import read_documents
 
