@@ -662,6 +662,40 @@ def test_no_server_at_the_address_is_unavailable_on_both_transports():
         )
 
 
+def test_python_api_settings_of_a_wrong_type_or_range_are_plain_errors(exported, server):
+    """`tfllm.load` of a run, of an export, and the client of its server: a setting of the
+    wrong type is a `TypeError` naming it in all three (the export's float input once took
+    'hot' to a numpy error, its int inputs truncated 2.5), and one out of range a `ValueError`
+    (the export's is its graph's own check, without TensorFlow's graph trace)."""
+    import tfllm
+    from tfllm.serving.client import Client, ServingClientError
+
+    root, run, model_dir, _ = exported
+    keras_model, export = tfllm.load(str(run)), tfllm.load(str(model_dir / "1"))
+    _, _, ports = server
+    with Client(port=ports[0], model="tiny") as client:
+        for model in (keras_model, export, client):
+            for settings, message in (
+                ({"temperature": "hot"}, "temperature must be a number, got 'hot'"),
+                ({"max_new_tokens": 2.5}, "max_new_tokens must be a whole number, got 2.5"),
+                ({"top_k": True}, "top_k must be a whole number, got True"),
+            ):
+                with pytest.raises(TypeError, match=message):
+                    model.generate("BERNARDO:", **settings)
+        with pytest.raises(ValueError, match="max_new_tokens must be positive, got -1"):
+            keras_model.generate("BERNARDO:", max_new_tokens=-1)
+        with pytest.raises(ValueError) as info:
+            export.generate("BERNARDO:", max_new_tokens=-1)
+        want = f"max_new_tokens must be in [0, 16] (0 means the default of this export, {MAX_NEW})"
+        assert str(info.value) == want
+        with pytest.raises(ServingClientError) as served:
+            client.generate("BERNARDO:", max_new_tokens=-1)
+        assert served.value.code == "INVALID_ARGUMENT" and served.value.message == str(info.value)
+        assert export.generate("BERNARDO:", max_new_tokens=3) == keras_model.generate(
+            "BERNARDO:", max_new_tokens=3
+        )
+
+
 def test_client_sampling_settings_keep_the_exports_length(server, in_process):
     """`tfllm client temperature=0.8` calls `generate` with max_new_tokens=0: the export's own
     length, not one the client guessed."""

@@ -53,9 +53,15 @@ class ExportedModel:
                 f"this {self.task} export has no '{signature}' signature; it has "
                 f"{sorted(self.signatures)}"
             )
+        from tfllm.serving.predictor import first_line
+
         fn = self.signatures[signature]
         specs = fn.structured_input_signature[1]
-        out = fn(**{k: tf.constant(v, dtype=specs[k].dtype) for k, v in inputs.items()})
+        try:
+            out = fn(**{k: tf.constant(v, dtype=specs[k].dtype) for k, v in inputs.items()})
+        except tf.errors.InvalidArgumentError as e:  # the export's own checks (a served
+            # request gets the same message as INVALID_ARGUMENT)
+            raise ValueError(first_line(e.message)) from None
         return {k: v.numpy() for k, v in out.items()}
 
     def complete(

@@ -3,6 +3,7 @@ a served model can hold them without importing it)."""
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 
@@ -32,6 +33,18 @@ class GenerationConfig:
     stop_at_eos: bool = True
 
     def validate(self) -> None:
+        """Raise `TypeError` for a setting of the wrong type, `ValueError` for one out of
+        range."""
+        for name in ("max_new_tokens", "top_k", "num_return_sequences", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+                raise TypeError(f"{name} must be a whole number, got {value!r}")
+        for name in ("temperature", "top_p"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or isinstance(value, bool):
+                raise TypeError(f"{name} must be a number, got {value!r}")
+        if isinstance(self.stop, str) or not all(isinstance(s, str) for s in self.stop):
+            raise TypeError(f"stop must be a sequence of strings, got {self.stop!r}")
         if self.max_new_tokens <= 0:
             raise ValueError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
         if not 0 <= self.temperature < float("inf"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import numbers
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -480,9 +481,21 @@ def generation_request(
     seed: int | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """`(signature, inputs)` of a generation request: `serving_default` when no setting is
-    given, else `generate` with the unset ones greedy and `max_new_tokens` 0 (the export's)."""
+    given, else `generate` with the unset ones greedy and `max_new_tokens` 0 (the export's).
+
+    Raises:
+        TypeError: a setting of the wrong type (the export checks the ranges).
+    """
     if all(s is None for s in (max_new_tokens, temperature, top_k, top_p, seed)):
         return "serving_default", {"prompts": prompts}
+    for name, value in (("max_new_tokens", max_new_tokens), ("top_k", top_k), ("seed", seed)):
+        if value is not None and (
+            not isinstance(value, numbers.Integral) or isinstance(value, bool)
+        ):
+            raise TypeError(f"{name} must be a whole number, got {value!r}")
+    for name, value in (("temperature", temperature), ("top_p", top_p)):
+        if value is not None and (not isinstance(value, numbers.Real) or isinstance(value, bool)):
+            raise TypeError(f"{name} must be a number, got {value!r}")
     return "generate", {
         "prompts": prompts,
         "max_new_tokens": np.int32(max_new_tokens or 0),
