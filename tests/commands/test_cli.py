@@ -174,6 +174,13 @@ def test_bad_config_exits_with_a_clear_error_and_trains_nothing(tiny_corpus, tmp
     ):
         proc = run_cli([*command, f"ckpt={tmp_path}/run"], check=False, env=env)
         assert proc.returncode == 2 and proc.stderr == f"tfllm: error: {message}\n", proc.stderr
+    prepare = ["data", "prepare", f"out={tmp_path}/d", "tokenizer=char"]
+    for args, message in (
+        (["source=nowhere.txt"], "source: no such file or directory: nowhere.txt"),
+        ([f"source={tmp_path}/run/config.yaml", "val_fraction=2"], "val_fraction: must be in"),
+    ):
+        proc = run_cli([*prepare, *args], check=False, env=env)
+        assert proc.returncode == 2 and proc.stderr.startswith(f"tfllm: error: {message}")
     # So is a wrong name or value in a training config, once `tfllm list`'s catalog is cached
     # (this `tfllm list` reads the registry with TensorFlow and caches it).
     env["TFLLM_CACHE"] = str(tmp_path / "cache")

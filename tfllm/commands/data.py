@@ -110,10 +110,22 @@ def _train_named(name: str, args: dict, sources: list[str]) -> Any:
 
 
 def data_prepare(argv: Sequence[str]) -> None:
-    from tfllm.data.prepare import prepare
+    from tfllm.data.prepare import check_options, prepare
+    from tfllm.data.sources import find_sources
 
     args = key_values("tfllm data prepare", argv, PREPARE_ARGUMENTS)
     sources = [s for s in args["source"].split(",") if s]
+    options = {
+        "val_fraction": _number(args, "val_fraction", float),
+        "seed": _number(args, "seed"),
+        "workers": _number(args, "workers") if args["workers"] else None,
+        "piece_mb": _number(args, "piece_mb", float),
+    }
+    # The options and sources are checked before a tokenizer is built or trained (which may
+    # load TensorFlow).
+    with user_error():
+        check_options(options["val_fraction"], options["piece_mb"], options["workers"])
+        find_sources(sources, args["format"])
     tokenizer = resolve_tokenizer(args, sources)
     with user_error():
         manifest = prepare(
@@ -123,11 +135,8 @@ def data_prepare(argv: Sequence[str]) -> None:
             format=args["format"],
             text_field=args["text_field"],
             documents=args["documents"],
-            val_fraction=_number(args, "val_fraction", float),
-            seed=_number(args, "seed"),
-            workers=_number(args, "workers") if args["workers"] else None,
-            piece_mb=_number(args, "piece_mb", float),
             encoding=args["encoding"],
+            **options,
         )
     _summary(args["out"], manifest)
 

@@ -234,6 +234,23 @@ def _plan(sources: list[Source], options: dict, tokenizer: dict) -> dict:
     }
 
 
+def check_options(val_fraction: float, piece_mb: float, workers: int | None) -> None:
+    """Raise a `ConfigError` naming the first of `prepare`'s options out of range.
+
+    >>> check_options(0.01, 32, None)
+    >>> check_options(1.5, 32, None)
+    Traceback (most recent call last):
+    ...
+    tfllm.registry.ConfigError: val_fraction: must be in [0, 1), got 1.5
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"val_fraction: must be in [0, 1), got {val_fraction}")
+    if piece_mb <= 0:
+        raise ConfigError(f"piece_mb: must be positive, got {piece_mb}")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"workers: must be at least 1, got {workers}")
+
+
 def prepare(
     source: str | Sequence[str],
     out: str,
@@ -264,13 +281,8 @@ def prepare(
         piece_mb: the most text per unit of work (and so per shard).
         encoding: text file encoding.
     """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ConfigError(f"val_fraction: must be in [0, 1), got {val_fraction}")
-    if piece_mb <= 0:
-        raise ConfigError(f"piece_mb: must be positive, got {piece_mb}")
+    check_options(val_fraction, piece_mb, workers)
     workers = workers or len(os.sched_getaffinity(0))
-    if workers < 1:
-        raise ConfigError(f"workers: must be at least 1, got {workers}")
     started = time.time()
     sources = find_sources(source, format)
     options = {
