@@ -46,24 +46,30 @@ def _embedder_path(name: str) -> str:
 
 
 def kb_build(argv: Sequence[str]) -> None:
-    from tfllm.retrieval.knowledge_base import KnowledgeBase, embedder_from_run
-
-    args = key_values("tfllm kb build", argv, BUILD_ARGUMENTS)
     import glob
 
+    from tfllm.retrieval.documents import chunk_text
+
+    args = key_values("tfllm kb build", argv, BUILD_ARGUMENTS)
     docs = [d for d in args["docs"].split(",") if d]
-    for pattern in docs:  # a missing file fails before the model loads
+    # A missing file or a bad number fails before the model (and TensorFlow) loads.
+    for pattern in docs:
         if not glob.glob(os.path.expanduser(pattern), recursive=True):
             raise CommandError(f"docs: no file matches {pattern}")
-    embedder = _embedder_path(args["embedder"])
+    max_words, overlap = _number(args, "max_words"), _number(args, "overlap")
+    with user_error():
+        chunk_text("", max_words, overlap)
     max_length = _number(args, "max_length") if args["max_length"] else None
+    embedder = _embedder_path(args["embedder"])
+    from tfllm.retrieval.knowledge_base import KnowledgeBase, embedder_from_run
+
     with user_error():
         embed = embedder_from_run(embedder, max_length)
         kb = KnowledgeBase.build(
             docs,
             embed,
-            max_words=_number(args, "max_words"),
-            overlap=_number(args, "overlap"),
+            max_words=max_words,
+            overlap=overlap,
             text_field=args["text_field"],
             info={"embedder": embedder, "max_length": max_length, "docs": args["docs"]},
         )
