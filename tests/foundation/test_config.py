@@ -1,11 +1,13 @@
 """Every shipped config option composes, validates and builds (no YAML rots)."""
 
+import copy
 import os
 
 import pytest
 from hydra import compose, initialize_config_dir
 
 from tfllm import registry
+from tfllm.commands.catalog import CatalogComponents, catalog_from_registry
 from tfllm.config import config_dir, to_plain
 from tfllm.models.builder import build_model, build_tokenizer
 from tfllm.training.validation import validate_train_config
@@ -72,10 +74,19 @@ COMPANIONS.update(
 MIRRORED = ("tokenizer", "positional", "ffn", "norm", "head", "task", "optimizer", "schedule")
 
 
+@pytest.fixture(scope="module")
+def catalog():
+    return CatalogComponents(catalog_from_registry())
+
+
 @pytest.mark.parametrize("group,option", OPTIONS)
-def test_every_option_composes_validates_and_builds(group, option):
+def test_every_option_composes_validates_and_builds(group, option, catalog):
     extra = COMPANIONS.get((group, option), [])
-    cfg = validate_train_config(composed(f"{group}={option}", *extra))
+    plain = composed(f"{group}={option}", *extra)
+    # `tfllm train`'s check before TensorFlow loads passes it too, to the same typed config.
+    early = validate_train_config(copy.deepcopy(plain), catalog)
+    cfg = validate_train_config(plain)
+    assert early == cfg
     if group in MIRRORED:  # each option of a group that mirrors a registry kind names an entry
         registry.get_entry(group, cfg[group]["name"])
     tokenizer = build_tokenizer(cfg)

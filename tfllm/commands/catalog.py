@@ -74,6 +74,20 @@ def _signature(entry: registry.Entry) -> dict[str, bool] | None:
         return None
 
 
+def catalog_from_registry() -> dict[str, Any]:
+    """The catalog of what the registry holds now (it loads the built-ins and plugins)."""
+    state = json.loads(json.dumps(installed_state()))
+    listed = registry.list_entries()
+    entries = [[e.kind, e.name, e.package, e.summary] for e in listed]
+    return {
+        "state": state,
+        "kinds": sorted({e.kind for e in listed} | set(registry.KINDS)),
+        "entries": entries,
+        "signatures": {f"{e.kind}/{e.name}": _signature(e) for e in listed},
+        "plugins": [dataclasses.asdict(status) for status in plugins.autoload()],
+    }
+
+
 def read_catalog() -> dict[str, Any]:
     """`{"kinds": [...], "entries": [[kind, name, package, summary], ...], "signatures":
     {"kind/name": {argument: required} or None}, "plugins": [status fields, ...]}` for the
@@ -82,19 +96,7 @@ def read_catalog() -> dict[str, Any]:
     cached = cached_catalog()
     if cached is not None:
         return cached
-    state = json.loads(json.dumps(installed_state()))
-    listed = registry.list_entries()
-    entries = [[e.kind, e.name, e.package, e.summary] for e in listed]
-    signatures = {f"{e.kind}/{e.name}": _signature(e) for e in listed}
-    kinds = sorted({e[0] for e in entries} | set(registry.KINDS))
-    found = [dataclasses.asdict(status) for status in plugins.autoload()]
-    catalog = {
-        "state": state,
-        "kinds": kinds,
-        "entries": entries,
-        "signatures": signatures,
-        "plugins": found,
-    }
+    catalog = catalog_from_registry()
     if not plugins.failed():  # a failed plugin may load next time: do not keep its absence
         path = cache_dir() / CATALOG_FILE
         try:
