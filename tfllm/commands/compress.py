@@ -24,15 +24,17 @@ def quantize_run(
     Returns what was done: the mode, the layers quantized (int8) or weights rounded (bf16),
     and weight bytes before and after.
     """
+    from tfllm.compression.quantization_spec import check_quantization
     from tfllm.runs import check_run_dir, load_run, write_run
 
-    check_run_dir(ckpt)  # a wrong ckpt= is refused before TensorFlow loads
-    from tfllm.adapters.lora import merge_adapter
-    from tfllm.compression.quantize import check_quantization, quantize_model, weight_bytes
-
+    # A wrong ckpt= or mode is refused before TensorFlow loads.
+    check_run_dir(ckpt)
     spec = check_quantization({"mode": mode, "activations": activations})
     if os.path.exists(out) and os.listdir(out) and not overwrite:
         raise FileExistsError(f"out: {out} exists and is not empty (pass overwrite=true)")
+    from tfllm.adapters.lora import merge_adapter
+    from tfllm.compression.quantize import quantize_model, weight_bytes
+
     model, tokenizer, cfg = load_run(ckpt)
     if cfg.get("quantization"):
         raise ConfigError(f"ckpt: {ckpt} is already quantized ({cfg['quantization']})")

@@ -13,16 +13,20 @@ from tfllm.commands.common import CommandError, run_hydra, settings
 
 
 def export_job(plain: dict[str, Any]) -> None:
+    from tfllm.export.settings import ExportSettings
     from tfllm.runs import check_run_dir
 
-    check_run_dir(plain["ckpt"])  # a wrong ckpt= is refused before TensorFlow loads
+    # A wrong ckpt= or setting is refused before TensorFlow loads.
+    check_run_dir(plain["ckpt"])
+    ex = plain["export"]
+    export_settings = settings(ExportSettings, ex, prefix="export.")
+    version = ex["version"]
+    if version is not None and (not isinstance(version, int) or version < 1):
+        raise CommandError(f"export.version must be a positive integer, got {version!r}")
     from tfllm.export.exporter import export_model
-    from tfllm.export.serving_module import ExportSettings
     from tfllm.export.validate import ExportValidationError
     from tfllm.runs import load_run
 
-    ex = plain["export"]
-    export_settings = settings(ExportSettings, ex, prefix="export.")  # before the slow load
     model, tokenizer, run_cfg = load_run(plain["ckpt"])
     try:
         result = export_model(

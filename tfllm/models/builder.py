@@ -56,7 +56,8 @@ def build_model(
         except ValueError as e:
             raise ConfigError(f"adapter: {e}") from None
     if cfg.get("quantization"):  # a run written by `tfllm quantize`: int8 weights (bf16: above)
-        from tfllm.compression.quantize import check_quantization, quantize_model
+        from tfllm.compression.quantization_spec import check_quantization
+        from tfllm.compression.quantize import quantize_model
 
         quantize_model(model, **check_quantization(cfg["quantization"]))
     return model
