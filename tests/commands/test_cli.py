@@ -1,5 +1,6 @@
 """The `tfllm` console script end to end, in fresh processes."""
 
+import json
 import os
 import subprocess
 import sys
@@ -187,9 +188,13 @@ def test_bad_config_exits_with_a_clear_error_and_trains_nothing(tiny_corpus, tmp
         proc = run_cli([*prepare, *args], check=False, env=env)
         assert proc.returncode == 2 and proc.stderr.startswith(f"tfllm: error: {message}")
     # So is a wrong name or value in a training config, once `tfllm list`'s catalog is cached
-    # (this `tfllm list` reads the registry with TensorFlow and caches it).
+    # (were it not, these commands would read the registry, and fail to import TensorFlow).
+    from tfllm.commands.catalog import CATALOG_FILE, catalog_from_registry
+
     env["TFLLM_CACHE"] = str(tmp_path / "cache")
-    run_cli(["list"], env={"TFLLM_CACHE": env["TFLLM_CACHE"]})
+    (tmp_path / "cache").mkdir()
+    catalog = json.dumps(catalog_from_registry())  # what `tfllm list` caches, built here
+    (tmp_path / "cache" / CATALOG_FILE).write_text(catalog, encoding="utf-8")
     for override, message in (
         ("attention.name=flash", "attention.name: Unknown attention 'flash'. Available"),
         ("+attention.heads=3", "attention.heads: attention 'mha' takes no argument 'heads'"),

@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from train_configs import train_config
 
-from tfllm.commands.catalog import CatalogComponents, read_catalog
+from tfllm.commands.catalog import CatalogComponents, catalog_from_registry
 from tfllm.config import config_dir, to_plain
 from tfllm.registry import ConfigError
 from tfllm.runs import load_run, load_run_config
@@ -260,6 +260,12 @@ def test_a_run_shorter_than_its_warmup_warms_up_for_a_tenth_of_it(caplog):
     assert abs(float(s(3)) - 1e-3) < 1e-9 and abs(float(s(30)) - 1e-4) < 1e-9
 
 
+@pytest.fixture(scope="module")
+def catalog():
+    """What `tfllm list` caches, built from this process's registry."""
+    return CatalogComponents(catalog_from_registry())
+
+
 @pytest.mark.parametrize(
     "override,match",
     [
@@ -276,16 +282,15 @@ def test_a_run_shorter_than_its_warmup_warms_up_for_a_tenth_of_it(caplog):
     ],
 )
 def test_bad_config_fails_before_training_naming_the_key(
-    tiny_corpus, tmp_path, monkeypatch, override, match
+    tiny_corpus, tmp_path, catalog, override, match
 ):
     cfg = train_config(tiny_corpus, override)
     if override == "data.sequence_length=64":
         cfg["model"]["max_sequence_length"] = 32
     # `tfllm train` checks first against the cached catalog, before TensorFlow loads: the same
     # error as the Trainer's check against the loaded registry.
-    monkeypatch.setenv("TFLLM_CACHE", str(tmp_path / "cache"))
     with pytest.raises(ConfigError, match=match) as early:
-        prepare_config(copy.deepcopy(cfg), CatalogComponents(read_catalog()))
+        prepare_config(copy.deepcopy(cfg), catalog)
     with pytest.raises(ConfigError, match=match) as late:
         Trainer(cfg, str(tmp_path))
     assert str(early.value) == str(late.value)
