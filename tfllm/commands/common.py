@@ -102,6 +102,25 @@ def check_required(cfg: Any) -> None:
         raise CommandError(f"{', '.join(missing)}: required, not set (pass {needed})")
 
 
+# Config keys that name a checkpoint folder, or a packaged pretrained model.
+CHECKPOINT_KEYS = ("ckpt", "init_from")
+
+
+def with_pretrained_paths(plain: Any) -> Any:
+    """`plain` with each checkpoint key that names a packaged pretrained model (`tfllm
+    pretrained`) and is not a path here replaced by its converted checkpoint's folder."""
+    if not isinstance(plain, dict) or not any(
+        isinstance(plain.get(k), str) for k in CHECKPOINT_KEYS
+    ):
+        return plain
+    from tfllm.pretrained.packages import resolve_checkpoint
+
+    for key in CHECKPOINT_KEYS:
+        if isinstance(plain.get(key), str):
+            plain[key] = resolve_checkpoint(plain[key])
+    return plain
+
+
 def run_hydra(
     name: str,
     config_name: str,
@@ -132,7 +151,7 @@ def run_hydra(
     @reported
     def app(cfg: Any) -> Any:
         check_required(cfg)
-        return job(to_plain(cfg))
+        return job(with_pretrained_paths(to_plain(cfg)))
 
     app.__name__ = job.__name__
     app.__module__ = job.__module__

