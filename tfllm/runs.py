@@ -207,11 +207,9 @@ def check_run_dir(run_dir: str) -> dict[str, Any]:
         ConfigError: no such directory, or no run config in it.
     """
     if not os.path.isdir(run_dir):
-        from tfllm.pretrained.packages import CATALOG
-
         raise ConfigError(
-            f"ckpt: no such directory: {run_dir} (a run folder, or a pretrained model's name: "
-            f"{', '.join(CATALOG)})"
+            f"ckpt: no such directory: {run_dir} (a run folder, or a pretrained model's name "
+            "from `tfllm pretrained list`)"
         )
     return load_run_config(run_dir)
 

