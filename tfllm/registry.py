@@ -290,8 +290,7 @@ def check_args(
         )
     merged = {k: v for k, v in (context or {}).items() if k in accepted}
     merged.update(args)
-    missing = [n for n, required in accepted.items() if required and n not in merged]
-    missing = [n for n in missing if n != "name"]
+    missing = [n for n, needed in accepted.items() if needed and n not in merged and n != "name"]
     if missing:
         raise ConfigError(f"{key}: {kind} '{name}' needs '{missing[0]}', which is not set.")
     return merged

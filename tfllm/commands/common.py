@@ -109,9 +109,7 @@ CHECKPOINT_KEYS = ("ckpt", "init_from")
 def with_pretrained_paths(plain: Any) -> Any:
     """`plain` with each checkpoint key that names a packaged pretrained model (`tfllm
     pretrained`) and is not a path here replaced by its converted checkpoint's folder."""
-    if not isinstance(plain, dict) or not any(
-        isinstance(plain.get(k), str) for k in CHECKPOINT_KEYS
-    ):
+    if not isinstance(plain, dict):
         return plain
     from tfllm.pretrained.packages import resolve_checkpoint
 

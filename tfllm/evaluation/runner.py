@@ -31,11 +31,16 @@ def check_evaluation(cfg: dict[str, Any]) -> None:
     ...
     tfllm.registry.ConfigError: data.path: eval=bleu needs data.path=...
     """
+    name = _evaluation_name(cfg)
+    if name in READS_DATA:
+        _data_path(cfg)
+
+
+def _evaluation_name(cfg: dict[str, Any]) -> str:
     name = cfg["eval"].get("name")
     if name not in EVALS:
         raise ConfigError(f"eval.name: unknown evaluation '{name}'; one of {', '.join(EVALS)}")
-    if name in READS_DATA:
-        _data_path(cfg)
+    return name
 
 
 def _read_text(paths: str | Sequence[str], max_chars: int | None) -> str:
@@ -199,7 +204,7 @@ def evaluate(
     """Run `cfg["eval"]` on the model; `run_cfg` (the checkpoint's config) gives what an
     evaluation may need of the model beyond it, such as its chat template (eval=claims)."""
     cfg = {**cfg, "run": run_cfg or {}}
-    name = cfg["eval"].get("name")
+    name = _evaluation_name(cfg)
     runners = {
         "perplexity": run_perplexity,
         "bleu": run_bleu,
@@ -207,8 +212,6 @@ def evaluate(
         "bias": run_bias,
         "claims": run_claims,
     }
-    if name not in runners:
-        raise ConfigError(f"eval.name: unknown evaluation '{name}'; one of {', '.join(EVALS)}")
     from tfllm.tasks.causal_lm import CausalLM
 
     if name in ("perplexity", "accuracy", "bias", "claims") and not isinstance(model, CausalLM):
