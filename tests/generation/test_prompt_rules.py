@@ -257,7 +257,8 @@ def test_an_export_with_default_settings_fits_the_context_and_replays_its_warmup
         progress.set_reporter(None)
     assert reported == [["export lm/1", 4, 4]]  # the export reports its steps as they end
     assert f"serving_default ({CONTEXT // 2} tokens)" in result.validation["compared"]
-    assert result.validation["warmup_records"] == 2
+    # serving_default twice, then each of the other seven signatures once
+    assert result.validation["warmup_records"] == 2 + 7
     signatures = tf.saved_model.load(result.path).signatures
     out = signatures["serving_default"](prompts=tf.constant(["ROMEO:", LONG]))
     config = GenerationConfig(max_new_tokens=CONTEXT // 2)
@@ -269,7 +270,8 @@ def test_an_export_with_default_settings_fits_the_context_and_replays_its_warmup
     assert out["tokens"].shape[1] == CONTEXT // 2
     # A warmup record TF Serving would fail to replay (an empty batch) fails validation's
     # fresh process (validate_export's first step), before any request runs.
-    bad = [{"prompts": ["Hello"]}, {"prompts": []}]
+    bad = [("count_tokens", {"prompts": (["Hello"], "string")})]
+    bad += [("serving_default", {"prompts": ([], "string")})]
     write_warmup(f"{result.path}/assets.extra/{WARMUP_FILE}", "lm", bad)
     with pytest.raises(ExportValidationError, match=r"warmup record 1 \(serving_default\) fails"):
         run_in_fresh_process(result.path, {"count_tokens": {"prompts": (["Hello"], "string")}})

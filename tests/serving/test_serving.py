@@ -155,8 +155,38 @@ def test_export_layout_validation_and_warmup(exported):
         prediction_log_pb2.PredictionLog.FromString(r.numpy())
         for r in tf.data.TFRecordDataset(str(extra / "tf_serving_warmup_requests"))
     ]
-    assert len(logs) == 2 and logs[0].predict_log.request.model_spec.name == "tiny"
-    assert "prompts" in logs[0].predict_log.request.inputs
+    requests = [log.predict_log.request for log in logs]
+    assert {r.model_spec.name for r in requests} == {"tiny"}
+    # serving_default at batches of 1 and 2, then every other signature once: a server that
+    # replays them has initialized every graph before the first request.
+    names = [r.model_spec.signature_name for r in requests]
+    assert names[:2] == ["serving_default"] * 2
+    assert sorted(set(names)) == sorted(tf.saved_model.load(str(version)).signatures)
+    assert [r.inputs["prompts"].tensor_shape.dim[0].size for r in requests[:2]] == [1, 2]
+
+
+def test_the_server_replays_every_warmup_record_and_a_failing_one_fails_the_load(
+    exported, tmp_path
+):
+    import tensorflow as tf
+
+    from tfllm.export.exporter import WARMUP_FILE, write_warmup
+    from tfllm.export.serving_module import greedy_inputs
+    from tfllm.serving.servables import replay_warmup
+
+    _, _, model_dir, _ = exported
+    loaded = tf.saved_model.load(str(model_dir / "1"))
+    assert replay_warmup(loaded, str(model_dir / "1")) == len(loaded.signatures) + 1
+    (tmp_path / "assets.extra").mkdir()
+    records = str(tmp_path / "assets.extra" / WARMUP_FILE)
+    ok = ("count_tokens", {"prompts": (["Hello"], "string")})
+    empty = ("generate", {"prompts": ([], "string"), **greedy_inputs(1)})
+    write_warmup(records, "tiny", [ok, empty, ok])  # a failure among records on two threads
+    with pytest.raises(tf.errors.InvalidArgumentError, match="empty"):
+        replay_warmup(loaded, str(tmp_path))
+    write_warmup(records, "tiny", [ok, ("classify", {"prompts": (["Hello"], "string")})])
+    with pytest.raises(ValueError, match="warmup record 1: no signature 'classify'"):
+        replay_warmup(loaded, str(tmp_path))
 
 
 def test_grpc_predict_equals_in_process_generation(server, in_process):

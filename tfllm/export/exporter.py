@@ -116,24 +116,25 @@ def set_method_names(path: str, method_names: dict[str, str]) -> None:
         f.write(proto.SerializeToString())
 
 
-def warmup_inputs(module) -> list[dict[str, Any]]:
-    """`serving_default` inputs of the warmup records: batches of 1 and 2."""
-    return [module.sample_inputs(WARMUP_PROMPTS[:n]) for n in (1, 2)]
-
-
-def write_warmup(path: str, model_name: str, batches: list[dict[str, Any]]) -> None:
+def write_warmup(
+    path: str, model_name: str, requests: list[tuple[str, dict[str, tuple[Any, str]]]]
+) -> None:
     """`assets.extra/tf_serving_warmup_requests`: PredictionLogs TF Serving replays at load, so
-    the first real request does not pay for graph initialization."""
+    the first real request does not pay for graph initialization. `requests` are
+    `(signature, {input: (value, dtype)})`, dtype `bytes` for binary strings given as latin-1
+    text (a module's `warmup_requests`)."""
     import tensorflow as tf
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     with tf.io.TFRecordWriter(path) as writer:
-        for inputs in batches:
+        for signature, inputs in requests:
             request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(name=model_name, signature_name="serving_default")
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature)
             )
-            for key, texts in inputs.items():
-                request.inputs[key].CopyFrom(tf.make_tensor_proto(texts, dtype=tf.string))
+            for key, (value, dtype) in inputs.items():
+                if dtype == "bytes":
+                    value, dtype = [v.encode("latin-1") for v in value], "string"
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(value, dtype=dtype))
             log_entry = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request)
             )
@@ -210,7 +211,8 @@ def export_model(
             }
             save_run_config(export_cfg, extra)
             tokenizer.save_to_directory(tokenizer_dir(extra))
-            write_warmup(os.path.join(extra, WARMUP_FILE), name, warmup_inputs(module))
+            warmup = module.warmup_requests(list(WARMUP_PROMPTS))
+            write_warmup(os.path.join(extra, WARMUP_FILE), name, warmup)
             result = ExportResult(final, version, sorted(signatures))
             advance(1)
             if validate:

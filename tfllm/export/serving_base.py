@@ -17,7 +17,11 @@ class ServingModule(tf.Module):
 
     - `signatures()`: `{name: concrete function}` to save;
     - `method_names()`: signatures that are not Predict's (`{name: TF Serving method}`);
-    - `sample_inputs(texts)`: `serving_default` inputs built from sample texts (warmup records);
+    - `sample_inputs(texts)`: `serving_default` inputs built from sample texts;
+    - `warmup_requests(texts)`: the warmup records, `[(signature, {input: (value, dtype)})]`,
+      one or more for every signature (by default `serving_default` at batches of 1 and 2,
+      then each other signature's validation request), so that a server has initialized
+      every signature's graph before the first request;
     - `validation_requests(texts)` and `check_validation(texts, results)`: what the reloaded
       export runs in a fresh process (`{signature: {input: (value, dtype)}}`, dtype `bytes` for
       binary strings), and the comparison of its results with the Keras model, which returns a
@@ -46,6 +50,17 @@ class ServingModule(tf.Module):
 
     def sample_inputs(self, texts) -> dict[str, Any]:
         raise NotImplementedError
+
+    def warmup_requests(self, texts) -> list[tuple[str, dict[str, tuple[Any, str]]]]:
+        others = self.validation_requests(texts)
+        return self.default_warmup(texts) + [
+            (name, request) for name, request in others.items() if name != "serving_default"
+        ]
+
+    def default_warmup(self, texts) -> list[tuple[str, dict[str, tuple[Any, str]]]]:
+        """`serving_default` records at batches of 1 and 2 of `sample_inputs`."""
+        batches = [self.sample_inputs(texts[:n]) for n in (1, 2)]
+        return [("serving_default", {k: (v, "string") for k, v in b.items()}) for b in batches]
 
     def validation_requests(self, texts) -> dict[str, dict[str, Any]]:
         raise NotImplementedError
