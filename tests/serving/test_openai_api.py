@@ -157,6 +157,19 @@ def test_a_chat_completion_is_python_generation_of_the_rendered_template(server,
     assert reply.model == "lm" and reply.system_fingerprint == "tfllm-lm-v1"
 
 
+def test_a_developer_message_is_the_system_turn(server):
+    """OpenAI's newer clients send the instructions as role `developer`: the template
+    renders it as the system turn, so the reply equals the one a `system` message gets."""
+    _, _, client = server
+    developer = [dict(MESSAGES[0], role="developer"), MESSAGES[1]]
+    replies = [
+        client.chat.completions.create(model="lm", messages=m, temperature=0)
+        for m in (MESSAGES, developer)
+    ]
+    assert replies[0].choices[0].message.content == replies[1].choices[0].message.content
+    assert replies[0].usage.prompt_tokens == replies[1].usage.prompt_tokens
+
+
 def test_a_streamed_chat_reassembles_to_the_same_text_and_usage(server):
     _, _, client = server
     whole = client.chat.completions.create(model="lm", messages=MESSAGES, temperature=0)

@@ -59,7 +59,9 @@ from tfllm.serving.servables import ServingError, Version
 
 log = logging.getLogger(__name__)
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "developer", "user", "assistant")
+# OpenAI's newer name for the system instructions: rendered as the template's system turn.
+ROLE_ALIASES = {"developer": "system"}
 MAX_STOPS = 4
 INT32_MAX = 2**31 - 1
 # Parameters OpenAI defines that this server takes, by endpoint; `user` and `metadata`-like
@@ -699,7 +701,7 @@ def _messages(messages: Any) -> list[dict[str, str]]:
             raise _invalid(
                 f"'{where}.content' must be a string", f"{where}.content", "invalid_type"
             )
-        out.append({"role": role, "content": content})
+        out.append({"role": ROLE_ALIASES.get(role, role), "content": content})
     return out
 
 
