@@ -43,3 +43,40 @@ def test_a_plain_command_reports_user_errors_as_one_line(capsys):
     assert capsys.readouterr().err.strip() == (
         "tfllm: error: usage: tfllm bench peak [size=4096] [dtype=float32] [repeats=10]"
     )
+
+
+PLAIN = ["chat", "client", "convert", "embed", "export", "generate", "prune", "quantize", "serve"]
+
+
+@pytest.mark.parametrize("name", PLAIN)
+def test_a_commands_help_shows_its_own_settings_with_their_comments(name, capsys):
+    """A command whose config composes no groups answers `--help` with its YAML as written:
+    every setting it reads and the comment that explains it, not the training config's
+    groups (which Hydra's own help would list)."""
+    import yaml
+
+    cli.main([name, "--help"])
+    out = capsys.readouterr().out
+    assert out.startswith(f"# `tfllm {name}")  # the file's first line says what it does
+    assert "Configuration groups" not in out and "defaults:" not in out
+    body = out.split("\n\nOverride any key as key=value")[0]
+    file = "_client/client.yaml" if name == "client" else f"{name}.yaml"
+    with open(f"{config_dir()}/{file}") as f:
+        expected = yaml.safe_load(f)
+    expected.pop("defaults"), expected.pop("hydra", None)
+    assert yaml.safe_load(body) == expected
+    assert "#" in body.split("\n", 2)[2]  # the settings' own comments are kept
+
+
+def test_a_command_that_composes_groups_keeps_hydras_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:  # Hydra's help exits
+        cli.main(["evaluate", "--help"])
+    assert exit_info.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "Configuration groups" in out and "eval: " in out
+
+
+def config_dir():
+    from tfllm.commands.common import config_dir
+
+    return config_dir()

@@ -137,6 +137,12 @@ def run_hydra(
     refused = refused_hydra_override([a for a in argv if not a.startswith("-")])
     if refused:
         raise CommandError(refused)
+    path = config_dir() if subdir is None else os.path.join(config_dir(), subdir)
+    if "--help" in argv or "-h" in argv:
+        text = settings_help(os.path.join(path, f"{config_name}.yaml"))
+        if text is not None:
+            print(text)
+            return
     argv = with_plugin_search_path(argv) if subdir is None else list(argv)
     if config_name == "config":  # a training run: Hydra's own files go into the run itself
         run_dirs = [a.split("=", 1)[1] for a in argv if a.startswith("run_dir=")]
@@ -144,7 +150,6 @@ def run_hydra(
             argv = [*argv, f"hydra.run.dir={run_dirs[-1]}"]
     argv = [*argv, f"hydra.job.name={name.replace(' ', '_')}"]
     sys.argv = [f"tfllm {name}", *argv]
-    path = config_dir() if subdir is None else os.path.join(config_dir(), subdir)
 
     @reported
     def app(cfg: Any) -> Any:
@@ -177,6 +182,51 @@ def run_hydra(
     finally:
         if full_error is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+def settings_help(file: str) -> str | None:
+    r"""`tfllm COMMAND --help` for a command whose config composes no groups: its YAML file as
+    written, comments included, without its `defaults` list and `hydra` settings (Hydra's own
+    help would list the training config's groups, which such a command does not read). None
+    for a config that composes groups (`tfllm train`, `tfllm evaluate`, `tfllm tokenizer
+    train`): Hydra's help lists them.
+
+    >>> import os, tempfile
+    >>> file = os.path.join(tempfile.mkdtemp(), "hello.yaml")
+    >>> with open(file, "w") as f:
+    ...     _ = f.write("# `tfllm hello`: says hello.\ndefaults:\n  - _self_\n\nname: ???  # who\n"
+    ...                 "\nhydra:\n  output_subdir: null\n")
+    >>> print(settings_help(file))
+    # `tfllm hello`: says hello.
+    <BLANKLINE>
+    name: ???  # who
+    <BLANKLINE>
+    Override any key as key=value (??? marks a value you must give); --cfg job prints the
+    composed config, -m runs a sweep.
+    """
+    with open(file, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    kept: list[str] = []
+    section = None
+    for line in lines:
+        if line.startswith(("defaults:", "hydra:")):  # the config's own plumbing
+            section = line.split(":")[0]
+            continue
+        if section and line.startswith((" ", "-")):
+            entry = line.strip().lstrip("- ").strip()
+            if section == "defaults" and entry != "_self_" and "hydra/" not in entry:
+                return None  # a config group: Hydra's help shows the options
+            continue
+        section = None
+        if line.strip() or (kept and kept[-1].strip()):  # no runs of blank lines
+            kept.append(line)
+    while kept and not kept[-1].strip():
+        kept.pop()
+    footer = [
+        "Override any key as key=value (??? marks a value you must give); --cfg job prints the",
+        "composed config, -m runs a sweep.",
+    ]
+    return "\n".join([*kept, "", *footer])
 
 
 def broken_yaml(error: Exception) -> str:
