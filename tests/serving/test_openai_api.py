@@ -1,8 +1,9 @@
 """The OpenAI-compatible API of `tfllm serve`, driven by the official `openai` SDK.
 
 Real parts only: a tiny causal LM trained with a chat template and exported, an embedding model
-exported, one `tfllm serve` process on 127.0.0.1 with a bearer token serving both (TF Serving's
-gRPC and REST beside the OpenAI port), and Python generation as the reference.
+and an (untrained) encoder-decoder exported, one `tfllm serve` process on 127.0.0.1 with a
+bearer token serving all three (TF Serving's gRPC and REST beside the OpenAI port), and Python
+generation as the reference.
 """
 
 from __future__ import annotations
@@ -55,18 +56,19 @@ def exports(tmp_path_factory):
     # validate=False: tests/serving/test_serving.py validates causal LM exports.
     export_model(model, tokenizer, cfg, str(root / "exports"), "lm", 1, settings, validate=False)
     embedder, tokenizer = _export_embedder(root / "exports")
+    t5 = _export_t5(root / "exports")
     config = root / "models.config"
     config.write_text(
         "model_config_list {\n"
         + "".join(
             f"  config {{ name: '{n}' base_path: '{root / 'exports' / n}' "
             "model_platform: 'tensorflow' }\n"
-            for n in ("lm", "emb")
+            for n in ("lm", "emb", "t5")
         )
         + "}\n",
         encoding="utf-8",
     )
-    return root, run, config, (embedder, tokenizer)
+    return root, run, config, (embedder, tokenizer), t5
 
 
 def _export_embedder(base):
@@ -94,9 +96,40 @@ def _export_embedder(base):
     return model, tokenizer
 
 
+def _export_t5(base):
+    """An untrained encoder-decoder on bytes, exported and validated (the default run's one
+    encoder-decoder export: its greedy, beam, score and count_tokens answers equal Python's)."""
+    import keras
+
+    from tfllm.components.tokenizers.byte import ByteTokenizer
+    from tfllm.export.exporter import export_model
+    from tfllm.models.encoder_decoder import EncoderDecoderBackbone
+    from tfllm.tasks.seq2seq import Seq2SeqLM
+
+    keras.utils.set_random_seed(0)
+    tokenizer = ByteTokenizer()
+    backbone = EncoderDecoderBackbone(
+        vocabulary_size=tokenizer.vocabulary_size,
+        num_layers=1,
+        hidden_dim=16,
+        num_heads=2,
+        max_sequence_length=T5_LENGTH,
+        positional={"name": "relative", "num_buckets": 8},
+    )
+    model = Seq2SeqLM(backbone, special_tokens={"pad": tokenizer.pad_id, "eos": tokenizer.eos_id})
+    cfg = {"task": {"name": "seq2seq"}, "model": {"max_sequence_length": T5_LENGTH}}
+    result = export_model(model, tokenizer, cfg, str(base), "t5")
+    assert "count_tokens" in result.signatures
+    assert "token counts equal" in result.validation["compared"]
+    return model, tokenizer
+
+
+T5_LENGTH = 12
+
+
 @pytest.fixture(scope="module")
 def server(exports):
-    _, _, config, _ = exports
+    _, _, config, _, _ = exports
     extra = [f"model_config_file={config}", "openai_port=0", f"auth_token={TOKEN}"]
     with serve_process(None, None, extra=extra) as (proc, ports):
         assert len(ports) == 3, ports
@@ -110,7 +143,7 @@ def server(exports):
 def local(exports):
     from tfllm.runs import load_run
 
-    _, run, _, _ = exports
+    _, run, _, _, _ = exports
     return load_run(str(run))
 
 
@@ -136,7 +169,7 @@ MESSAGES = [
 
 def test_models_are_listed_and_retrieved(server):
     _, _, client = server
-    assert sorted(m.id for m in client.models.list().data) == ["emb", "lm"]
+    assert sorted(m.id for m in client.models.list().data) == ["emb", "lm", "t5"]
     model = client.models.retrieve("lm")
     assert (model.id, model.object, model.owned_by) == ("lm", "model", "tfllm")
 
@@ -244,6 +277,29 @@ def test_completions_take_one_or_many_prompts(server, local):
         model="lm", prompt="BERNARDO:", temperature=0, max_tokens=5, stream=True
     )
     assert "".join(c.choices[0].text for c in streamed) == out.choices[0].text
+
+
+def test_an_encoder_decoder_completes_as_python_and_cuts_long_sources(server, exports):
+    """`/v1/completions` on an encoder-decoder export answers as `Seq2SeqGenerator` does, and
+    counts the source ids the encoder reads (eos included). A source longer than the encoder
+    is cut, as Python cuts it, not refused: only a causal LM's context can run out."""
+    from tfllm.generation.decoder import GenerationConfig
+    from tfllm.generation.seq2seq import Seq2SeqGenerator
+
+    _, _, client = server
+    model, tokenizer = exports[4]
+    sources = ["abc", "x" * (3 * T5_LENGTH)]
+    out = client.completions.create(model="t5", prompt=sources, temperature=0, max_tokens=4)
+    config = GenerationConfig(max_new_tokens=4)
+    want = Seq2SeqGenerator(model, tokenizer).complete(sources, config)
+    assert [c.text for c in out.choices] == [w[0].text for w in want]
+    assert [c.finish_reason for c in out.choices] == [w[0].finish_reason for w in want]
+    assert out.usage.prompt_tokens == (3 + 1) + T5_LENGTH  # the long source cut to the encoder
+    assert out.usage.completion_tokens == sum(len(w[0].token_ids) for w in want)
+    streamed = client.completions.create(
+        model="t5", prompt="abc", temperature=0, max_tokens=4, stream=True
+    )
+    assert "".join(c.choices[0].text for c in streamed if c.choices) == out.choices[0].text
 
 
 def test_an_export_streams_in_growing_pieces_what_generate_answers(exports):

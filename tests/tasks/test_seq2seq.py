@@ -435,8 +435,8 @@ def test_malformed_pairs_name_the_file_and_line(tmp_path):
 
 
 # ----- export and serving ------------------------------------------------------------------------
-# Out of the default run (its time budget): test_converted_t5_exports_and_serves exports and
-# serves an encoder-decoder by default.
+# Out of the default run (its time budget): the default run exports and validates an
+# encoder-decoder in tests/serving/test_openai_api.py (`_export_t5`) and serves it there.
 @pytest.mark.slow
 def test_seq2seq_exports_serves_and_scores_as_python_does(reverse_run, tmp_path):
     """Served greedy, sampled and beam-search outputs equal `Seq2SeqGenerator`'s, served target

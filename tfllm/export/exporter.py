@@ -207,6 +207,7 @@ def export_model(
                 "name": name,
                 "version": version,
                 "signatures": sorted(signatures),
+                "prompt_context": module.prompt_context(),
                 **settings.__dict__,
             }
             save_run_config(export_cfg, extra)

@@ -58,6 +58,10 @@ class Seq2SeqServing(ServingModule):
     - `score(sources, targets)`: the log-probability of each target (tokenized and ended with
       eos, as training labels are) given its source: `token_log_probs` float32 `[B, T]`,
       `token_ids` int32 `[B, T]` (-1 padded), `lengths` int32 `[B]`, `log_likelihood` `[B]`.
+    - `count_tokens(prompts)`: `lengths`, the ids the encoder reads for each source (eos
+      included, after the cut to the model's length), for usage counts (the OpenAI API's
+      `/v1/completions`). A source is cut, never refused, so the export's `prompt_context` is
+      None.
 
     Generation outputs: `completions` (string `[B]`, the outputs), `tokens` (int32 `[B, N]`,
     the new tokens, -1 padded), `lengths` (int32 `[B]`) and `finish_reasons` (string `[B]`,
@@ -109,6 +113,9 @@ class Seq2SeqServing(ServingModule):
             input_signature=[sources, tf.TensorSpec([None], tf.string, name="targets")],
             autograph=False,
         )
+        self.count_tokens = tf.function(
+            self._count_tokens, input_signature=[prompts], autograph=False
+        )
 
     def signatures(self) -> dict[str, Any]:
         return {
@@ -116,6 +123,7 @@ class Seq2SeqServing(ServingModule):
             "generate": self.generate.get_concrete_function(),
             "beam": self.beam.get_concrete_function(),
             "score": self.score.get_concrete_function(),
+            "count_tokens": self.count_tokens.get_concrete_function(),
         }
 
     # ----- pieces ---------------------------------------------------------------------------
@@ -135,6 +143,11 @@ class Seq2SeqServing(ServingModule):
         dense = ids.to_tensor(default_value=self.pad_id)  # (B, S)
         mask = tf.sequence_mask(ids.row_lengths(), tf.shape(dense)[1], dtype=tf.int32)
         return dense, mask
+
+    def _count_tokens(self, prompts):
+        # prompts: (B,) -> lengths (B,): the source ids the encoder reads, eos included.
+        _, mask = self._sources(prompts, "prompts")  # (B, S)
+        return {"lengths": tf.reduce_sum(mask, axis=1)}
 
     def _serving_default(self, prompts):
         return self._generate(prompts, *export_sampling(self.settings, self.default_new_tokens))
@@ -303,6 +316,7 @@ class Seq2SeqServing(ServingModule):
                 "sources": (list(texts), "string"),
                 "targets": (self._targets(texts), "string"),
             },
+            "count_tokens": {"prompts": (list(texts), "string")},
         }
 
     def check_validation(self, texts, results) -> str:
@@ -333,8 +347,15 @@ class Seq2SeqServing(ServingModule):
         served = results["beam"]["completions"]
         if [row[: len(want)] for row, want in zip(served, best, strict=True)] != best:
             raise ValueError(f"beams differ after reloading: export {served!r}, Keras {best!r}")
+        _, mask = Seq2SeqGenerator(self._model, self.tokenizer).encode_sources(list(texts))
+        lengths = [int(n) for n in np.sum(mask, axis=1)]
+        if results["count_tokens"]["lengths"] != lengths:
+            raise ValueError(
+                f"count_tokens gave {results['count_tokens']['lengths']}, the Python encoder's "
+                f"sources {lengths}"
+            )
         return (
             f"greedy outputs of {len(texts)} sources, {n} tokens: identical; beams of "
             f"{len(texts)} sources ({beams} beams): identical; target log-likelihoods within "
-            f"{diff:.2g}"
+            f"{diff:.2g}; token counts equal"
         )

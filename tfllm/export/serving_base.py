@@ -22,6 +22,9 @@ class ServingModule(tf.Module):
       one or more for every signature (by default `serving_default` at batches of 1 and 2,
       then each other signature's validation request), so that a server has initialized
       every signature's graph before the first request;
+    - `prompt_context()`: the most ids a prompt may have before generation keeps only its
+      last ones (a causal LM's context), which the OpenAI API refuses to exceed; None where
+      prompts are cut to fit (an encoder-decoder's sources) or the export does not generate;
     - `validation_requests(texts)` and `check_validation(texts, results)`: what the reloaded
       export runs in a fresh process (`{signature: {input: (value, dtype)}}`, dtype `bytes` for
       binary strings), and the comparison of its results with the Keras model, which returns a
@@ -50,6 +53,9 @@ class ServingModule(tf.Module):
 
     def sample_inputs(self, texts) -> dict[str, Any]:
         raise NotImplementedError
+
+    def prompt_context(self) -> int | None:
+        return None
 
     def warmup_requests(self, texts) -> list[tuple[str, dict[str, tuple[Any, str]]]]:
         others = self.validation_requests(texts)

@@ -217,6 +217,9 @@ class CausalLMServing(ServingModule):
     def sample_inputs(self, texts) -> dict[str, Any]:
         return {"prompts": list(texts)}
 
+    def prompt_context(self) -> int | None:
+        return self.context
+
     def warmup_requests(self, texts) -> list[tuple[str, dict[str, tuple[Any, str]]]]:
         """`serving_default` at batches of 1 and 2, then every other signature once, generating
         one token. A server that replays them has each signature's graph initialized before

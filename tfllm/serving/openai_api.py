@@ -234,8 +234,13 @@ class ModelInfo:
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             self.special_tokens = {}
         self.template = (cfg.get("chat") or {}).get("template")
-        self.context = (cfg.get("model") or {}).get("max_sequence_length")
-        self.token_limit = (cfg.get("export") or {}).get("max_new_tokens_limit")
+        export = cfg.get("export") or {}
+        # The most ids a prompt may have (None: the export cuts prompts to fit, as an
+        # encoder-decoder does its sources); exports before `prompt_context` are causal LMs.
+        self.context = export.get(
+            "prompt_context", (cfg.get("model") or {}).get("max_sequence_length")
+        )
+        self.token_limit = export.get("max_new_tokens_limit")
 
 
 class OpenAIHandler(JsonHandler):
