@@ -30,7 +30,8 @@ COMMANDS: dict[str, Command] = {
         "train a model: tfllm train [experiment=shakespeare_char] [key=value ...]", "train"
     ),
     "generate": Command(
-        'sample from a trained run: tfllm generate ckpt=RUN_DIR prompt="ROMEO:"', "generate"
+        'sample from a run, checkpoint or export: tfllm generate ckpt=DIR prompt="ROMEO:"',
+        "generate",
     ),
     "tokenizer": Command(
         "train a tokenizer: tfllm tokenizer train tokenizer=bpe tokenizer.vocab_size=N\n"

@@ -665,6 +665,48 @@ def test_client_command_over_grpc(server, in_process):
     assert bad.returncode == 2 and "NOT_FOUND" in bad.stderr
 
 
+def test_generate_and_chat_commands_run_an_export_as_python_runs_the_model(exported, in_process):
+    """`tfllm generate ckpt=EXPORT` (sampled, two sequences a prompt) prints what Python
+    generation of the run prints, and `tfllm chat ckpt=EXPORT` answers as a local chat."""
+    from tfllm.generation.chat import ChatSession
+    from tfllm.generation.decoder import GenerationConfig, Generator
+
+    _, _, model_dir, _ = exported
+    model, tokenizer, _ = in_process
+    prompts = ["BERNARDO:", "FRANCISCO:"]
+    config = GenerationConfig(
+        max_new_tokens=MAX_NEW, temperature=0.9, seed=3, num_return_sequences=2, stop=("e",)
+    )
+    found = Generator(model, tokenizer).generate(prompts, config)
+    want = "".join(
+        f"{p}{text}\n" + "-" * 40 + "\n"
+        for p, row in zip(prompts, found, strict=True)
+        for text in row
+    )
+    proc = run_cli(
+        [
+            "generate",
+            f"ckpt={model_dir}",  # the model folder: its newest version
+            f"prompts=[{','.join(prompts)}]",
+            f"max_new_tokens={MAX_NEW}",
+            "temperature=0.9",
+            "seed=3",
+            "num_return_sequences=2",
+            "stop=e",
+        ]
+    )
+    assert proc.stdout == want
+    messages = ["BERNARDO:", "Who's there?"]
+    local = ChatSession(model, tokenizer, ECHO_TEMPLATE, config=GenerationConfig(max_new_tokens=5))
+    replies = [local.reply(m) for m in messages]
+    chat = run_cli(
+        ["chat", f"ckpt={model_dir / '1'}", f"template='{ECHO_TEMPLATE}'", "max_new_tokens=5"],
+        input_text="\n".join(messages) + "\n",
+    )
+    # (the end of input ends the chat with one more line break)
+    assert chat.stdout == "".join(f"assistant> {r}\n" for r in replies) + "\n", chat.stdout
+
+
 def test_no_server_at_the_address_is_unavailable_on_both_transports():
     """A closed port is `UNAVAILABLE` over gRPC and REST alike (no urllib traceback), and
     `tfllm client` says to start a server; the ports default to TF Serving's."""
@@ -896,8 +938,9 @@ ECHO_TEMPLATE = "{% for m in messages %}{{ m.content }}{% endfor %}"
 
 def test_chat_through_a_server_equals_local_chat(server, exported, in_process):
     """Turn by turn, a remote chat (no model, no tokenizer: the server counts tokens and
-    generates) answers as a local one, through a conversation long enough that old exchanges
-    are dropped to fit the context."""
+    generates) and a chat with the export loaded in this process answer as a local one,
+    through a conversation long enough that old exchanges are dropped to fit the context."""
+    from tfllm.api.exported_model import ExportedModel
     from tfllm.generation.chat import ChatSession
     from tfllm.generation.settings import GenerationConfig
     from tfllm.runs import load_config_and_special_tokens
@@ -911,28 +954,35 @@ def test_chat_through_a_server_equals_local_chat(server, exported, in_process):
     assert specials == tokenizer.special_tokens
     config = GenerationConfig(max_new_tokens=5)
     local = ChatSession(model, tokenizer, ECHO_TEMPLATE, config=config)
+    loaded = ExportedModel(str(model_dir / version))
     with Client(port=ports[0], model="tiny") as client:
-        remote = ChatSession(
-            None,
-            None,
-            ECHO_TEMPLATE,
-            config=config,
-            remote=client,
-            context=cfg["model"]["max_sequence_length"],
-            special_tokens=specials,
-        )
+        remotes = [
+            ChatSession(
+                None,
+                None,
+                ECHO_TEMPLATE,
+                config=config,
+                remote=remote,
+                context=cfg["model"]["max_sequence_length"],
+                special_tokens=specials,
+            )
+            for remote in (client, loaded)
+        ]
         messages = ["BERNARDO:", "Who's there? Nay, answer me:", "FRANCISCO:\nBernardo?"] * 2
         for message in messages:
-            shown = []
-            answer = remote.reply(message, on_text=shown.append)
-            assert answer == "".join(shown) == local.reply(message)
-            assert remote.finish_reason == local.finish_reason
+            want = local.reply(message)
+            for remote in remotes:
+                shown = []
+                answer = remote.reply(message, on_text=shown.append)
+                assert answer == "".join(shown) == want
+                assert remote.finish_reason == local.finish_reason
             # What the server was sent fits as the local prompt does.
-            sent = client.count_tokens([remote.prompt_text()])[0]
-            assert sent == len(tokenizer.encode_one(remote.prompt_text())) + (
-                tokenizer.prompt_bos_id is not None
-            )
-        assert remote.history == local.history
+            prompt = remotes[0].prompt_text()
+            assert prompt == remotes[1].prompt_text()
+            sent = client.count_tokens([prompt])[0]
+            assert loaded.count_tokens([prompt]) == [sent]
+            assert sent == len(tokenizer.encode_one(prompt)) + (tokenizer.prompt_bos_id is not None)
+        assert all(remote.history == local.history for remote in remotes)
     # Old exchanges were dropped (the whole conversation is longer than the context).
     whole = "".join(m["content"] for m in local.history)
     assert len(tokenizer.encode_one(whole)) > cfg["model"]["max_sequence_length"]

@@ -4,13 +4,14 @@ signatures are called in this process, as TF Serving would call them."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from tfllm.api.answers import as_list, shaped
 from tfllm.serving.client import Completion, completions, generation_request
+from tfllm.serving.in_process import InProcessExport
 
 
 class ExportedModel:
@@ -27,13 +28,11 @@ class ExportedModel:
     """
 
     def __init__(self, path: str):
-        import tensorflow as tf
-        import tensorflow_text  # noqa: F401  (the exports' text ops)
-
         from tfllm.runs import load_run_config
 
         self.path = path
-        self.signatures = tf.saved_model.load(path).signatures
+        self.export = InProcessExport(path)
+        self.signatures = self.export.signature_names()
         extra = os.path.join(path, "assets.extra")
         self.config = load_run_config(extra) if os.path.isdir(extra) else {}
 
@@ -46,23 +45,12 @@ class ExportedModel:
         return f"ExportedModel(task={self.task!r}, signatures={names}, path={self.path!r})"
 
     def _call(self, signature: str, **inputs: Any) -> dict[str, np.ndarray]:
-        import tensorflow as tf
-
         if signature not in self.signatures:
             raise TypeError(
                 f"this {self.task} export has no '{signature}' signature; it has "
                 f"{sorted(self.signatures)}"
             )
-        from tfllm.serving.predictor import first_line
-
-        fn = self.signatures[signature]
-        specs = fn.structured_input_signature[1]
-        try:
-            out = fn(**{k: tf.constant(v, dtype=specs[k].dtype) for k, v in inputs.items()})
-        except tf.errors.InvalidArgumentError as e:  # the export's own checks (a served
-            # request gets the same message as INVALID_ARGUMENT)
-            raise ValueError(first_line(e.message)) from None
-        return {k: v.numpy() for k, v in out.items()}
+        return self.export.predict(inputs, signature)
 
     def complete(
         self,
@@ -86,6 +74,15 @@ class ExportedModel:
         """Completion texts: a string for a string, a list for a list (`complete`'s settings)."""
         found = self.complete(prompts, **settings)
         return found.text if isinstance(found, Completion) else [c.text for c in found]
+
+    def count_tokens(self, prompts: Sequence[str]) -> list[int]:
+        """How many ids the export reads for each prompt (its `count_tokens` signature)."""
+        return self.export.count_tokens(prompts)
+
+    def stream(self, prompt: str, **settings: Any) -> Iterator[tuple[str, str | None]]:
+        """One completion in pieces as it is decoded, as `tfllm.serving.Client.stream` gets
+        it from a server: `(text, None)` items, then `(the last text, finish reason)`."""
+        return self.export.stream(prompt, **settings)
 
     def score(self, texts: str | Sequence[str], targets: Sequence[str] | None = None) -> Any:
         """Log-likelihoods from the `score` signature (an encoder-decoder's takes targets)."""

@@ -6,18 +6,7 @@ import os
 from typing import Any
 
 from tfllm.registry import ConfigError
-
-
-def export_version(path: str) -> str | None:
-    """The SavedModel folder `path` names: itself, or the newest numbered version inside it;
-    None when `path` is no export."""
-    if os.path.exists(os.path.join(path, "saved_model.pb")):
-        return path
-    if not os.path.isdir(path):
-        return None
-    versions = [d for d in os.listdir(path) if d.isdigit()]
-    versions = [d for d in versions if os.path.exists(os.path.join(path, d, "saved_model.pb"))]
-    return os.path.join(path, max(versions, key=int)) if versions else None
+from tfllm.serving.in_process import export_version
 
 
 def load(path: str, jit_compile: bool = False) -> Any:

@@ -1,6 +1,7 @@
 """`tfllm chat ckpt=DIR`: a streamed conversation on the terminal (/reset, /exit), with a local
-model (kept warm between launches by a resident worker: `tfllm.commands.resident`) or a served
-export (`server=host:port model_name=NAME`), and an optional safety filter."""
+model (kept warm between launches by a resident worker: `tfllm.commands.resident`), an export
+(`ckpt=exports/NAME/VERSION`: its signatures, as a server runs them) or a served export
+(`server=host:port model_name=NAME`), and an optional safety filter."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from tfllm.commands.common import CommandError, run_hydra, settings, user_error
 from tfllm.commands.generate import safety_filter
+from tfllm.serving.in_process import export_version
 
 
 def open_session(plain: dict[str, Any], loaded: tuple | None = None) -> Any:
@@ -21,6 +23,7 @@ def open_session(plain: dict[str, Any], loaded: tuple | None = None) -> Any:
 
     config = settings(GenerationConfig, plain)
     remote, specials, streamer = None, None, None
+    version = None if plain["server"] or loaded is not None else export_version(plain["ckpt"])
     if plain["server"]:  # without TensorFlow: the server tokenizes, counts and generates
         from tfllm.runs import load_config_and_special_tokens
         from tfllm.serving.client import Client
@@ -31,6 +34,13 @@ def open_session(plain: dict[str, Any], loaded: tuple | None = None) -> Any:
         run_cfg, specials = load_config_and_special_tokens(plain["ckpt"])
         model = tokenizer = None
         remote = Client(host, int(port), plain["model_name"])
+    elif version is not None:  # an export: its signatures, called in this process
+        from tfllm.runs import load_config_and_special_tokens
+        from tfllm.serving.in_process import InProcessExport
+
+        run_cfg, specials = load_config_and_special_tokens(version)
+        model = tokenizer = None
+        remote = InProcessExport(version)
     elif loaded is not None:
         model, tokenizer, run_cfg, streamer = loaded
     else:
@@ -89,7 +99,8 @@ def chat_job(plain: dict[str, Any]) -> None:
         raise CommandError(
             f"keep_alive: seconds to keep the model loaded (0: off), got {keep_alive!r}"
         )
-    if keep_alive > 0 and not plain["server"]:  # a warm worker holds the model between launches
+    # A warm worker holds a run's model between launches (an export loads in this process).
+    if keep_alive > 0 and not plain["server"] and export_version(plain["ckpt"]) is None:
         from tfllm.commands.resident import open_resident_session
 
         check_settings(plain)  # here, before a worker spends seconds loading the model

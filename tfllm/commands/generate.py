@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from tfllm.commands.common import run_hydra, settings, texts_argument, user_error
+from tfllm.commands.common import CommandError, run_hydra, settings, texts_argument, user_error
 
 
 def safety_filter(spec: Any) -> Any:
@@ -23,12 +23,24 @@ def safety_filter(spec: Any) -> Any:
 def generate_job(plain: dict[str, Any]) -> None:
     from tfllm.generation.settings import GenerationConfig
     from tfllm.runs import check_run_dir
+    from tfllm.serving.in_process import export_version
 
     # A wrong ckpt=, prompt or setting is refused before TensorFlow loads.
-    check_run_dir(plain["ckpt"])
+    version = export_version(plain["ckpt"])
+    if version is None:
+        check_run_dir(plain["ckpt"])
     prompts = texts_argument(plain, "prompt", "prompts")
     config = settings(GenerationConfig, plain)
     safety = safety_filter(plain.get("safety"))
+    if version is not None:
+        if plain.get("num_beams", 1) > 1:
+            raise CommandError(
+                "num_beams: beam search runs on a run or checkpoint; an encoder-decoder's export "
+                f"has a `beam` signature: tfllm export run {version} signature=beam ..."
+            )
+        outputs, echo = exported_completions(version, prompts, config)
+        write_outputs(prompts, outputs, echo, safety)
+        return
     from tfllm.generation.seq2seq import is_seq2seq, make_generator
     from tfllm.runs import load_run
 
@@ -65,7 +77,37 @@ def generate_job(plain: dict[str, Any]) -> None:
                     file=sys.stderr,
                 )
     # A causal LM continues its prompt; an encoder-decoder's output stands alone.
-    echo = not is_seq2seq(model)
+    write_outputs(prompts, outputs, not is_seq2seq(model), safety)
+
+
+def exported_completions(version: str, prompts: list[str], config: Any) -> tuple[list, bool]:
+    """The texts an export's `generate` signature answers for `prompts` with `config`'s
+    settings (`num_return_sequences` rows each, cut at its stop strings), as a server would
+    answer them, and whether its outputs continue their prompts (a causal LM's do)."""
+    from tfllm.generation.prompts import cut_at_stops
+    from tfllm.runs import load_config_and_special_tokens
+    from tfllm.serving.in_process import InProcessExport
+
+    task = (load_config_and_special_tokens(version)[0].get("task") or {}).get("name")
+    n = config.num_return_sequences
+    rows = [p for p in prompts for _ in range(n)]
+    with user_error():
+        found = InProcessExport(version).complete(
+            rows,
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+            top_k=config.top_k,
+            top_p=config.top_p,
+            seed=config.seed,
+        )
+    texts = [cut_at_stops(c.text, config.stop) for c in found]
+    outputs = [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
+    return outputs, task not in ("seq2seq", "span_corruption")
+
+
+def write_outputs(prompts: list[str], outputs: list[list[str]], echo: bool, safety: Any) -> None:
+    """Each completion on its own line (after its prompt when `echo`), through the safety
+    filter when there is one; a rule between them when there are several."""
     for prompt, completions in zip(prompts, outputs, strict=True):
         for text in completions:
             if safety is not None:

@@ -6,7 +6,7 @@ import json
 import numbers
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,99 @@ class ServingClientError(RuntimeError):
 DEFAULT_PORTS = {"grpc": 8500, "rest": 8501}
 
 
-class Client:
+class GenerationCalls:
+    """A causal LM export's generation signatures as Python calls, over `predict(inputs,
+    signature)` and `signatures()`: what `Client` (a server's) and `InProcessExport` (a
+    SavedModel loaded in this process) share, so a chat or a command talks to either alike."""
+
+    _signature_names: set[str] | None = None
+
+    def predict(
+        self, inputs: dict[str, Any], signature: str = "serving_default"
+    ) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def signatures(self) -> dict[str, dict[str, list[str]]]:
+        raise NotImplementedError
+
+    def complete(
+        self,
+        prompts: str | Sequence[str],
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> list[Completion]:
+        """Completions of `prompts` with their finish reasons (`stop` or `length`): the export's
+        settings (`serving_default`) unless some are given; then `generate` with the rest at
+        greedy defaults and `max_new_tokens` at the export's (sent as 0)."""
+        single = isinstance(prompts, str)
+        batch = np.asarray([prompts] if single else list(prompts), dtype=object)
+        signature, inputs = generation_request(
+            batch, max_new_tokens, temperature, top_k, top_p, seed
+        )
+        return completions(self.predict(inputs, signature=signature))
+
+    def stream(
+        self,
+        prompt: str,
+        max_new_tokens: int = 0,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        stop: Sequence[str] = (),
+    ) -> Iterator[tuple[str, str | None]]:
+        """One completion of `prompt` in pieces as the server decodes them: `(text, None)`
+        items, then `(the last text, finish reason)`; the texts join to what `complete` answers
+        with the same settings, cut before the first of the `stop` strings.
+
+        With the export's streaming signatures (`prompt_ids`, `generate_ids`,
+        `completion_text`) the pieces come as tokens are made (see
+        `tfllm.serving.openai_stream`); an export without them answers in one piece.
+        """
+        if self._signature_names is None:
+            self._signature_names = set(self.signatures())
+        yield from stream_completion(
+            lambda signature, inputs: self.predict(inputs, signature=signature),
+            self._signature_names,
+            prompt,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            stop,
+        )
+
+    def generate(
+        self,
+        prompts: str | Sequence[str],
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> list[str]:
+        """Completion texts of `prompts` (the `text` of each of `complete`'s answers)."""
+        found = self.complete(prompts, max_new_tokens, temperature, top_k, top_p, seed)
+        return [c.text for c in found]
+
+    def score(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Per-token log-probabilities and log-likelihoods of `texts`."""
+        return self.predict({"texts": np.asarray(list(texts), dtype=object)}, signature="score")
+
+    def count_tokens(self, prompts: Sequence[str]) -> list[int]:
+        """How many ids the served causal LM reads for each prompt (its `count_tokens`
+        signature: bos included, before the context crop)."""
+        out = self.predict(
+            {"prompts": np.asarray(list(prompts), dtype=object)}, signature="count_tokens"
+        )
+        return [int(n) for n in np.asarray(out["lengths"]).reshape(-1)]
+
+
+class Client(GenerationCalls):
     """Talks to a model served by TF Serving's APIs.
 
     Args:
@@ -208,95 +300,6 @@ class Client:
         except grpc.RpcError as e:
             raise ServingClientError(e.code().name, e.details()) from None
         return {k: ndarray(v) for k, v in response.outputs.items()}
-
-    # ----- tfllm signatures -------------------------------------------------------------------
-    def complete(
-        self,
-        prompts: str | Sequence[str],
-        max_new_tokens: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: int | None = None,
-    ) -> list[Completion]:
-        """Completions of `prompts` with their finish reasons (`stop` or `length`): the export's
-        settings (`serving_default`) unless some are given; then `generate` with the rest at
-        greedy defaults and `max_new_tokens` at the export's (sent as 0)."""
-        single = isinstance(prompts, str)
-        batch = np.asarray([prompts] if single else list(prompts), dtype=object)
-        signature, inputs = generation_request(
-            batch, max_new_tokens, temperature, top_k, top_p, seed
-        )
-        return completions(self.predict(inputs, signature=signature))
-
-    def stream(
-        self,
-        prompt: str,
-        max_new_tokens: int = 0,
-        temperature: float = 0.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        seed: int = 0,
-        stop: Sequence[str] = (),
-    ) -> Iterator[tuple[str, str | None]]:
-        """One completion of `prompt` in pieces as the server decodes them: `(text, None)`
-        items, then `(the last text, finish reason)`; the texts join to what `complete` answers
-        with the same settings, cut before the first of the `stop` strings.
-
-        With the export's streaming signatures (`prompt_ids`, `generate_ids`,
-        `completion_text`) the pieces come as tokens are made (see
-        `tfllm.serving.openai_stream`); an export without them answers in one piece.
-        """
-        from tfllm.serving.openai_stream import (
-            STREAM_SIGNATURES,
-            IncrementalCompletions,
-            cut_at_stops,
-        )
-
-        if self._signature_names is None:
-            self._signature_names = set(self.signatures())
-        if not set(STREAM_SIGNATURES) <= self._signature_names:
-            (whole,) = self.complete([prompt], max_new_tokens, temperature, top_k, top_p, seed)
-            text, cut = cut_at_stops(whole.text, stop)
-            yield text, "stop" if cut else whole.finish_reason
-            return
-        pieces = IncrementalCompletions(
-            lambda signature, inputs: self.predict(inputs, signature=signature),
-            [prompt],
-            max_new_tokens,
-            temperature,
-            top_p,
-            seed,
-            stops=stop,
-            top_k=top_k,
-        )
-        for _, text, reason in pieces:
-            yield text, reason
-
-    def generate(
-        self,
-        prompts: str | Sequence[str],
-        max_new_tokens: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: int | None = None,
-    ) -> list[str]:
-        """Completion texts of `prompts` (the `text` of each of `complete`'s answers)."""
-        found = self.complete(prompts, max_new_tokens, temperature, top_k, top_p, seed)
-        return [c.text for c in found]
-
-    def score(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """Per-token log-probabilities and log-likelihoods of `texts`."""
-        return self.predict({"texts": np.asarray(list(texts), dtype=object)}, signature="score")
-
-    def count_tokens(self, prompts: Sequence[str]) -> list[int]:
-        """How many ids the served causal LM reads for each prompt (its `count_tokens`
-        signature: bos included, before the context crop)."""
-        out = self.predict(
-            {"prompts": np.asarray(list(prompts), dtype=object)}, signature="count_tokens"
-        )
-        return [int(n) for n in np.asarray(out["lengths"]).reshape(-1)]
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Sentence embeddings `(N, D)` from an exported embedding model."""
@@ -541,3 +544,46 @@ def _from_json(value: Any) -> np.ndarray:
     if array.dtype.kind == "U":
         return array.astype(object)
     return array
+
+
+def stream_completion(
+    predict: Callable[[str, dict[str, Any]], dict[str, np.ndarray]],
+    signature_names: set[str],
+    prompt: str,
+    max_new_tokens: int = 0,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    stop: Sequence[str] = (),
+) -> Iterator[tuple[str, str | None]]:
+    """`Client.stream` over any way of calling an export's signatures (`predict(signature,
+    inputs)`: a server's, or a SavedModel loaded in this process): `(text, None)` pieces as
+    they are decoded, then `(the last text, finish reason)`. Without the streaming signatures
+    the completion comes in one piece."""
+    from tfllm.serving.openai_stream import (
+        STREAM_SIGNATURES,
+        IncrementalCompletions,
+        cut_at_stops,
+    )
+
+    if not set(STREAM_SIGNATURES) <= set(signature_names):
+        signature, inputs = generation_request(
+            np.asarray([prompt], dtype=object), max_new_tokens, temperature, top_k, top_p, seed
+        )
+        (whole,) = completions(predict(signature, inputs))
+        text, cut = cut_at_stops(whole.text, stop)
+        yield text, "stop" if cut else whole.finish_reason
+        return
+    pieces = IncrementalCompletions(
+        predict,
+        [prompt],
+        max_new_tokens,
+        temperature,
+        top_p,
+        seed,
+        stops=stop,
+        top_k=top_k,
+    )
+    for _, text, reason in pieces:
+        yield text, reason

@@ -1,0 +1,85 @@
+"""An export's signatures called in this process, with the client's generation methods: what
+`tfllm generate ckpt=EXPORT`, `tfllm chat ckpt=EXPORT` and `tfllm.load(EXPORT)` run, so an
+export answers on a laptop as it answers behind a server."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from tfllm.serving.client import GenerationCalls
+from tfllm.serving.predictor import first_line
+
+
+def export_version(path: str) -> str | None:
+    """The SavedModel folder `path` names: itself, or the newest numbered version inside it;
+    None when `path` is no export. Reads only the file system.
+
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> for version in ("1", "2", "10"):
+    ...     os.makedirs(os.path.join(root, version))
+    ...     open(os.path.join(root, version, "saved_model.pb"), "wb").close()
+    >>> os.path.basename(export_version(root))  # the newest by number, not by name
+    '10'
+    >>> export_version(tempfile.mkdtemp()) is None
+    True
+    """
+    if os.path.exists(os.path.join(path, "saved_model.pb")):
+        return path
+    if not os.path.isdir(path):
+        return None
+    versions = [d for d in os.listdir(path) if d.isdigit()]
+    versions = [d for d in versions if os.path.exists(os.path.join(path, d, "saved_model.pb"))]
+    return os.path.join(path, max(versions, key=int)) if versions else None
+
+
+class InProcessExport(GenerationCalls):
+    """The SavedModel at `path` (a version folder), loaded here with TensorFlow and
+    tensorflow-text only, as a model server loads it: `predict(inputs, signature)`,
+    `signatures()`, and `GenerationCalls`' `complete`, `stream`, `generate`, `score` and
+    `count_tokens`, as `tfllm.serving.Client` has them.
+
+    An export's own check of a request (a `max_new_tokens` over its limit, an empty prompt)
+    raises `ValueError` with the message a served request gets as INVALID_ARGUMENT; a
+    signature the export lacks raises `TypeError` naming those it has.
+    """
+
+    def __init__(self, path: str):
+        import tensorflow as tf
+        import tensorflow_text  # noqa: F401  (the exports' text ops)
+
+        self.path = path
+        self._functions = dict(tf.saved_model.load(path).signatures)
+        self._signature_names = set(self._functions)
+
+    def signature_names(self) -> set[str]:
+        return set(self._functions)
+
+    def signatures(self) -> dict[str, dict[str, list[str]]]:
+        return {
+            name: {
+                "inputs": sorted(fn.structured_input_signature[1]),
+                "outputs": sorted(fn.structured_outputs),
+            }
+            for name, fn in self._functions.items()
+        }
+
+    def predict(
+        self, inputs: dict[str, Any], signature: str = "serving_default"
+    ) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+
+        fn = self._functions.get(signature)
+        if fn is None:
+            raise TypeError(
+                f"this export has no '{signature}' signature; it has {sorted(self._functions)}"
+            )
+        specs = fn.structured_input_signature[1]
+        try:
+            out = fn(**{k: tf.constant(v, dtype=specs[k].dtype) for k, v in inputs.items()})
+        except tf.errors.InvalidArgumentError as e:  # the export's own checks
+            raise ValueError(first_line(e.message)) from None
+        return {k: v.numpy() for k, v in out.items()}
