@@ -14,7 +14,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from conftest import serve_process
+from conftest import run_cli, serve_process
 
 openai = pytest.importorskip("openai")
 
@@ -300,6 +300,16 @@ def test_an_encoder_decoder_completes_as_python_and_cuts_long_sources(server, ex
         model="t5", prompt="abc", temperature=0, max_tokens=4, stream=True
     )
     assert "".join(c.choices[0].text for c in streamed if c.choices) == out.choices[0].text
+    # The CLI prints an encoder-decoder's output alone (a causal LM's after its prompt),
+    # from a server and from the export loaded in the command's process alike.
+    _, ports, _ = server
+    args = ["prompt=abc", "max_new_tokens=4", "temperature=0"]
+    for command in (
+        ["client", "model=t5", f"port={ports[0]}", f"auth_token={TOKEN}", *args],
+        ["client", "model=t5", f"port={ports[0]}", f"auth_token={TOKEN}", "stream=true", *args],
+        ["generate", f"ckpt={exports[0] / 'exports' / 't5'}", *args],
+    ):
+        assert run_cli(command).stdout == out.choices[0].text + "\n", command
 
 
 def test_an_export_streams_in_growing_pieces_what_generate_answers(exports):

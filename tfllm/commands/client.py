@@ -50,7 +50,8 @@ def run_call(client, call: str, plain: dict[str, Any]) -> list[str]:
             top_p=plain["top_p"],
             seed=plain["seed"],
         )
-        return [p + c for p, c in zip(prompts, completions, strict=True)]
+        echo = client.continues_prompts()  # an encoder-decoder's output stands alone
+        return [(p if echo else "") + c for p, c in zip(prompts, completions, strict=True)]
     if call == "regress":
         prompts = texts_argument(plain, "prompt", "prompts")
         replies = texts_argument(plain, "reply", "replies")
@@ -90,7 +91,8 @@ def stream_call(client, plain: dict[str, Any]) -> None:
     prompts = texts_argument(plain, "prompt", "prompts")
     if len(prompts) != 1:
         raise CommandError(f"stream=true takes one prompt, got {len(prompts)}")
-    print(prompts[0], end="", flush=True)
+    if client.continues_prompts():  # an encoder-decoder's output stands alone
+        print(prompts[0], end="", flush=True)
     for piece, _ in client.stream(
         prompts[0],
         max_new_tokens=plain["max_new_tokens"] or 0,

@@ -85,14 +85,13 @@ def exported_completions(version: str, prompts: list[str], config: Any) -> tuple
     settings (`num_return_sequences` rows each, cut at its stop strings), as a server would
     answer them, and whether its outputs continue their prompts (a causal LM's do)."""
     from tfllm.generation.prompts import cut_at_stops
-    from tfllm.runs import load_config_and_special_tokens
     from tfllm.serving.in_process import InProcessExport
 
-    task = (load_config_and_special_tokens(version)[0].get("task") or {}).get("name")
+    export = InProcessExport(version)
     n = config.num_return_sequences
     rows = [p for p in prompts for _ in range(n)]
     with user_error():
-        found = InProcessExport(version).complete(
+        found = export.complete(
             rows,
             max_new_tokens=config.max_new_tokens,
             temperature=config.temperature,
@@ -102,7 +101,7 @@ def exported_completions(version: str, prompts: list[str], config: Any) -> tuple
         )
     texts = [cut_at_stops(c.text, config.stop) for c in found]
     outputs = [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
-    return outputs, task not in ("seq2seq", "span_corruption")
+    return outputs, export.continues_prompts()
 
 
 def write_outputs(prompts: list[str], outputs: list[list[str]], echo: bool, safety: Any) -> None:

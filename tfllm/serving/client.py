@@ -56,6 +56,13 @@ class GenerationCalls:
     def signatures(self) -> dict[str, dict[str, list[str]]]:
         raise NotImplementedError
 
+    def continues_prompts(self) -> bool:
+        """Whether completions continue their prompts (a causal LM's) rather than stand alone
+        (an encoder-decoder's, whose `score` signature takes `sources`): how a command prints
+        them, after their prompt or on their own."""
+        score = self.signatures().get("score")
+        return not (score and "sources" in score["inputs"])
+
     def complete(
         self,
         prompts: str | Sequence[str],
