@@ -90,9 +90,9 @@ def _export_embedder(base):
     )
     model = SentenceEmbedder(backbone)
     cfg = {"task": {"name": "sentence_embedding"}, "embedding": {"max_length": 8}}
-    result = export_model(model, tokenizer, cfg, str(base), "emb")
+    # validate=False: test_serving.py validates this embedder's export.
+    result = export_model(model, tokenizer, cfg, str(base), "emb", validate=False)
     assert result.signatures == ["count_tokens", "embed", "serving_default"]
-    assert "token counts equal" in result.validation["compared"]
     return model, tokenizer
 
 
