@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from tfllm.api.answers import as_list, shaped
-from tfllm.serving.client import Completion, completions, generation_request
+from tfllm.serving.client import Completion
 from tfllm.serving.in_process import InProcessExport
 
 
@@ -64,10 +64,7 @@ class ExportedModel:
         """Completions with finish reasons: `serving_default` (the export's settings) when no
         setting is given, else `generate` (unset ones greedy; `max_new_tokens` the export's)."""
         texts, single = as_list(prompts, "prompts")
-        signature, inputs = generation_request(
-            texts, max_new_tokens, temperature, top_k, top_p, seed
-        )
-        found = completions(self._call(signature, **inputs))
+        found = self.export.complete(texts, max_new_tokens, temperature, top_k, top_p, seed)
         return shaped([[c] for c in found], single, 1)
 
     def generate(self, prompts: str | Sequence[str], **settings: Any) -> Any:
