@@ -310,6 +310,17 @@ def test_an_encoder_decoder_completes_as_python_and_cuts_long_sources(server, ex
         ["generate", f"ckpt={exports[0] / 'exports' / 't5'}", *args],
     ):
         assert run_cli(command).stdout == out.choices[0].text + "\n", command
+    # Beam search of an export is its `beam` signature: the best sequences Python's search finds.
+    best = Seq2SeqGenerator(model, tokenizer).beam(
+        ["abc"], num_beams=3, max_new_tokens=4, num_return_sequences=2
+    )[0]
+    beams = ["num_beams=3", "num_return_sequences=2", "max_new_tokens=4", "prompt=abc"]
+    proc = run_cli(["generate", f"ckpt={exports[0] / 'exports' / 't5'}", *beams])
+    assert proc.stdout == "".join(f"{text}\n" + "-" * 40 + "\n" for text in best)
+    refused = run_cli(["generate", f"ckpt={exports[0] / 'exports' / 'lm'}", *beams], check=False)
+    assert refused.returncode == 2 and "num_beams: this export has no beam signature" in (
+        refused.stderr
+    )
 
 
 def test_an_export_streams_in_growing_pieces_what_generate_answers(exports):

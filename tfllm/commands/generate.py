@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from tfllm.commands.common import CommandError, run_hydra, settings, texts_argument, user_error
 
 
@@ -33,12 +35,8 @@ def generate_job(plain: dict[str, Any]) -> None:
     config = settings(GenerationConfig, plain)
     safety = safety_filter(plain.get("safety"))
     if version is not None:
-        if plain.get("num_beams", 1) > 1:
-            raise CommandError(
-                "num_beams: beam search runs on a run or checkpoint; an encoder-decoder's export "
-                f"has a `beam` signature: tfllm export run {version} signature=beam ..."
-            )
-        outputs, echo = exported_completions(version, prompts, config)
+        beams = (plain.get("num_beams", 1), plain["length_penalty"])
+        outputs, echo = exported_completions(version, prompts, config, *beams)
         write_outputs(prompts, outputs, echo, safety)
         return
     from tfllm.generation.seq2seq import is_seq2seq, make_generator
@@ -80,27 +78,47 @@ def generate_job(plain: dict[str, Any]) -> None:
     write_outputs(prompts, outputs, not is_seq2seq(model), safety)
 
 
-def exported_completions(version: str, prompts: list[str], config: Any) -> tuple[list, bool]:
-    """The texts an export's `generate` signature answers for `prompts` with `config`'s
-    settings (`num_return_sequences` rows each, cut at its stop strings), as a server would
-    answer them, and whether its outputs continue their prompts (a causal LM's do)."""
+def exported_completions(
+    version: str, prompts: list[str], config: Any, num_beams: int = 1, length_penalty: float = 1.0
+) -> tuple[list, bool]:
+    """The texts an export answers for `prompts` with `config`'s settings, as a server would
+    answer them: its `generate` signature (`num_return_sequences` rows each), or with
+    `num_beams` > 1 its `beam` signature (an encoder-decoder's: the best
+    `num_return_sequences`); each cut at `config.stop`. Also whether its outputs continue
+    their prompts (a causal LM's do)."""
     from tfllm.generation.prompts import cut_at_stops
     from tfllm.serving.in_process import InProcessExport
 
     export = InProcessExport(version)
     n = config.num_return_sequences
-    rows = [p for p in prompts for _ in range(n)]
     with user_error():
-        found = export.complete(
-            rows,
-            max_new_tokens=config.max_new_tokens,
-            temperature=config.temperature,
-            top_k=config.top_k,
-            top_p=config.top_p,
-            seed=config.seed,
-        )
-    texts = [cut_at_stops(c.text, config.stop) for c in found]
-    outputs = [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
+        if num_beams > 1:
+            if "beam" not in export.signature_names():
+                raise CommandError(
+                    "num_beams: this export has no beam signature (an encoder-decoder's export "
+                    "has one; beam search of a causal LM runs on its run: ckpt=RUN_DIR)"
+                )
+            out = export.predict(
+                {
+                    "prompts": np.asarray(prompts, dtype=object),
+                    "num_beams": np.int32(num_beams),
+                    "max_new_tokens": np.int32(config.max_new_tokens),
+                    "length_penalty": np.float32(length_penalty),
+                },
+                "beam",
+            )
+            rows = [[t.decode("utf-8") for t in row[:n]] for row in out["completions"]]
+        else:
+            found = export.complete(
+                [p for p in prompts for _ in range(n)],
+                max_new_tokens=config.max_new_tokens,
+                temperature=config.temperature,
+                top_k=config.top_k,
+                top_p=config.top_p,
+                seed=config.seed,
+            )
+            rows = [[c.text for c in found[i * n : (i + 1) * n]] for i in range(len(prompts))]
+    outputs = [[cut_at_stops(text, config.stop) for text in row] for row in rows]
     return outputs, export.continues_prompts()
 
 
