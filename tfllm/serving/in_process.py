@@ -52,7 +52,8 @@ class InProcessExport(GenerationCalls):
         import tensorflow_text  # noqa: F401  (the exports' text ops)
 
         self.path = path
-        self._functions = dict(tf.saved_model.load(path).signatures)
+        self._loaded = tf.saved_model.load(path)  # kept: its functions read its variables
+        self._functions = dict(self._loaded.signatures)
         self._signature_names = set(self._functions)
 
     def signature_names(self) -> set[str]:
