@@ -665,9 +665,15 @@ def test_client_command_over_grpc(server, in_process):
     assert bad.returncode == 2 and "NOT_FOUND" in bad.stderr
 
 
-def test_generate_and_chat_commands_run_an_export_as_python_runs_the_model(exported, in_process):
+def test_generate_and_chat_commands_run_an_export_as_python_runs_the_model(
+    exported, in_process, capsys, monkeypatch
+):
     """`tfllm generate ckpt=EXPORT` (sampled, two sequences a prompt) prints what Python
-    generation of the run prints, and `tfllm chat ckpt=EXPORT` answers as a local chat."""
+    generation of the run prints, and `tfllm chat ckpt=EXPORT` answers as a local chat (the
+    commands run in this process, which has TensorFlow loaded already)."""
+    import io
+
+    from tfllm import cli
     from tfllm.generation.chat import ChatSession
     from tfllm.generation.decoder import GenerationConfig, Generator
 
@@ -683,7 +689,7 @@ def test_generate_and_chat_commands_run_an_export_as_python_runs_the_model(expor
         for p, row in zip(prompts, found, strict=True)
         for text in row
     )
-    proc = run_cli(
+    cli.main(
         [
             "generate",
             f"ckpt={model_dir}",  # the model folder: its newest version
@@ -695,16 +701,15 @@ def test_generate_and_chat_commands_run_an_export_as_python_runs_the_model(expor
             "stop=e",
         ]
     )
-    assert proc.stdout == want
+    assert capsys.readouterr().out == want
     messages = ["BERNARDO:", "Who's there?"]
     local = ChatSession(model, tokenizer, ECHO_TEMPLATE, config=GenerationConfig(max_new_tokens=5))
     replies = [local.reply(m) for m in messages]
-    chat = run_cli(
-        ["chat", f"ckpt={model_dir / '1'}", f"template='{ECHO_TEMPLATE}'", "max_new_tokens=5"],
-        input_text="\n".join(messages) + "\n",
-    )
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(messages) + "\n"))
+    cli.main(["chat", f"ckpt={model_dir / '1'}", f"template='{ECHO_TEMPLATE}'", "max_new_tokens=5"])
     # (the end of input ends the chat with one more line break)
-    assert chat.stdout == "".join(f"assistant> {r}\n" for r in replies) + "\n", chat.stdout
+    out = capsys.readouterr().out
+    assert out == "".join(f"assistant> {r}\n" for r in replies) + "\n", out
 
 
 def test_no_server_at_the_address_is_unavailable_on_both_transports():
