@@ -6,7 +6,7 @@ import json
 import numbers
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,19 +100,31 @@ class GenerationCalls:
         `completion_text`) the pieces come as tokens are made (see
         `tfllm.serving.openai_stream`); an export without them answers in one piece.
         """
+        from tfllm.serving.openai_stream import (
+            STREAM_SIGNATURES,
+            IncrementalCompletions,
+            cut_at_stops,
+        )
+
         if self._signature_names is None:
             self._signature_names = set(self.signatures())
-        yield from stream_completion(
+        if not set(STREAM_SIGNATURES) <= self._signature_names:
+            (whole,) = self.complete([prompt], max_new_tokens, temperature, top_k, top_p, seed)
+            text, cut = cut_at_stops(whole.text, stop)
+            yield text, "stop" if cut else whole.finish_reason
+            return
+        pieces = IncrementalCompletions(
             lambda signature, inputs: self.predict(inputs, signature=signature),
-            self._signature_names,
-            prompt,
+            [prompt],
             max_new_tokens,
             temperature,
-            top_k,
             top_p,
             seed,
-            stop,
+            stops=stop,
+            top_k=top_k,
         )
+        for _, text, reason in pieces:
+            yield text, reason
 
     def generate(
         self,
@@ -551,46 +563,3 @@ def _from_json(value: Any) -> np.ndarray:
     if array.dtype.kind == "U":
         return array.astype(object)
     return array
-
-
-def stream_completion(
-    predict: Callable[[str, dict[str, Any]], dict[str, np.ndarray]],
-    signature_names: set[str],
-    prompt: str,
-    max_new_tokens: int = 0,
-    temperature: float = 0.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    seed: int = 0,
-    stop: Sequence[str] = (),
-) -> Iterator[tuple[str, str | None]]:
-    """`Client.stream` over any way of calling an export's signatures (`predict(signature,
-    inputs)`: a server's, or a SavedModel loaded in this process): `(text, None)` pieces as
-    they are decoded, then `(the last text, finish reason)`. Without the streaming signatures
-    the completion comes in one piece."""
-    from tfllm.serving.openai_stream import (
-        STREAM_SIGNATURES,
-        IncrementalCompletions,
-        cut_at_stops,
-    )
-
-    if not set(STREAM_SIGNATURES) <= set(signature_names):
-        signature, inputs = generation_request(
-            np.asarray([prompt], dtype=object), max_new_tokens, temperature, top_k, top_p, seed
-        )
-        (whole,) = completions(predict(signature, inputs))
-        text, cut = cut_at_stops(whole.text, stop)
-        yield text, "stop" if cut else whole.finish_reason
-        return
-    pieces = IncrementalCompletions(
-        predict,
-        [prompt],
-        max_new_tokens,
-        temperature,
-        top_p,
-        seed,
-        stops=stop,
-        top_k=top_k,
-    )
-    for _, text, reason in pieces:
-        yield text, reason
