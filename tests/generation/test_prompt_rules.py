@@ -257,8 +257,8 @@ def test_an_export_with_default_settings_fits_the_context_and_replays_its_warmup
         progress.set_reporter(None)
     assert reported == [["export lm/1", 4, 4]]  # the export reports its steps as they end
     assert f"serving_default ({CONTEXT // 2} tokens)" in result.validation["compared"]
-    # serving_default twice, then each of the other seven signatures once
-    assert result.validation["warmup_records"] == 2 + 7
+    # serving_default twice, then each of the other eight signatures once
+    assert result.validation["warmup_records"] == 2 + 8
     signatures = tf.saved_model.load(result.path).signatures
     out = signatures["serving_default"](prompts=tf.constant(["ROMEO:", LONG]))
     config = GenerationConfig(max_new_tokens=CONTEXT // 2)

@@ -190,6 +190,35 @@ def test_a_chat_completion_is_python_generation_of_the_rendered_template(server,
     assert reply.model == "lm" and reply.system_fingerprint == "tfllm-lm-v1"
 
 
+def test_tfllm_chat_with_the_server_alone_answers_as_the_chat_endpoint(server, monkeypatch, capsys):
+    """`tfllm chat server=...` with no export folder at hand: the export describes its chat
+    template, tokens and context, and the reply equals the OpenAI endpoint's for the same
+    messages. An export that cannot describe itself (the embedder's) is one clear error."""
+    import io
+
+    from tfllm import cli
+
+    _, ports, client = server
+    want = client.chat.completions.create(
+        model="lm", messages=MESSAGES, temperature=0, max_tokens=MAX_NEW
+    )
+    chat = ["chat", f"server=127.0.0.1:{ports[0]}", f"auth_token={TOKEN}"]
+    settings = [f"system_prompt='{MESSAGES[0]['content']}'", f"max_new_tokens={MAX_NEW}"]
+    monkeypatch.setattr("sys.stdin", io.StringIO(MESSAGES[1]["content"] + "\n"))
+    capsys.readouterr()
+    cli.main([*chat, "model_name=lm", *settings])
+    assert capsys.readouterr().out == f"assistant> {want.choices[0].message.content}\n\n"
+    for argv, error in (
+        ([*chat, "model_name=emb"], "server: the export has no 'describe' signature"),
+        (["chat", f"server=127.0.0.1:{ports[0]}", "model_name=lm"], "UNAUTHENTICATED"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            cli.main([*argv, *settings])
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("tfllm: error: ") and error in err and len(err.splitlines()) == 1
+
+
 def test_a_developer_message_is_the_system_turn(server):
     """OpenAI's newer clients send the instructions as role `developer`: the template
     renders it as the system turn, so the reply equals the one a `system` message gets."""

@@ -271,6 +271,7 @@ def test_metadata_and_status(server):
         "score",
         "score_tokens",
         "count_tokens",
+        "describe",
         "prompt_ids",
         "generate_ids",
         "completion_text",
@@ -487,6 +488,7 @@ MALFORMED = {
         {},
         "INVALID_ARGUMENT",
     ),
+    "unknown describe key": (dict(keys=S("context", "colour")), "describe", {}, "INVALID_ARGUMENT"),
     "truncated tensor": (
         dict(max_new_tokens=_tensor("DT_INT32", [3], b"\x01\x00")),
         "generate",
@@ -506,6 +508,8 @@ def test_malformed_requests_get_status_codes_and_the_server_keeps_serving(server
         predict(channel, inputs, signature, **extra)
     assert info.value.code().name == code, info.value.details()
     assert info.value.details()
+    if signature == "describe":  # the message names the keys there are
+        assert "an unknown key; this export describes chat_template" in info.value.details()
     assert proc.poll() is None
     ok = predict(channel, {"prompts": S("BERNARDO:")})
     assert len(ok.outputs["completions"].string_val) == 1
@@ -961,6 +965,18 @@ def test_chat_through_a_server_equals_local_chat(server, exported, in_process):
     local = ChatSession(model, tokenizer, ECHO_TEMPLATE, config=config)
     loaded = ExportedModel(str(model_dir / version))
     with Client(port=ports[0], model="tiny") as client:
+        # What a remote chat reads instead of the files: the served export describes itself.
+        described = client.describe()
+        assert described == loaded.export.describe()
+        assert described == {
+            "chat_template": None,  # trained without one
+            "special_tokens": specials,
+            "context": cfg["model"]["max_sequence_length"],
+            "max_new_tokens": MAX_NEW,
+            "max_new_tokens_limit": 16,
+            "stop": [],
+        }
+        assert client.describe(["context", "stop"]) == {"context": described["context"], "stop": []}
         remotes = [
             ChatSession(
                 None,
@@ -999,12 +1015,11 @@ def first_exchange_dropped(session) -> bool:
     return not prompt.startswith(session.history[0]["content"])
 
 
-def test_remote_chat_runs_without_tensorflow(server, exported, in_process):
-    """`tfllm chat server=...` never imports TensorFlow (so it starts in about a second), and
-    prints the reply the local model gives."""
+def test_remote_chat_runs_without_tensorflow(server, in_process):
+    """`tfllm chat server=...` never imports TensorFlow (so it starts in about a second), needs
+    none of the export's files (the export describes its tokens and context), and prints the
+    reply the local model gives."""
     _, _, ports = server
-    _, _, model_dir, _ = exported
-    version = sorted(p for p in os.listdir(model_dir) if p.isdigit())[-1]
     script = (
         "import io, sys\n"
         "sys.stdin = io.StringIO('BERNARDO:\\n')\n"
@@ -1020,7 +1035,6 @@ def test_remote_chat_runs_without_tensorflow(server, exported, in_process):
             "-c",
             script,
             "chat",
-            f"ckpt={model_dir / version}",
             f"server=127.0.0.1:{ports[0]}",
             "model_name=tiny",
             "max_new_tokens=5",
@@ -1070,10 +1084,14 @@ def test_model_config_file_policies_labels_and_the_rest_client(exported, tmp_pat
                 "score",
                 "score_tokens",
                 "count_tokens",
+                "describe",
                 "prompt_ids",
                 "generate_ids",
                 "completion_text",
             }
+            # `describe` over REST (an empty `keys` list asks for every entry) as over gRPC.
+            described = Client(port=server.port, model="lm").describe()
+            assert rest_client.describe() == described and described["context"] > 0
         with Client(port=server.rest_port, model="lm", transport="rest", version=6) as missing:
             with pytest.raises(ServingClientError, match="404"):
                 missing.generate(["BERNARDO:"])

@@ -1,7 +1,8 @@
 """`tfllm chat ckpt=DIR`: a streamed conversation on the terminal (/reset, /exit), with a local
 model (kept warm between launches by a resident worker: `tfllm.commands.resident`), an export
 (`ckpt=exports/NAME/VERSION`: its signatures, as a server runs them) or a served export
-(`server=host:port model_name=NAME`), and an optional safety filter."""
+(`server=host:port model_name=NAME`, which describes its template, tokens and context), and an
+optional safety filter."""
 
 from __future__ import annotations
 
@@ -31,9 +32,22 @@ def open_session(plain: dict[str, Any], loaded: tuple | None = None) -> Any:
         host, _, port = str(plain["server"]).rpartition(":")
         if not host or not port.isdigit() or not plain["model_name"]:
             raise CommandError("server= takes host:port, and model_name= names the served model")
-        run_cfg, specials = load_config_and_special_tokens(plain["ckpt"])
+        with user_error():  # a certificate without its key
+            remote = Client(
+                host,
+                int(port),
+                plain["model_name"],
+                token=plain["auth_token"],
+                tls=bool(plain["tls"]),
+                tls_ca_file=plain["tls_ca_file"],
+                tls_cert_file=plain["tls_cert_file"],
+                tls_key_file=plain["tls_key_file"],
+            )
         model = tokenizer = None
-        remote = Client(host, int(port), plain["model_name"])
+        if plain["ckpt"]:  # the export's version folder: its files, as the server has them
+            run_cfg, specials = load_config_and_special_tokens(plain["ckpt"])
+        else:  # what the export says of itself (its `describe` signature)
+            run_cfg, specials = served_settings(remote, plain)
     elif version is not None:  # an export: its signatures, called in this process
         from tfllm.runs import load_config_and_special_tokens
         from tfllm.serving.in_process import InProcessExport
@@ -49,7 +63,8 @@ def open_session(plain: dict[str, Any], loaded: tuple | None = None) -> Any:
         model, tokenizer, run_cfg = load_run(plain["ckpt"])
     template = plain["template"] or (run_cfg.get("chat") or {}).get("template")
     if not template:
-        raise CommandError(f"ckpt: {plain['ckpt']} has no chat template; pass template=")
+        source = plain["ckpt"] or f"the served model '{plain['model_name']}'"
+        raise CommandError(f"ckpt: {source} has no chat template; pass template=")
     grounding = {}
     if plain.get("kb"):
         from tfllm.retrieval.knowledge_base import KnowledgeBase
@@ -78,6 +93,24 @@ def open_session(plain: dict[str, Any], loaded: tuple | None = None) -> Any:
         )
 
 
+def served_settings(client: Any, plain: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """`(run config, special tokens)` for a chat with a served export, from its `describe`
+    signature: the chat template and the context, in the run config's layout."""
+    from tfllm.serving.client import ServingClientError
+
+    try:
+        described = client.describe(["chat_template", "special_tokens", "context"])
+    except LookupError as e:
+        raise CommandError(f"server: {e}; or pass ckpt= the export's version folder") from None
+    except (ServingClientError, OSError) as e:
+        raise CommandError(f"server: {plain['server']}: {e}") from None
+    run_cfg = {
+        "chat": {"template": described["chat_template"]},
+        "model": {"max_sequence_length": int(described["context"])},
+    }
+    return run_cfg, dict(described["special_tokens"])
+
+
 def check_settings(plain: dict[str, Any]) -> None:
     """What `open_session` would refuse, checked without loading the model."""
     from tfllm.generation.settings import GenerationConfig
@@ -94,6 +127,11 @@ def check_settings(plain: dict[str, Any]) -> None:
 
 
 def chat_job(plain: dict[str, Any]) -> None:
+    if not plain["ckpt"] and not plain["server"]:
+        raise CommandError(
+            "ckpt: name a checkpoint, an export or a pretrained model (or server=host:port "
+            "model_name=NAME for a served export)"
+        )
     keep_alive = plain.get("keep_alive") or 0
     if not isinstance(keep_alive, (int, float)) or keep_alive < 0:
         raise CommandError(
@@ -121,7 +159,8 @@ def converse(plain: dict[str, Any], session: Any) -> None:
     safety = safety_filter(plain.get("safety"))
     interactive = sys.stdin.isatty()
     if interactive:
-        print("chatting with", plain["ckpt"], "- /reset starts over, /exit (or Ctrl-D) quits")
+        partner = plain["ckpt"] or f"{plain['model_name']} on {plain['server']}"
+        print("chatting with", partner, "- /reset starts over, /exit (or Ctrl-D) quits")
 
     def show(text: str) -> None:
         sys.stdout.write(text)

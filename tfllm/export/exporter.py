@@ -48,7 +48,8 @@ def build_serving_module(model, tokenizer, cfg: dict[str, Any], settings: Export
     data = cfg.get("data") or {}
     length = settings.sequence_length or data.get("sequence_length") or model.max_sequence_length
     if hasattr(model, "call_with_cache"):
-        return CausalLMServing(model, tokenizer, settings)
+        template = (cfg.get("chat") or {}).get("template")
+        return CausalLMServing(model, tokenizer, settings, chat_template=template)
     if hasattr(model, "bind"):  # an encoder-decoder
         from tfllm.export.seq2seq_serving import Seq2SeqServing
 

@@ -7,12 +7,14 @@ as INVALID_ARGUMENT — instead of an opaque error deep in a gather.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import tensorflow as tf
 from tensorflow.python.trackable.data_structures import NoDependency
 
 from tfllm.components.rows import row_slices
+from tfllm.export.describe import describe_function
 from tfllm.export.serving_base import ServingModule
 from tfllm.export.settings import ExportSettings
 from tfllm.export.text_graph import cut_at_stops_graph, text_checks, wrap_ids
@@ -108,6 +110,10 @@ class CausalLMServing(ServingModule):
       each row's length); ids outside the vocabulary are refused.
     - `count_tokens(prompts)`: `lengths`, the ids `generate` reads for each prompt before the
       context crop (what `tfllm chat server=` fits a conversation with, without a tokenizer).
+    - `describe(keys)`: the export's `chat_template` (null without one), the tokenizer's
+      `special_tokens`, its `context`, its default `max_new_tokens` and
+      `max_new_tokens_limit`, and its `stop` strings, as JSON texts
+      (`tfllm.export.describe`): what `tfllm chat server=` reads instead of the export's files.
 
     Three more take `generate` apart so that a server can stream a completion as it is made
     (the OpenAI endpoints of `tfllm serve` do): `generate` equals `prompt_ids`, then
@@ -134,7 +140,9 @@ class CausalLMServing(ServingModule):
     `redact` or `block` also rewrites them, as in Python).
     """
 
-    def __init__(self, model, tokenizer, settings: ExportSettings):
+    def __init__(
+        self, model, tokenizer, settings: ExportSettings, chat_template: str | None = None
+    ):
         super().__init__(model, tokenizer, "tfllm_causal_lm")
         self.settings = settings
         self.safety = settings.safety_filter()
@@ -194,6 +202,17 @@ class CausalLMServing(ServingModule):
         self.completion_text = tf.function(
             self._completion_text, input_signature=ids_spec, autograph=False
         )
+        self.description = NoDependency(
+            {
+                "chat_template": chat_template,
+                "special_tokens": dict(tokenizer.special_tokens),
+                "context": self.context,
+                "max_new_tokens": self.default_new_tokens,
+                "max_new_tokens_limit": int(settings.max_new_tokens_limit),
+                "stop": list(settings.stop),
+            }
+        )
+        self.describe = describe_function(self.description)
 
     @property
     def streams(self) -> bool:
@@ -207,6 +226,7 @@ class CausalLMServing(ServingModule):
             "score": self.score.get_concrete_function(),
             "score_tokens": self.score_tokens.get_concrete_function(),
             "count_tokens": self.count_tokens.get_concrete_function(),
+            "describe": self.describe.get_concrete_function(),
         }
         if self.streams:
             signatures["prompt_ids"] = self.prompt_ids.get_concrete_function()
@@ -234,6 +254,7 @@ class CausalLMServing(ServingModule):
         requests = self.default_warmup(texts) + [
             ("generate", {"prompts": (prompt, "string"), **greedy_inputs(1)}),
             ("count_tokens", {"prompts": (list(texts), "string")}),
+            ("describe", {"keys": ([], "string")}),
         ]
         # Scoring needs a text of 2 to `context` ids (with bos), uncropped.
         scorable = [t for t in texts if 2 <= len(prompt_ids(self.tokenizer, t)) <= self.context]
@@ -294,6 +315,7 @@ class CausalLMServing(ServingModule):
         return {
             "serving_default": {"prompts": (list(texts), "string")},
             "count_tokens": {"prompts": (list(texts), "string")},
+            "describe": {"keys": ([], "string")},
             "generate": {"prompts": (prompts, "string"), **greedy_inputs(n)},
             **(self._stream_requests(prompts, n) if self.streams else {}),
         }
@@ -372,6 +394,12 @@ class CausalLMServing(ServingModule):
                 f"count_tokens differs after reloading: export {results['count_tokens']}, "
                 f"Python {counts}"
             )
+        got = results["describe"]
+        description = {k: json.loads(v) for k, v in zip(got["keys"], got["values"], strict=True)}
+        if description != self.description:
+            raise ValueError(
+                f"describe differs after reloading: export {description}, Python {self.description}"
+            )
         default = self._default_completions(texts)
         got = results["serving_default"]["completions"]
         if got != default:
@@ -382,10 +410,10 @@ class CausalLMServing(ServingModule):
         if self.streams:
             self._check_streaming(prompts, n, results)
         return (
-            f"greedy completions of {len(expected)} prompts, {n} tokens, and serving_default "
+            f"greedy completions of {len(expected)} prompts, {n} tokens, serving_default "
             f"({self.default_new_tokens} tokens) of {len(default)}"
-            + (", and the streaming signatures" if self.streams else "")
-            + ": identical"
+            + (", the streaming signatures" if self.streams else "")
+            + " and describe: identical"
         )
 
     # ----- pieces ---------------------------------------------------------------------------

@@ -151,6 +151,23 @@ class GenerationCalls:
         )
         return [int(n) for n in np.asarray(out["lengths"]).reshape(-1)]
 
+    def describe(self, keys: Sequence[str] = ()) -> dict[str, Any]:
+        """What the export says of itself (its `describe` signature), every entry or `keys`:
+        `chat_template` (None without one), `special_tokens` (`{role: token}`), `context`,
+        `max_new_tokens` (its default), `max_new_tokens_limit` and `stop`. Raises
+        `LookupError` for an export without the signature (one made before it existed)."""
+        if self._signature_names is None:
+            self._signature_names = set(self.signatures())
+        if "describe" not in self._signature_names:
+            raise LookupError(
+                "the export has no 'describe' signature (it was made before tfllm exports "
+                "described themselves); export the model again, or read its version folder"
+            )
+        out = self.predict({"keys": np.asarray(list(keys), dtype=object)}, signature="describe")
+        names = np.asarray(out["keys"]).reshape(-1)
+        values = np.asarray(out["values"]).reshape(-1)
+        return {_text(k): json.loads(_text(v)) for k, v in zip(names, values, strict=True)}
+
 
 class Client(GenerationCalls):
     """Talks to a model served by TF Serving's APIs.
