@@ -155,6 +155,7 @@ def test_bad_config_exits_with_a_clear_error_and_trains_nothing(tiny_corpus, tmp
         (["tokenizer", "train"], "out"),
         (["client", "prompt=hi"], "model"),
         (["train", "data=chat"], "data.train, data.val"),
+        (["chat"], "ckpt"),  # (or server=, for a served export)
     ):
         proc = run_cli(command, check=False, env=env, cwd=tmp_path)
         assert proc.returncode == 2, proc.stderr

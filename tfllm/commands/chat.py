@@ -129,8 +129,8 @@ def check_settings(plain: dict[str, Any]) -> None:
 def chat_job(plain: dict[str, Any]) -> None:
     if not plain["ckpt"] and not plain["server"]:
         raise CommandError(
-            "ckpt: name a checkpoint, an export or a pretrained model (or server=host:port "
-            "model_name=NAME for a served export)"
+            "ckpt: required, not set (pass ckpt=... a checkpoint, an export or a pretrained "
+            "model's name, or server=HOST:PORT model_name=NAME for a served export)"
         )
     keep_alive = plain.get("keep_alive") or 0
     if not isinstance(keep_alive, (int, float)) or keep_alive < 0:
