@@ -170,13 +170,22 @@ def test_the_server_replays_every_warmup_record_and_a_failing_one_fails_the_load
 ):
     import tensorflow as tf
 
+    from tfllm.commands.chat import chat_signatures
     from tfllm.export.exporter import WARMUP_FILE, write_warmup
     from tfllm.export.serving_module import greedy_inputs
+    from tfllm.serving.in_process import InProcessExport
     from tfllm.serving.servables import replay_warmup
 
     _, _, model_dir, _ = exported
     loaded = tf.saved_model.load(str(model_dir / "1"))
     assert replay_warmup(loaded, str(model_dir / "1")) == len(loaded.signatures) + 1
+    # `tfllm chat ckpt=EXPORT` warms, in the background, the signatures a chat calls: one
+    # record each.
+    export = InProcessExport(str(model_dir / "1"))
+    used = chat_signatures(export.signature_names())
+    assert used == ("count_tokens", "prompt_ids", "generate_ids", "completion_text")
+    export.warm(used).join()
+    assert export.warmed == len(used)
     (tmp_path / "assets.extra").mkdir()
     records = str(tmp_path / "assets.extra" / WARMUP_FILE)
     ok = ("count_tokens", {"prompts": (["Hello"], "string")})

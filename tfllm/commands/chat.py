@@ -55,6 +55,8 @@ def open_session(plain: dict[str, Any], loaded: tuple | None = None) -> Any:
         run_cfg, specials = load_config_and_special_tokens(version)
         model = tokenizer = None
         remote = InProcessExport(version)
+        if sys.stdin.isatty():  # initialize its graphs while the user types the first message
+            remote.warm(chat_signatures(remote.signature_names()))
     elif loaded is not None:
         model, tokenizer, run_cfg, streamer = loaded
     else:
@@ -91,6 +93,15 @@ def open_session(plain: dict[str, Any], loaded: tuple | None = None) -> Any:
             streamer=streamer,
             **grounding,
         )
+
+
+def chat_signatures(names: set[str]) -> tuple[str, ...]:
+    """The signatures a chat with an export calls: `count_tokens` to fit the conversation,
+    then the streaming ones, or `generate` where the export has none."""
+    from tfllm.serving.openai_stream import STREAM_SIGNATURES
+
+    streams = set(STREAM_SIGNATURES) <= names
+    return ("count_tokens", *(STREAM_SIGNATURES if streams else ("generate",)))
 
 
 def served_settings(client: Any, plain: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:

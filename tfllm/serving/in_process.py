@@ -4,13 +4,18 @@ export answers on a laptop as it answers behind a server."""
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
 
 from tfllm.serving.client import GenerationCalls
 from tfllm.serving.predictor import first_line
+
+log = logging.getLogger(__name__)
 
 
 def export_version(path: str) -> str | None:
@@ -58,6 +63,26 @@ class InProcessExport(GenerationCalls):
 
     def signature_names(self) -> set[str]:
         return set(self._functions)
+
+    def warm(self, signatures: Collection[str], threads: int = 2) -> threading.Thread:
+        """Replay the export's warmup records of `signatures` on a background thread (with
+        `threads` at once, as `tfllm serve` replays them all before serving), so that the
+        graphs a conversation calls are initialized while its user types: the first call of
+        each otherwise spends seconds optimizing it. A call that comes sooner waits for the
+        initialization under way rather than doing it twice. A failing record is left for
+        the call itself to report. Returns the started thread."""
+        from tfllm.serving.servables import replay_warmup
+
+        def replay() -> None:
+            try:
+                self.warmed = replay_warmup(self._loaded, self.path, threads, signatures)
+            except Exception as e:  # the call itself reports what fails
+                log.debug("warming %s failed: %s", self.path, e)
+
+        self.warmed = 0
+        thread = threading.Thread(target=replay, name="tfllm-warmup", daemon=True)
+        thread.start()
+        return thread
 
     def signatures(self) -> dict[str, dict[str, list[str]]]:
         return {

@@ -11,6 +11,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,13 +159,15 @@ def release_memory() -> None:
             pass  # not glibc
 
 
-def replay_warmup(loaded: Any, path: str, threads: int = 2) -> int:
+def replay_warmup(
+    loaded: Any, path: str, threads: int = 2, signatures: Collection[str] | None = None
+) -> int:
     """Run the export's warmup records (PredictionLogs of Predict requests) against its
     signatures before the version takes traffic, as TF Serving does with
     `--enable_model_warmup`: the first real request then finds its graphs initialized.
     Records run on `threads` threads at once (TF Serving's `num_model_warmup_threads`): a
     signature's first call spends most of its time optimizing its graph, on one core.
-    Returns how many ran.
+    With `signatures`, only the records of those run. Returns how many ran.
 
     Raises:
         ValueError: a record is not a Predict request or names no signature of the model.
@@ -185,6 +188,8 @@ def replay_warmup(loaded: Any, path: str, threads: int = 2) -> int:
         name = request.model_spec.signature_name or "serving_default"
         if name not in loaded.signatures:
             raise ValueError(f"warmup record {count}: no signature '{name}'")
+        if signatures is not None and name not in signatures:
+            continue
         inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
         calls.append((loaded.signatures[name], inputs))
     with concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:
