@@ -166,6 +166,25 @@ class CausalLMServing(ServingModule):
             autograph=False,
             jit_compile=settings.jit_compile,
         )
+        # One trace each of tokenization and detokenization, which every signature calls:
+        # stored once in the SavedModel, not once a signature (SmolLM2's byte-level BPE is
+        # about 4,700 ops and 1 MB of constants a copy).
+        self._encode = tf.function(
+            lambda texts: tokenizer(texts),
+            input_signature=[tf.TensorSpec([None], tf.string, name="texts")],
+            autograph=False,
+        )
+        self._decode_text = tf.function(
+            lambda ids: tokenizer.detokenize(ids, skip_special_tokens=True), autograph=False
+        )
+        self._scored = tf.function(
+            self._scored_rows,
+            input_signature=[
+                tf.TensorSpec([None, None], tf.int32, name="ids"),
+                tf.TensorSpec([None], tf.int32, name="lengths"),
+            ],
+            autograph=False,
+        )
         generate_spec = generate_input_signature()
         self.serving_default = tf.function(
             self._serving_default, input_signature=generate_spec[:1], autograph=False
@@ -431,7 +450,7 @@ class CausalLMServing(ServingModule):
                 )
             )
         with tf.control_dependencies(checks):
-            ids = tf.cast(self.tokenizer(tf.identity(texts)), tf.int32)  # (B, None)
+            ids = tf.cast(self._encode(tf.identity(texts)), tf.int32)  # (B, None)
         b = tf.shape(texts)[0]
         if self.bos_id is not None:
             bos = tf.fill([b, 1], tf.constant(self.bos_id, tf.int32))
@@ -527,7 +546,7 @@ class CausalLMServing(ServingModule):
     def _text(self, new):
         """New ids `(B, None)` to the completion text cut before the export's first stop
         string `(B,)`, and where one cut it `(B,)`."""
-        text = self.tokenizer.detokenize(new, skip_special_tokens=True)  # (B,)
+        text = self._decode_text(new)  # (B,)
         completions = cut_at_stops_graph(text, self.stop_strings)
         return completions, completions != text
 
@@ -625,6 +644,11 @@ class CausalLMServing(ServingModule):
         ]
         with tf.control_dependencies(fits):
             dense = ids.to_tensor(default_value=self.pad_id)  # (B, T)
+        return self._scored(dense, lengths)
+
+    def _scored_rows(self, dense, lengths):
+        # dense: (B, T) padded ids; lengths: (B,) -> score's outputs (one trace, which `score`
+        # and `score_tokens` both call: the model's forward pass is stored once)
         mask = tf.sequence_mask(lengths, tf.shape(dense)[1])  # (B, T)
         logits = self._model(dense, padding_mask=mask)  # (B, T, V)
         log_probs = tf.nn.log_softmax(tf.cast(logits[:, :-1], tf.float32), axis=-1)
