@@ -90,6 +90,7 @@ class Seq2SeqServing(ServingModule):
             autograph=False,
             jit_compile=settings.jit_compile,
         )
+        self.share_text_functions()
         generate_spec = generate_input_signature()
         prompts = generate_spec[0]
         sources = tf.TensorSpec([None], tf.string, name="sources")
@@ -131,7 +132,7 @@ class Seq2SeqServing(ServingModule):
         """Checked texts `(B,)` to ragged ids `(B, None)`, each ended with eos."""
         checks = text_checks(texts, what, allow_empty=allow_empty and self.eos_id is not None)
         with tf.control_dependencies(checks):
-            ids = tf.cast(self.tokenizer(tf.identity(texts)), tf.int32)  # (B, None)
+            ids = tf.cast(self._encode(tf.identity(texts)), tf.int32)  # (B, None)
         if self.eos_id is None:
             return ids
         eos = tf.fill([tf.shape(texts)[0], 1], tf.constant(self.eos_id, tf.int32))
@@ -179,7 +180,7 @@ class Seq2SeqServing(ServingModule):
             tf.constant(self.pad_id, tf.int32),
         )
         new = tf.RaggedTensor.from_tensor(out[:, 1:], lengths=lengths - 1)  # (B, None)
-        text = self.tokenizer.detokenize(new, skip_special_tokens=True)  # (B,)
+        text = self._decode_text(new)  # (B,)
         outputs = cut_at_stops_graph(text, self.stop_strings)
         stops = tf.constant(self.stop_ids or [-1], tf.int32)
         last = tf.gather(out, lengths - 1, batch_dims=1)  # (B,) the start token when empty
@@ -234,9 +235,7 @@ class Seq2SeqServing(ServingModule):
         )
         flat = tf.reshape(found.tokens, tf.stack([-1, max_new_tokens]))  # (B*K, N)
         new = tf.RaggedTensor.from_tensor(flat, lengths=tf.reshape(found.lengths, [-1]))
-        texts = cut_at_stops_graph(
-            self.tokenizer.detokenize(new, skip_special_tokens=True), self.stop_strings
-        )
+        texts = cut_at_stops_graph(self._decode_text(new), self.stop_strings)
         shape = tf.shape(found.lengths)  # (B, K)
         return {
             "completions": tf.reshape(texts, shape),

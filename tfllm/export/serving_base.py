@@ -45,6 +45,24 @@ class ServingModule(tf.Module):
         self.model_variables = list(model_variables(model).values())
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
 
+    def share_text_functions(self, detokenize: bool = True) -> None:
+        """Trace tokenization (`self._encode(texts)`: ragged ids) and, with `detokenize`,
+        detokenization (`self._decode_text(ids)`: texts, special tokens skipped) once each,
+        as functions the
+        module's signatures call: the SavedModel then stores them once rather than a copy in
+        every signature (SmolLM2's byte-level BPE is about 4,700 ops and 1 MB of constants a
+        copy; sharing them halved its export's graph and its load time)."""
+        tokenizer = self.tokenizer
+        self._encode = tf.function(
+            lambda texts: tokenizer(texts),
+            input_signature=[tf.TensorSpec([None], tf.string, name="texts")],
+            autograph=False,
+        )
+        if detokenize:
+            self._decode_text = tf.function(
+                lambda ids: tokenizer.detokenize(ids, skip_special_tokens=True), autograph=False
+            )
+
     def signatures(self) -> dict[str, Any]:
         raise NotImplementedError
 

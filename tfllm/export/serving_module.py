@@ -166,17 +166,7 @@ class CausalLMServing(ServingModule):
             autograph=False,
             jit_compile=settings.jit_compile,
         )
-        # One trace each of tokenization and detokenization, which every signature calls:
-        # stored once in the SavedModel, not once a signature (SmolLM2's byte-level BPE is
-        # about 4,700 ops and 1 MB of constants a copy).
-        self._encode = tf.function(
-            lambda texts: tokenizer(texts),
-            input_signature=[tf.TensorSpec([None], tf.string, name="texts")],
-            autograph=False,
-        )
-        self._decode_text = tf.function(
-            lambda ids: tokenizer.detokenize(ids, skip_special_tokens=True), autograph=False
-        )
+        self.share_text_functions()
         self._scored = tf.function(
             self._scored_rows,
             input_signature=[
@@ -675,6 +665,7 @@ class EmbeddingServing(ServingModule):
             min(max_length or model.max_sequence_length, model.max_sequence_length)
         )
         self.cls_id, self.sep_id = tokenizer.boundary_ids()
+        self.share_text_functions(detokenize=False)
         spec = [tf.TensorSpec([None], tf.string, name="texts")]
         self.embed = tf.function(self._embed, input_signature=spec, autograph=False)
         self.count_tokens = tf.function(self._count_tokens, input_signature=spec, autograph=False)
@@ -717,7 +708,7 @@ class EmbeddingServing(ServingModule):
     def _wrapped_ids(self, texts):
         # texts: (B,) -> (B, None) the ids the encoder reads: cropped, with [CLS] ... [SEP].
         with tf.control_dependencies(text_checks(texts, "texts", allow_empty=True)):
-            ids = tf.cast(self.tokenizer(tf.identity(texts)), tf.int32)  # (B, None)
+            ids = tf.cast(self._encode(tf.identity(texts)), tf.int32)  # (B, None)
         inner = self.max_length - (self.cls_id is not None) - (self.sep_id is not None)
         return wrap_ids(ids[:, :inner], self.cls_id, self.sep_id)  # (B, None)
 
