@@ -167,14 +167,11 @@ class CausalLMServing(ServingModule):
             jit_compile=settings.jit_compile,
         )
         self.share_text_functions()
-        self._scored = tf.function(
-            self._scored_rows,
-            input_signature=[
-                tf.TensorSpec([None, None], tf.int32, name="ids"),
-                tf.TensorSpec([None], tf.int32, name="lengths"),
-            ],
-            autograph=False,
-        )
+        ids_spec = [
+            tf.TensorSpec([None, None], tf.int32, name="token_ids"),
+            tf.TensorSpec([None], tf.int32, name="lengths"),
+        ]
+        self._scored = tf.function(self._scored_rows, input_signature=ids_spec, autograph=False)
         generate_spec = generate_input_signature()
         self.serving_default = tf.function(
             self._serving_default, input_signature=generate_spec[:1], autograph=False
@@ -186,22 +183,13 @@ class CausalLMServing(ServingModule):
             autograph=False,
         )
         self.score_tokens = tf.function(
-            self._score_tokens,
-            input_signature=[
-                tf.TensorSpec([None, None], tf.int32, name="token_ids"),
-                tf.TensorSpec([None], tf.int32, name="lengths"),
-            ],
-            autograph=False,
+            self._score_tokens, input_signature=ids_spec, autograph=False
         )
         self.count_tokens = tf.function(
             self._count_tokens,
             input_signature=generate_spec[:1],
             autograph=False,
         )
-        ids_spec = [
-            tf.TensorSpec([None, None], tf.int32, name="token_ids"),
-            tf.TensorSpec([None], tf.int32, name="lengths"),
-        ]
         self.prompt_ids = tf.function(
             self._prompt_ids_signature, input_signature=generate_spec[:2], autograph=False
         )
