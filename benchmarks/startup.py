@@ -12,8 +12,9 @@ Measured as a user meets them, each in a fresh process on this machine:
   (which starts the resident worker that keeps the model loaded) and later launches (which
   attach to it), with SmolLM2-135M-Instruct
   (`tfllm pretrained pull smollm2-135m-instruct`; `--chat-ckpt` to pick another checkpoint),
-  and the same model exported and served, chatted with through `tfllm chat server=` (which
-  runs without TensorFlow);
+  and the same model exported and served, chatted with through `tfllm chat server=` given
+  only the server's address (it runs without TensorFlow, and reads the chat template from the
+  export's `describe` signature);
 - a freshly served model's first request against the median of the next ten.
 
 Medians of `--repeats` runs (run alone: other work on the machine skews them). Targets (issue
@@ -212,10 +213,8 @@ def main() -> None:
             proc, grpc_port, _ = served(os.path.join(root, "exports", "chat"), root, "chat")
             try:
                 wait_available(Client("127.0.0.1", grpc_port, "chat", timeout=60))
-                version = os.path.join(root, "exports", "chat", "1")
-                remote = [
+                remote = [  # the server's address alone: the export describes its template
                     "chat",
-                    f"ckpt={version}",
                     f"server=127.0.0.1:{grpc_port}",
                     "model_name=chat",
                     "max_new_tokens=4",
