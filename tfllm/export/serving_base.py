@@ -48,10 +48,10 @@ class ServingModule(tf.Module):
     def share_text_functions(self, detokenize: bool = True) -> None:
         """Trace tokenization (`self._encode(texts)`: ragged ids) and, with `detokenize`,
         detokenization (`self._decode_text(ids)`: texts, special tokens skipped) once each,
-        as functions the
-        module's signatures call: the SavedModel then stores them once rather than a copy in
-        every signature (SmolLM2's byte-level BPE is about 4,700 ops and 1 MB of constants a
-        copy; sharing them halved its export's graph and its load time)."""
+        as functions the module's signatures call: the SavedModel then stores them once
+        rather than a copy in every signature (SmolLM2's byte-level BPE is about 4,700 ops
+        and 1 MB of constants a copy; sharing them halved its export's graph and its load
+        time)."""
         tokenizer = self.tokenizer
         self._encode = tf.function(
             lambda texts: tokenizer(texts),

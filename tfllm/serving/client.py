@@ -56,6 +56,12 @@ class GenerationCalls:
     def signatures(self) -> dict[str, dict[str, list[str]]]:
         raise NotImplementedError
 
+    def signature_names(self) -> set[str]:
+        """The names of the export's signatures (asked of it once; a copy each call)."""
+        if self._signature_names is None:
+            self._signature_names = set(self.signatures())
+        return set(self._signature_names)
+
     def continues_prompts(self) -> bool:
         """Whether completions continue their prompts (a causal LM's) rather than stand alone
         (an encoder-decoder's, whose `score` signature takes `sources`): how a command prints
@@ -106,9 +112,7 @@ class GenerationCalls:
             cut_at_stops,
         )
 
-        if self._signature_names is None:
-            self._signature_names = set(self.signatures())
-        if not set(STREAM_SIGNATURES) <= self._signature_names:
+        if not set(STREAM_SIGNATURES) <= self.signature_names():
             (whole,) = self.complete([prompt], max_new_tokens, temperature, top_k, top_p, seed)
             text, cut = cut_at_stops(whole.text, stop)
             yield text, "stop" if cut else whole.finish_reason
@@ -156,9 +160,7 @@ class GenerationCalls:
         `chat_template` (None without one), `special_tokens` (`{role: token}`), `context`,
         `max_new_tokens` (its default), `max_new_tokens_limit` and `stop`. Raises
         `LookupError` for an export without the signature (one made before it existed)."""
-        if self._signature_names is None:
-            self._signature_names = set(self.signatures())
-        if "describe" not in self._signature_names:
+        if "describe" not in self.signature_names():
             raise LookupError(
                 "the export has no 'describe' signature (it was made before tfllm exports "
                 "described themselves); export the model again, or read its version folder"

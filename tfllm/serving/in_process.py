@@ -61,9 +61,6 @@ class InProcessExport(GenerationCalls):
         self._functions = dict(self._loaded.signatures)
         self._signature_names = set(self._functions)
 
-    def signature_names(self) -> set[str]:
-        return set(self._functions)
-
     def warm(self, signatures: Collection[str], threads: int = 2) -> threading.Thread:
         """Replay the export's warmup records of `signatures` on a background thread (with
         `threads` at once, as `tfllm serve` replays them all before serving), so that the
