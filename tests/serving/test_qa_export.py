@@ -88,7 +88,12 @@ def qa(tmp_path_factory):
     model, tokenizer, _ = load_run(str(run))
     questions = [r["question"] for r in val] + ["Who is in the long one?"]
     contexts = [r["context"] for r in val] + [LONG]
-    want = model.answer(tokenizer, questions, contexts, ReadingRule(32, 8, 6))
+    rule = ReadingRule(32, 8, 6)
+    want = model.answer(tokenizer, questions, contexts, rule)  # batches of 16 and 9
+    # Later calls, of any batch, run the function the first traced.
+    again = model.answer(tokenizer, questions[:3], contexts[:3], rule)
+    assert [(a.text, a.start, a.end) for a in again] == [(w.text, w.start, w.end) for w in want[:3]]
+    assert model._reader(tokenizer, rule).experimental_get_tracing_count() == 1
     with serve_process(root / "exports" / "qa", "qa") as (server, ports):
         yield ports, (questions, contexts, want, [r["answers"]["text"][0] for r in val])
         assert server.poll() is None

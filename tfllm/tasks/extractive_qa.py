@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -128,6 +129,24 @@ class SpanExtractor(TaskModel):
         logits = self(ids, padding_mask=mask, training=False)  # (R, T, 2)
         return span_answers(logits, windows, contexts, self.max_answer_length)
 
+    def _reader(self, tokenizer, rule: ReadingRule):
+        """`read` as one traced function of any batch, kept per tokenizer and rule: later
+        `answer` calls run it without tracing again."""
+        readers = _READERS.setdefault(self, {})
+        key = (id(tokenizer), rule)
+        if key not in readers:
+            strings = tf.TensorSpec([None], tf.string)
+            model = weakref.ref(self)  # the cache must not keep its own key alive
+            readers[key] = (
+                tokenizer,  # holds the tokenizer, so its id is not reused while the key lives
+                tf.function(
+                    lambda q, c: model().read(tokenizer, q, c, rule),
+                    input_signature=[strings, strings],
+                    autograph=False,
+                ),
+            )
+        return readers[key][1]
+
     def answer(
         self,
         tokenizer,
@@ -157,9 +176,7 @@ class SpanExtractor(TaskModel):
                 if not split_words(text):
                     raise ValueError(f"a {what} has no words: {text!r}")
         rule.check(tokenizer)
-        read = tf.function(
-            lambda q, c: self.read(tokenizer, q, c, rule), reduce_retracing=True, autograph=False
-        )
+        read = self._reader(tokenizer, rule)
         out: list[Answer] = []
         for i in range(0, len(questions), batch_size):
             got = read(
@@ -171,6 +188,11 @@ class SpanExtractor(TaskModel):
                 for text, start, end, score in zip(*(t.numpy() for t in got), strict=True)
             ]
         return out
+
+
+# A model's traced readers, outside the model: a traced function set on a Keras layer would be
+# tracked, and saved with it.
+_READERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass
