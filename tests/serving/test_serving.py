@@ -725,6 +725,57 @@ def test_generate_and_chat_commands_run_an_export_as_python_runs_the_model(
     assert out == "".join(f"assistant> {r}\n" for r in replies) + "\n", out
 
 
+def test_chat_at_a_terminal_warms_the_export_while_the_user_types(
+    exported, in_process, capsys, monkeypatch
+):
+    """With stdin a terminal (a real pseudo-terminal), `tfllm chat ckpt=EXPORT` greets, prompts
+    `you> `, and warms the signatures a chat calls on a background thread; messages typed at
+    once are answered while it warms, exactly as a local chat answers them."""
+    import pty
+
+    from tfllm import cli
+    from tfllm.generation.chat import ChatSession
+    from tfllm.generation.decoder import GenerationConfig
+    from tfllm.serving.in_process import InProcessExport
+
+    _, _, model_dir, _ = exported
+    model, tokenizer, _ = in_process
+    messages = ["BERNARDO:", "Who's there?"]
+    local = ChatSession(model, tokenizer, ECHO_TEMPLATE, config=GenerationConfig(max_new_tokens=5))
+    replies = []
+    for message in messages:  # at a terminal, a reply cut at max_new_tokens ends with " [...]"
+        replies.append(local.reply(message) + (" [...]" if local.finish_reason == "length" else ""))
+    warmed = []
+    original = InProcessExport.warm
+
+    def recording(self, signatures, threads=2):  # the command's own call, recorded
+        thread = original(self, signatures, threads)
+        warmed.append((self, tuple(signatures), thread))
+        return thread
+
+    monkeypatch.setattr(InProcessExport, "warm", recording)
+    primary, secondary = pty.openpty()
+    terminal = open(secondary, encoding="utf-8")  # noqa: SIM115 (closed below)
+    try:
+        # Typed before the chat starts: the line discipline hands them over one line a read.
+        os.write(primary, ("\n".join(messages) + "\n/exit\n").encode())
+        monkeypatch.setattr("sys.stdin", terminal)
+        assert sys.stdin.isatty()
+        cli.main(
+            ["chat", f"ckpt={model_dir / '1'}", f"template='{ECHO_TEMPLATE}'", "max_new_tokens=5"]
+        )
+    finally:
+        terminal.close()
+        os.close(primary)
+    banner, _, out = capsys.readouterr().out.partition("\n")
+    assert banner.startswith(f"chatting with {model_dir / '1'} - /reset starts over")
+    assert out == "".join(f"you> assistant> {r}\n" for r in replies) + "you> ", out
+    [(export, signatures, thread)] = warmed
+    assert signatures == ("count_tokens", "prompt_ids", "generate_ids", "completion_text")
+    thread.join(timeout=120)
+    assert export.warmed == len(signatures)  # one warmup record each, all replayed
+
+
 def test_no_server_at_the_address_is_unavailable_on_both_transports():
     """A closed port is `UNAVAILABLE` over gRPC and REST alike (no urllib traceback), and
     `tfllm client` says to start a server; the ports default to TF Serving's."""
