@@ -19,8 +19,8 @@ SHARED = REPO.parent / "shared"
 
 
 # The heaviest files first (most seconds on this machine first): `--dist loadfile` hands files to
-# the two workers in collection order, so a heavy file collected last would run alone at the
-# end while the other worker idles.
+# the workers in collection order, so a heavy file collected last would run alone at the
+# end while the other workers idle.
 HEAVY_FIRST = (
     "tests/serving/test_serving.py",
     "tests/serving/test_openai_api.py",
