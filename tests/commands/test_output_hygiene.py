@@ -3,6 +3,7 @@ key, and no folders a command was not asked to write."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -45,6 +46,38 @@ def test_the_stderr_filter_drops_tensorflow_lines_only(tmp_path):
         [sys.executable, "-c", script, "1"], capture_output=True, text=True, cwd=tmp_path
     )
     assert "noise" in loud.stderr and "absl::InitializeLog" in loud.stderr
+
+
+def test_an_unfinished_line_on_descriptor_2_is_shown_while_the_process_waits(tmp_path):
+    """`input()` at a terminal writes its prompt to descriptor 2 with no line break and waits:
+    the filter shows the prompt then, not once a line break comes."""
+    import select
+
+    script = (
+        "import os, sys\n"
+        "from tfllm.commands import quiet\n"
+        "quiet.install(verbose=False)\n"
+        "os.write(2, b'you> ')\n"
+        "sys.stdin.readline()\n"  # waits for an answer to the prompt
+        # TensorFlow's line right after a prompt (imported on another thread meanwhile)
+        "os.write(2, b'you> I0000 00:00:1796309468.812917   14413 cpu_feature_guard.cc:2] x\\n')\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    try:
+        ready, _, _ = select.select([proc.stderr], [], [], 30)
+        assert ready, "the prompt did not arrive while the process waited for its answer"
+        assert os.read(proc.stderr.fileno(), 100) == b"you> "
+        proc.stdin.write(b"answer\n")
+        proc.stdin.close()
+        assert proc.wait(timeout=30) == 0
+        assert proc.stderr.read() == b"you> "  # the prompt, without the line after it
+    finally:
+        proc.kill()
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ import atexit
 import logging
 import os
 import re
+import select
 import sys
 import threading
 import warnings
@@ -54,6 +55,10 @@ def quiet_python_logs() -> None:
     warnings.filterwarnings("ignore", module=r"(tensorflow|keras|keras_hub|absl|tf_keras)(\.|$)")
 
 
+# Seconds an unfinished line may wait for the rest of it before it is shown as it is.
+PARTIAL_WAIT = 0.05
+
+
 class _Filter:
     """Descriptor 2 through a pipe and a thread that drops `NOISE` lines."""
 
@@ -79,7 +84,16 @@ class _Filter:
     def _pump(self, read_end: int) -> None:
         with open(read_end, "rb", buffering=0) as pipe:
             pending = b""
-            while chunk := pipe.read(65536):
+            while True:
+                if pending and not select.select([pipe], [], [], PARTIAL_WAIT)[0]:
+                    # A line that stays unfinished is a prompt (`input()` at a terminal writes
+                    # its prompt to descriptor 2): shown now, not when a line break follows.
+                    self._forward(pending)
+                    pending = b""
+                    continue
+                chunk = pipe.read(65536)
+                if not chunk:
+                    break
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
@@ -88,8 +102,11 @@ class _Filter:
                 self._forward(pending)
 
     def _forward(self, line: bytes) -> None:
-        if not NOISE.match(line.decode("utf-8", "replace")):
+        noise = NOISE.search(line.decode("utf-8", "replace"))
+        if noise is None:
             os.write(self.terminal, line)
+        elif noise.start() > 0:  # a TensorFlow line written right after a prompt: the prompt
+            os.write(self.terminal, line.decode("utf-8", "replace")[: noise.start()].encode())
 
     def close(self) -> None:
         """Descriptor 2 back to the terminal; what is still in the pipe is shown first."""
