@@ -728,9 +728,10 @@ def test_generate_and_chat_commands_run_an_export_as_python_runs_the_model(
 def test_chat_at_a_terminal_warms_the_export_while_the_user_types(
     exported, in_process, capsys, monkeypatch
 ):
-    """With stdin a terminal (a real pseudo-terminal), `tfllm chat ckpt=EXPORT` greets, prompts
-    `you> `, and warms the signatures a chat calls on a background thread; messages typed at
-    once are answered while it warms, exactly as a local chat answers them."""
+    """With stdin a terminal (a real pseudo-terminal), `tfllm chat ckpt=EXPORT` greets and
+    prompts `you> ` at once, loads the export and warms the signatures a chat calls on
+    background threads; messages typed at once wait for the load and are answered exactly as a
+    local chat answers them."""
     import pty
 
     from tfllm import cli
@@ -745,15 +746,20 @@ def test_chat_at_a_terminal_warms_the_export_while_the_user_types(
     replies = []
     for message in messages:  # at a terminal, a reply cut at max_new_tokens ends with " [...]"
         replies.append(local.reply(message) + (" [...]" if local.finish_reason == "length" else ""))
-    warmed = []
-    original = InProcessExport.warm
+    opened, warmed = [], []
+    original_init, original_warm = InProcessExport.__init__, InProcessExport.warm
 
-    def recording(self, signatures, threads=2):  # the command's own call, recorded
-        thread = original(self, signatures, threads)
-        warmed.append((self, tuple(signatures), thread))
+    def recording_init(self, path, in_background=False):  # the command's own calls, recorded
+        original_init(self, path, in_background)
+        opened.append(in_background)
+
+    def recording_warm(self, signatures, threads=2):
+        thread = original_warm(self, signatures, threads)
+        warmed.append((self, signatures, thread))
         return thread
 
-    monkeypatch.setattr(InProcessExport, "warm", recording)
+    monkeypatch.setattr(InProcessExport, "__init__", recording_init)
+    monkeypatch.setattr(InProcessExport, "warm", recording_warm)
     primary, secondary = pty.openpty()
     terminal = open(secondary, encoding="utf-8")  # noqa: SIM115 (closed below)
     try:
@@ -770,10 +776,54 @@ def test_chat_at_a_terminal_warms_the_export_while_the_user_types(
     banner, _, out = capsys.readouterr().out.partition("\n")
     assert banner.startswith(f"chatting with {model_dir / '1'} - /reset starts over")
     assert out == "".join(f"you> assistant> {r}\n" for r in replies) + "you> ", out
+    assert opened == [True]  # loaded on a thread, while the chat greeted and prompted
     [(export, signatures, thread)] = warmed
-    assert signatures == ("count_tokens", "prompt_ids", "generate_ids", "completion_text")
     thread.join(timeout=120)
-    assert export.warmed == len(signatures)  # one warmup record each, all replayed
+    chosen = signatures(export.signature_names())  # what the chat calls, once loaded
+    assert chosen == ("count_tokens", "prompt_ids", "generate_ids", "completion_text")
+    assert export.warmed == len(chosen)  # one warmup record each, all replayed
+
+
+def test_an_export_that_does_not_load_is_one_error_line_loaded_at_once_or_in_the_background(
+    exported, tmp_path, capsys, monkeypatch
+):
+    """A damaged `saved_model.pb` beside intact files: `InProcessExport` raises
+    `ExportLoadError` naming the folder (at once, or from each call after a background load),
+    and `tfllm generate` and a chat at a terminal end with one error line, exit 2."""
+    import pty
+
+    from tfllm import cli
+    from tfllm.serving.in_process import ExportLoadError, InProcessExport
+
+    _, _, model_dir, _ = exported
+    damaged = tmp_path / "1"
+    shutil.copytree(model_dir / "1" / "assets.extra", damaged / "assets.extra")
+    (damaged / "saved_model.pb").write_bytes(b"not a SavedModel")
+    message = f"{damaged}: the export does not load: Cannot parse file"
+    with pytest.raises(ExportLoadError, match=message):
+        InProcessExport(str(damaged))
+    export = InProcessExport(str(damaged), in_background=True)  # returns before the load fails
+    for _ in range(2):
+        with pytest.raises(ExportLoadError, match=message):
+            export.signature_names()
+    capsys.readouterr()
+    primary, secondary = pty.openpty()
+    terminal = open(secondary, encoding="utf-8")  # noqa: SIM115 (closed below)
+    try:
+        os.write(primary, b"Who's there?\n")
+        for argv, stdin in (
+            (["generate", f"ckpt={tmp_path}", "prompt=BERNARDO:"], sys.stdin),
+            (["chat", f"ckpt={damaged}", f"template='{ECHO_TEMPLATE}'"], terminal),
+        ):
+            monkeypatch.setattr("sys.stdin", stdin)
+            with pytest.raises(SystemExit) as exited:
+                cli.main(argv)
+            assert exited.value.code == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"tfllm: error: {message}") and len(err.splitlines()) == 1, err
+    finally:
+        terminal.close()
+        os.close(primary)
 
 
 def test_no_server_at_the_address_is_unavailable_on_both_transports():

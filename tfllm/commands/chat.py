@@ -54,9 +54,13 @@ def open_session(plain: dict[str, Any], loaded: tuple | None = None) -> Any:
 
         run_cfg, specials = load_config_and_special_tokens(version)
         model = tokenizer = None
-        remote = InProcessExport(version)
-        if sys.stdin.isatty():  # initialize its graphs while the user types the first message
-            remote.warm(chat_signatures(remote.signature_names()))
+        # At a terminal the export loads, and the graphs a chat calls initialize, while the
+        # user types the first message.
+        interactive = sys.stdin.isatty()
+        with user_error():
+            remote = InProcessExport(version, in_background=interactive)
+        if interactive:
+            remote.warm(chat_signatures)
     elif loaded is not None:
         model, tokenizer, run_cfg, streamer = loaded
     else:
@@ -166,6 +170,7 @@ def chat_job(plain: dict[str, Any]) -> None:
 def converse(plain: dict[str, Any], session: Any) -> None:
     """Read messages from stdin and print the replies until /exit or the end of input."""
     from tfllm.serving.client import ServingClientError
+    from tfllm.serving.in_process import ExportLoadError
 
     safety = safety_filter(plain.get("safety"))
     interactive = sys.stdin.isatty()
@@ -208,6 +213,9 @@ def converse(plain: dict[str, Any], session: Any) -> None:
                     f"\n(the reply was cut at max_new_tokens={limit} or the model's context)",
                     file=sys.stderr,
                 )
+        except ExportLoadError as e:  # loading in the background: nothing can answer
+            print()
+            raise CommandError(str(e)) from None
         except (ValueError, ServingClientError) as e:  # report it and keep chatting
             print(f"\ntfllm: error: {e}", file=sys.stderr)
         show("\n")

@@ -89,9 +89,9 @@ def exported_completions(
     from tfllm.generation.prompts import cut_at_stops
     from tfllm.serving.in_process import InProcessExport
 
-    export = InProcessExport(version)
     n = config.num_return_sequences
     with user_error():
+        export = InProcessExport(version)
         if num_beams > 1:
             if "beam" not in export.signature_names():
                 raise CommandError(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,10 @@ def export_version(path: str) -> str | None:
     return os.path.join(path, max(versions, key=int)) if versions else None
 
 
+class ExportLoadError(ValueError):
+    """The folder holds no SavedModel that loads (a damaged or partial copy)."""
+
+
 class InProcessExport(GenerationCalls):
     """The SavedModel at `path` (a version folder), loaded here with TensorFlow and
     tensorflow-text only, as a model server loads it: `predict(inputs, signature)`,
@@ -52,28 +56,81 @@ class InProcessExport(GenerationCalls):
     signature the export lacks raises `TypeError` naming those it has.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, in_background: bool = False):
+        """Load the export at `path`; with `in_background`, on a thread (TensorFlow's import
+        included), so that this returns at once and the first call waits for the load: a chat
+        at a terminal prompts its user meanwhile.
+
+        Raises:
+            ExportLoadError: the export does not load (from the first call, in the background).
+        """
+        self.path = path
+        self.warmed = 0
+        self._state: tuple[Any, dict[str, Any]] | None = None
+        self._failure: BaseException | None = None
+        self._done = threading.Event()
+        if not in_background:
+            self._state = self._load()
+            self._done.set()
+            return
+
+        def load() -> None:
+            try:
+                self._state = self._load()
+            except BaseException as e:  # raised again by the first call that needs the export
+                self._failure = e
+            finally:
+                self._done.set()
+
+        threading.Thread(target=load, name="tfllm-load", daemon=True).start()
+
+    def _load(self) -> tuple[Any, dict[str, Any]]:
         import tensorflow as tf
         import tensorflow_text  # noqa: F401  (the exports' text ops)
 
-        self.path = path
-        self._loaded = tf.saved_model.load(path)  # kept: its functions read its variables
-        self._functions = dict(self._loaded.signatures)
-        self._signature_names = set(self._functions)
+        try:
+            loaded = tf.saved_model.load(self.path)  # kept: its functions read its variables
+        except Exception as e:  # TensorFlow's own: a parse error, a missing variables file
+            message = first_line(getattr(e, "message", None) or str(e))
+            raise ExportLoadError(f"{self.path}: the export does not load: {message}") from None
+        return loaded, dict(loaded.signatures)
 
-    def warm(self, signatures: Collection[str], threads: int = 2) -> threading.Thread:
+    def _ready(self) -> tuple[Any, dict[str, Any]]:
+        """`(the loaded SavedModel, its signatures)`, once loaded."""
+        self._done.wait()
+        if self._failure is not None:
+            raise self._failure
+        assert self._state is not None
+        return self._state
+
+    @property
+    def _loaded(self) -> Any:
+        return self._ready()[0]
+
+    @property
+    def _functions(self) -> dict[str, Any]:
+        return self._ready()[1]
+
+    def warm(
+        self,
+        signatures: Collection[str] | Callable[[set[str]], Collection[str]],
+        threads: int = 2,
+    ) -> threading.Thread:
         """Replay the export's warmup records of `signatures` on a background thread (with
         `threads` at once, as `tfllm serve` replays them all before serving), so that the
         graphs a conversation calls are initialized while its user types: the first call of
-        each otherwise spends seconds optimizing it. A call that comes sooner waits for the
-        initialization under way rather than doing it twice. A failing record is left for
-        the call itself to report. Returns the started thread."""
+        each otherwise spends seconds optimizing it. `signatures` may be a function of the
+        export's signature names (an export loading in the background is waited for). A call
+        that comes sooner waits for the initialization under way rather than doing it twice.
+        A failing record, or load, is left for the call itself to report. Returns the started
+        thread."""
         from tfllm.serving.servables import replay_warmup
 
         def replay() -> None:
             try:
-                self.warmed = replay_warmup(self._loaded, self.path, threads, signatures)
-            except Exception as e:  # the call itself reports what fails
+                chosen = signatures(self.signature_names()) if callable(signatures) else signatures
+                self.warmed = replay_warmup(self._loaded, self.path, threads, chosen)
+            except BaseException as e:  # the call itself reports what fails
                 log.debug("warming %s failed: %s", self.path, e)
 
         self.warmed = 0
