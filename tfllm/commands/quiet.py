@@ -102,11 +102,12 @@ class _Filter:
                 self._forward(pending)
 
     def _forward(self, line: bytes) -> None:
-        noise = NOISE.search(line.decode("utf-8", "replace"))
+        text = line.decode("utf-8", "replace")
+        noise = NOISE.search(text)
         if noise is None:
             os.write(self.terminal, line)
         elif noise.start() > 0:  # a TensorFlow line written right after a prompt: the prompt
-            os.write(self.terminal, line.decode("utf-8", "replace")[: noise.start()].encode())
+            os.write(self.terminal, text[: noise.start()].encode())
 
     def close(self) -> None:
         """Descriptor 2 back to the terminal; what is still in the pipe is shown first."""

@@ -133,19 +133,16 @@ class SpanExtractor(TaskModel):
         """`read` as one traced function of any batch, kept per tokenizer and rule: later
         `answer` calls run it without tracing again."""
         readers = _READERS.setdefault(self, {})
-        key = (id(tokenizer), rule)
+        key = (tokenizer, rule)  # a tokenizer is equal only to itself
         if key not in readers:
             strings = tf.TensorSpec([None], tf.string)
             model = weakref.ref(self)  # the cache must not keep its own key alive
-            readers[key] = (
-                tokenizer,  # holds the tokenizer, so its id is not reused while the key lives
-                tf.function(
-                    lambda q, c: model().read(tokenizer, q, c, rule),
-                    input_signature=[strings, strings],
-                    autograph=False,
-                ),
+            readers[key] = tf.function(
+                lambda q, c: model().read(tokenizer, q, c, rule),
+                input_signature=[strings, strings],
+                autograph=False,
             )
-        return readers[key][1]
+        return readers[key]
 
     def answer(
         self,
