@@ -2,7 +2,7 @@
 
     pip install -e ".[bench]"
     python benchmarks/pretrained_generate.py [--new-tokens 128] [--batches 1 8] [--repeats 3]
-        [--rounds 3] [--precisions fp32 bf16 int8] [--llama-bench PATH]
+        [--rounds 3] [--precisions fp32 bf16 int8] [--contenders ...] [--llama-bench PATH]
 
 Every contender loads the same weights: the GGUF file that `tfllm pretrained pull
 smollm2-135m-instruct` fetches (Q4_1), dequantized to float32 (tfllm's converter, transformers'
@@ -31,6 +31,7 @@ Contenders:
   reloaded with `tf.saved_model.load` and called through its `generate_ids` signature with the
   same prompt ids; the export stops a row at the end-of-sequence token, so its tokens/s counts
   the tokens it wrote (the table says when a row stopped early).
+- `--contenders` picks the tfllm contenders at fp32 (default: all three).
 - `--precisions bf16 int8`: the same, on `tfllm quantize mode=bf16|int8` of the checkpoint
   (written once under ~/.cache/tfllm/bench/), for the contenders in `--reduced-contenders`
   (default: the export, which is what TF Serving runs).
@@ -398,6 +399,13 @@ def main() -> None:
         "--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16", "int8"]
     )
     parser.add_argument(
+        "--contenders",
+        nargs="+",
+        default=sorted(TFLLM),
+        choices=sorted(TFLLM),
+        help="the tfllm contenders at fp32",
+    )
+    parser.add_argument(
         "--reduced-contenders", nargs="+", default=["export"], choices=sorted(TFLLM)
     )
     parser.add_argument("--llama-bench", default=shutil.which("llama-bench"))
@@ -433,7 +441,11 @@ def main() -> None:
     contenders = [
         (TFLLM[kind], precision)
         for precision in args.precisions
-        for kind in (list(TFLLM) if precision == "fp32" else args.reduced_contenders)
+        for kind in (
+            [k for k in TFLLM if k in args.contenders]
+            if precision == "fp32"
+            else args.reduced_contenders
+        )
     ]
     contenders.append((PEER, "fp32"))
     if args.llama_bench:
@@ -528,10 +540,15 @@ def main() -> None:
         where = f"(the binary in the command), on {llama['cpu']}"
         lines += ["", f"llama.cpp build {llama['build']} {where}."]
     first = str(args.batches[0])
-    reference = results[TFLLM["graph"], "fp32"][first]["ids"]
+    # Against the Python graph loop's fp32 continuation, or the first contender's without it.
+    ref_name, ref_precision = next(
+        (c for c in results if c == (TFLLM["graph"], "fp32")), next(iter(results))
+    )
+    reference = results[ref_name, ref_precision][first]["ids"]
     lines += [
         "",
-        f"Each contender's greedy continuation at batch {first} against tfllm graph fp32's "
+        f"Each contender's greedy continuation at batch {first} against {ref_name} "
+        f"{ref_precision}'s "
         "(the first token where they part, and how many positions hold the same token), and its "
         "first 80 characters:",
         "",
