@@ -541,9 +541,8 @@ def main() -> None:
         lines += ["", f"llama.cpp build {llama['build']} {where}."]
     first = str(args.batches[0])
     # Against the Python graph loop's fp32 continuation, or the first contender's without it.
-    ref_name, ref_precision = next(
-        (c for c in results if c == (TFLLM["graph"], "fp32")), next(iter(results))
-    )
+    graph = (TFLLM["graph"], "fp32")
+    ref_name, ref_precision = graph if graph in results else next(iter(results))
     reference = results[ref_name, ref_precision][first]["ids"]
     lines += [
         "",

@@ -6,6 +6,7 @@ development server in its own process, `tensorflow_serving.apis`' `PredictionSer
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -725,6 +726,22 @@ def test_generate_and_chat_commands_run_an_export_as_python_runs_the_model(
     assert out == "".join(f"assistant> {r}\n" for r in replies) + "\n", out
 
 
+@contextlib.contextmanager
+def typed_at_a_terminal(text: str):
+    """A real pseudo-terminal with `text` typed into it before anything reads: yields the file a
+    command reads as its stdin (the line discipline hands it over one line a read)."""
+    import pty
+
+    primary, secondary = pty.openpty()
+    terminal = open(secondary, encoding="utf-8")  # noqa: SIM115 (closed below)
+    try:
+        os.write(primary, text.encode())
+        yield terminal
+    finally:
+        terminal.close()
+        os.close(primary)
+
+
 def test_chat_at_a_terminal_warms_the_export_while_the_user_types(
     exported, in_process, capsys, monkeypatch
 ):
@@ -732,8 +749,6 @@ def test_chat_at_a_terminal_warms_the_export_while_the_user_types(
     prompts `you> ` at once, loads the export and warms the signatures a chat calls on
     background threads; messages typed at once wait for the load and are answered exactly as a
     local chat answers them."""
-    import pty
-
     from tfllm import cli
     from tfllm.generation.chat import ChatSession
     from tfllm.generation.decoder import GenerationConfig
@@ -760,19 +775,12 @@ def test_chat_at_a_terminal_warms_the_export_while_the_user_types(
 
     monkeypatch.setattr(InProcessExport, "__init__", recording_init)
     monkeypatch.setattr(InProcessExport, "warm", recording_warm)
-    primary, secondary = pty.openpty()
-    terminal = open(secondary, encoding="utf-8")  # noqa: SIM115 (closed below)
-    try:
-        # Typed before the chat starts: the line discipline hands them over one line a read.
-        os.write(primary, ("\n".join(messages) + "\n/exit\n").encode())
+    with typed_at_a_terminal("\n".join(messages) + "\n/exit\n") as terminal:
         monkeypatch.setattr("sys.stdin", terminal)
         assert sys.stdin.isatty()
         cli.main(
             ["chat", f"ckpt={model_dir / '1'}", f"template='{ECHO_TEMPLATE}'", "max_new_tokens=5"]
         )
-    finally:
-        terminal.close()
-        os.close(primary)
     banner, _, out = capsys.readouterr().out.partition("\n")
     assert banner.startswith(f"chatting with {model_dir / '1'} - /reset starts over")
     assert out == "".join(f"you> assistant> {r}\n" for r in replies) + "you> ", out
@@ -790,8 +798,6 @@ def test_an_export_that_does_not_load_is_one_error_line_loaded_at_once_or_in_the
     """A damaged `saved_model.pb` beside intact files: `InProcessExport` raises
     `ExportLoadError` naming the folder (at once, or from each call after a background load),
     and `tfllm generate` and a chat at a terminal end with one error line, exit 2."""
-    import pty
-
     from tfllm import cli
     from tfllm.serving.in_process import ExportLoadError, InProcessExport
 
@@ -807,10 +813,7 @@ def test_an_export_that_does_not_load_is_one_error_line_loaded_at_once_or_in_the
         with pytest.raises(ExportLoadError, match=message):
             export.signature_names()
     capsys.readouterr()
-    primary, secondary = pty.openpty()
-    terminal = open(secondary, encoding="utf-8")  # noqa: SIM115 (closed below)
-    try:
-        os.write(primary, b"Who's there?\n")
+    with typed_at_a_terminal("Who's there?\n") as terminal:
         for argv, stdin in (
             (["generate", f"ckpt={tmp_path}", "prompt=BERNARDO:"], sys.stdin),
             (["chat", f"ckpt={damaged}", f"template='{ECHO_TEMPLATE}'"], terminal),
@@ -821,9 +824,6 @@ def test_an_export_that_does_not_load_is_one_error_line_loaded_at_once_or_in_the
             assert exited.value.code == 2
             err = capsys.readouterr().err
             assert err.startswith(f"tfllm: error: {message}") and len(err.splitlines()) == 1, err
-    finally:
-        terminal.close()
-        os.close(primary)
 
 
 def test_no_server_at_the_address_is_unavailable_on_both_transports():
