@@ -181,5 +181,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         run(rest)
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The `tfllm` console script (and `python -m tfllm.cli`): `main()`, then a command that
+    succeeded ends its process without the interpreter's teardown (tfllm/commands/fast_exit.py)."""
     main()
+    from tfllm.commands import fast_exit
+
+    if fast_exit.applies():
+        fast_exit.finish(0)
+
+
+if __name__ == "__main__":
+    console()

@@ -223,11 +223,30 @@ def test_list_shows_components_with_their_package():
 
 
 def test_train_without_data_path_uses_the_embedded_corpus(tmp_path):
-    proc = run_cli(["train", "debug=fast", "trainer.max_steps=10", f"run_dir={tmp_path}"])
+    import tensorflow as tf
+
+    proc = run_cli(
+        [
+            "train",
+            "debug=fast",
+            "trainer.max_steps=10",
+            "trainer.callbacks=[tensorboard]",
+            f"run_dir={tmp_path}",
+        ]
+    )
     assert "trained to" in proc.stdout
     vocab = (tmp_path / "tokenizer" / "tokenizer.json").read_text()
     assert "HAMLET" not in vocab and "ROMEO" not in vocab  # a character vocabulary
     assert "config.yaml" in {p.name for p in tmp_path.iterdir()}
+    # The process skipped the interpreter's teardown (fast_exit.py), and nothing was lost: the
+    # TensorBoard events reach the last step.
+    steps = {
+        event.step
+        for event_file in (tmp_path / "tensorboard").rglob("events.out.tfevents.*")
+        for event in tf.compat.v1.train.summary_iterator(str(event_file))
+        if any(v.tag.endswith("loss") for v in event.summary.value)
+    }
+    assert max(steps) == 10, sorted(steps)
 
 
 def test_a_command_skips_keras_optional_imports_that_others_still_get(tmp_path):
