@@ -361,6 +361,22 @@ def test_magnitude_masks_zero_exactly_the_smallest_globally_or_per_layer():
     np.testing.assert_array_equal(per[1].ravel(), [0, 0, 1, 1])  # |-11|, |-12| go
 
 
+def test_one_shot_pruning_zeroes_each_weight_to_the_sparsity(tiny_run):
+    from tfllm.commands.compress import prune_run
+    from tfllm.compression.prune import sparsity_of
+    from tfllm.runs import load_run
+
+    root, run = tiny_run
+    one_shot = prune_run(str(run), str(root / "p70"), sparsity=0.7, scope="layer")
+    assert one_shot["sparsity"] == pytest.approx(0.7, abs=1e-3)
+    pruned, _, _ = load_run(str(root / "p70"))
+    _, per_layer = sparsity_of(pruned)
+    assert all(abs(s - 0.7) < 0.01 for s in per_layer.values())  # `layer`: each weight alone
+
+
+# Out of the default run (its time budget): one-shot pruning is checked by
+# test_one_shot_pruning_zeroes_each_weight_to_the_sparsity.
+@pytest.mark.slow
 def test_pruned_fine_tuning_keeps_the_zeros_and_recovers(tiny_run):
     from tfllm.commands.compress import prune_run
     from tfllm.compression.prune import sparsity_of
@@ -368,11 +384,8 @@ def test_pruned_fine_tuning_keeps_the_zeros_and_recovers(tiny_run):
     from tfllm.training.trainer import Trainer
 
     root, run = tiny_run
-    one_shot = prune_run(str(run), str(root / "p70"), sparsity=0.7, scope="layer")
-    assert one_shot["sparsity"] == pytest.approx(0.7, abs=1e-3)
-    pruned, _, cfg = load_run(str(root / "p70"))
-    _, per_layer = sparsity_of(pruned)
-    assert all(abs(s - 0.7) < 0.01 for s in per_layer.values())  # `layer`: each weight alone
+    prune_run(str(run), str(root / "p70"), sparsity=0.7, scope="layer")
+    _, _, cfg = load_run(str(root / "p70"))
     cfg = {k: v for k, v in cfg.items() if k != "pruning"}
     before = Trainer({**cfg, "init_from": str(root / "p70")}, str(root / "probe")).evaluate()
 

@@ -5,6 +5,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -368,6 +369,56 @@ def train_cmd(data, run_dir):
     ]
 
 
+class _StopAt:
+    """A trainer callback that sends this process SIGTERM after step `step` (the trainer
+    saves a checkpoint at the next boundary and stops, as when a scheduler preempts it)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_begin(self, trainer):
+        pass
+
+    def on_step_end(self, trainer, step, logs):
+        if step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_eval_end(self, trainer, step, logs):
+        pass
+
+    def on_train_end(self, trainer, logs):
+        pass
+
+
+def test_a_run_on_prepared_data_stopped_and_resumed_equals_uninterrupted(prepared, tmp_path):
+    from train_configs import train_config
+
+    from tfllm.training.trainer import Trainer
+
+    cfg = train_config(
+        prepared,
+        "data=prepared",
+        "model.dropout=0.1",  # the dropout stream resumes too
+        "data.batch_size=8",
+        "trainer.max_steps=30",
+        "trainer.checkpoint_every=10",
+        "trainer.eval_every=30",
+        "trainer.callbacks=[]",
+    )
+    stopped = Trainer(cfg, str(tmp_path / "stopped"))
+    stopped.callbacks.append(_StopAt(10))
+    assert stopped.fit()["preempted_at_step"] == 15  # the next boundary of 5 steps
+    resumed = Trainer(cfg, str(tmp_path / "stopped"))
+    resumed.fit()
+    assert resumed.start_step == 15 and resumed.step == 30
+    straight = Trainer(cfg, str(tmp_path / "straight"))
+    straight.fit()
+    assert resumed.weights_digest() == straight.weights_digest()
+
+
+# Out of the default run (its time budget): the test above stops and resumes a run on prepared
+# data in this process; this one kills `tfllm train` and resumes it with the command.
+@pytest.mark.slow
 def test_prepare_then_train_killed_and_resumed_equals_uninterrupted(corpus, tmp_path):
     data = tmp_path / "data"
     done = subprocess.run(

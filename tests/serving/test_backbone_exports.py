@@ -26,12 +26,13 @@ def test_unet_skips_and_value_embeddings_export_and_complete_as_in_python(tmp_pa
     model, tokenizer, cfg = load_run(str(tmp_path / "run"))
     backbone = model.backbone
     assert backbone.unet_skips and len(backbone.value_tables) == 1  # restored from the run
+    # validate=False: the fresh-process validation is tested with the default backbone
+    # (tests/serving/test_serving.py); here the loaded signature is checked against the Python
+    # generator directly.
+    settings = ExportSettings(max_new_tokens=6)
     result = export_model(
-        model, tokenizer, cfg, str(tmp_path / "exports"), "lm", 1, ExportSettings(max_new_tokens=6)
+        model, tokenizer, cfg, str(tmp_path / "exports"), "lm", 1, settings, validate=False
     )
-    # Validation compared the export's greedy completions with the Python model's, in a fresh
-    # process; here the loaded signature is checked against the Python generator directly.
-    assert "greedy completions" in result.validation["compared"]
     prompts = ["BERNARDO:", "Who's"]
     out = tf.saved_model.load(result.path).signatures["serving_default"](
         prompts=tf.constant(prompts)
