@@ -187,42 +187,51 @@ def export_model(
         raise FileExistsError(f"export: {final} already exists; choose another export.version")
     steps = 4 if validate else 3  # trace the signatures, save, write assets, validate
     options = tf.saved_model.SaveOptions()
-    with progress.task(f"export {name}/{version}", total=steps, unit="step") as advance:
-        module = build_serving_module(model, tokenizer, cfg, settings)
-        # Traced in the context `tf.saved_model.save` traces in: a tf.function's trace cache is
-        # keyed on it, so signatures traced outside it are all traced again while saving (twice
-        # the time, and both copies written into the SavedModel).
-        with save_context.save_context(options):
-            signatures = module.signatures()
-        advance(1)
-        staging = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=model_dir)
-        try:
-            target = os.path.join(staging, "model")
-            tf.saved_model.save(module, target, signatures=signatures, options=options)
-            set_method_names(target, module.method_names())
-            advance(1)
-            extra = os.path.join(target, ASSETS_EXTRA)
-            os.makedirs(extra, exist_ok=True)
-            export_cfg = dict(cfg)
-            export_cfg["export"] = {
-                "name": name,
-                "version": version,
-                "signatures": sorted(signatures),
-                "prompt_context": module.prompt_context(),
-                **settings.__dict__,
-            }
-            save_run_config(export_cfg, extra)
-            tokenizer.save_to_directory(tokenizer_dir(extra))
-            warmup = module.warmup_requests(list(WARMUP_PROMPTS))
-            write_warmup(os.path.join(extra, WARMUP_FILE), name, warmup)
-            result = ExportResult(final, version, sorted(signatures))
-            advance(1)
-            if validate:
-                from tfllm.export.validate import validate_export
+    fresh = None
+    if validate:  # started now, it imports TensorFlow while the export is traced and saved
+        from tfllm.export.validate import FreshProcess
 
-                result.validation = validate_export(target, module)
+        fresh = FreshProcess(cwd=model_dir)
+    try:
+        with progress.task(f"export {name}/{version}", total=steps, unit="step") as advance:
+            module = build_serving_module(model, tokenizer, cfg, settings)
+            # Traced in the context `tf.saved_model.save` traces in: a tf.function's trace cache is
+            # keyed on it, so signatures traced outside it are all traced again while saving (twice
+            # the time, and both copies written into the SavedModel).
+            with save_context.save_context(options):
+                signatures = module.signatures()
+            advance(1)
+            staging = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=model_dir)
+            try:
+                target = os.path.join(staging, "model")
+                tf.saved_model.save(module, target, signatures=signatures, options=options)
+                set_method_names(target, module.method_names())
                 advance(1)
-            os.replace(target, final)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+                extra = os.path.join(target, ASSETS_EXTRA)
+                os.makedirs(extra, exist_ok=True)
+                export_cfg = dict(cfg)
+                export_cfg["export"] = {
+                    "name": name,
+                    "version": version,
+                    "signatures": sorted(signatures),
+                    "prompt_context": module.prompt_context(),
+                    **settings.__dict__,
+                }
+                save_run_config(export_cfg, extra)
+                tokenizer.save_to_directory(tokenizer_dir(extra))
+                warmup = module.warmup_requests(list(WARMUP_PROMPTS))
+                write_warmup(os.path.join(extra, WARMUP_FILE), name, warmup)
+                result = ExportResult(final, version, sorted(signatures))
+                advance(1)
+                if validate:
+                    from tfllm.export.validate import validate_export
+
+                    result.validation = validate_export(target, module, fresh)
+                    advance(1)
+                os.replace(target, final)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        if fresh is not None:  # ended unused if the export stopped before validation
+            fresh.close()
     return result

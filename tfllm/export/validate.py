@@ -20,14 +20,20 @@ class ExportValidationError(RuntimeError):
 # (tfllm/lean_imports.py is run by path: the process never imports tfllm). Ops are classified
 # against the op registry before and after importing tensorflow_text: what TF core registers,
 # what tf-text adds, and anything else.
+# It starts before the export is written (`FreshProcess`): TensorFlow's import overlaps the
+# tracing and saving, and the path and requests arrive on stdin once the SavedModel is complete.
 _CHILD = r"""
 import json, runpy, sys
-runpy.run_path(sys.argv[3])["install"]()
+runpy.run_path(sys.argv[1])["install"]()
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.framework import op_def_registry
 
-path, requests = sys.argv[1], json.loads(sys.argv[2])
+order = sys.stdin.readline()
+if not order:
+    sys.exit(0)  # the export stopped before it had anything to validate
+order = json.loads(order)
+path, requests = order["path"], order["requests"]
 proto = saved_model_pb2.SavedModel()
 with open(path + "/saved_model.pb", "rb") as f:
     proto.ParseFromString(f.read())
@@ -83,39 +89,73 @@ os._exit(0)  # done: the interpreter's teardown after TensorFlow costs seconds (
 """
 
 
+class FreshProcess:
+    """A new Python that imports only tensorflow and tensorflow_text, started ahead of the
+    export it will check: it imports TensorFlow while the export is traced and saved, then
+    waits for `run`. Started in `cwd` (a folder without Python packages of the user's).
+
+    Example:
+
+    >>> process = FreshProcess()
+    >>> process.close()  # the export failed before validation: the process ends unused
+    >>> process.proc.poll() is not None
+    True
+    """
+
+    def __init__(self, cwd: str | None = None) -> None:
+        from tfllm import lean_imports
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, lean_imports.__file__],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+            cwd=cwd,
+        )
+
+    def run(self, path: str, requests: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """Load the SavedModel at `path`, run `requests` (`{signature: {input: (value,
+        dtype)}}`) and list its ops; the process ends after."""
+        order = json.dumps({"path": os.path.abspath(path), "requests": requests})
+        stdout, stderr = self.proc.communicate(order + "\n")
+        marker = [line for line in stdout.splitlines() if line.startswith("@@RESULT@@")]
+        if self.proc.returncode != 0 or not marker:
+            raise ExportValidationError(
+                f"the export failed to load or run in a fresh process:\n{stderr[-3000:]}"
+            )
+        return json.loads(marker[0][len("@@RESULT@@") :])
+
+    def close(self) -> None:
+        """End the process if `run` never did (its stdin closes: it exits unused)."""
+        if self.proc.poll() is None:
+            self.proc.communicate("")
+
+
 def run_in_fresh_process(path: str, requests: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Load the SavedModel at `path` in a new Python that imports only tensorflow and
     tensorflow_text, run `requests` (`{signature: {input: (value, dtype)}}`) and list ops."""
-    from tfllm import lean_imports
-
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, path, json.dumps(requests), lean_imports.__file__],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=os.path.dirname(os.path.abspath(path)),
-    )
-    marker = [line for line in proc.stdout.splitlines() if line.startswith("@@RESULT@@")]
-    if proc.returncode != 0 or not marker:
-        raise ExportValidationError(
-            f"the export failed to load or run in a fresh process:\n{proc.stderr[-3000:]}"
-        )
-    return json.loads(marker[0][len("@@RESULT@@") :])
+    return FreshProcess(cwd=os.path.dirname(os.path.abspath(path))).run(path, requests)
 
 
-def validate_export(path: str, module) -> dict[str, Any]:
+def validate_export(path: str, module, process: FreshProcess | None = None) -> dict[str, Any]:
     """Reload the export in a fresh process, replay its warmup records as TF Serving does at
     load, run the module's validation requests (for a generator, `serving_default` exactly as a
     client calls it, too), compare the answers with the Keras model
-    (`module.check_validation`), and check its ops.
+    (`module.check_validation`), and check its ops. `process`: a `FreshProcess` started
+    earlier (a new one otherwise).
 
     Returns:
         A report: op counts by origin and what was compared.
     """
     texts = list(VALIDATION_PROMPTS)
     try:
-        report = run_in_fresh_process(path, module.validation_requests(texts))
+        requests = module.validation_requests(texts)
+        if process is None:
+            report = run_in_fresh_process(path, requests)
+        else:
+            report = process.run(path, requests)
         compared = module.check_validation(texts, report["results"])
     except ValueError as e:
         raise ExportValidationError(str(e)) from None
