@@ -112,6 +112,39 @@ def kill_at_checkpoint(cmd, run_dir, step):
     )
 
 
+class AtStep:
+    """A trainer callback that calls `act(trainer)` once training reaches `step`."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def act(self, trainer):
+        raise NotImplementedError
+
+    def on_train_begin(self, trainer):
+        pass
+
+    def on_step_end(self, trainer, step, logs):
+        if step == self.step:
+            self.act(trainer)
+
+    def on_eval_end(self, trainer, step, logs):
+        pass
+
+    def on_train_end(self, trainer, logs):
+        pass
+
+
+class SigtermAt(AtStep):
+    """Sends this process SIGTERM at `step`: the trainer saves a checkpoint at the next boundary
+    and stops, as when a scheduler preempts it."""
+
+    def act(self, trainer):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 # Lines TensorFlow, XLA, absl, CUDA or oneDNN would write (tfllm's own lines never match).
 FOREIGN = re.compile(
     r"^[IWEF]\d{4} |absl|cuda|cuInit|oneDNN|tensorflow/|xla/|rebuild TensorFlow", re.IGNORECASE

@@ -5,7 +5,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import checkpoint_state, kill_at_checkpoint, train_here
+from conftest import SigtermAt, checkpoint_state, kill_at_checkpoint, train_here
 
 from tfllm import registry
 from tfllm.data import prepare as prepare_module
@@ -369,27 +368,6 @@ def train_cmd(data, run_dir):
     ]
 
 
-class _StopAt:
-    """A trainer callback that sends this process SIGTERM after step `step` (the trainer
-    saves a checkpoint at the next boundary and stops, as when a scheduler preempts it)."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_begin(self, trainer):
-        pass
-
-    def on_step_end(self, trainer, step, logs):
-        if step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    def on_eval_end(self, trainer, step, logs):
-        pass
-
-    def on_train_end(self, trainer, logs):
-        pass
-
-
 def test_a_run_on_prepared_data_stopped_and_resumed_equals_uninterrupted(prepared, tmp_path):
     from train_configs import train_config
 
@@ -406,7 +384,7 @@ def test_a_run_on_prepared_data_stopped_and_resumed_equals_uninterrupted(prepare
         "trainer.callbacks=[]",
     )
     stopped = Trainer(cfg, str(tmp_path / "stopped"))
-    stopped.callbacks.append(_StopAt(10))
+    stopped.callbacks.append(SigtermAt(10))
     assert stopped.fit()["preempted_at_step"] == 15  # the next boundary of 5 steps
     resumed = Trainer(cfg, str(tmp_path / "stopped"))
     resumed.fit()

@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import AtStep, SigtermAt
 from hydra import compose, initialize_config_dir
 
 from tfllm.commands.launch import (
@@ -185,31 +186,11 @@ def test_launcher_arguments_and_worker_configs():
     }
 
 
-class _Signal:
-    """A callback that sends this process SIGTERM once training reaches `step`."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_begin(self, trainer):
-        pass
-
-    def on_step_end(self, trainer, step, logs):
-        if step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    def on_eval_end(self, trainer, step, logs):
-        pass
-
-    def on_train_end(self, trainer, logs):
-        pass
-
-
 def test_sigterm_saves_a_checkpoint_and_the_run_resumes_from_it(corpus, tmp_path):
     cfg = train_config(corpus, "trainer.callbacks=[]")
     trainer = Trainer(cfg, str(tmp_path))
     # The signal arrives after step 4's checks: the run stops at the next boundary, step 6.
-    trainer.callbacks.append(_Signal(4))
+    trainer.callbacks.append(SigtermAt(4))
     logs = trainer.fit()
     assert logs["preempted_at_step"] == 6  # not a checkpoint_every multiple: saved on SIGTERM
     assert (tmp_path / "checkpoints" / "ckpt-6.index").exists()
@@ -246,25 +227,12 @@ def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous(corpus, tmp_
             Trainer(cfg, str(tmp_path)).fit()
 
 
-class _Poison:
-    """A callback that writes NaN into one weight at `step`, as a diverging run would."""
+class _Poison(AtStep):
+    """Writes NaN into one weight at `step`, as a diverging run would."""
 
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_begin(self, trainer):
-        pass
-
-    def on_step_end(self, trainer, step, logs):
-        if step == self.step:
-            weight = trainer.model.trainable_variables[0]
-            weight.assign(tf.fill(weight.shape, float("nan")))
-
-    def on_eval_end(self, trainer, step, logs):
-        pass
-
-    def on_train_end(self, trainer, logs):
-        pass
+    def act(self, trainer):
+        weight = trainer.model.trainable_variables[0]
+        weight.assign(tf.fill(weight.shape, float("nan")))
 
 
 def test_a_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(corpus, tmp_path):
