@@ -384,10 +384,10 @@ def test_pruned_fine_tuning_keeps_the_zeros_and_recovers(tiny_run):
     from tfllm.training.trainer import Trainer
 
     root, run = tiny_run
-    prune_run(str(run), str(root / "p70"), sparsity=0.7, scope="layer")
-    _, _, cfg = load_run(str(root / "p70"))
+    prune_run(str(run), str(root / "p70probe"), sparsity=0.7, scope="layer")
+    _, _, cfg = load_run(str(root / "p70probe"))
     cfg = {k: v for k, v in cfg.items() if k != "pruning"}
-    before = Trainer({**cfg, "init_from": str(root / "p70")}, str(root / "probe")).evaluate()
+    before = Trainer({**cfg, "init_from": str(root / "p70probe")}, str(root / "probe")).evaluate()
 
     tuned = prune_run(str(run), str(root / "p70ft"), 0.7, "layer", None, 30, 1e-3)
     model, _, _ = load_run(str(root / "p70ft"))

@@ -9,9 +9,15 @@ from typing import Any
 
 import keras
 
+from tfllm.components.products import Projection
 from tfllm.compression.quantization_spec import check_quantization
 
-QUANTIZABLE = (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Embedding)
+QUANTIZABLE = (
+    keras.layers.Dense,
+    Projection,
+    keras.layers.EinsumDense,
+    keras.layers.Embedding,
+)
 
 
 @contextlib.contextmanager

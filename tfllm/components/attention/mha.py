@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfllm.components import products
 from tfllm.components.attention.base import Attention, write_cache
 from tfllm.components.matrices import FusedMatrices
 from tfllm.components.tokens import flatten_tokens, unflatten_tokens
@@ -142,14 +143,14 @@ class MultiHeadAttention(Attention):
         )
         init = keras.initializers.RandomNormal(stddev=initializer_range)
         if cross:  # queries from x, keys and values from the encoder's states
-            self.q_proj = keras.layers.Dense(
+            self.q_proj = products.Projection(
                 num_heads * head_dim,
                 use_bias=use_bias,
                 kernel_initializer=init,
                 dtype=self.dtype_policy,
                 name="q_proj",
             )
-            self.kv_proj = keras.layers.Dense(
+            self.kv_proj = products.Projection(
                 2 * num_kv_heads * head_dim,
                 use_bias=use_bias,
                 kernel_initializer=init,
@@ -158,14 +159,14 @@ class MultiHeadAttention(Attention):
             )
         else:
             # One fused projection for q, k and v: a single matmul is faster on CPU.
-            self.qkv_proj = keras.layers.Dense(
+            self.qkv_proj = products.Projection(
                 (num_heads + 2 * num_kv_heads) * head_dim,
                 use_bias=use_bias,
                 kernel_initializer=init,
                 dtype=self.dtype_policy,
                 name="qkv_proj",
             )
-        self.out_proj = keras.layers.Dense(
+        self.out_proj = products.Projection(
             hidden_dim,
             use_bias=use_bias,
             kernel_initializer=out_init,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from tfllm.components import products
 from tfllm.components.tokens import flatten_tokens, unflatten_tokens
 from tfllm.registry import register
 
@@ -76,14 +77,14 @@ class MLP(keras.layers.Layer):
             else output_initializer_range
         )
         init = keras.initializers.RandomNormal(stddev=initializer_range)
-        self.up = keras.layers.Dense(
+        self.up = products.Projection(
             intermediate_dim,
             use_bias=use_bias,
             kernel_initializer=init,
             dtype=self.dtype_policy,
             name="up",
         )
-        self.down = keras.layers.Dense(
+        self.down = products.Projection(
             hidden_dim,
             use_bias=use_bias,
             kernel_initializer=out_init,

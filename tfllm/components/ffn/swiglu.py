@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from tfllm.components import products
 from tfllm.components.ffn.mlp import ACTIVATIONS, activate
 from tfllm.components.matrices import FusedMatrices
 from tfllm.components.tokens import flatten_tokens, unflatten_tokens
@@ -69,14 +70,14 @@ class SwiGLU(keras.layers.Layer):
             else output_initializer_range
         )
         init = keras.initializers.RandomNormal(stddev=initializer_range)
-        self.gate_up = keras.layers.Dense(
+        self.gate_up = products.Projection(
             2 * intermediate_dim,
             use_bias=use_bias,
             kernel_initializer=init,
             dtype=self.dtype_policy,
             name="gate_up",
         )
-        self.down = keras.layers.Dense(
+        self.down = products.Projection(
             hidden_dim,
             use_bias=use_bias,
             kernel_initializer=out_init,
