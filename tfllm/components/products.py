@@ -11,14 +11,15 @@ barrier) and the product is a plain one: the copy costs less than the slow dot s
 XLA training step of the shakespeare_char recipe 2-3% shorter; docs/efficiency.md).
 
 The rewrite applies only while XLA compiles the graph (`jit_compile=True`) and no GPU is
-visible: GPU and TPU dots take transposed operands at full speed, and graph mode already runs
-the transposed form on oneDNN. Elsewhere `matmul` is `tf.matmul`, gradients included, bit for
+visible: GPU and TPU dots take transposed operands at full speed, and so do graph mode's
+kernels (0.34 ms above). Elsewhere `matmul` is `tf.matmul`, gradients included, bit for
 bit. `enabled` turns the rewrite off for comparisons.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -41,7 +42,7 @@ def _rewrite_here() -> bool:
     return control_flow_util.GraphOrParentsInXlaContext(graph) and _cpu_only()
 
 
-def _written_transpose(x):
+def _written_transpose(x: tf.Tensor) -> tf.Tensor:
     """`x` with its last two axes swapped, written out (not folded into the next dot)."""
     return gen_xla_ops.xla_optimization_barrier([tf.linalg.matrix_transpose(x)])[0]
 
@@ -55,7 +56,7 @@ def _matmul(a, b):
     return tf.matmul(a, b), grad
 
 
-def matmul(a, b):
+def matmul(a: Any, b: Any) -> tf.Tensor:
     """`a @ b`, batched over equal leading axes, as `tf.matmul` computes it.
 
     Under XLA on a CPU its gradient writes `aᵀ` out first, so both gradient products are
@@ -81,12 +82,14 @@ class Projection(keras.layers.Dense):
     [[4.0, 4.0, 4.0], [4.0, 4.0, 4.0]]
     """
 
-    def quantize(self, mode=None, type_check=True, config=None):
+    def quantize(
+        self, mode: str | None = None, type_check: bool = True, config: Any = None
+    ) -> None:
         # Keras refuses to quantize subclasses of `Dense`: this one adds no weights and its
         # quantized calls are `Dense`'s own, so it quantizes as `Dense` does.
         super().quantize(mode, type_check=False, config=config)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         # inputs (N, D) or (..., D) -> (N, units) or (..., units)
         if len(inputs.shape) != 2:
             return super().call(inputs, training=training)
