@@ -412,3 +412,64 @@ def test_rope_rotation_preserves_norms_and_relative_angles():
     rotated = rope.rotate_query(q, np.array([5], "int32")).numpy()
     np.testing.assert_allclose(np.linalg.norm(rotated), np.linalg.norm(q), rtol=1e-5)
     assert abs(score(3, 1) - score(10, 8)) < 1e-4  # depends only on i - j
+
+
+def test_silu_equals_keras_silu_and_avoids_the_fused_swish_pattern():
+    import keras
+    import tensorflow as tf
+
+    from tfllm.components.ffn.mlp import activate
+
+    x = tf.constant(np.linspace(-30, 30, 2001, dtype="float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours, theirs = activate(x, "silu"), keras.ops.silu(x)
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=3e-6)
+    np.testing.assert_allclose(
+        tape.gradient(ours, x).numpy(), tape.gradient(theirs, x).numpy(), rtol=1e-5, atol=3e-6
+    )
+    # Grappler's oneDNN remapper fuses Sigmoid feeding Mul into _MklSwish; the graph holds Tanh.
+    graph = tf.function(lambda h: activate(h, "silu")).get_concrete_function(x).graph
+    types = {op.type for op in graph.get_operations()}
+    assert "Tanh" in types and "Sigmoid" not in types
+
+
+def test_small_softmax_equals_tf_softmax_masked_rows_included():
+    import tensorflow as tf
+
+    from tfllm.components.attention.mha import _MASKED, small_softmax
+
+    scores = rng.normal(size=(2, 9, 1, 40)).astype("float32") * 8
+    scores[0, :, :, 30:] = _MASKED  # keys past the cache's filled part
+    scores[1, 4] = _MASKED  # a row with every key masked: uniform, as tf.nn.softmax gives
+    ours = small_softmax(tf.constant(scores)).numpy()
+    np.testing.assert_allclose(ours, tf.nn.softmax(scores, axis=-1).numpy(), atol=1e-7)
+    np.testing.assert_allclose(ours[1, 4, 0], np.full(40, 1 / 40), rtol=1e-6)
+    assert (ours[0, :, :, 30:] == 0).all()
+
+
+def test_small_matmul_equals_tf_matmul_and_builds_batch_matmul_v3_for_float32():
+    import tensorflow as tf
+
+    from tfllm.components.attention.mha import small_matmul
+
+    q = tf.constant(rng.normal(size=(2, 3, 3, 1, 16)).astype("float32"))
+    k = tf.constant(rng.normal(size=(2, 3, 1, 40, 16)).astype("float32"))  # broadcast over 3
+    np.testing.assert_allclose(
+        small_matmul(q, k, adj_y=True).numpy(),
+        tf.matmul(q, k, transpose_b=True).numpy(),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    probs = tf.constant(rng.random(size=(2, 3, 3, 1, 40)).astype("float32"))
+    np.testing.assert_allclose(
+        small_matmul(probs, k).numpy(), tf.matmul(probs, k).numpy(), rtol=1e-5, atol=1e-6
+    )
+
+    def graph_ops(dtype):
+        fn = tf.function(lambda a, b: small_matmul(a, b, adj_y=True))
+        graph = fn.get_concrete_function(tf.cast(q, dtype), tf.cast(k, dtype)).graph
+        return {op.type for op in graph.get_operations()}
+
+    assert "BatchMatMulV3" in graph_ops(tf.float32)  # Eigen's kernel, not oneDNN's rewrite
+    assert "BatchMatMulV3" not in graph_ops(tf.bfloat16)  # other dtypes keep tf.matmul

@@ -16,6 +16,31 @@ __all__ = ["MultiHeadAttention", "write_cache"]  # write_cache lives in the base
 _MASKED = -1e9
 
 
+def small_matmul(x, y, adj_y: bool = False):
+    """`tf.matmul(x, y, transpose_b=adj_y)` for a decode step's small batched float32 products.
+
+    Where TensorFlow turns oneDNN on, it rewrites `BatchMatMulV2` (what `tf.matmul` builds)
+    into `_MklBatchMatMulV2`, whose fixed cost per call is about twice Eigen's at these sizes;
+    float32 `BatchMatMulV3` runs Eigen's kernel (docs/efficiency.md). Other dtypes keep
+    `tf.matmul`.
+    """
+    if x.dtype != tf.float32 or y.dtype != tf.float32:
+        return tf.matmul(x, y, transpose_b=adj_y)
+    return tf.raw_ops.BatchMatMulV3(x=x, y=y, Tout=tf.float32, adj_y=adj_y)
+
+
+def small_softmax(scores):
+    """Softmax over the last axis of `scores`, written as `exp(s - max) / sum`.
+
+    For a decode step's few score rows: where TensorFlow turns oneDNN on, `tf.nn.softmax`
+    runs as `_MklSoftmax`, whose fixed cost per call is about twice these four Eigen ops' at
+    such sizes (docs/efficiency.md). Equal to `tf.nn.softmax` within float32 rounding; a row
+    that is all `_MASKED` comes out uniform, as it does there.
+    """
+    e = tf.exp(scores - tf.reduce_max(scores, axis=-1, keepdims=True))
+    return e / tf.reduce_sum(e, axis=-1, keepdims=True)
+
+
 def _rms(x, epsilon: float = 1e-6):
     """`x` scaled to unit root-mean-square over its last axis (no learned scale)."""
     ms = tf.reduce_mean(tf.square(tf.cast(x, tf.float32)), axis=-1, keepdims=True)
@@ -319,7 +344,7 @@ class MultiHeadAttention(Attention):
         b, t, s = tf.shape(q)[0], tf.shape(q)[2], tf.shape(k)[2]
         if q.shape[2] == 1:  # a decode step: one query row per product
             qg = tf.reshape(q, [b, kvh, h // kvh, 1, dh])  # (B, Hkv, G, 1, Dh)
-            scores = tf.matmul(qg, k[:, :, None], transpose_b=True)  # (B, Hkv, G, 1, S)
+            scores = small_matmul(qg, k[:, :, None], adj_y=True)  # (B, Hkv, G, 1, S)
         else:
             qg = tf.reshape(q, [b, kvh, (h // kvh) * t, dh])  # (B, Hkv, G*T, Dh)
             scores = tf.matmul(qg, k, transpose_b=True)  # (B, Hkv, G*T, S)
@@ -338,14 +363,17 @@ class MultiHeadAttention(Attention):
         h, kvh, dh = self.num_heads, self.num_kv_heads, self.head_dim
         shape = tf.shape(scores)
         b, t, s = shape[0], shape[2], shape[3]
-        probs = tf.nn.softmax(scores, axis=-1)  # (B, H, T, S) float32
+        if scores.shape[2] == 1:  # a decode step: Eigen's elementwise ops, see small_softmax
+            probs = small_softmax(scores)  # (B, H, 1, S) float32
+        else:
+            probs = tf.nn.softmax(scores, axis=-1)  # (B, H, T, S) float32
         if self.capture_attention:  # eager inspection only (`tfllm attention`)
             self.last_attention = probs
         probs = self.attention_dropout(tf.cast(probs, self.compute_dtype), training=training)
         v = tf.cast(v, probs.dtype)
         if scores.shape[2] == 1:  # a decode step: one query row per product, as in _scores
             probs = tf.reshape(probs, [b, kvh, h // kvh, 1, s])  # (B, Hkv, G, 1, S)
-            out = tf.matmul(probs, v[:, :, None])  # (B, Hkv, G, 1, Dh)
+            out = small_matmul(probs, v[:, :, None])  # (B, Hkv, G, 1, Dh)
         else:
             probs = tf.reshape(probs, [b, kvh, (h // kvh) * t, s])  # (B, Hkv, G*T, S)
             out = tf.matmul(probs, v)  # (B, Hkv, G*T, Dh)

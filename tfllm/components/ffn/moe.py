@@ -178,7 +178,7 @@ class MixtureOfExperts(keras.layers.Layer):
             h = h + tf.cast(self.expert_in_bias, h.dtype)[:, None, :]
         if self.expert == "swiglu":
             gate, up = tf.split(h, 2, axis=-1)  # (E, C, I) each
-            h = tf.nn.silu(gate) * up
+            h = activate(gate, "silu") * up
         else:
             h = activate(h, self.activation)
         out = tf.einsum("eci,eid->ecd", h, tf.cast(self.expert_out, h.dtype))  # (E, C, D)
