@@ -33,7 +33,7 @@ def small_softmax(scores):
     """Softmax over the last axis of `scores`, written as `exp(s - max) / sum`.
 
     For a decode step's few score rows: where TensorFlow turns oneDNN on, `tf.nn.softmax`
-    runs as `_MklSoftmax`, whose fixed cost per call is about twice these four Eigen ops' at
+    runs as `_MklSoftmax`, whose fixed cost per call is about twice these five Eigen ops' at
     such sizes (docs/efficiency.md). Equal to `tf.nn.softmax` within float32 rounding; a row
     that is all `_MASKED` comes out uniform, as it does there.
     """
