@@ -1417,22 +1417,26 @@ def test_cancelled_and_expired_requests_are_skipped_not_run(exported):
 
         request = predict_pb2.PredictRequest()
         request.model_spec.name = "tiny"
-        request.inputs["prompts"].CopyFrom(tf.make_tensor_proto(PROMPTS * 4))
+        # 24 rows, so a run outlasts the 10 ms deadlines below on most machines.
+        request.inputs["prompts"].CopyFrom(tf.make_tensor_proto(PROMPTS * 8))
         stub.Predict(request, timeout=60)  # warm
         runs = server.predictor.runs
         expired = [stub.Predict.future(request, timeout=0.01) for _ in range(8)]
         cancelled = [stub.Predict.future(request, timeout=60) for _ in range(4)]
         for call in cancelled:
             call.cancel()
+        answered = 0  # on a fast machine the first, run at once, may finish inside 10 ms
         for call in expired:
-            with pytest.raises(grpc.RpcError) as info:
-                call.result()
-            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            try:
+                answered += bool(call.result().outputs["completions"].string_val)
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert answered <= 1, answered  # one run at a time: the rest expire in the queue
         time.sleep(2.0)  # let the server dispatch (or drop) all of them
-        # Of 12 requests nobody waits for, at most the one running when they gave up is run.
-        assert server.predictor.runs - runs <= 2, server.predictor.runs - runs
+        # Of the requests nobody waits for, at most the one running when they gave up is run.
+        assert server.predictor.runs - runs <= answered + 2, server.predictor.runs - runs
         assert stub.Predict(request, timeout=60).outputs["completions"]
-        assert server.predictor.runs - runs <= 3
+        assert server.predictor.runs - runs <= answered + 3
     finally:
         channel.close()
         server.stop()
