@@ -363,7 +363,10 @@ class MultiHeadAttention(Attention):
         h, kvh, dh = self.num_heads, self.num_kv_heads, self.head_dim
         shape = tf.shape(scores)
         b, t, s = shape[0], shape[2], shape[3]
-        if scores.shape[2] == 1:  # a decode step: Eigen's elementwise ops, see small_softmax
+        # A decode step (one query position) runs small_softmax and small_matmul, and
+        # multiplies one query row per product, as in _scores.
+        decode_step = scores.shape[2] == 1
+        if decode_step:
             probs = small_softmax(scores)  # (B, H, 1, S) float32
         else:
             probs = tf.nn.softmax(scores, axis=-1)  # (B, H, T, S) float32
@@ -371,7 +374,7 @@ class MultiHeadAttention(Attention):
             self.last_attention = probs
         probs = self.attention_dropout(tf.cast(probs, self.compute_dtype), training=training)
         v = tf.cast(v, probs.dtype)
-        if scores.shape[2] == 1:  # a decode step: one query row per product, as in _scores
+        if decode_step:
             probs = tf.reshape(probs, [b, kvh, h // kvh, 1, s])  # (B, Hkv, G, 1, S)
             out = small_matmul(probs, v[:, :, None])  # (B, Hkv, G, 1, Dh)
         else:
